@@ -1,0 +1,262 @@
+//! Frames: the 7-byte header, the payload, and the frame-end octet.
+//!
+//! Decoding reads the header first and checks the declared size against
+//! `frame_max` before it waits for (or buffers) the payload, so a hostile
+//! size can't make the caller allocate. Payloads are split off the input
+//! buffer without copying.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use nom::Parser;
+use nom::number::complete::{be_u8, be_u16, be_u32};
+
+use crate::error::DecodeError;
+use crate::method::Method;
+use crate::properties::{BasicProperties, ContentHeader, encode_header};
+use crate::types::ChannelId;
+
+/// Frame type octet of a method frame.
+pub const FRAME_METHOD: u8 = 1;
+/// Frame type octet of a content header frame.
+pub const FRAME_HEADER: u8 = 2;
+/// Frame type octet of a content body frame.
+pub const FRAME_BODY: u8 = 3;
+/// Frame type octet of a heartbeat frame.
+pub const FRAME_HEARTBEAT: u8 = 8;
+/// The octet that ends every frame.
+pub const FRAME_END: u8 = 0xCE;
+/// Header (7) plus frame-end (1).
+pub const FRAME_OVERHEAD: usize = 8;
+/// The smallest `frame_max` a peer may negotiate, and the limit before `tune`.
+pub const FRAME_MIN_SIZE: u32 = 4096;
+/// What a client sends first.
+pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
+
+/// The four frame types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameType {
+    /// A method.
+    Method,
+    /// A content header.
+    Header,
+    /// A piece of content body.
+    Body,
+    /// A heartbeat.
+    Heartbeat,
+}
+
+impl FrameType {
+    /// Parses the frame type octet.
+    pub fn from_octet(octet: u8) -> Result<Self, DecodeError> {
+        match octet {
+            FRAME_METHOD => Ok(Self::Method),
+            FRAME_HEADER => Ok(Self::Header),
+            FRAME_BODY => Ok(Self::Body),
+            FRAME_HEARTBEAT => Ok(Self::Heartbeat),
+            other => Err(DecodeError::UnknownFrameType(other)),
+        }
+    }
+
+    /// The frame type octet.
+    pub fn octet(self) -> u8 {
+        match self {
+            Self::Method => FRAME_METHOD,
+            Self::Header => FRAME_HEADER,
+            Self::Body => FRAME_BODY,
+            Self::Heartbeat => FRAME_HEARTBEAT,
+        }
+    }
+}
+
+/// A frame whose payload has not been interpreted yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    /// Frame type.
+    pub kind: FrameType,
+    /// Channel number.
+    pub channel: ChannelId,
+    /// The payload, a slice of the input buffer.
+    pub payload: Bytes,
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Frame {
+    /// A method frame.
+    Method {
+        /// Channel number.
+        channel: ChannelId,
+        /// The method.
+        method: Method,
+    },
+    /// A content header frame.
+    Header {
+        /// Channel number.
+        channel: ChannelId,
+        /// The header.
+        header: ContentHeader,
+    },
+    /// A content body frame.
+    Body {
+        /// Channel number.
+        channel: ChannelId,
+        /// Body bytes, a slice of the input buffer.
+        payload: Bytes,
+    },
+    /// A heartbeat (valid only on channel 0).
+    Heartbeat {
+        /// Channel number.
+        channel: ChannelId,
+    },
+}
+
+impl Frame {
+    /// The channel number.
+    pub fn channel(&self) -> ChannelId {
+        match self {
+            Frame::Method { channel, .. }
+            | Frame::Header { channel, .. }
+            | Frame::Body { channel, .. }
+            | Frame::Heartbeat { channel } => *channel,
+        }
+    }
+
+    /// Appends the encoded frame.
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Frame::Method { channel, method } => encode_method(out, *channel, method),
+            Frame::Header { channel, header } => {
+                with_frame(out, FRAME_HEADER, *channel, |out| header.encode(out))
+            }
+            Frame::Body { channel, payload } => {
+                with_frame(out, FRAME_BODY, *channel, |out| out.put_slice(payload))
+            }
+            Frame::Heartbeat { channel } => with_frame(out, FRAME_HEARTBEAT, *channel, |_| {}),
+        }
+    }
+}
+
+impl RawFrame {
+    /// Interprets the payload.
+    pub fn parse(self) -> Result<Frame, DecodeError> {
+        let channel = self.channel;
+        Ok(match self.kind {
+            FrameType::Method => Frame::Method {
+                channel,
+                method: Method::decode(self.payload)?,
+            },
+            FrameType::Header => Frame::Header {
+                channel,
+                header: ContentHeader::decode(self.payload)?,
+            },
+            FrameType::Body => Frame::Body {
+                channel,
+                payload: self.payload,
+            },
+            FrameType::Heartbeat => {
+                if !self.payload.is_empty() {
+                    return Err(DecodeError::HeartbeatPayload(self.payload.len() as u32));
+                }
+                Frame::Heartbeat { channel }
+            }
+        })
+    }
+}
+
+fn parse_header(input: &[u8]) -> nom::IResult<&[u8], (u8, u16, u32), ()> {
+    (be_u8, be_u16, be_u32).parse(input)
+}
+
+/// Splits one complete frame off the front of `buf`.
+///
+/// Returns `Ok(None)` when more bytes are needed. `frame_max` of 0 means no
+/// limit (never negotiated by RabbitMQ; callers should pass a real bound).
+/// On error the buffer is left as it was; the stream is unusable anyway.
+pub fn decode_raw(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>, DecodeError> {
+    let Ok((_, (kind, channel, size))) = parse_header(buf) else {
+        return Ok(None);
+    };
+    let kind = FrameType::from_octet(kind)?;
+    let total = u64::from(size) + FRAME_OVERHEAD as u64;
+    if frame_max != 0 && total > u64::from(frame_max) {
+        return Err(DecodeError::FrameTooLarge {
+            size: total,
+            max: frame_max,
+        });
+    }
+    // Fits in usize: bounded by frame_max (u32) or, with no limit, by u32 + 8.
+    let total = total as usize;
+    if buf.len() < total {
+        // Reserving here is safe: `total` was checked against frame_max.
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let end = buf[total - 1];
+    if end != FRAME_END {
+        return Err(DecodeError::BadFrameEnd(end));
+    }
+    let mut frame = buf.split_to(total).freeze();
+    frame.advance(7);
+    frame.truncate(size as usize);
+    Ok(Some(RawFrame {
+        kind,
+        channel,
+        payload: frame,
+    }))
+}
+
+/// [`decode_raw`] then [`RawFrame::parse`].
+pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, DecodeError> {
+    match decode_raw(buf, frame_max)? {
+        Some(raw) => raw.parse().map(Some),
+        None => Ok(None),
+    }
+}
+
+fn with_frame(out: &mut BytesMut, kind: u8, channel: ChannelId, body: impl FnOnce(&mut BytesMut)) {
+    out.put_u8(kind);
+    out.put_u16(channel);
+    let at = out.len();
+    out.put_u32(0);
+    body(out);
+    let size = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
+    out[at..at + 4].copy_from_slice(&size.to_be_bytes());
+    out.put_u8(FRAME_END);
+}
+
+/// Appends a method frame.
+pub fn encode_method(out: &mut BytesMut, channel: ChannelId, method: &Method) {
+    with_frame(out, FRAME_METHOD, channel, |out| method.encode(out));
+}
+
+/// Appends a heartbeat frame.
+pub fn encode_heartbeat(out: &mut BytesMut) {
+    out.put_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+}
+
+/// Appends a content header frame and as many body frames as `frame_max`
+/// requires (none for an empty body).
+pub fn encode_content(
+    out: &mut BytesMut,
+    channel: ChannelId,
+    class_id: u16,
+    properties: &BasicProperties,
+    body: &[u8],
+    frame_max: u32,
+) {
+    with_frame(out, FRAME_HEADER, channel, |out| {
+        encode_header(class_id, body.len() as u64, properties, out)
+    });
+    let chunk = match frame_max {
+        0 => usize::MAX,
+        max => (max as usize).saturating_sub(FRAME_OVERHEAD).max(1),
+    };
+    out.reserve(body.len() + (body.len() / chunk + 1) * FRAME_OVERHEAD);
+    for piece in body.chunks(chunk) {
+        with_frame(out, FRAME_BODY, channel, |out| out.put_slice(piece));
+    }
+}
+
+#[cfg(test)]
+mod tests;
