@@ -38,7 +38,8 @@ carehare_broker_cli() {
     if [[ ! -d "$CAREHARE_BROKER_HOME" ]]; then
         mkdir -p "$CAREHARE_BROKER_HOME" && chmod 0700 "$CAREHARE_BROKER_HOME" || return
     fi
-    HOME="$CAREHARE_BROKER_HOME" LC_ALL=C.UTF-8 "$CAREHARE_RABBITMQ_BIN/$tool" "$@"
+    # ERL_EPMD_ADDRESS: an epmd daemon started by this call listens on loopback only.
+    HOME="$CAREHARE_BROKER_HOME" LC_ALL=C.UTF-8 ERL_EPMD_ADDRESS=127.0.0.1 "$CAREHARE_RABBITMQ_BIN/$tool" "$@"
 }
 rabbitmqctl() { carehare_broker_cli rabbitmqctl "$@"; }
 rabbitmq-diagnostics() { carehare_broker_cli rabbitmq-diagnostics "$@"; }

@@ -28,7 +28,9 @@ launcher_pid_file="$base/launcher.pid"
 cli() { # seconds tool args...
     local secs="$1" tool="$2"
     shift 2
-    HOME="$CAREHARE_BROKER_HOME" LC_ALL=C.UTF-8 timeout "$secs" "$CAREHARE_RABBITMQ_BIN/$tool" "$@"
+    # 9>&-: don't leak the lock fd into an epmd daemon the CLI may spawn.
+    HOME="$CAREHARE_BROKER_HOME" LC_ALL=C.UTF-8 ERL_EPMD_ADDRESS=127.0.0.1 \
+        timeout "$secs" "$CAREHARE_RABBITMQ_BIN/$tool" "$@" 9>&-
 }
 node_up() { cli 30 rabbitmq-diagnostics -q ping --timeout 10 >/dev/null 2>&1; }
 
@@ -157,7 +159,7 @@ cd "$base" # erl_crash.dump etc. land here
     echo "==== $(date -u '+%Y-%m-%dT%H:%M:%SZ') start.sh: starting $RABBITMQ_NODENAME"
 } >>"$CAREHARE_BROKER_STDOUT_LOG"
 HOME="$CAREHARE_BROKER_HOME" LC_ALL=C.UTF-8 ERL_EPMD_ADDRESS=127.0.0.1 \
-    setsid nohup "$CAREHARE_RABBITMQ_BIN/rabbitmq-server" >>"$CAREHARE_BROKER_STDOUT_LOG" 2>&1 </dev/null &
+    setsid nohup "$CAREHARE_RABBITMQ_BIN/rabbitmq-server" >>"$CAREHARE_BROKER_STDOUT_LOG" 2>&1 </dev/null 9>&- &
 launcher=$!
 echo "$launcher" >"$launcher_pid_file"
 
@@ -176,8 +178,8 @@ fail_startup() {
 
 # `rabbitmqctl wait` returns once the pid file exists and the rabbit app is running;
 # watch the launcher meanwhile so an early crash fails fast instead of timing out.
-HOME="$CAREHARE_BROKER_HOME" LC_ALL=C.UTF-8 timeout $((STARTUP_TIMEOUT + 10)) \
-    "$CAREHARE_RABBITMQ_BIN/rabbitmqctl" -q wait --timeout "$STARTUP_TIMEOUT" "$RABBITMQ_PID_FILE" >/dev/null 2>"$base/wait.err" &
+HOME="$CAREHARE_BROKER_HOME" LC_ALL=C.UTF-8 ERL_EPMD_ADDRESS=127.0.0.1 timeout $((STARTUP_TIMEOUT + 10)) \
+    "$CAREHARE_RABBITMQ_BIN/rabbitmqctl" -q wait --timeout "$STARTUP_TIMEOUT" "$RABBITMQ_PID_FILE" >/dev/null 2>"$base/wait.err" 9>&- &
 waiter=$!
 while kill -0 "$waiter" 2>/dev/null; do
     if ! kill -0 "$launcher" 2>/dev/null; then

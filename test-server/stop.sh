@@ -20,7 +20,9 @@ fi
 cli() { # seconds tool args...
     local secs="$1" tool="$2"
     shift 2
-    HOME="$CAREHARE_BROKER_HOME" LC_ALL=C.UTF-8 timeout "$secs" "$CAREHARE_RABBITMQ_BIN/$tool" "$@"
+    # 9>&-: don't leak the lock fd into an epmd daemon the CLI may spawn.
+    HOME="$CAREHARE_BROKER_HOME" LC_ALL=C.UTF-8 ERL_EPMD_ADDRESS=127.0.0.1 \
+        timeout "$secs" "$CAREHARE_RABBITMQ_BIN/$tool" "$@" 9>&-
 }
 # Is $1 a live process of this node (guards against recycled pids)?
 ours() {

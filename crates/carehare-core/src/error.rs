@@ -254,6 +254,9 @@ pub enum ConnectionError {
         /// Theirs, space-separated as sent.
         offered: String,
     },
+    /// The configured virtual host name is longer than 255 bytes.
+    #[error("virtual host name of {0} bytes is longer than the 255 bytes AMQP allows")]
+    InvalidVirtualHost(usize),
     /// The transport failed (reported by the driver through `handle_transport_error`).
     #[error("transport error: {0}")]
     Transport(String),
@@ -304,7 +307,16 @@ pub enum UsageError {
         /// Whether it expects a reply.
         expects_reply: bool,
     },
-    /// A content body larger than AMQP can carry.
-    #[error("body of {0} bytes is too large")]
-    BodyTooLarge(usize),
+    /// A frame (method with its arguments, or a content header with its
+    /// properties) would exceed the negotiated `frame_max`.
+    #[error("frame of {size} bytes would exceed frame_max {max}")]
+    FrameTooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The negotiated limit.
+        max: u32,
+    },
+    /// A string argument is longer than a `shortstr` allows.
+    #[error("string of {0} bytes is longer than the 255 bytes a shortstr allows")]
+    StringTooLong(usize),
 }

@@ -20,6 +20,7 @@ use crate::wire::{Dec, Enc};
 use field::Field;
 
 pub use replies::reply_ids;
+pub(crate) use replies::client_may_send;
 
 macro_rules! methods {
     ($(

@@ -1,0 +1,211 @@
+//! What the client asks for during the handshake.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::table::encode_table_body;
+use crate::types::{AMQPValue, FieldTable, LongString};
+
+/// SASL credentials. The password never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Auth {
+    /// `PLAIN`: user name and password.
+    Plain {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// `AMQPLAIN`: RabbitMQ's table-encoded variant of PLAIN.
+    AmqPlain {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// `EXTERNAL`: the TLS client certificate identifies the user.
+    External,
+}
+
+impl Auth {
+    /// `PLAIN` credentials.
+    pub fn plain(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Self::Plain {
+            username: username.into(),
+            password: password.into(),
+        }
+    }
+
+    /// The SASL mechanism name.
+    pub fn mechanism(&self) -> &'static str {
+        match self {
+            Auth::Plain { .. } => "PLAIN",
+            Auth::AmqPlain { .. } => "AMQPLAIN",
+            Auth::External => "EXTERNAL",
+        }
+    }
+
+    /// The `start-ok` response for this mechanism.
+    pub(crate) fn response(&self) -> Bytes {
+        match self {
+            Auth::Plain { username, password } => {
+                let mut out = BytesMut::with_capacity(username.len() + password.len() + 2);
+                out.put_u8(0);
+                out.put_slice(username.as_bytes());
+                out.put_u8(0);
+                out.put_slice(password.as_bytes());
+                out.freeze()
+            }
+            Auth::AmqPlain { username, password } => {
+                let mut table = FieldTable::default();
+                let long = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+                table.insert("LOGIN".into(), long(username));
+                table.insert("PASSWORD".into(), long(password));
+                let mut out = BytesMut::new();
+                encode_table_body(&mut out, &table);
+                out.freeze()
+            }
+            Auth::External => Bytes::new(),
+        }
+    }
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::Plain { username, .. } => f
+                .debug_struct("Plain")
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .finish(),
+            Auth::AmqPlain { username, .. } => f
+                .debug_struct("AmqPlain")
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .finish(),
+            Auth::External => f.write_str("External"),
+        }
+    }
+}
+
+/// Handshake parameters and client limits.
+///
+/// `channel_max`, `frame_max` and `heartbeat` are proposals: each is
+/// negotiated as the minimum of ours and the server's, where 0 means "no
+/// limit" on either side. A negotiated heartbeat of 0 disables heartbeats.
+///
+/// Build it with `..Default::default()` so that new fields don't break you.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnectionConfig {
+    /// Credentials.
+    pub auth: Auth,
+    /// The virtual host to open; `/` is RabbitMQ's default.
+    pub virtual_host: String,
+    /// Highest channel number we want (RabbitMQ's default limit is 2047).
+    pub channel_max: u16,
+    /// Largest frame we accept, header included. At least 4096.
+    pub frame_max: u32,
+    /// Heartbeat interval in seconds.
+    pub heartbeat: u16,
+    /// Shown in the management UI.
+    pub connection_name: Option<String>,
+    /// SASL locale.
+    pub locale: String,
+    /// How long the whole AMQP handshake may take.
+    pub handshake_timeout: Duration,
+    /// How long a client `close` waits for `close-ok`.
+    pub close_timeout: Duration,
+    /// Largest message body we accept (RabbitMQ's own default
+    /// `max_message_size` is 128 MiB). A bigger one closes the connection.
+    pub max_body_size: u64,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            auth: Auth::plain("guest", "guest"),
+            virtual_host: "/".into(),
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat: 60,
+            connection_name: None,
+            locale: "en_US".into(),
+            handshake_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(10),
+            max_body_size: 128 * 1024 * 1024,
+        }
+    }
+}
+
+impl ConnectionConfig {
+    /// The properties sent in `start-ok`: product, version, platform,
+    /// connection name and the capabilities this client implements.
+    pub fn client_properties(&self) -> FieldTable {
+        let long = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+        let mut capabilities = FieldTable::default();
+        for cap in [
+            "publisher_confirms",
+            "consumer_cancel_notify",
+            "basic.nack",
+            "connection.blocked",
+            "authentication_failure_close",
+            "exchange_exchange_bindings",
+            "per_consumer_qos",
+        ] {
+            capabilities.insert(cap.into(), AMQPValue::Boolean(true));
+        }
+        let mut props = FieldTable::default();
+        props.insert("product".into(), long("carehare"));
+        props.insert("version".into(), long(env!("CARGO_PKG_VERSION")));
+        props.insert("platform".into(), long("Rust"));
+        props.insert(
+            "information".into(),
+            long("https://github.com/carehare/carehare-rs"),
+        );
+        props.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
+        if let Some(name) = &self.connection_name {
+            props.insert("connection_name".into(), long(name));
+        }
+        props
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_debug() {
+        let config = ConnectionConfig {
+            auth: Auth::plain("bob", "hunter2"),
+            ..Default::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(shown.contains("bob"));
+        assert!(!shown.contains("hunter2"));
+        let amq = Auth::AmqPlain {
+            username: "bob".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{amq:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn plain_response_is_nul_separated() {
+        assert_eq!(&Auth::plain("u", "p").response()[..], b"\0u\0p");
+    }
+
+    #[test]
+    fn amqplain_response_is_a_table_without_length() {
+        let r = Auth::AmqPlain {
+            username: "u".into(),
+            password: "p".into(),
+        }
+        .response();
+        assert_eq!(&r[..6], b"\x05LOGIN");
+        assert_eq!(r[6], b'S');
+    }
+}

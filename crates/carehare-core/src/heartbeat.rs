@@ -1,0 +1,91 @@
+//! Heartbeat timers, driven entirely by the times the caller passes in.
+//!
+//! We send a heartbeat after `interval / 2` without writing, and declare the
+//! peer dead after `2 × interval` without reading anything.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Heartbeat {
+    interval: Duration,
+    last_read: Instant,
+    last_write: Instant,
+}
+
+impl Heartbeat {
+    /// `interval` of zero disables both timers.
+    pub(crate) fn new(interval_secs: u16, now: Instant) -> Self {
+        Self {
+            interval: Duration::from_secs(u64::from(interval_secs)),
+            last_read: now,
+            last_write: now,
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        !self.interval.is_zero()
+    }
+
+    pub(crate) fn on_read(&mut self, now: Instant) {
+        self.last_read = self.last_read.max(now);
+    }
+
+    pub(crate) fn on_write(&mut self, now: Instant) {
+        self.last_write = self.last_write.max(now);
+    }
+
+    pub(crate) fn dead_after(&self) -> Duration {
+        self.interval * 2
+    }
+
+    pub(crate) fn send_deadline(&self) -> Option<Instant> {
+        self.enabled().then(|| self.last_write + self.interval / 2)
+    }
+
+    pub(crate) fn dead_deadline(&self) -> Option<Instant> {
+        self.enabled().then(|| self.last_read + self.dead_after())
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        match (self.send_deadline(), self.dead_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_dead(&self, now: Instant) -> bool {
+        self.dead_deadline().is_some_and(|d| now >= d)
+    }
+
+    pub(crate) fn should_send(&self, now: Instant) -> bool {
+        self.send_deadline().is_some_and(|d| now >= d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(10, t0);
+        assert_eq!(hb.send_deadline(), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(hb.dead_deadline(), Some(t0 + Duration::from_secs(20)));
+        assert!(!hb.should_send(t0 + Duration::from_millis(4999)));
+        assert!(hb.should_send(t0 + Duration::from_secs(5)));
+        hb.on_read(t0 + Duration::from_secs(15));
+        assert!(!hb.is_dead(t0 + Duration::from_secs(34)));
+        assert!(hb.is_dead(t0 + Duration::from_secs(35)));
+        // Time passed in out of order never moves a timer back.
+        hb.on_read(t0);
+        assert!(!hb.is_dead(t0 + Duration::from_secs(34)));
+    }
+
+    #[test]
+    fn zero_disables() {
+        let hb = Heartbeat::new(0, Instant::now());
+        assert_eq!(hb.next_deadline(), None);
+        assert!(!hb.is_dead(Instant::now() + Duration::from_secs(1_000_000)));
+    }
+}
