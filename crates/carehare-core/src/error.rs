@@ -186,9 +186,7 @@ impl ProtocolViolation {
         match self {
             Self::Decode { error, .. } => error.reply_code(),
             Self::UnknownChannel(_) => reply_code::CHANNEL_ERROR,
-            Self::UnexpectedFrame { .. } | Self::BodyOverrun { .. } => {
-                reply_code::UNEXPECTED_FRAME
-            }
+            Self::UnexpectedFrame { .. } | Self::BodyOverrun { .. } => reply_code::UNEXPECTED_FRAME,
             Self::HeartbeatOnChannel(_) => reply_code::FRAME_ERROR,
             Self::UnexpectedMethod { .. } | Self::InvalidTune(_) => reply_code::COMMAND_INVALID,
             Self::BodyTooLarge { .. } => reply_code::FRAME_ERROR,

@@ -43,6 +43,8 @@ pub struct Delivery {
 }
 
 /// The answer to a command that waited for one.
+// Not boxed: boxing would cost an allocation per `basic.get`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Reply {

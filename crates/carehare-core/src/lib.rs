@@ -1,4 +1,93 @@
-//! carehare-core (contract to be written)
+//! # carehare-core: AMQP 0-9-1 for RabbitMQ, without IO
+//!
+//! This crate holds the whole protocol: the codec (frames, methods, field
+//! tables, properties), the connection and channel state machines,
+//! heartbeats, confirm numbering and message assembly. It has no sockets,
+//! no async runtime and no clock. Bytes go in, bytes and typed [`Event`]s
+//! come out, and the time is always an argument. Embed it in any event loop;
+//! `carehare-tokio` and friends are thin drivers around it.
+//!
+//! ## The contract
+//!
+//! A [`Connection`] has four kinds of methods (after quinn-proto):
+//!
+//! - **A. Getters** (`is_open`, `tuning`, `server_properties`, ...): never
+//!   change anything.
+//! - **B. Inputs** mutate: [`handle_input(now, bytes)`](Connection::handle_input),
+//!   [`handle_timeout(now)`](Connection::handle_timeout),
+//!   [`handle_eof(now)`](Connection::handle_eof),
+//!   [`handle_transport_error(now, e)`](Connection::handle_transport_error).
+//! - **C. Commands** mutate, and **only queue work**:
+//!   [`open_channel`](Connection::open_channel),
+//!   [`close_channel`](Connection::close_channel),
+//!   [`call`](Connection::call), [`send`](Connection::send),
+//!   [`publish`](Connection::publish),
+//!   [`update_secret`](Connection::update_secret),
+//!   [`close`](Connection::close). A command that waits for a reply returns
+//!   an [`OpId`](types::OpId); the reply comes back later as
+//!   [`Event::Completed`] with that id. Misuse (a closed channel, a method
+//!   that may not be sent, a frame over `frame_max`) is an immediate
+//!   [`UsageError`](error::UsageError) and queues nothing.
+//! - **D. Outputs**: [`poll_transmit(buf)`](Connection::poll_transmit),
+//!   [`poll_event()`](Connection::poll_event),
+//!   [`poll_timeout()`](Connection::poll_timeout).
+//!
+//! **The rule** (after str0m): after *any* input or command, the driver
+//! drains `poll_transmit` (writing the bytes to the transport) and
+//! `poll_event` until both are empty, then sleeps until `poll_timeout()`
+//! (or until new bytes or a new command arrive), and then calls
+//! `handle_timeout(now)`. `poll_timeout()` returning `None` means no timer
+//! is running. Calling `handle_timeout` early is harmless.
+//!
+//! Commands take no `now`: they use the latest time given to an input.
+//! That time is also taken as the moment `poll_transmit`'s bytes were
+//! written, which at worst makes a heartbeat go out early, never late.
+//!
+//! ## Faults, and whose they are (after h11)
+//!
+//! - The caller's misuse: [`UsageError`](error::UsageError), returned at once.
+//! - The server's protocol faults (garbage, a frame on an unknown channel,
+//!   content out of order, a heartbeat on a channel, an oversized frame...):
+//!   the core queues `connection.close` with the right reply code (501,
+//!   502, 503, 504, 505) and the connection ends with
+//!   [`ConnectionError::Protocol`](error::ConnectionError::Protocol). Nothing
+//!   the network sends can make the core panic, and no allocation is sized
+//!   from an untrusted length before it is checked against a limit.
+//! - The server's refusals: `channel.close` fails that channel's pending
+//!   commands with [`ChannelError::ClosedByServer`](error::ChannelError::ClosedByServer)
+//!   and the connection lives on; `connection.close` ends everything with
+//!   [`ConnectionError::ClosedByServer`](error::ConnectionError::ClosedByServer).
+//!
+//! When the connection ends, every pending command completes with
+//! [`ChannelError::ConnectionClosed`](error::ChannelError::ConnectionClosed),
+//! then [`Event::ConnectionClosed`] is the last event. Later input is
+//! ignored.
+//!
+//! ## Buffers
+//!
+//! The read buffer holds at most one incomplete frame beyond the bytes
+//! just given (the frame's size is checked against `frame_max` from its
+//! 7-byte header). A message body is bounded by
+//! [`ConnectionConfig::max_body_size`]. The write buffer grows only with
+//! commands; the driver bounds it by bounding commands (confirm windows,
+//! prefetch). A body that arrives in one frame is handed out as a
+//! zero-copy slice of the read buffer.
+//!
+//! ## Example
+//!
+//! ```
+//! use std::time::Instant;
+//! use carehare_core::{Connection, ConnectionConfig};
+//!
+//! let now = Instant::now();
+//! let mut conn = Connection::new(ConnectionConfig::default(), now);
+//! let mut out = Vec::new();
+//! conn.poll_transmit(&mut out); // the protocol header: write it to the socket
+//! assert_eq!(out, b"AMQP\x00\x00\x09\x01");
+//! // ...then feed what the socket reads into `conn.handle_input(now, &bytes)`,
+//! // drain `poll_transmit` and `poll_event`, and sleep until `poll_timeout()`.
+//! ```
+
 mod channel;
 mod connection;
 pub mod error;

@@ -140,7 +140,12 @@ impl ContentHeader {
     }
 }
 
-pub(crate) fn encode_header(class_id: u16, body_size: u64, p: &BasicProperties, out: &mut BytesMut) {
+pub(crate) fn encode_header(
+    class_id: u16,
+    body_size: u64,
+    p: &BasicProperties,
+    out: &mut BytesMut,
+) {
     let mut enc = Enc::new(out);
     enc.u16(class_id);
     enc.u16(0);
@@ -204,26 +209,45 @@ pub(crate) mod arb {
 
     pub(crate) fn properties() -> BoxedStrategy<BasicProperties> {
         (
-            (of(short_str()), of(short_str()), of(table()), of(any::<u8>()), of(any::<u8>())),
-            (of(short_str()), of(short_str()), of(short_str()), of(short_str())),
-            (of(any::<u64>()), of(short_str()), of(short_str()), of(short_str()), of(short_str())),
+            (
+                of(short_str()),
+                of(short_str()),
+                of(table()),
+                of(any::<u8>()),
+                of(any::<u8>()),
+            ),
+            (
+                of(short_str()),
+                of(short_str()),
+                of(short_str()),
+                of(short_str()),
+            ),
+            (
+                of(any::<u64>()),
+                of(short_str()),
+                of(short_str()),
+                of(short_str()),
+                of(short_str()),
+            ),
         )
-            .prop_map(|((ct, ce, h, dm, pr), (ci, rt, ex, mi), (ts, k, u, a, cl))| BasicProperties {
-                content_type: ct,
-                content_encoding: ce,
-                headers: h,
-                delivery_mode: dm,
-                priority: pr,
-                correlation_id: ci,
-                reply_to: rt,
-                expiration: ex,
-                message_id: mi,
-                timestamp: ts,
-                kind: k,
-                user_id: u,
-                app_id: a,
-                cluster_id: cl,
-            })
+            .prop_map(
+                |((ct, ce, h, dm, pr), (ci, rt, ex, mi), (ts, k, u, a, cl))| BasicProperties {
+                    content_type: ct,
+                    content_encoding: ce,
+                    headers: h,
+                    delivery_mode: dm,
+                    priority: pr,
+                    correlation_id: ci,
+                    reply_to: rt,
+                    expiration: ex,
+                    message_id: mi,
+                    timestamp: ts,
+                    kind: k,
+                    user_id: u,
+                    app_id: a,
+                    cluster_id: cl,
+                },
+            )
             .boxed()
     }
 }
@@ -256,7 +280,27 @@ mod tests {
         encode_header(60, 5, &p, &mut out);
         assert_eq!(
             &out[..],
-            &[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0b1001_0000, 0b0000_0100, 1, b'a', 2, 1, b'c']
+            &[
+                0,
+                60,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                5,
+                0b1001_0000,
+                0b0000_0100,
+                1,
+                b'a',
+                2,
+                1,
+                b'c'
+            ]
         );
     }
 

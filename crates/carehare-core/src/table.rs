@@ -248,8 +248,8 @@ mod tests {
         let mut out = BytesMut::new();
         encode_field_table(&t, &mut out);
         let expected: &[u8] = &[
-            0, 0, 0, 25, 1, b'l', b'l', 255, 255, 255, 255, 255, 255, 255, 253, 1, b's', b's',
-            255, 254, 1, b'x', b'x', 0, 0, 0, 2, 1, 2,
+            0, 0, 0, 25, 1, b'l', b'l', 255, 255, 255, 255, 255, 255, 255, 253, 1, b's', b's', 255,
+            254, 1, b'x', b'x', 0, 0, 0, 2, 1, 2,
         ];
         assert_eq!(&out[..], expected);
         assert_eq!(decode_field_table(out.freeze()).unwrap(), t);

@@ -42,14 +42,24 @@ fn handshake_sends_plain_credentials_properties_and_capabilities() {
     });
     b.start();
     let (_, m) = b.expect_one();
-    let Method::ConnectionStartOk(ok) = m else { panic!("{m:?}") };
+    let Method::ConnectionStartOk(ok) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!(ok.mechanism, "PLAIN");
     assert_eq!(&ok.response.0[..], b"\0bob\0secret");
     let props = ok.client_properties.inner();
-    assert_eq!(props.get("product"), Some(&AMQPValue::LongString(b"carehare".to_vec().into())));
+    assert_eq!(
+        props.get("product"),
+        Some(&AMQPValue::LongString(b"carehare".to_vec().into()))
+    );
     assert!(props.contains_key("version") && props.contains_key("platform"));
-    assert_eq!(props.get("connection_name"), Some(&AMQPValue::LongString(b"my-app".to_vec().into())));
-    let Some(AMQPValue::FieldTable(caps)) = props.get("capabilities") else { panic!("no capabilities") };
+    assert_eq!(
+        props.get("connection_name"),
+        Some(&AMQPValue::LongString(b"my-app".to_vec().into()))
+    );
+    let Some(AMQPValue::FieldTable(caps)) = props.get("capabilities") else {
+        panic!("no capabilities")
+    };
     for cap in [
         "publisher_confirms",
         "consumer_cancel_notify",
@@ -57,15 +67,41 @@ fn handshake_sends_plain_credentials_properties_and_capabilities() {
         "connection.blocked",
         "authentication_failure_close",
     ] {
-        assert_eq!(caps.inner().get(cap), Some(&AMQPValue::Boolean(true)), "{cap}");
+        assert_eq!(
+            caps.inner().get(cap),
+            Some(&AMQPValue::Boolean(true)),
+            "{cap}"
+        );
     }
-    b.method(0, ConnectionTune { channel_max: 100, frame_max: 8192, heartbeat: 30 });
+    b.method(
+        0,
+        ConnectionTune {
+            channel_max: 100,
+            frame_max: 8192,
+            heartbeat: 30,
+        },
+    );
     let sent = b.sent_methods();
     assert_eq!(
         sent,
         vec![
-            (0, ConnectionTuneOk { channel_max: 100, frame_max: 8192, heartbeat: 30 }.into()),
-            (0, ConnectionOpen { virtual_host: s("carehare-test"), ..Default::default() }.into()),
+            (
+                0,
+                ConnectionTuneOk {
+                    channel_max: 100,
+                    frame_max: 8192,
+                    heartbeat: 30
+                }
+                .into()
+            ),
+            (
+                0,
+                ConnectionOpen {
+                    virtual_host: s("carehare-test"),
+                    ..Default::default()
+                }
+                .into()
+            ),
         ]
     );
     assert!(!b.conn.is_open());
@@ -90,15 +126,30 @@ fn tune_is_the_minimum_where_zero_means_no_limit() {
             heartbeat: ch,
             ..Default::default()
         });
-        let t = b.handshake_with(ConnectionTune { channel_max: sc, frame_max: sf, heartbeat: sh });
-        assert_eq!((t.channel_max, t.frame_max, t.heartbeat), (nc, nf, nh), "client {cc}/{cf}/{ch} server {sc}/{sf}/{sh}");
+        let t = b.handshake_with(ConnectionTune {
+            channel_max: sc,
+            frame_max: sf,
+            heartbeat: sh,
+        });
+        assert_eq!(
+            (t.channel_max, t.frame_max, t.heartbeat),
+            (nc, nf, nh),
+            "client {cc}/{cf}/{ch} server {sc}/{sf}/{sh}"
+        );
     }
 }
 
 #[test]
 fn heartbeat_zero_disables_timers() {
-    let mut b = Broker::new(ConnectionConfig { heartbeat: 0, ..Default::default() });
-    b.handshake_with(ConnectionTune { channel_max: 0, frame_max: 131_072, heartbeat: 0 });
+    let mut b = Broker::new(ConnectionConfig {
+        heartbeat: 0,
+        ..Default::default()
+    });
+    b.handshake_with(ConnectionTune {
+        channel_max: 0,
+        frame_max: 131_072,
+        heartbeat: 0,
+    });
     assert_eq!(b.conn.poll_timeout(), None);
     b.advance(Duration::from_secs(3600));
     assert!(b.conn.is_open());
@@ -108,24 +159,37 @@ fn heartbeat_zero_disables_timers() {
 #[test]
 fn amqplain_and_external_mechanisms() {
     let mut b = Broker::new(ConnectionConfig {
-        auth: Auth::AmqPlain { username: "u".into(), password: "p".into() },
+        auth: Auth::AmqPlain {
+            username: "u".into(),
+            password: "p".into(),
+        },
         ..Default::default()
     });
     b.start();
-    let (_, Method::ConnectionStartOk(ok)) = b.expect_one() else { panic!() };
+    let (_, Method::ConnectionStartOk(ok)) = b.expect_one() else {
+        panic!()
+    };
     assert_eq!(ok.mechanism, "AMQPLAIN");
     assert!(ok.response.0.starts_with(b"\x05LOGINS"));
 
-    let mut b = Broker::new(ConnectionConfig { auth: Auth::External, ..Default::default() });
+    let mut b = Broker::new(ConnectionConfig {
+        auth: Auth::External,
+        ..Default::default()
+    });
     b.start();
-    let (_, Method::ConnectionStartOk(ok)) = b.expect_one() else { panic!() };
+    let (_, Method::ConnectionStartOk(ok)) = b.expect_one() else {
+        panic!()
+    };
     assert_eq!(ok.mechanism, "EXTERNAL");
     assert!(ok.response.0.is_empty());
 }
 
 #[test]
 fn mechanism_not_offered_is_typed() {
-    let mut b = Broker::new(ConnectionConfig { auth: Auth::External, ..Default::default() });
+    let mut b = Broker::new(ConnectionConfig {
+        auth: Auth::External,
+        ..Default::default()
+    });
     b.method(
         0,
         ConnectionStart {
@@ -152,14 +216,18 @@ fn refused_credentials_are_an_authentication_error() {
         0,
         ConnectionClose {
             reply_code: 403,
-            reply_text: s("ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN"),
+            reply_text: s(
+                "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN",
+            ),
             class_id: 0,
             method_id: 0,
         },
     );
     assert_eq!(b.expect_one(), (0, ConnectionCloseOk {}.into()));
     let events = b.events();
-    assert!(matches!(closed_with(&events), ConnectionError::AuthenticationFailed(r) if r.code == 403));
+    assert!(
+        matches!(closed_with(&events), ConnectionError::AuthenticationFailed(r) if r.code == 403)
+    );
     assert!(b.conn.is_closed());
 }
 
@@ -173,7 +241,10 @@ fn handshake_times_out() {
     assert!(b.events().is_empty());
     b.advance(Duration::from_millis(1));
     let events = b.events();
-    assert_eq!(closed_with(&events), &ConnectionError::HandshakeTimeout(Duration::from_secs(5)));
+    assert_eq!(
+        closed_with(&events),
+        &ConnectionError::HandshakeTimeout(Duration::from_secs(5))
+    );
 }
 
 #[test]
@@ -197,12 +268,20 @@ fn commands_before_open_are_usage_errors() {
 
 #[test]
 fn heartbeat_is_sent_after_half_the_interval_of_write_silence() {
-    let mut b = Broker::new(ConnectionConfig { heartbeat: 10, ..Default::default() });
+    let mut b = Broker::new(ConnectionConfig {
+        heartbeat: 10,
+        ..Default::default()
+    });
     b.handshake();
     b.sent();
     b.advance(Duration::from_millis(4_900));
     assert!(b.sent().is_empty());
-    b.method(0, ConnectionBlocked { reason: s("keep reading alive") });
+    b.method(
+        0,
+        ConnectionBlocked {
+            reason: s("keep reading alive"),
+        },
+    );
     b.events();
     b.advance(Duration::from_millis(100));
     assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
@@ -220,10 +299,23 @@ fn heartbeat_is_sent_after_half_the_interval_of_write_silence() {
 
 #[test]
 fn silent_peer_is_declared_dead_after_twice_the_interval() {
-    let mut b = Broker::new(ConnectionConfig { heartbeat: 10, ..Default::default() });
+    let mut b = Broker::new(ConnectionConfig {
+        heartbeat: 10,
+        ..Default::default()
+    });
     b.handshake();
     let ch = b.open_channel();
-    let op = b.conn.call(ch, QueueDeclare { queue: s("q"), ..Default::default() }.into()).unwrap();
+    let op = b
+        .conn
+        .call(
+            ch,
+            QueueDeclare {
+                queue: s("q"),
+                ..Default::default()
+            }
+            .into(),
+        )
+        .unwrap();
     b.sent();
     // The server's heartbeats keep it alive...
     b.advance(Duration::from_secs(15));
@@ -233,7 +325,10 @@ fn silent_peer_is_declared_dead_after_twice_the_interval() {
     // ...until it goes quiet for 20 s.
     b.advance(Duration::from_secs(1));
     let events = b.events();
-    assert_eq!(closed_with(&events), &ConnectionError::ClosedByHeartbeatMonitor(Duration::from_secs(20)));
+    assert_eq!(
+        closed_with(&events),
+        &ConnectionError::ClosedByHeartbeatMonitor(Duration::from_secs(20))
+    );
     assert!(events.iter().any(|e| matches!(
         e,
         Event::Completed { op: o, result: Err(ChannelError::ConnectionClosed(ConnectionError::ClosedByHeartbeatMonitor(_))), .. } if *o == op
@@ -248,17 +343,45 @@ fn silent_peer_is_declared_dead_after_twice_the_interval() {
 fn server_close_is_typed_answered_and_final() {
     let mut b = open_broker();
     let ch = b.open_channel();
-    let op = b.conn.call(ch, QueueDeclare { queue: s("q"), ..Default::default() }.into()).unwrap();
+    let op = b
+        .conn
+        .call(
+            ch,
+            QueueDeclare {
+                queue: s("q"),
+                ..Default::default()
+            }
+            .into(),
+        )
+        .unwrap();
     b.sent();
-    b.method(0, ConnectionClose { reply_code: 320, reply_text: s("CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"), class_id: 0, method_id: 0 });
+    b.method(
+        0,
+        ConnectionClose {
+            reply_code: 320,
+            reply_text: s(
+                "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'",
+            ),
+            class_id: 0,
+            method_id: 0,
+        },
+    );
     assert_eq!(b.expect_one(), (0, ConnectionCloseOk {}.into()));
     let events = b.events();
     let err = closed_with(&events);
     assert!(matches!(err, ConnectionError::ClosedByServer(r) if r.code == 320));
     assert!(err.to_string().contains("CONNECTION_FORCED"));
-    assert!(matches!(&events[0], Event::Completed { op: o, result: Err(ChannelError::ConnectionClosed(_)), .. } if *o == op));
+    assert!(
+        matches!(&events[0], Event::Completed { op: o, result: Err(ChannelError::ConnectionClosed(_)), .. } if *o == op)
+    );
     // Later input is ignored, commands are refused.
-    b.method(ch, QueueDeclareOk { queue: s("q"), ..Default::default() });
+    b.method(
+        ch,
+        QueueDeclareOk {
+            queue: s("q"),
+            ..Default::default()
+        },
+    );
     b.bytes(b"garbage garbage");
     assert!(b.events().is_empty());
     assert!(b.sent().is_empty());
@@ -269,7 +392,9 @@ fn server_close_is_typed_answered_and_final() {
 fn client_close_waits_for_close_ok() {
     let mut b = open_broker();
     b.conn.close(b.now, 200, "bye").unwrap();
-    assert!(matches!(b.expect_one(), (0, Method::ConnectionClose(c)) if c.reply_code == 200 && c.reply_text == "bye"));
+    assert!(
+        matches!(b.expect_one(), (0, Method::ConnectionClose(c)) if c.reply_code == 200 && c.reply_text == "bye")
+    );
     assert_eq!(b.conn.close(b.now, 200, "again"), Err(UsageError::Closed));
     // Anything but close-ok is dropped while closing.
     b.method(0, ConnectionBlocked { reason: s("x") });
@@ -283,13 +408,19 @@ fn client_close_waits_for_close_ok() {
 
 #[test]
 fn client_close_times_out() {
-    let mut b = Broker::new(ConnectionConfig { close_timeout: Duration::from_secs(3), ..Default::default() });
+    let mut b = Broker::new(ConnectionConfig {
+        close_timeout: Duration::from_secs(3),
+        ..Default::default()
+    });
     b.handshake();
     b.conn.close(b.now, 200, "bye").unwrap();
     b.sent();
     b.advance(Duration::from_secs(3));
     let events = b.events();
-    assert_eq!(closed_with(&events), &ConnectionError::CloseTimeout(Duration::from_secs(3)));
+    assert_eq!(
+        closed_with(&events),
+        &ConnectionError::CloseTimeout(Duration::from_secs(3))
+    );
 }
 
 #[test]
@@ -304,7 +435,10 @@ fn eof_without_close_is_unexpected() {
 
 #[test]
 fn channel_ids_are_allocated_up_to_channel_max_and_reused() {
-    let mut b = Broker::new(ConnectionConfig { channel_max: 3, ..Default::default() });
+    let mut b = Broker::new(ConnectionConfig {
+        channel_max: 3,
+        ..Default::default()
+    });
     b.handshake();
     let ids: Vec<u16> = (0..3).map(|_| b.open_channel()).collect();
     assert_eq!(ids, vec![1, 2, 3]);
@@ -318,7 +452,9 @@ fn channel_ids_are_allocated_up_to_channel_max_and_reused() {
         Err(UsageError::ChannelNotOpen(2))
     );
     b.method(2, ChannelCloseOk {});
-    assert!(matches!(b.events().as_slice(), [Event::Completed { op: o, channel: 2, result: Ok(_) }] if *o == op));
+    assert!(
+        matches!(b.events().as_slice(), [Event::Completed { op: o, channel: 2, result: Ok(_) }] if *o == op)
+    );
     assert_eq!(b.open_channel(), 2);
 }
 
@@ -326,21 +462,58 @@ fn channel_ids_are_allocated_up_to_channel_max_and_reused() {
 fn frames_for_a_closing_channel_are_dropped_until_close_ok() {
     let mut b = open_broker();
     let ch = b.open_channel();
-    let declare = b.conn.call(ch, QueueDeclare { queue: s("q"), ..Default::default() }.into()).unwrap();
+    let declare = b
+        .conn
+        .call(
+            ch,
+            QueueDeclare {
+                queue: s("q"),
+                ..Default::default()
+            }
+            .into(),
+        )
+        .unwrap();
     b.sent();
     let close = b.conn.close_channel(ch).unwrap();
     b.sent();
     let events = b.events();
-    assert!(matches!(events.as_slice(), [Event::Completed { op, result: Err(ChannelError::ClosedByClient), .. }] if *op == declare));
+    assert!(
+        matches!(events.as_slice(), [Event::Completed { op, result: Err(ChannelError::ClosedByClient), .. }] if *op == declare)
+    );
     // The broker answers what was in flight, and a delivery races the close.
-    b.method(ch, QueueDeclareOk { queue: s("q"), ..Default::default() });
-    b.method(ch, BasicDeliver { consumer_tag: s("c"), delivery_tag: 1, ..Default::default() });
-    b.frame(Frame::Header { channel: ch, header: ContentHeader { class_id: BASIC_CLASS_ID, body_size: 3, properties: Default::default() } });
-    b.frame(Frame::Body { channel: ch, payload: Bytes::from_static(b"abc") });
+    b.method(
+        ch,
+        QueueDeclareOk {
+            queue: s("q"),
+            ..Default::default()
+        },
+    );
+    b.method(
+        ch,
+        BasicDeliver {
+            consumer_tag: s("c"),
+            delivery_tag: 1,
+            ..Default::default()
+        },
+    );
+    b.frame(Frame::Header {
+        channel: ch,
+        header: ContentHeader {
+            class_id: BASIC_CLASS_ID,
+            body_size: 3,
+            properties: Default::default(),
+        },
+    });
+    b.frame(Frame::Body {
+        channel: ch,
+        payload: Bytes::from_static(b"abc"),
+    });
     assert!(b.events().is_empty());
     assert!(b.conn.is_open());
     b.method(ch, ChannelCloseOk {});
-    assert!(matches!(b.events().as_slice(), [Event::Completed { op, result: Ok(_), .. }] if *op == close));
+    assert!(
+        matches!(b.events().as_slice(), [Event::Completed { op, result: Ok(_), .. }] if *op == close)
+    );
 }
 
 #[test]
@@ -348,10 +521,39 @@ fn server_channel_close_fails_that_channel_only() {
     let mut b = open_broker();
     let ch = b.open_channel();
     let other = b.open_channel();
-    let op = b.conn.call(ch, QueueDeclare { queue: s("q"), passive: true, ..Default::default() }.into()).unwrap();
-    let op2 = b.conn.call(ch, QueueBind { queue: s("q"), ..Default::default() }.into()).unwrap();
+    let op = b
+        .conn
+        .call(
+            ch,
+            QueueDeclare {
+                queue: s("q"),
+                passive: true,
+                ..Default::default()
+            }
+            .into(),
+        )
+        .unwrap();
+    let op2 = b
+        .conn
+        .call(
+            ch,
+            QueueBind {
+                queue: s("q"),
+                ..Default::default()
+            }
+            .into(),
+        )
+        .unwrap();
     b.sent();
-    b.method(ch, ChannelClose { reply_code: 404, reply_text: s("NOT_FOUND - no queue 'q' in vhost '/'"), class_id: 50, method_id: 10 });
+    b.method(
+        ch,
+        ChannelClose {
+            reply_code: 404,
+            reply_text: s("NOT_FOUND - no queue 'q' in vhost '/'"),
+            class_id: 50,
+            method_id: 10,
+        },
+    );
     assert_eq!(b.expect_one(), (ch, ChannelCloseOk {}.into()));
     let events = b.events();
     for expected_op in [op, op2] {
@@ -361,12 +563,31 @@ fn server_channel_close_fails_that_channel_only() {
                 if *op == expected_op && r.code == 404 && r.text.starts_with("NOT_FOUND") && r.class_id == 50
         )), "{events:?}");
     }
-    assert!(matches!(events.last(), Some(Event::ChannelClosed { channel, reason }) if *channel == ch && reason.code == 404));
+    assert!(
+        matches!(events.last(), Some(Event::ChannelClosed { channel, reason }) if *channel == ch && reason.code == 404)
+    );
     // The connection lives on; the other channel works; the id is reused.
     assert!(b.conn.is_open());
-    let op3 = b.conn.call(other, QueueDeclare { queue: s("q2"), ..Default::default() }.into()).unwrap();
+    let op3 = b
+        .conn
+        .call(
+            other,
+            QueueDeclare {
+                queue: s("q2"),
+                ..Default::default()
+            }
+            .into(),
+        )
+        .unwrap();
     b.sent();
-    b.method(other, QueueDeclareOk { queue: s("q2"), message_count: 5, consumer_count: 1 });
+    b.method(
+        other,
+        QueueDeclareOk {
+            queue: s("q2"),
+            message_count: 5,
+            consumer_count: 1,
+        },
+    );
     assert!(matches!(
         b.events().as_slice(),
         [Event::Completed { op, result: Ok(Reply::Method(Method::QueueDeclareOk(ok))), .. }] if *op == op3 && ok.message_count == 5
@@ -380,10 +601,20 @@ fn simultaneous_channel_close() {
     let ch = b.open_channel();
     let op = b.conn.close_channel(ch).unwrap();
     b.sent();
-    b.method(ch, ChannelClose { reply_code: 406, reply_text: s("PRECONDITION_FAILED"), class_id: 0, method_id: 0 });
+    b.method(
+        ch,
+        ChannelClose {
+            reply_code: 406,
+            reply_text: s("PRECONDITION_FAILED"),
+            class_id: 0,
+            method_id: 0,
+        },
+    );
     assert_eq!(b.expect_one(), (ch, ChannelCloseOk {}.into()));
     b.method(ch, ChannelCloseOk {});
-    assert!(matches!(b.events().as_slice(), [Event::Completed { op: o, result: Ok(_), .. }] if *o == op));
+    assert!(
+        matches!(b.events().as_slice(), [Event::Completed { op: o, result: Ok(_), .. }] if *o == op)
+    );
     assert_eq!(b.conn.channel_count(), 0);
 }
 
@@ -408,38 +639,70 @@ fn assert_fault(b: &mut Broker, code: u16, check: impl Fn(&ProtocolViolation) ->
 fn garbage_bytes_close_with_501() {
     let mut b = open_broker();
     b.bytes(b"HTTP/1.1 400 Bad Request\r\n\r\n");
-    assert_fault(&mut b, 501, |v| matches!(v, ProtocolViolation::Decode { .. }));
+    assert_fault(&mut b, 501, |v| {
+        matches!(v, ProtocolViolation::Decode { .. })
+    });
 }
 
 #[test]
 fn bad_frame_end_closes_with_501() {
     let mut b = open_broker();
     b.bytes(&[8, 0, 0, 0, 0, 0, 0, 0xAA]);
-    assert_fault(&mut b, 501, |v| matches!(v, ProtocolViolation::Decode { error: carehare_core::error::DecodeError::BadFrameEnd(0xAA), .. }));
+    assert_fault(&mut b, 501, |v| {
+        matches!(
+            v,
+            ProtocolViolation::Decode {
+                error: carehare_core::error::DecodeError::BadFrameEnd(0xAA),
+                ..
+            }
+        )
+    });
 }
 
 #[test]
 fn oversized_frame_closes_with_501_before_it_arrives() {
-    let mut b = Broker::new(ConnectionConfig { frame_max: 4096, ..Default::default() });
+    let mut b = Broker::new(ConnectionConfig {
+        frame_max: 4096,
+        ..Default::default()
+    });
     b.handshake();
     // Only the header of a 1 GiB frame.
     b.bytes(&[3, 0, 1, 0x40, 0, 0, 0]);
-    assert_fault(&mut b, 501, |v| matches!(v, ProtocolViolation::Decode { error: carehare_core::error::DecodeError::FrameTooLarge { .. }, channel: 1 }));
+    assert_fault(&mut b, 501, |v| {
+        matches!(
+            v,
+            ProtocolViolation::Decode {
+                error: carehare_core::error::DecodeError::FrameTooLarge { .. },
+                channel: 1
+            }
+        )
+    });
 }
 
 #[test]
 fn frame_on_unknown_channel_closes_with_504() {
     let mut b = open_broker();
     b.method(9, QueueDeclareOk::default());
-    assert_fault(&mut b, 504, |v| matches!(v, ProtocolViolation::UnknownChannel(9)));
+    assert_fault(&mut b, 504, |v| {
+        matches!(v, ProtocolViolation::UnknownChannel(9))
+    });
 }
 
 #[test]
 fn content_header_without_method_closes_with_505() {
     let mut b = open_broker();
     let ch = b.open_channel();
-    b.frame(Frame::Header { channel: ch, header: ContentHeader { class_id: BASIC_CLASS_ID, body_size: 1, properties: Default::default() } });
-    assert_fault(&mut b, 505, |v| matches!(v, ProtocolViolation::UnexpectedFrame { .. }));
+    b.frame(Frame::Header {
+        channel: ch,
+        header: ContentHeader {
+            class_id: BASIC_CLASS_ID,
+            body_size: 1,
+            properties: Default::default(),
+        },
+    });
+    assert_fault(&mut b, 505, |v| {
+        matches!(v, ProtocolViolation::UnexpectedFrame { .. })
+    });
 }
 
 #[test]
@@ -447,8 +710,13 @@ fn body_without_header_closes_with_505() {
     let mut b = open_broker();
     let ch = b.open_channel();
     b.method(ch, BasicDeliver::default());
-    b.frame(Frame::Body { channel: ch, payload: Bytes::from_static(b"x") });
-    assert_fault(&mut b, 505, |v| matches!(v, ProtocolViolation::UnexpectedFrame { .. }));
+    b.frame(Frame::Body {
+        channel: ch,
+        payload: Bytes::from_static(b"x"),
+    });
+    assert_fault(&mut b, 505, |v| {
+        matches!(v, ProtocolViolation::UnexpectedFrame { .. })
+    });
 }
 
 #[test]
@@ -457,7 +725,9 @@ fn method_in_the_middle_of_content_closes_with_505() {
     let ch = b.open_channel();
     b.method(ch, BasicDeliver::default());
     b.method(ch, BasicDeliver::default());
-    assert_fault(&mut b, 505, |v| matches!(v, ProtocolViolation::UnexpectedFrame { .. }));
+    assert_fault(&mut b, 505, |v| {
+        matches!(v, ProtocolViolation::UnexpectedFrame { .. })
+    });
 }
 
 #[test]
@@ -465,19 +735,50 @@ fn body_overrun_closes_with_505() {
     let mut b = open_broker();
     let ch = b.open_channel();
     b.method(ch, BasicDeliver::default());
-    b.frame(Frame::Header { channel: ch, header: ContentHeader { class_id: BASIC_CLASS_ID, body_size: 2, properties: Default::default() } });
-    b.frame(Frame::Body { channel: ch, payload: Bytes::from_static(b"abc") });
-    assert_fault(&mut b, 505, |v| matches!(v, ProtocolViolation::BodyOverrun { declared: 2, .. }));
+    b.frame(Frame::Header {
+        channel: ch,
+        header: ContentHeader {
+            class_id: BASIC_CLASS_ID,
+            body_size: 2,
+            properties: Default::default(),
+        },
+    });
+    b.frame(Frame::Body {
+        channel: ch,
+        payload: Bytes::from_static(b"abc"),
+    });
+    assert_fault(&mut b, 505, |v| {
+        matches!(v, ProtocolViolation::BodyOverrun { declared: 2, .. })
+    });
 }
 
 #[test]
 fn body_over_the_limit_closes_before_buffering() {
-    let mut b = Broker::new(ConnectionConfig { max_body_size: 1000, ..Default::default() });
+    let mut b = Broker::new(ConnectionConfig {
+        max_body_size: 1000,
+        ..Default::default()
+    });
     b.handshake();
     let ch = b.open_channel();
     b.method(ch, BasicDeliver::default());
-    b.frame(Frame::Header { channel: ch, header: ContentHeader { class_id: BASIC_CLASS_ID, body_size: 1001, properties: Default::default() } });
-    assert_fault(&mut b, 501, |v| matches!(v, ProtocolViolation::BodyTooLarge { size: 1001, max: 1000, .. }));
+    b.frame(Frame::Header {
+        channel: ch,
+        header: ContentHeader {
+            class_id: BASIC_CLASS_ID,
+            body_size: 1001,
+            properties: Default::default(),
+        },
+    });
+    assert_fault(&mut b, 501, |v| {
+        matches!(
+            v,
+            ProtocolViolation::BodyTooLarge {
+                size: 1001,
+                max: 1000,
+                ..
+            }
+        )
+    });
 }
 
 #[test]
@@ -485,7 +786,11 @@ fn heartbeat_on_a_channel_closes_with_501() {
     let mut b = open_broker();
     let ch = b.open_channel();
     b.frame(Frame::Heartbeat { channel: ch });
-    assert_fault(&mut b, 501, |v| matches!(v, ProtocolViolation::HeartbeatOnChannel(c) if *c == ch));
+    assert_fault(
+        &mut b,
+        501,
+        |v| matches!(v, ProtocolViolation::HeartbeatOnChannel(c) if *c == ch),
+    );
 }
 
 #[test]
@@ -494,14 +799,24 @@ fn unexpected_method_closes_with_503() {
     let ch = b.open_channel();
     // A reply nobody asked for.
     b.method(ch, QueueDeclareOk::default());
-    assert_fault(&mut b, 503, |v| matches!(v, ProtocolViolation::UnexpectedMethod { method: "queue.declare-ok", .. }));
+    assert_fault(&mut b, 503, |v| {
+        matches!(
+            v,
+            ProtocolViolation::UnexpectedMethod {
+                method: "queue.declare-ok",
+                ..
+            }
+        )
+    });
 }
 
 #[test]
 fn unknown_method_closes_with_503() {
     let mut b = open_broker();
     b.bytes(&[1, 0, 0, 0, 0, 0, 4, 0, 99, 0, 1, FRAME_END]);
-    assert_fault(&mut b, 503, |v| matches!(v, ProtocolViolation::Decode { .. }));
+    assert_fault(&mut b, 503, |v| {
+        matches!(v, ProtocolViolation::Decode { .. })
+    });
 }
 
 #[test]
@@ -509,18 +824,38 @@ fn truncated_method_arguments_close_with_501() {
     let mut b = open_broker();
     // connection.blocked whose shortstr claims 10 bytes but has 1.
     b.bytes(&[1, 0, 0, 0, 0, 0, 6, 0, 10, 0, 60, 10, b'x', FRAME_END]);
-    assert_fault(&mut b, 501, |v| matches!(v, ProtocolViolation::Decode { error: carehare_core::error::DecodeError::Truncated, .. }));
+    assert_fault(&mut b, 501, |v| {
+        matches!(
+            v,
+            ProtocolViolation::Decode {
+                error: carehare_core::error::DecodeError::Truncated,
+                ..
+            }
+        )
+    });
 }
 
 #[test]
 fn faults_fail_pending_operations() {
     let mut b = open_broker();
     let ch = b.open_channel();
-    let op = b.conn.call(ch, BasicQos { prefetch_count: 10, ..Default::default() }.into()).unwrap();
+    let op = b
+        .conn
+        .call(
+            ch,
+            BasicQos {
+                prefetch_count: 10,
+                ..Default::default()
+            }
+            .into(),
+        )
+        .unwrap();
     b.sent();
     b.bytes(b"\xff\xff\xff\xff\xff\xff\xff\xff");
     let events = b.events();
-    assert!(matches!(&events[0], Event::Completed { op: o, result: Err(ChannelError::ConnectionClosed(ConnectionError::Protocol(_))), .. } if *o == op));
+    assert!(
+        matches!(&events[0], Event::Completed { op: o, result: Err(ChannelError::ConnectionClosed(ConnectionError::Protocol(_))), .. } if *o == op)
+    );
 }
 
 // ---- Content ----------------------------------------------------------------------
@@ -530,94 +865,269 @@ fn delivery_body_in_one_frame_is_zero_copy() {
     let mut b = open_broker();
     let ch = b.open_channel();
     let mut wire = BytesMut::new();
-    Frame::Method { channel: ch, method: BasicDeliver { consumer_tag: s("ctag"), delivery_tag: 42, redelivered: true, exchange: s("ex"), routing_key: s("rk") }.into() }.encode(&mut wire);
-    let props = BasicProperties { content_type: Some(s("text/plain")), delivery_mode: Some(2), ..Default::default() };
-    encode_content(&mut wire, ch, BASIC_CLASS_ID, &props, b"hello world", 131_072);
+    Frame::Method {
+        channel: ch,
+        method: BasicDeliver {
+            consumer_tag: s("ctag"),
+            delivery_tag: 42,
+            redelivered: true,
+            exchange: s("ex"),
+            routing_key: s("rk"),
+        }
+        .into(),
+    }
+    .encode(&mut wire);
+    let props = BasicProperties {
+        content_type: Some(s("text/plain")),
+        delivery_mode: Some(2),
+        ..Default::default()
+    };
+    encode_content(
+        &mut wire,
+        ch,
+        BASIC_CLASS_ID,
+        &props,
+        b"hello world",
+        131_072,
+    );
     b.bytes(&wire);
     let events = b.events();
-    let [Event::Delivery { channel, delivery }] = events.as_slice() else { panic!("{events:?}") };
+    let [Event::Delivery { channel, delivery }] = events.as_slice() else {
+        panic!("{events:?}")
+    };
     assert_eq!(*channel, ch);
-    let ContentMethod::Deliver(d) = &delivery.method else { panic!() };
-    assert_eq!((d.delivery_tag, d.redelivered, d.consumer_tag.as_str()), (42, true, "ctag"));
+    let ContentMethod::Deliver(d) = &delivery.method else {
+        panic!()
+    };
+    assert_eq!(
+        (d.delivery_tag, d.redelivered, d.consumer_tag.as_str()),
+        (42, true, "ctag")
+    );
     assert_eq!(delivery.properties, props);
     assert_eq!(&delivery.body[..], b"hello world");
 }
 
 #[test]
 fn multi_frame_and_empty_bodies() {
-    let mut b = Broker::new(ConnectionConfig { frame_max: 4096, ..Default::default() });
+    let mut b = Broker::new(ConnectionConfig {
+        frame_max: 4096,
+        ..Default::default()
+    });
     b.handshake();
     let ch = b.open_channel();
     let body: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
     let mut wire = BytesMut::new();
-    Frame::Method { channel: ch, method: BasicDeliver::default().into() }.encode(&mut wire);
-    encode_content(&mut wire, ch, BASIC_CLASS_ID, &BasicProperties::default(), &body, 4096);
-    Frame::Method { channel: ch, method: BasicReturn { reply_code: 312, reply_text: s("NO_ROUTE"), ..Default::default() }.into() }.encode(&mut wire);
-    encode_content(&mut wire, ch, BASIC_CLASS_ID, &BasicProperties::default(), b"", 4096);
+    Frame::Method {
+        channel: ch,
+        method: BasicDeliver::default().into(),
+    }
+    .encode(&mut wire);
+    encode_content(
+        &mut wire,
+        ch,
+        BASIC_CLASS_ID,
+        &BasicProperties::default(),
+        &body,
+        4096,
+    );
+    Frame::Method {
+        channel: ch,
+        method: BasicReturn {
+            reply_code: 312,
+            reply_text: s("NO_ROUTE"),
+            ..Default::default()
+        }
+        .into(),
+    }
+    .encode(&mut wire);
+    encode_content(
+        &mut wire,
+        ch,
+        BASIC_CLASS_ID,
+        &BasicProperties::default(),
+        b"",
+        4096,
+    );
     // Feed it in awkward pieces.
     for piece in wire.chunks(333) {
         b.bytes(piece);
     }
     let events = b.events();
     assert_eq!(events.len(), 2, "{events:?}");
-    assert!(matches!(&events[0], Event::Delivery { delivery, .. } if delivery.body[..] == body[..]));
-    assert!(matches!(&events[1], Event::Delivery { delivery, .. } if delivery.body.is_empty() && matches!(&delivery.method, ContentMethod::Return(r) if r.reply_code == 312)));
+    assert!(
+        matches!(&events[0], Event::Delivery { delivery, .. } if delivery.body[..] == body[..])
+    );
+    assert!(
+        matches!(&events[1], Event::Delivery { delivery, .. } if delivery.body.is_empty() && matches!(&delivery.method, ContentMethod::Return(r) if r.reply_code == 312))
+    );
 }
 
 #[test]
 fn basic_get_completes_with_the_message_or_empty() {
     let mut b = open_broker();
     let ch = b.open_channel();
-    let get = b.conn.call(ch, BasicGet { queue: s("q"), ..Default::default() }.into()).unwrap();
-    let empty = b.conn.call(ch, BasicGet { queue: s("q"), ..Default::default() }.into()).unwrap();
+    let get = b
+        .conn
+        .call(
+            ch,
+            BasicGet {
+                queue: s("q"),
+                ..Default::default()
+            }
+            .into(),
+        )
+        .unwrap();
+    let empty = b
+        .conn
+        .call(
+            ch,
+            BasicGet {
+                queue: s("q"),
+                ..Default::default()
+            }
+            .into(),
+        )
+        .unwrap();
     b.sent();
     let mut wire = BytesMut::new();
-    Frame::Method { channel: ch, method: BasicGetOk { delivery_tag: 1, message_count: 0, ..Default::default() }.into() }.encode(&mut wire);
-    encode_content(&mut wire, ch, BASIC_CLASS_ID, &BasicProperties::default(), b"got", 131_072);
-    Frame::Method { channel: ch, method: BasicGetEmpty::default().into() }.encode(&mut wire);
+    Frame::Method {
+        channel: ch,
+        method: BasicGetOk {
+            delivery_tag: 1,
+            message_count: 0,
+            ..Default::default()
+        }
+        .into(),
+    }
+    .encode(&mut wire);
+    encode_content(
+        &mut wire,
+        ch,
+        BASIC_CLASS_ID,
+        &BasicProperties::default(),
+        b"got",
+        131_072,
+    );
+    Frame::Method {
+        channel: ch,
+        method: BasicGetEmpty::default().into(),
+    }
+    .encode(&mut wire);
     b.bytes(&wire);
     let events = b.events();
-    assert!(matches!(&events[0], Event::Completed { op, result: Ok(Reply::Message(d)), .. } if *op == get && &d.body[..] == b"got"));
-    assert!(matches!(&events[1], Event::Completed { op, result: Ok(Reply::Method(Method::BasicGetEmpty(_))), .. } if *op == empty));
+    assert!(
+        matches!(&events[0], Event::Completed { op, result: Ok(Reply::Message(d)), .. } if *op == get && &d.body[..] == b"got")
+    );
+    assert!(
+        matches!(&events[1], Event::Completed { op, result: Ok(Reply::Method(Method::BasicGetEmpty(_))), .. } if *op == empty)
+    );
 }
 
 // ---- Publishing and confirms -------------------------------------------------------
 
 #[test]
 fn publish_splits_bodies_and_numbers_confirms() {
-    let mut b = Broker::new(ConnectionConfig { frame_max: 4096, ..Default::default() });
+    let mut b = Broker::new(ConnectionConfig {
+        frame_max: 4096,
+        ..Default::default()
+    });
     b.handshake();
     let ch = b.open_channel();
-    let publish = BasicPublish { exchange: s("ex"), routing_key: s("rk"), ..Default::default() };
-    assert_eq!(b.conn.publish(ch, &publish, &BasicProperties::default(), b"unconfirmed"), Ok(None));
+    let publish = BasicPublish {
+        exchange: s("ex"),
+        routing_key: s("rk"),
+        ..Default::default()
+    };
+    assert_eq!(
+        b.conn
+            .publish(ch, &publish, &BasicProperties::default(), b"unconfirmed"),
+        Ok(None)
+    );
     b.sent();
     let op = b.conn.call(ch, ConfirmSelect::default().into()).unwrap();
     let body = vec![9u8; 9000];
-    assert_eq!(b.conn.publish(ch, &publish, &BasicProperties::default(), &body), Ok(Some(1)));
-    assert_eq!(b.conn.publish(ch, &publish, &BasicProperties::default(), b"x"), Ok(Some(2)));
+    assert_eq!(
+        b.conn
+            .publish(ch, &publish, &BasicProperties::default(), &body),
+        Ok(Some(1))
+    );
+    assert_eq!(
+        b.conn
+            .publish(ch, &publish, &BasicProperties::default(), b"x"),
+        Ok(Some(2))
+    );
     let frames = b.sent();
-    let bodies: Vec<usize> = frames.iter().filter_map(|f| match f { Frame::Body { payload, .. } => Some(payload.len()), _ => None }).collect();
+    let bodies: Vec<usize> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Body { payload, .. } => Some(payload.len()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(bodies, vec![4088, 4088, 824, 1]);
     b.method(ch, ConfirmSelectOk {});
-    b.method(ch, BasicAck { delivery_tag: 1, multiple: false });
-    b.method(ch, BasicNack { delivery_tag: 2, multiple: true, requeue: false });
+    b.method(
+        ch,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    b.method(
+        ch,
+        BasicNack {
+            delivery_tag: 2,
+            multiple: true,
+            requeue: false,
+        },
+    );
     let events = b.events();
     assert!(matches!(&events[0], Event::Completed { op: o, .. } if *o == op));
-    assert_eq!(events[1], Event::Ack { channel: ch, delivery_tag: 1, multiple: false });
-    assert_eq!(events[2], Event::Nack { channel: ch, delivery_tag: 2, multiple: true });
+    assert_eq!(
+        events[1],
+        Event::Ack {
+            channel: ch,
+            delivery_tag: 1,
+            multiple: false
+        }
+    );
+    assert_eq!(
+        events[2],
+        Event::Nack {
+            channel: ch,
+            delivery_tag: 2,
+            multiple: true
+        }
+    );
 }
 
 #[test]
 fn oversized_method_is_refused_locally() {
-    let mut b = Broker::new(ConnectionConfig { frame_max: 4096, ..Default::default() });
+    let mut b = Broker::new(ConnectionConfig {
+        frame_max: 4096,
+        ..Default::default()
+    });
     b.handshake();
     let ch = b.open_channel();
     let mut args = FieldTable::default();
     args.insert("big".into(), AMQPValue::LongString(vec![0u8; 5000].into()));
-    let declare = QueueDeclare { queue: s("q"), arguments: args.clone(), ..Default::default() };
-    assert!(matches!(b.conn.call(ch, declare.into()), Err(UsageError::FrameTooLarge { max: 4096, .. })));
-    let props = BasicProperties { headers: Some(args), ..Default::default() };
-    assert!(matches!(b.conn.publish(ch, &BasicPublish::default(), &props, b""), Err(UsageError::FrameTooLarge { .. })));
+    let declare = QueueDeclare {
+        queue: s("q"),
+        arguments: args.clone(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        b.conn.call(ch, declare.into()),
+        Err(UsageError::FrameTooLarge { max: 4096, .. })
+    ));
+    let props = BasicProperties {
+        headers: Some(args),
+        ..Default::default()
+    };
+    assert!(matches!(
+        b.conn.publish(ch, &BasicPublish::default(), &props, b""),
+        Err(UsageError::FrameTooLarge { .. })
+    ));
     assert!(b.sent().is_empty(), "nothing was queued");
     assert!(b.conn.is_open());
 }
@@ -626,20 +1136,61 @@ fn oversized_method_is_refused_locally() {
 fn usage_errors_are_immediate_and_harmless() {
     let mut b = open_broker();
     let ch = b.open_channel();
-    assert_eq!(b.conn.call(ch, ConnectionOpen::default().into()), Err(UsageError::MethodNotAllowed("connection.open")));
-    assert_eq!(b.conn.call(ch, BasicDeliver::default().into()), Err(UsageError::MethodNotAllowed("basic.deliver")));
     assert_eq!(
-        b.conn.call(ch, QueueDeclare { no_wait: true, ..Default::default() }.into()),
-        Err(UsageError::WrongCommand { method: "queue.declare", expects_reply: false })
+        b.conn.call(ch, ConnectionOpen::default().into()),
+        Err(UsageError::MethodNotAllowed("connection.open"))
+    );
+    assert_eq!(
+        b.conn.call(ch, BasicDeliver::default().into()),
+        Err(UsageError::MethodNotAllowed("basic.deliver"))
+    );
+    assert_eq!(
+        b.conn.call(
+            ch,
+            QueueDeclare {
+                no_wait: true,
+                ..Default::default()
+            }
+            .into()
+        ),
+        Err(UsageError::WrongCommand {
+            method: "queue.declare",
+            expects_reply: false
+        })
     );
     assert_eq!(
         b.conn.send(ch, QueueDeclare::default().into()),
-        Err(UsageError::WrongCommand { method: "queue.declare", expects_reply: true })
+        Err(UsageError::WrongCommand {
+            method: "queue.declare",
+            expects_reply: true
+        })
     );
-    assert_eq!(b.conn.send(99, BasicAck::default().into()), Err(UsageError::ChannelNotOpen(99)));
+    assert_eq!(
+        b.conn.send(99, BasicAck::default().into()),
+        Err(UsageError::ChannelNotOpen(99))
+    );
     assert!(b.sent().is_empty());
-    b.conn.send(ch, BasicAck { delivery_tag: 3, multiple: true }.into()).unwrap();
-    assert_eq!(b.expect_one(), (ch, BasicAck { delivery_tag: 3, multiple: true }.into()));
+    b.conn
+        .send(
+            ch,
+            BasicAck {
+                delivery_tag: 3,
+                multiple: true,
+            }
+            .into(),
+        )
+        .unwrap();
+    assert_eq!(
+        b.expect_one(),
+        (
+            ch,
+            BasicAck {
+                delivery_tag: 3,
+                multiple: true
+            }
+            .into()
+        )
+    );
 }
 
 // ---- RabbitMQ extensions -----------------------------------------------------------
@@ -647,27 +1198,59 @@ fn usage_errors_are_immediate_and_harmless() {
 #[test]
 fn blocked_unblocked_and_update_secret() {
     let mut b = open_broker();
-    b.method(0, ConnectionBlocked { reason: s("low on memory") });
+    b.method(
+        0,
+        ConnectionBlocked {
+            reason: s("low on memory"),
+        },
+    );
     b.method(0, ConnectionUnblocked {});
-    assert_eq!(b.events(), vec![Event::Blocked { reason: "low on memory".into() }, Event::Unblocked]);
-    let op = b.conn.update_secret(Bytes::from_static(b"new-token"), "refresh").unwrap();
-    assert!(matches!(b.expect_one(), (0, Method::ConnectionUpdateSecret(u)) if &u.new_secret.0[..] == b"new-token"));
+    assert_eq!(
+        b.events(),
+        vec![
+            Event::Blocked {
+                reason: "low on memory".into()
+            },
+            Event::Unblocked
+        ]
+    );
+    let op = b
+        .conn
+        .update_secret(Bytes::from_static(b"new-token"), "refresh")
+        .unwrap();
+    assert!(
+        matches!(b.expect_one(), (0, Method::ConnectionUpdateSecret(u)) if &u.new_secret.0[..] == b"new-token")
+    );
     b.method(0, ConnectionUpdateSecretOk {});
-    assert!(matches!(b.events().as_slice(), [Event::Completed { op: o, channel: 0, result: Ok(_) }] if *o == op));
+    assert!(
+        matches!(b.events().as_slice(), [Event::Completed { op: o, channel: 0, result: Ok(_) }] if *o == op)
+    );
 }
 
 #[test]
 fn server_consumer_cancel_and_flow() {
     let mut b = open_broker();
     let ch = b.open_channel();
-    b.method(ch, BasicCancel { consumer_tag: s("c1"), no_wait: true });
+    b.method(
+        ch,
+        BasicCancel {
+            consumer_tag: s("c1"),
+            no_wait: true,
+        },
+    );
     b.method(ch, ChannelFlow { active: false });
     assert_eq!(b.expect_one(), (ch, ChannelFlowOk { active: false }.into()));
     assert_eq!(
         b.events(),
         vec![
-            Event::ConsumerCancelled { channel: ch, consumer_tag: s("c1") },
-            Event::Flow { channel: ch, active: false },
+            Event::ConsumerCancelled {
+                channel: ch,
+                consumer_tag: s("c1")
+            },
+            Event::Flow {
+                channel: ch,
+                active: false
+            },
         ]
     );
 }

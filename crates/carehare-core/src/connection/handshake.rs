@@ -55,7 +55,11 @@ impl Connection {
         let heartbeat = negotiate(self.config.heartbeat, tune.heartbeat);
         // tune-ok says what we will use; 0 channel_max means 65535.
         let tuning = Tuning {
-            channel_max: if channel_max == 0 { u16::MAX } else { channel_max },
+            channel_max: if channel_max == 0 {
+                u16::MAX
+            } else {
+                channel_max
+            },
             frame_max,
             heartbeat,
         };

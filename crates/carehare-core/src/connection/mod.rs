@@ -13,8 +13,7 @@ pub use config::{Auth, ConnectionConfig};
 
 use crate::channel::{Assembly, Body, Channel, Channels, Lifecycle, Pending};
 use crate::error::{
-    ChannelError, CloseReason, ConnectionError, ProtocolViolation, UsageError,
-    reply_code,
+    ChannelError, CloseReason, ConnectionError, ProtocolViolation, UsageError, reply_code,
 };
 use crate::event::{ContentMethod, Event, Reply, Tuning};
 use crate::frame::{
@@ -225,7 +224,10 @@ impl Connection {
         });
         self.queue_method(channel, &close)?;
         let op = self.next_op_id();
-        let ch = self.channels.get_mut(channel).ok_or(UsageError::ChannelNotOpen(channel))?;
+        let ch = self
+            .channels
+            .get_mut(channel)
+            .ok_or(UsageError::ChannelNotOpen(channel))?;
         ch.lifecycle = Lifecycle::Closing(op);
         ch.content = None;
         let failed: Vec<Pending> = ch.pending.drain(..).collect();
@@ -289,7 +291,10 @@ impl Connection {
                 max: frame_max,
             });
         }
-        let ch = self.channels.get_mut(channel).ok_or(UsageError::ChannelNotOpen(channel))?;
+        let ch = self
+            .channels
+            .get_mut(channel)
+            .ok_or(UsageError::ChannelNotOpen(channel))?;
         Ok(ch.next_publish_seq.as_mut().map(|seq| {
             let this = *seq;
             *seq += 1;
@@ -445,7 +450,9 @@ impl Connection {
 
     fn push_pending(&mut self, channel: ChannelId, method: &Method) -> OpId {
         let op = self.next_op_id();
-        if let (Some(replies), Some(ch)) = (method::reply_ids(method), self.channels.get_mut(channel)) {
+        if let (Some(replies), Some(ch)) =
+            (method::reply_ids(method), self.channels.get_mut(channel))
+        {
             ch.pending.push_back(Pending { op, replies });
         }
         op
@@ -460,7 +467,11 @@ impl Connection {
     }
 
     fn complete(&mut self, op: OpId, channel: ChannelId, result: Result<Reply, ChannelError>) {
-        self.events.push_back(Event::Completed { op, channel, result });
+        self.events.push_back(Event::Completed {
+            op,
+            channel,
+            result,
+        });
     }
 
     fn process_input(&mut self, now: Instant) {
@@ -468,9 +479,9 @@ impl Connection {
             if self.read_buf.len() >= 8 {
                 let mut header = [0u8; 8];
                 header.copy_from_slice(&self.read_buf[..8]);
-                self.finish(ConnectionError::Protocol(ProtocolViolation::ProtocolHeader(
-                    header,
-                )));
+                self.finish(ConnectionError::Protocol(
+                    ProtocolViolation::ProtocolHeader(header),
+                ));
             }
             return;
         }
@@ -487,10 +498,13 @@ impl Connection {
                 Err(error) => {
                     // The stream is out of sync: nothing after this can be read.
                     self.read_buf.clear();
-                    self.violation(now, ProtocolViolation::Decode {
-                        channel: channel_hint,
-                        error,
-                    });
+                    self.violation(
+                        now,
+                        ProtocolViolation::Decode {
+                            channel: channel_hint,
+                            error,
+                        },
+                    );
                     return;
                 }
             };
@@ -536,14 +550,20 @@ impl Connection {
         match frame {
             Frame::Heartbeat { .. } => {}
             Frame::Method { channel: 0, method } => self.handle_connection_method(now, method),
-            Frame::Header { channel: 0, .. } => self.violation(now, ProtocolViolation::UnexpectedFrame {
-                channel: 0,
-                what: "content header",
-            }),
-            Frame::Body { channel: 0, .. } => self.violation(now, ProtocolViolation::UnexpectedFrame {
-                channel: 0,
-                what: "content body",
-            }),
+            Frame::Header { channel: 0, .. } => self.violation(
+                now,
+                ProtocolViolation::UnexpectedFrame {
+                    channel: 0,
+                    what: "content header",
+                },
+            ),
+            Frame::Body { channel: 0, .. } => self.violation(
+                now,
+                ProtocolViolation::UnexpectedFrame {
+                    channel: 0,
+                    what: "content body",
+                },
+            ),
             frame => {
                 let channel = frame.channel();
                 if !self.is_open() || self.channels.get(channel).is_none() {
@@ -551,7 +571,9 @@ impl Connection {
                     return;
                 }
                 match frame {
-                    Frame::Method { method, .. } => self.handle_channel_method(now, channel, method),
+                    Frame::Method { method, .. } => {
+                        self.handle_channel_method(now, channel, method)
+                    }
                     Frame::Header { header, .. } => {
                         self.handle_header(now, channel, header.properties, header.body_size)
                     }
@@ -565,7 +587,12 @@ impl Connection {
     fn handle_connection_method(&mut self, now: Instant, method: Method) {
         match (&self.state, method) {
             (_, Method::ConnectionClose(close)) => {
-                let reason = close_reason(close.reply_code, &close.reply_text, close.class_id, close.method_id);
+                let reason = close_reason(
+                    close.reply_code,
+                    &close.reply_text,
+                    close.class_id,
+                    close.method_id,
+                );
                 encode_method(&mut self.write_buf, 0, &ConnectionCloseOk {}.into());
                 warn!(code = reason.code, text = %reason.text, "server closed the connection");
                 let error = if matches!(self.state, State::AwaitingTune)
@@ -592,11 +619,15 @@ impl Connection {
             (State::Open, Method::ConnectionBlocked(b)) => self.events.push_back(Event::Blocked {
                 reason: b.reason.to_string(),
             }),
-            (State::Open, Method::ConnectionUnblocked(_)) => self.events.push_back(Event::Unblocked),
-            (State::Open, Method::ConnectionUpdateSecretOk(m)) => match self.connection_ops.pop_front() {
-                Some(op) => self.complete(op, 0, Ok(Reply::Method(m.into()))),
-                None => self.unexpected_method(now, 0, ConnectionUpdateSecretOk::NAME),
-            },
+            (State::Open, Method::ConnectionUnblocked(_)) => {
+                self.events.push_back(Event::Unblocked)
+            }
+            (State::Open, Method::ConnectionUpdateSecretOk(m)) => {
+                match self.connection_ops.pop_front() {
+                    Some(op) => self.complete(op, 0, Ok(Reply::Method(m.into()))),
+                    None => self.unexpected_method(now, 0, ConnectionUpdateSecretOk::NAME),
+                }
+            }
             (_, other) => self.unexpected_method(now, 0, other.name()),
         }
     }
@@ -621,25 +652,38 @@ impl Connection {
             return;
         }
         if ch.content.is_some() {
-            self.violation(now, ProtocolViolation::UnexpectedFrame {
-                channel,
-                what: "method frame while content was expected",
-            });
+            self.violation(
+                now,
+                ProtocolViolation::UnexpectedFrame {
+                    channel,
+                    what: "method frame while content was expected",
+                },
+            );
             return;
         }
         let ids = (method.class_id(), method.method_id());
         let front_matches = ch.pending.front().is_some_and(|p| p.replies.contains(&ids));
         match method {
             Method::ChannelClose(close) => {
-                let reason = close_reason(close.reply_code, &close.reply_text, close.class_id, close.method_id);
+                let reason = close_reason(
+                    close.reply_code,
+                    &close.reply_text,
+                    close.class_id,
+                    close.method_id,
+                );
                 encode_method(&mut self.write_buf, channel, &ChannelCloseOk {}.into());
                 warn!(channel, code = reason.code, text = %reason.text, "server closed a channel");
                 if let Some(ch) = self.channels.free(channel) {
                     for p in ch.pending {
-                        self.complete(p.op, channel, Err(ChannelError::ClosedByServer(reason.clone())));
+                        self.complete(
+                            p.op,
+                            channel,
+                            Err(ChannelError::ClosedByServer(reason.clone())),
+                        );
                     }
                 }
-                self.events.push_back(Event::ChannelClosed { channel, reason });
+                self.events
+                    .push_back(Event::ChannelClosed { channel, reason });
             }
             Method::BasicDeliver(m) => {
                 ch.content = Some(assembly(ContentMethod::Deliver(m), None));
@@ -670,7 +714,10 @@ impl Connection {
                     encode_method(
                         &mut self.write_buf,
                         channel,
-                        &BasicCancelOk { consumer_tag: m.consumer_tag.clone() }.into(),
+                        &BasicCancelOk {
+                            consumer_tag: m.consumer_tag.clone(),
+                        }
+                        .into(),
                     );
                 }
                 self.events.push_back(Event::ConsumerCancelled {
@@ -679,8 +726,15 @@ impl Connection {
                 });
             }
             Method::ChannelFlow(m) => {
-                encode_method(&mut self.write_buf, channel, &ChannelFlowOk { active: m.active }.into());
-                self.events.push_back(Event::Flow { channel, active: m.active });
+                encode_method(
+                    &mut self.write_buf,
+                    channel,
+                    &ChannelFlowOk { active: m.active }.into(),
+                );
+                self.events.push_back(Event::Flow {
+                    channel,
+                    active: m.active,
+                });
             }
             method if front_matches => {
                 let Some(p) = ch.pending.pop_front() else {
@@ -695,7 +749,13 @@ impl Connection {
         }
     }
 
-    fn handle_header(&mut self, now: Instant, channel: ChannelId, properties: BasicProperties, body_size: u64) {
+    fn handle_header(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        properties: BasicProperties,
+        body_size: u64,
+    ) {
         let max = self.config.max_body_size;
         let Some(ch) = self.channels.get_mut(channel) else {
             return;
@@ -706,11 +766,14 @@ impl Connection {
         match &mut ch.content {
             Some(a) if a.header.is_none() => {
                 if body_size > max {
-                    self.violation(now, ProtocolViolation::BodyTooLarge {
-                        channel,
-                        size: body_size,
-                        max,
-                    });
+                    self.violation(
+                        now,
+                        ProtocolViolation::BodyTooLarge {
+                            channel,
+                            size: body_size,
+                            max,
+                        },
+                    );
                     return;
                 }
                 a.header = Some((properties, body_size));
@@ -718,10 +781,13 @@ impl Connection {
                     self.finish_content(channel);
                 }
             }
-            _ => self.violation(now, ProtocolViolation::UnexpectedFrame {
-                channel,
-                what: "content header without a content method",
-            }),
+            _ => self.violation(
+                now,
+                ProtocolViolation::UnexpectedFrame {
+                    channel,
+                    what: "content header without a content method",
+                },
+            ),
         }
     }
 
@@ -733,7 +799,11 @@ impl Connection {
             return;
         }
         match &mut ch.content {
-            Some(Assembly { header: Some((_, size)), body, .. }) => {
+            Some(Assembly {
+                header: Some((_, size)),
+                body,
+                ..
+            }) => {
                 let declared = *size;
                 if body.len() + payload.len() as u64 > declared {
                     self.violation(now, ProtocolViolation::BodyOverrun { channel, declared });
@@ -744,15 +814,22 @@ impl Connection {
                     self.finish_content(channel);
                 }
             }
-            _ => self.violation(now, ProtocolViolation::UnexpectedFrame {
-                channel,
-                what: "content body without a content header",
-            }),
+            _ => self.violation(
+                now,
+                ProtocolViolation::UnexpectedFrame {
+                    channel,
+                    what: "content body without a content header",
+                },
+            ),
         }
     }
 
     fn finish_content(&mut self, channel: ChannelId) {
-        let Some(assembly) = self.channels.get_mut(channel).and_then(|ch| ch.content.take()) else {
+        let Some(assembly) = self
+            .channels
+            .get_mut(channel)
+            .and_then(|ch| ch.content.take())
+        else {
             return;
         };
         let Some((properties, _)) = assembly.header.clone() else {

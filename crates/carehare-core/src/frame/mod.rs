@@ -80,6 +80,8 @@ pub struct RawFrame {
 }
 
 /// A decoded frame.
+// Frames are short-lived; boxing the header would allocate once per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Frame {

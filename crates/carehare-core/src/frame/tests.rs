@@ -6,15 +6,26 @@ use proptest::prelude::*;
 
 fn arb_frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (any::<u16>(), arbitrary_method()).prop_map(|(channel, method)| Frame::Method { channel, method }),
+        (any::<u16>(), arbitrary_method())
+            .prop_map(|(channel, method)| Frame::Method { channel, method }),
         (any::<u16>(), properties(), any::<u64>()).prop_map(|(channel, properties, body_size)| {
             Frame::Header {
                 channel,
-                header: ContentHeader { class_id: BASIC_CLASS_ID, body_size, properties },
+                header: ContentHeader {
+                    class_id: BASIC_CLASS_ID,
+                    body_size,
+                    properties,
+                },
             }
         }),
-        (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..2000))
-            .prop_map(|(channel, body)| Frame::Body { channel, payload: body.into() }),
+        (
+            any::<u16>(),
+            proptest::collection::vec(any::<u8>(), 0..2000)
+        )
+            .prop_map(|(channel, body)| Frame::Body {
+                channel,
+                payload: body.into()
+            }),
         any::<u16>().prop_map(|channel| Frame::Heartbeat { channel }),
     ]
 }
@@ -48,14 +59,9 @@ proptest! {
         let mut buf = BytesMut::from(&input[..]);
         let before = buf.len();
         let mut consumed = 0;
-        loop {
-            match decode_raw(&mut buf, 4096) {
-                Ok(Some(raw)) => {
-                    consumed += raw.payload.len() + FRAME_OVERHEAD;
-                    let _ = raw.parse();
-                }
-                Ok(None) | Err(_) => break,
-            }
+        while let Ok(Some(raw)) = decode_raw(&mut buf, 4096) {
+            consumed += raw.payload.len() + FRAME_OVERHEAD;
+            let _ = raw.parse();
         }
         prop_assert_eq!(consumed + buf.len(), before);
     }
@@ -84,15 +90,25 @@ fn size_is_checked_from_the_header_alone() {
     let mut buf = BytesMut::from(&[FRAME_BODY, 0, 1, 0x40, 0, 0, 0][..]);
     assert_eq!(
         decode_raw(&mut buf, 131_072),
-        Err(DecodeError::FrameTooLarge { size: 0x4000_0008, max: 131_072 })
+        Err(DecodeError::FrameTooLarge {
+            size: 0x4000_0008,
+            max: 131_072
+        })
     );
-    assert!(buf.capacity() < 1024, "nothing was reserved for the claimed size");
+    assert!(
+        buf.capacity() < 1024,
+        "nothing was reserved for the claimed size"
+    );
 }
 
 #[test]
 fn frame_exactly_at_frame_max_is_accepted() {
     let mut buf = BytesMut::new();
-    Frame::Body { channel: 1, payload: vec![7u8; 4088].into() }.encode(&mut buf);
+    Frame::Body {
+        channel: 1,
+        payload: vec![7u8; 4088].into(),
+    }
+    .encode(&mut buf);
     assert_eq!(buf.len(), 4096);
     assert!(decode_raw(&mut buf.clone(), 4096).unwrap().is_some());
     assert!(decode_raw(&mut buf, 4095).is_err());
@@ -101,39 +117,62 @@ fn frame_exactly_at_frame_max_is_accepted() {
 #[test]
 fn bad_frame_end_is_typed() {
     let mut buf = BytesMut::from(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, 0xAB][..]);
-    assert_eq!(decode_raw(&mut buf, 4096), Err(DecodeError::BadFrameEnd(0xAB)));
+    assert_eq!(
+        decode_raw(&mut buf, 4096),
+        Err(DecodeError::BadFrameEnd(0xAB))
+    );
 }
 
 #[test]
 fn unknown_frame_type_is_typed() {
     let mut buf = BytesMut::from(&[4, 0, 0, 0, 0, 0, 0, FRAME_END][..]);
-    assert_eq!(decode_raw(&mut buf, 4096), Err(DecodeError::UnknownFrameType(4)));
+    assert_eq!(
+        decode_raw(&mut buf, 4096),
+        Err(DecodeError::UnknownFrameType(4))
+    );
 }
 
 #[test]
 fn heartbeat_with_payload_is_typed() {
     let mut buf = BytesMut::from(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 1, 9, FRAME_END][..]);
-    assert_eq!(decode_frame(&mut buf, 4096), Err(DecodeError::HeartbeatPayload(1)));
+    assert_eq!(
+        decode_frame(&mut buf, 4096),
+        Err(DecodeError::HeartbeatPayload(1))
+    );
 }
 
 #[test]
 fn body_is_a_slice_of_the_input_buffer() {
     let mut buf = BytesMut::new();
-    Frame::Body { channel: 1, payload: Bytes::from_static(b"hello") }.encode(&mut buf);
+    Frame::Body {
+        channel: 1,
+        payload: Bytes::from_static(b"hello"),
+    }
+    .encode(&mut buf);
     let start = buf.as_ptr() as usize;
     let end = start + buf.len();
     let Some(Frame::Body { payload, .. }) = decode_frame(&mut buf, 4096).unwrap() else {
         panic!("not a body frame");
     };
     let at = payload.as_ptr() as usize;
-    assert!(at >= start && at + payload.len() <= end, "payload was copied");
+    assert!(
+        at >= start && at + payload.len() <= end,
+        "payload was copied"
+    );
 }
 
 #[test]
 fn content_is_split_at_frame_max() {
     let mut out = BytesMut::new();
     let body = vec![1u8; 10_000];
-    encode_content(&mut out, 3, BASIC_CLASS_ID, &BasicProperties::default(), &body, 4096);
+    encode_content(
+        &mut out,
+        3,
+        BASIC_CLASS_ID,
+        &BasicProperties::default(),
+        &body,
+        4096,
+    );
     let mut sizes = Vec::new();
     let mut header_seen = false;
     while let Some(f) = decode_frame(&mut out, 4096).unwrap() {
@@ -153,8 +192,18 @@ fn content_is_split_at_frame_max() {
 #[test]
 fn empty_body_sends_no_body_frame() {
     let mut out = BytesMut::new();
-    encode_content(&mut out, 1, BASIC_CLASS_ID, &BasicProperties::default(), b"", 4096);
-    assert!(matches!(decode_frame(&mut out, 4096).unwrap(), Some(Frame::Header { .. })));
+    encode_content(
+        &mut out,
+        1,
+        BASIC_CLASS_ID,
+        &BasicProperties::default(),
+        b"",
+        4096,
+    );
+    assert!(matches!(
+        decode_frame(&mut out, 4096).unwrap(),
+        Some(Frame::Header { .. })
+    ));
     assert!(out.is_empty());
 }
 
@@ -174,6 +223,9 @@ fn golden_frames() {
     encode_method(&mut out, 1, &deliver);
     assert_eq!(
         &out[..],
-        &[1, 0, 1, 0, 0, 0, 18, 0, 60, 0, 60, 1, b'c', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, b'q', FRAME_END]
+        &[
+            1, 0, 1, 0, 0, 0, 18, 0, 60, 0, 60, 1, b'c', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, b'q',
+            FRAME_END
+        ]
     );
 }

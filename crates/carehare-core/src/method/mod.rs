@@ -19,8 +19,8 @@ use crate::types::{FieldTable, Secret, ShortStr};
 use crate::wire::{Dec, Enc};
 use field::Field;
 
-pub use replies::reply_ids;
 pub(crate) use replies::client_may_send;
+pub use replies::reply_ids;
 
 macro_rules! methods {
     ($(
@@ -619,7 +619,10 @@ mod tests {
         let payload = Bytes::from_static(&[0, 60, 0, 99]);
         assert_eq!(
             Method::decode(payload),
-            Err(DecodeError::UnknownMethod { class_id: 60, method_id: 99 })
+            Err(DecodeError::UnknownMethod {
+                class_id: 60,
+                method_id: 99
+            })
         );
     }
 
@@ -648,6 +651,9 @@ mod tests {
         });
         let mut out = BytesMut::new();
         m.encode(&mut out);
-        assert_eq!(&out[..], &[0, 60, 0, 40, 0, 0, 2, b'e', b'x', 2, b'r', b'k', 1]);
+        assert_eq!(
+            &out[..],
+            &[0, 60, 0, 40, 0, 0, 2, b'e', b'x', 2, b'r', b'k', 1]
+        );
     }
 }

@@ -31,7 +31,10 @@ impl Broker {
         };
         let mut out = Vec::new();
         b.conn.poll_transmit(&mut out);
-        assert_eq!(out, PROTOCOL_HEADER, "the client speaks first, with the 0-9-1 header");
+        assert_eq!(
+            out, PROTOCOL_HEADER,
+            "the client speaks first, with the 0-9-1 header"
+        );
         b
     }
 
@@ -41,7 +44,9 @@ impl Broker {
         self.conn.poll_transmit(&mut out);
         self.from_client.extend_from_slice(&out);
         let mut frames = Vec::new();
-        while let Some(f) = decode_frame(&mut self.from_client, 0).expect("client sent a valid frame") {
+        while let Some(f) =
+            decode_frame(&mut self.from_client, 0).expect("client sent a valid frame")
+        {
             frames.push(f);
         }
         assert!(self.from_client.is_empty(), "client sent a partial frame");
@@ -102,7 +107,10 @@ impl Broker {
 
     pub fn start(&mut self) {
         let mut props = FieldTable::default();
-        props.insert("product".into(), AMQPValue::LongString(b"RabbitMQ".to_vec().into()));
+        props.insert(
+            "product".into(),
+            AMQPValue::LongString(b"RabbitMQ".to_vec().into()),
+        );
         self.method(
             0,
             ConnectionStart {
@@ -124,8 +132,14 @@ impl Broker {
         assert!(matches!(start_ok, Method::ConnectionStartOk(_)));
         self.method(0, tune);
         let sent = self.sent_methods();
-        assert!(matches!(sent[0], (0, Method::ConnectionTuneOk(_))), "{sent:?}");
-        assert!(matches!(sent[1], (0, Method::ConnectionOpen(_))), "{sent:?}");
+        assert!(
+            matches!(sent[0], (0, Method::ConnectionTuneOk(_))),
+            "{sent:?}"
+        );
+        assert!(
+            matches!(sent[1], (0, Method::ConnectionOpen(_))),
+            "{sent:?}"
+        );
         self.method(0, ConnectionOpenOk::default());
         match self.events().as_slice() {
             [Event::Connected(t)] => *t,
@@ -147,7 +161,13 @@ impl Broker {
         assert_eq!(self.expect_one(), (id, ChannelOpen::default().into()));
         self.method(id, ChannelOpenOk::default());
         match self.events().as_slice() {
-            [Event::Completed { op: o, channel, result: Ok(Reply::Method(Method::ChannelOpenOk(_))) }] => {
+            [
+                Event::Completed {
+                    op: o,
+                    channel,
+                    result: Ok(Reply::Method(Method::ChannelOpenOk(_))),
+                },
+            ] => {
                 assert_eq!((*o, *channel), (op, id));
             }
             other => panic!("expected open-ok completion, got {other:?}"),
