@@ -6,7 +6,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=env.sh
+# shellcheck source-path=SCRIPTDIR source=env.sh
 source "$here/env.sh"
 
 log() { printf 'start.sh: %s\n' "$*" >&2; }
@@ -152,12 +152,14 @@ done
 rm -rf "$stage"
 rm -f "$RABBITMQ_PID_FILE" "$fingerprint_file"
 
+# Remember where the logs end now, so a failure shows only this attempt's lines.
+log_size() { if [[ -f "$1" ]]; then stat -c %s "$1"; else echo 0; fi; }
+node_log_offset="$(log_size "$node_log")"
 started_at=$SECONDS
 log "starting $RABBITMQ_NODENAME (base dir $base, log $node_log) ..."
 cd "$base" # erl_crash.dump etc. land here
-{
-    echo "==== $(date -u '+%Y-%m-%dT%H:%M:%SZ') start.sh: starting $RABBITMQ_NODENAME"
-} >>"$CAREHARE_BROKER_STDOUT_LOG"
+echo "==== $(date -u '+%Y-%m-%dT%H:%M:%SZ') start.sh: starting $RABBITMQ_NODENAME" >>"$CAREHARE_BROKER_STDOUT_LOG"
+stdout_log_offset="$(log_size "$CAREHARE_BROKER_STDOUT_LOG")"
 HOME="$CAREHARE_BROKER_HOME" LC_ALL=C.UTF-8 ERL_EPMD_ADDRESS=127.0.0.1 \
     setsid nohup "$CAREHARE_RABBITMQ_BIN/rabbitmq-server" >>"$CAREHARE_BROKER_STDOUT_LOG" 2>&1 </dev/null 9>&- &
 launcher=$!
@@ -165,11 +167,11 @@ echo "$launcher" >"$launcher_pid_file"
 
 fail_startup() {
     log "ERROR: $*"
-    log "---- last lines of $CAREHARE_BROKER_STDOUT_LOG ----"
-    tail -n 30 "$CAREHARE_BROKER_STDOUT_LOG" >&2 2>/dev/null || true
+    log "---- last lines of $CAREHARE_BROKER_STDOUT_LOG (this attempt) ----"
+    tail -c +$((stdout_log_offset + 1)) "$CAREHARE_BROKER_STDOUT_LOG" 2>/dev/null | tail -n 40 >&2 || true
     if [[ -f "$node_log" ]]; then
-        log "---- last lines of $node_log ----"
-        tail -n 40 "$node_log" >&2 || true
+        log "---- last lines of $node_log (this attempt) ----"
+        tail -c +$((node_log_offset + 1)) "$node_log" 2>/dev/null | tail -n 40 >&2 || true
     fi
     log "stopping the half-started node"
     "$here/stop.sh" || true
@@ -187,7 +189,7 @@ while kill -0 "$waiter" 2>/dev/null; do
         wait "$waiter" 2>/dev/null || true
         fail_startup "rabbitmq-server exited during startup"
     fi
-    if ((SECONDS - started_at > STARTUP_TIMEOUT + 15)); then
+    if ((SECONDS - started_at > STARTUP_TIMEOUT)); then
         kill "$waiter" 2>/dev/null || true
         wait "$waiter" 2>/dev/null || true
         fail_startup "node did not start within ${STARTUP_TIMEOUT}s"
