@@ -76,7 +76,9 @@ pub fn tls_config(client_cert: bool) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let dir = certs_dir();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(dir.join("ca.pem")).expect("test-server/certs/ca.pem: run test-server/start.sh") {
+    for cert in CertificateDer::pem_file_iter(dir.join("ca.pem"))
+        .expect("test-server/certs/ca.pem: run test-server/start.sh")
+    {
         roots.add(cert.expect("CA cert")).expect("add CA");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -90,7 +92,9 @@ pub fn tls_config(client_cert: bool) -> Arc<rustls::ClientConfig> {
             .collect::<Result<Vec<_>, _>>()
             .expect("client cert");
         let key = PrivateKeyDer::from_pem_file(dir.join("client.key")).expect("client.key");
-        builder.with_client_auth_cert(certs, key).expect("client auth")
+        builder
+            .with_client_auth_cert(certs, key)
+            .expect("client auth")
     } else {
         builder.with_no_client_auth()
     };
@@ -123,16 +127,24 @@ pub struct Blocking {
 impl Blocking {
     /// Connects over TCP and runs the handshake.
     pub fn connect(config: ConnectionConfig) -> Result<(Self, Tuning), Failure> {
-        let sock = TcpStream::connect(AMQP_ADDR).expect("the test broker is up (test-server/start.sh)");
+        let sock =
+            TcpStream::connect(AMQP_ADDR).expect("the test broker is up (test-server/start.sh)");
         Self::handshake(Transport::Tcp(sock), config)
     }
 
     /// Connects over TLS (server name `localhost`) and runs the handshake.
-    pub fn connect_tls(config: ConnectionConfig, client_cert: bool) -> Result<(Self, Tuning), Failure> {
-        let sock = TcpStream::connect(AMQPS_ADDR).expect("the test broker is up (test-server/start.sh)");
+    pub fn connect_tls(
+        config: ConnectionConfig,
+        client_cert: bool,
+    ) -> Result<(Self, Tuning), Failure> {
+        let sock =
+            TcpStream::connect(AMQPS_ADDR).expect("the test broker is up (test-server/start.sh)");
         let name = "localhost".try_into().expect("server name");
         let tls = rustls::ClientConnection::new(tls_config(client_cert), name).expect("tls");
-        Self::handshake(Transport::Tls(Box::new(rustls::StreamOwned::new(tls, sock))), config)
+        Self::handshake(
+            Transport::Tls(Box::new(rustls::StreamOwned::new(tls, sock))),
+            config,
+        )
     }
 
     fn handshake(io: Transport, config: ConnectionConfig) -> Result<(Self, Tuning), Failure> {
@@ -157,10 +169,10 @@ impl Blocking {
     /// Writes what the core queued.
     pub fn flush(&mut self) {
         self.out.clear();
-        if self.conn.poll_transmit(&mut self.out) > 0 {
-            if let Err(e) = self.io.write_all(&self.out).and_then(|_| self.io.flush()) {
-                self.conn.handle_transport_error(Instant::now(), e);
-            }
+        if self.conn.poll_transmit(&mut self.out) > 0
+            && let Err(e) = self.io.write_all(&self.out).and_then(|_| self.io.flush())
+        {
+            self.conn.handle_transport_error(Instant::now(), e);
         }
     }
 
@@ -168,14 +180,23 @@ impl Blocking {
     fn pump(&mut self, wait: Duration) {
         self.flush();
         let now = Instant::now();
-        let timer = self.conn.poll_timeout().map(|t| t.saturating_duration_since(now));
-        let wait = timer.map_or(wait, |t| t.min(wait)).max(Duration::from_millis(1));
+        let timer = self
+            .conn
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(now));
+        let wait = timer
+            .map_or(wait, |t| t.min(wait))
+            .max(Duration::from_millis(1));
         self.io.tcp().set_read_timeout(Some(wait)).ok();
         let mut buf = [0u8; 65536];
         match self.io.read(&mut buf) {
             Ok(0) => self.conn.handle_eof(Instant::now()),
             Ok(n) => self.conn.handle_input(Instant::now(), &buf[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => self.conn.handle_transport_error(Instant::now(), e),
         }
         self.conn.handle_timeout(Instant::now());
@@ -210,11 +231,14 @@ impl Blocking {
     pub fn wait(&mut self, op: OpId) -> Result<Reply, Failure> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let found = self.events.iter().position(|e| matches!(e, Event::Completed { op: o, .. } if *o == op));
-            if let Some(i) = found {
-                if let Some(Event::Completed { result, .. }) = self.events.remove(i) {
-                    return result.map_err(Failure::Channel);
-                }
+            let found = self
+                .events
+                .iter()
+                .position(|e| matches!(e, Event::Completed { op: o, .. } if *o == op));
+            if let Some(i) = found
+                && let Some(Event::Completed { result, .. }) = self.events.remove(i)
+            {
+                return result.map_err(Failure::Channel);
             }
             if let Some(err) = &self.closed {
                 return Err(Failure::Connection(err.clone()));
@@ -227,7 +251,11 @@ impl Blocking {
     }
 
     /// Takes the first queued event matching `pred`, waiting up to `wait`.
-    pub fn wait_for(&mut self, wait: Duration, pred: impl Fn(&Event) -> bool) -> Result<Event, Failure> {
+    pub fn wait_for(
+        &mut self,
+        wait: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Result<Event, Failure> {
         let deadline = Instant::now() + wait;
         loop {
             if let Some(i) = self.events.iter().position(&pred) {
@@ -252,15 +280,23 @@ impl Blocking {
     }
 
     /// `call` then `wait`.
-    pub fn call(&mut self, ch: u16, method: impl Into<carehare_core::method::Method>) -> Result<Reply, Failure> {
+    pub fn call(
+        &mut self,
+        ch: u16,
+        method: impl Into<carehare_core::method::Method>,
+    ) -> Result<Reply, Failure> {
         let op = self.conn.call(ch, method.into()).map_err(Failure::Usage)?;
         self.wait(op)
     }
 
     /// Closes the connection and waits for the end.
     pub fn close(&mut self) -> Result<ConnectionError, Failure> {
-        self.conn.close(Instant::now(), 200, "bye").map_err(Failure::Usage)?;
-        match self.wait_for(Duration::from_secs(15), |e| matches!(e, Event::ConnectionClosed(_))) {
+        self.conn
+            .close(Instant::now(), 200, "bye")
+            .map_err(Failure::Usage)?;
+        match self.wait_for(Duration::from_secs(15), |e| {
+            matches!(e, Event::ConnectionClosed(_))
+        }) {
             Ok(Event::ConnectionClosed(e)) => Ok(e),
             Err(Failure::Connection(e)) => Ok(e),
             Ok(_) => unreachable!("filtered"),

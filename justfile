@@ -1,0 +1,25 @@
+# carehare task runner. `just` is optional: every recipe is a plain script.
+
+# Start the local broker, publish and consume, show throughput.
+demo:
+    scripts/demo
+
+# Every check: fmt, clippy, unit, scripted-broker and live-broker tests.
+test:
+    scripts/test
+
+# Start (or reuse) the private RabbitMQ node on 127.0.0.1.
+broker-start:
+    test-server/start.sh
+
+# Stop the private RabbitMQ node.
+broker-stop:
+    test-server/stop.sh
+
+# Run each fuzz target for SECONDS seconds.
+fuzz SECONDS="60":
+    FUZZ_SECONDS={{SECONDS}} fuzz/smoke.sh
+
+# The docs, with the core's contract on the front page.
+doc:
+    cargo doc -p carehare-core --no-deps --open
