@@ -1,6 +1,8 @@
 //! carehare-core against the live test broker (`test-server/start.sh`),
 //! through the blocking driver in this crate.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
