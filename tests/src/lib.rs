@@ -6,6 +6,9 @@
 //! timeout). It exists to check the sans-IO core against a real RabbitMQ
 //! and shows how little an embedder needs to write.
 
+pub mod proxy;
+pub mod scenarios;
+
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -308,4 +311,45 @@ impl Blocking {
     pub fn local_port(&self) -> u16 {
         self.io.tcp().local_addr().map(|a| a.port()).unwrap_or(0)
     }
+}
+
+/// Runs `rabbitmqctl ARGS` against the test node (through
+/// `test-server/env.sh`) and returns its output.
+///
+/// # Panics
+/// If the command fails: the test cannot go on.
+pub fn rabbitmqctl(args: &str) -> String {
+    let script = format!(
+        "source '{}/../test-server/env.sh' && rabbitmqctl {args}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Force-closes the connection whose client-provided name is `name`.
+///
+/// # Panics
+/// If no such connection exists.
+pub fn close_connection_named(name: &str, reason: &str) {
+    // RabbitMQ 3.10 has no `user_provided_name` info key: find the name in
+    // the client properties.
+    let list = rabbitmqctl("list_connections pid client_properties --no-table-headers -q");
+    let needle = format!("\"{name}\"");
+    let pid = list
+        .lines()
+        .find(|l| l.contains(&needle))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no connection named {name} in {list}"));
+    rabbitmqctl(&format!("close_connection '{pid}' '{reason}'"));
 }

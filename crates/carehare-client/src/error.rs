@@ -1,0 +1,93 @@
+//! The errors users match on, named after Python carehare's exceptions.
+
+use std::sync::Arc;
+
+pub use carehare_core::error::{CloseReason, ConnectionError, UsageError};
+
+use crate::{TlsError, UrlError};
+
+/// Everything an operation can fail with.
+///
+/// The variants mirror Python carehare's exceptions:
+/// [`ChannelClosedByServer`](Error::ChannelClosedByServer) means RabbitMQ
+/// refused this one operation and the connection is still usable;
+/// [`ConnectionClosed`](Error::ConnectionClosed) means the whole connection
+/// ended, and carries why (e.g. [`ConnectionError::ClosedByServer`] with
+/// "320 CONNECTION_FORCED", or [`ConnectionError::ClosedByHeartbeatMonitor`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// RabbitMQ closed the channel this operation ran on: e.g. `404
+    /// NOT_FOUND` for a missing exchange or queue, `405 RESOURCE_LOCKED` for
+    /// another connection's exclusive queue, `406 PRECONDITION_FAILED` for
+    /// a redeclare with other arguments. The connection is still usable.
+    #[error("RabbitMQ closed the channel: {0}")]
+    ChannelClosedByServer(CloseReason),
+    /// RabbitMQ could not take responsibility for a published message
+    /// (`basic.nack`), e.g. a full queue with `x-overflow=reject-publish`.
+    #[error("RabbitMQ refused the message (basic.nack)")]
+    ServerSentNack,
+    /// The connection ended; the reason says why.
+    #[error("connection closed: {0}")]
+    ConnectionClosed(ConnectionError),
+    /// The consumer was closed (by `close()`, or by dropping it) while this
+    /// call was waiting.
+    #[error("the consumer was closed")]
+    ConsumerClosed,
+    /// RabbitMQ cancelled the consumer, e.g. because its queue was deleted.
+    #[error("RabbitMQ cancelled the consumer (was its queue deleted?)")]
+    ConsumerCancelledByServer,
+    /// The request was invalid before anything was sent (e.g. a name over
+    /// 255 bytes, or arguments larger than `frame_max`).
+    #[error("invalid request: {0}")]
+    Usage(#[from] UsageError),
+    /// The URL could not be parsed.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// TLS could not be set up (bad CA file, bad client certificate...).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The TCP connection or the TLS handshake failed.
+    #[error("could not connect to {address}: {error}")]
+    Connect {
+        /// `host:port`.
+        address: String,
+        /// The IO or TLS error.
+        error: Arc<std::io::Error>,
+    },
+    /// TCP, TLS and the AMQP handshake together took longer than
+    /// `connection_timeout`.
+    #[error("could not connect to {address} within {timeout:?}")]
+    ConnectTimeout {
+        /// `host:port`.
+        address: String,
+        /// The configured timeout.
+        timeout: std::time::Duration,
+    },
+}
+
+impl Error {
+    /// The AMQP reply code, when RabbitMQ gave one.
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            Error::ChannelClosedByServer(r) => Some(r.code),
+            Error::ConnectionClosed(
+                ConnectionError::ClosedByServer(r) | ConnectionError::AuthenticationFailed(r),
+            ) => Some(r.code),
+            _ => None,
+        }
+    }
+}
+
+impl From<carehare_core::error::ChannelError> for Error {
+    fn from(e: carehare_core::error::ChannelError) -> Self {
+        use carehare_core::error::ChannelError as C;
+        match e {
+            C::ClosedByServer(r) => Error::ChannelClosedByServer(r),
+            C::ConnectionClosed(c) => Error::ConnectionClosed(c),
+            // Only our own consumer/operation plumbing closes channels early.
+            C::ClosedByClient => Error::ConsumerClosed,
+            _ => Error::ConsumerClosed,
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! Turning [`TlsOptions`] into a rustls client configuration (ring
+//! provider, TLS 1.2 and 1.3, server certificate and host name always
+//! verified).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+
+use crate::options::TlsOptions;
+
+/// Why the TLS configuration could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A certificate or key file could not be read.
+    #[error("TLS: cannot read {what} file {path}: {message}", path = .path.display())]
+    ReadFile {
+        /// What the file should hold ("CA certificate", "client certificate",
+        /// "client key").
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        message: String,
+    },
+    /// A file is not valid PEM.
+    #[error("TLS: invalid PEM in {what} file {path}: {message}", path = .path.display())]
+    InvalidPem {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The PEM parser's error.
+        message: String,
+    },
+    /// A certificate file holds no `CERTIFICATE` section.
+    #[error("TLS: no certificates in {what} file {path}", path = .path.display())]
+    NoCertificates {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A key file holds no private key (PKCS#8, PKCS#1 or SEC1 PEM).
+    #[error("TLS: no private key in client key file {path}", path = .path.display())]
+    NoPrivateKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The host (or `server_name`) is neither a DNS name nor an IP address.
+    #[error("TLS: invalid server name \"{0}\": expected a DNS name or an IP address")]
+    InvalidServerName(String),
+    /// rustls rejected the configuration (an unusable certificate or key,
+    /// a key that does not match its certificate, ...).
+    #[error("TLS: {0}")]
+    Rustls(String),
+    /// No CA file was given and the platform's certificate store yielded no
+    /// usable root certificate.
+    #[error(
+        "TLS: no usable root certificates in the platform's certificate store{0}; \
+         give a CA file (TlsOptions::ca_file, or cacertfile= in the URL)"
+    )]
+    NoNativeRoots(String),
+}
+
+/// The rustls configuration for `opts`: `opts.config` when set, otherwise
+/// one trusting `opts.ca_file` (or the platform's roots) and presenting
+/// `opts.client_cert` if any.
+pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
+    if let Some(config) = &opts.config {
+        return Ok(Arc::clone(config));
+    }
+    let roots = match &opts.ca_file {
+        Some(path) => ca_file_roots(path)?,
+        None => native_roots()?,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(rustls_error)?
+        .with_root_certificates(roots);
+    let config = match &opts.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(client) => {
+            let chain = read_certs("client certificate", &client.cert_file)?;
+            let key = read_key(&client.key_file)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(rustls_error)?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// The name to verify the server certificate against (and to send as
+/// SNI): `opts.server_name`, or else `host`. IP addresses (IPv6 with or
+/// without brackets) are verified against the certificate's IP SANs.
+pub(crate) fn server_name(opts: &TlsOptions, host: &str) -> Result<ServerName<'static>, TlsError> {
+    let name = opts.server_name.as_deref().unwrap_or(host);
+    let unbracketed = name
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(name);
+    ServerName::try_from(unbracketed.to_owned())
+        .map_err(|_| TlsError::InvalidServerName(name.to_owned()))
+}
+
+fn rustls_error(error: rustls::Error) -> TlsError {
+    TlsError::Rustls(error.to_string())
+}
+
+fn ca_file_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs("CA certificate", path)? {
+        roots.add(cert).map_err(|e| {
+            TlsError::Rustls(format!(
+                "unusable CA certificate in {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    tracing::debug!(path = %path.display(), count = roots.len(), "loaded CA certificates");
+    Ok(roots)
+}
+
+fn native_roots() -> Result<RootCertStore, TlsError> {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::warn!(%error, "while loading the platform's root certificates");
+    }
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    if ignored > 0 {
+        tracing::debug!(ignored, "ignored unparsable platform root certificates");
+    }
+    if added == 0 {
+        let detail = match found.errors.first() {
+            Some(error) => format!(" ({error})"),
+            None => String::new(),
+        };
+        return Err(TlsError::NoNativeRoots(detail));
+    }
+    tracing::debug!(count = added, "loaded the platform's root certificates");
+    Ok(roots)
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::ReadFile {
+        what,
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn invalid_pem(what: &'static str, path: &Path, error: pem::Error) -> TlsError {
+    TlsError::InvalidPem {
+        what,
+        path: path.to_owned(),
+        message: error.to_string(),
+    }
+}
+
+/// Every certificate in a PEM file (other sections are skipped).
+fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read_file(what, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid_pem(what, path, e))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificates {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM file.
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read_file("client key", path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::NoPrivateKey {
+            path: path.to_owned(),
+        },
+        e => invalid_pem("client key", path, e),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use rustls::pki_types::IpAddr;
+
+    use super::*;
+    use crate::options::ClientCert;
+
+    fn certs_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-server/certs")
+    }
+
+    fn cert(name: &str) -> PathBuf {
+        let path = certs_dir().join(name);
+        assert!(
+            path.exists(),
+            "{} is missing: run test-server/prepare-certs.sh",
+            path.display()
+        );
+        path
+    }
+
+    fn test_options() -> TlsOptions {
+        TlsOptions {
+            ca_file: Some(cert("ca.pem")),
+            client_cert: Some(ClientCert {
+                cert_file: cert("client.pem"),
+                key_file: cert("client.key"),
+            }),
+            ..TlsOptions::default()
+        }
+    }
+
+    /// A file in the temp dir, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, contents: &[u8]) -> Self {
+            let path = std::env::temp_dir()
+                .join(format!("carehare-tls-test-{}-{name}", std::process::id()));
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn builds_a_config_from_ca_file_and_client_cert() {
+        let config = client_config(&test_options()).unwrap();
+        assert!(config.client_auth_cert_resolver.has_certs());
+    }
+
+    #[test]
+    fn builds_a_config_without_client_cert() {
+        let opts = TlsOptions {
+            ca_file: Some(cert("ca.pem")),
+            ..TlsOptions::default()
+        };
+        let config = client_config(&opts).unwrap();
+        assert!(!config.client_auth_cert_resolver.has_certs());
+    }
+
+    #[test]
+    fn a_given_config_is_used_as_is() {
+        let config = client_config(&test_options()).unwrap();
+        let opts = TlsOptions {
+            config: Some(Arc::clone(&config)),
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsOptions::default()
+        };
+        assert!(Arc::ptr_eq(&client_config(&opts).unwrap(), &config));
+    }
+
+    #[test]
+    fn a_missing_file_names_its_path() {
+        let opts = TlsOptions {
+            ca_file: Some("/nonexistent/carehare/ca.pem".into()),
+            ..TlsOptions::default()
+        };
+        let err = client_config(&opts).unwrap_err();
+        assert!(
+            matches!(&err, TlsError::ReadFile { what: "CA certificate", path, .. }
+                if path == Path::new("/nonexistent/carehare/ca.pem")),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("/nonexistent/carehare/ca.pem"),
+            "{err}"
+        );
+
+        let mut opts = test_options();
+        opts.client_cert.as_mut().unwrap().key_file = "/nonexistent/carehare/client.key".into();
+        let err = client_config(&opts).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("client key file /nonexistent/carehare/client.key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_without_certificates_is_an_error() {
+        let empty = TempFile::new("no-certs.pem", b"just some text\n");
+        let opts = TlsOptions {
+            ca_file: Some(empty.0.clone()),
+            ..TlsOptions::default()
+        };
+        let err = client_config(&opts).unwrap_err();
+        assert_eq!(
+            err,
+            TlsError::NoCertificates {
+                what: "CA certificate",
+                path: empty.0.clone()
+            }
+        );
+        // A key is not a certificate.
+        let opts = TlsOptions {
+            ca_file: Some(cert("client.key")),
+            ..TlsOptions::default()
+        };
+        assert!(matches!(
+            client_config(&opts).unwrap_err(),
+            TlsError::NoCertificates { .. }
+        ));
+    }
+
+    #[test]
+    fn a_key_file_without_a_key_is_an_error() {
+        let mut opts = test_options();
+        opts.client_cert.as_mut().unwrap().key_file = cert("ca.pem");
+        assert_eq!(
+            client_config(&opts).unwrap_err(),
+            TlsError::NoPrivateKey {
+                path: cert("ca.pem")
+            }
+        );
+    }
+
+    #[test]
+    fn broken_pem_is_an_error() {
+        let broken = TempFile::new(
+            "broken.pem",
+            b"-----BEGIN CERTIFICATE-----\nMIIB\n", // no END line
+        );
+        let opts = TlsOptions {
+            ca_file: Some(broken.0.clone()),
+            ..TlsOptions::default()
+        };
+        assert!(matches!(
+            client_config(&opts).unwrap_err(),
+            TlsError::InvalidPem { .. }
+        ));
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_the_certificate_is_an_error() {
+        let mut opts = test_options();
+        opts.client_cert.as_mut().unwrap().key_file = cert("server.key");
+        assert!(matches!(
+            client_config(&opts).unwrap_err(),
+            TlsError::Rustls(_)
+        ));
+    }
+
+    #[test]
+    fn platform_roots_load_or_fail_clearly() {
+        // Depends on the machine: either works, or says what to do.
+        match client_config(&TlsOptions::default()) {
+            Ok(_) => {}
+            Err(err @ TlsError::NoNativeRoots(_)) => {
+                assert!(err.to_string().contains("ca_file"), "{err}");
+            }
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_names() {
+        let opts = TlsOptions::default();
+        assert_eq!(
+            server_name(&opts, "127.0.0.1").unwrap(),
+            ServerName::IpAddress(IpAddr::from(std::net::Ipv4Addr::LOCALHOST))
+        );
+        assert_eq!(
+            server_name(&opts, "::1").unwrap(),
+            ServerName::IpAddress(IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
+        );
+        assert_eq!(
+            server_name(&opts, "[::1]").unwrap(),
+            ServerName::IpAddress(IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
+        );
+        assert_eq!(
+            server_name(&opts, "localhost").unwrap(),
+            ServerName::try_from("localhost").unwrap()
+        );
+        assert_eq!(
+            server_name(&opts, "bad name!").unwrap_err(),
+            TlsError::InvalidServerName("bad name!".into())
+        );
+        assert!(server_name(&opts, "").is_err());
+
+        let opts = TlsOptions {
+            server_name: Some("rabbit.example".into()),
+            ..TlsOptions::default()
+        };
+        assert_eq!(
+            server_name(&opts, "10.0.0.1").unwrap(),
+            ServerName::try_from("rabbit.example").unwrap()
+        );
+    }
+
+    /// The built config completes a real handshake (in memory) with a
+    /// server that uses the test PKI and demands a client certificate.
+    #[test]
+    fn handshakes_with_the_test_server_certificate() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut client_roots = RootCertStore::empty();
+        for c in read_certs("CA", &cert("ca.pem")).unwrap() {
+            client_roots.add(c).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(client_roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .unwrap();
+        let server_config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                read_certs("server", &cert("server.pem")).unwrap(),
+                read_key(&cert("server.key")).unwrap(),
+            )
+            .unwrap();
+
+        let opts = test_options();
+        for host in ["localhost", "127.0.0.1"] {
+            let mut client = rustls::ClientConnection::new(
+                client_config(&opts).unwrap(),
+                server_name(&opts, host).unwrap(),
+            )
+            .unwrap();
+            let mut server =
+                rustls::ServerConnection::new(Arc::new(server_config.clone())).unwrap();
+            handshake(&mut client, &mut server).unwrap();
+            assert!(server.peer_certificates().is_some_and(|c| !c.is_empty()));
+
+            client.writer().write_all(b"ping").unwrap();
+            transfer(&mut client, &mut server);
+            server.process_new_packets().unwrap();
+            let mut got = [0u8; 4];
+            server.reader().read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"ping");
+        }
+
+        // A name the certificate does not cover fails verification.
+        let mut client = rustls::ClientConnection::new(
+            client_config(&opts).unwrap(),
+            ServerName::try_from("rabbit.example").unwrap(),
+        )
+        .unwrap();
+        let mut server = rustls::ServerConnection::new(Arc::new(server_config)).unwrap();
+        let err = handshake(&mut client, &mut server).unwrap_err();
+        assert!(
+            matches!(err, rustls::Error::InvalidCertificate(_)),
+            "{err:?}"
+        );
+    }
+
+    fn handshake(
+        client: &mut rustls::ClientConnection,
+        server: &mut rustls::ServerConnection,
+    ) -> Result<(), rustls::Error> {
+        for _ in 0..10 {
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+            transfer(client, server);
+            server.process_new_packets()?;
+            transfer(server, client);
+            client.process_new_packets()?;
+        }
+        panic!("the handshake did not finish");
+    }
+
+    /// Moves all pending TLS records from `from` to `to`.
+    fn transfer<A, B>(
+        from: &mut rustls::ConnectionCommon<A>,
+        to: &mut rustls::ConnectionCommon<B>,
+    ) {
+        let mut records = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut records).unwrap();
+        }
+        let mut rest = &records[..];
+        while !rest.is_empty() {
+            to.read_tls(&mut rest).unwrap();
+        }
+    }
+}

@@ -1,0 +1,1093 @@
+//! `amqp://` and `amqps://` URLs, after the RabbitMQ URI specification
+//! (<https://www.rabbitmq.com/docs/uri-spec>) and its query parameters
+//! (<https://www.rabbitmq.com/docs/uri-query-parameters>).
+//!
+//! The parser is written by hand rather than on top of the `url` crate: the
+//! spec allows an empty host with user info or a port (`amqp://user@`,
+//! `amqp://:10000`), which `url` rejects, and it distinguishes an empty user
+//! info (`amqp://:@/`) from an absent one, which `url` does not.
+//!
+//! Nothing here ever puts the URL, the user name or the password into an
+//! error message: a URL may carry a password.
+
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use carehare_core::Auth;
+use percent_encoding::percent_decode;
+
+use crate::options::{ClientCert, ConnectOptions, TlsOptions};
+
+/// Default port of `amqp://`.
+const AMQP_PORT: u16 = 5672;
+/// Default port of `amqps://`.
+const AMQPS_PORT: u16 = 5671;
+/// User name and password used when the URL has none (RabbitMQ's defaults).
+const DEFAULT_USER: &str = "guest";
+const DEFAULT_PASSWORD: &str = "guest";
+/// A vhost name is an AMQP short string.
+const MAX_VHOST_LEN: usize = 255;
+/// Added to errors that a password with special characters may cause.
+const ENCODE_HINT: &str = "if the user name or password contains '@', ':', '/', '?', '#' or '%', \
+                           percent-encode it (%40, %3A, %2F, %3F, %23, %25)";
+
+/// The query parameters [`ConnectOptions::from_url`] understands.
+const SUPPORTED: &str = "heartbeat, frame_max, channel_max, connection_timeout, auth_mechanism, \
+                         name, connection_name, cacertfile, certfile, keyfile, \
+                         server_name_indication, verify";
+
+/// Why a URL could not be turned into [`ConnectOptions`].
+///
+/// No variant ever contains the URL, the user name or the password.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// The URL is malformed (the message says how).
+    #[error("invalid URL: {0}")]
+    Parse(String),
+    /// The scheme is neither `amqp` nor `amqps`.
+    #[error("invalid URL: unsupported scheme \"{0}\": use amqp or amqps")]
+    UnsupportedScheme(String),
+    /// The path does not name a valid vhost (the message says why).
+    #[error("invalid URL: invalid vhost: {0}")]
+    InvalidVhost(&'static str),
+    /// A query parameter this client does not know (possibly a typo).
+    #[error("invalid URL: unknown query parameter \"{0}\" (supported: {SUPPORTED})")]
+    UnknownParameter(String),
+    /// A query parameter given twice (`name` and `connection_name` count as
+    /// the same parameter).
+    #[error("invalid URL: query parameter \"{0}\" is given more than once")]
+    DuplicateParameter(String),
+    /// A query parameter with a value that is not acceptable.
+    #[error("invalid URL: query parameter {name}={value:?}: {reason}")]
+    InvalidParameter {
+        /// The parameter's name.
+        name: String,
+        /// Its (percent-decoded) value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A TLS parameter in an `amqp://` URL.
+    #[error("invalid URL: query parameter \"{0}\" needs TLS: use an amqps:// URL")]
+    TlsParamWithoutTls(&'static str),
+    /// `certfile` without `keyfile`, or the other way round.
+    #[error(
+        "invalid URL: query parameter \"{present}\" needs \"{missing}\": a client certificate \
+         needs both certfile and keyfile"
+    )]
+    IncompleteClientCert {
+        /// The parameter that was given.
+        present: &'static str,
+        /// The parameter that is missing.
+        missing: &'static str,
+    },
+}
+
+impl ConnectOptions {
+    /// Parses an `amqp://` or `amqps://` URL:
+    ///
+    /// ```text
+    /// amqp[s]://[user[:password]@][host][:port][/vhost][?param=value&...]
+    /// ```
+    ///
+    /// - `amqp` uses port 5672, `amqps` port 5671 and TLS (with
+    ///   [`TlsOptions::default`]: the platform's root certificates).
+    /// - User name, password, host and vhost are percent-decoded. Without
+    ///   user info the user is `guest`, and so is a missing password
+    ///   (`amqp://user@host`); an empty one (`amqp://:@host`) stays empty.
+    /// - An empty host means `localhost`. An IPv6 address goes in brackets
+    ///   (`amqp://[::1]:5672`) and is stored without them.
+    /// - The vhost is the path without its leading `/`; a `/` in the name
+    ///   must be encoded as `%2F` (`amqp://host/%2F` is the vhost `/`,
+    ///   `amqp://host/a%2Fb` is `a/b`, `amqp://host/a/b` is an error).
+    ///   Both `amqp://host` and `amqp://host/` mean the default vhost `/`.
+    ///   (This departs from the spec, which reads `amqp://host/` as the
+    ///   vhost with the empty name; RabbitMQ has no such vhost by default.)
+    ///
+    /// Query parameters, each at most once (unknown ones are errors, to
+    /// catch typos; `+` means a space, encode a literal `+` as `%2B`):
+    ///
+    /// | parameter | meaning |
+    /// |---|---|
+    /// | `heartbeat` | heartbeat proposal in seconds (0 disables) |
+    /// | `frame_max` | largest frame, 0 (no limit) or at least 4096 |
+    /// | `channel_max` | highest channel number (0: no limit) |
+    /// | `connection_timeout` | in **milliseconds**, at least 1 |
+    /// | `auth_mechanism` | `plain` (default), `amqplain` or `external` |
+    /// | `name`, `connection_name` | connection name shown in the management UI |
+    /// | `cacertfile` | PEM file of CA certificates (`amqps` only) |
+    /// | `certfile`, `keyfile` | client certificate chain and key, PEM, both or neither (`amqps` only) |
+    /// | `server_name_indication` | name to verify the server certificate against (`amqps` only) |
+    /// | `verify` | only `verify_peer`, which is always on (`amqps` only) |
+    ///
+    /// Everything else keeps its value from [`ConnectOptions::default`].
+    pub fn from_url(url: &str) -> Result<ConnectOptions, UrlError> {
+        parse(url)
+    }
+}
+
+impl FromStr for ConnectOptions {
+    type Err = UrlError;
+
+    /// Same as [`ConnectOptions::from_url`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ConnectOptions::from_url(s)
+    }
+}
+
+fn parse(input: &str) -> Result<ConnectOptions, UrlError> {
+    let input = input.trim();
+    let colon = input
+        .find(':')
+        .ok_or_else(|| UrlError::Parse("no scheme: expected amqp:// or amqps://".into()))?;
+    let scheme = &input[..colon];
+    if !is_scheme(scheme) {
+        return Err(UrlError::Parse(
+            "no scheme: expected amqp:// or amqps://".into(),
+        ));
+    }
+    let tls = if scheme.eq_ignore_ascii_case("amqp") {
+        false
+    } else if scheme.eq_ignore_ascii_case("amqps") {
+        true
+    } else {
+        return Err(UrlError::UnsupportedScheme(scheme.to_owned()));
+    };
+    let rest = input[colon + 1..]
+        .strip_prefix("//")
+        .ok_or_else(|| UrlError::Parse(format!("expected \"//\" after \"{scheme}:\"")))?;
+
+    // authority [ "/" vhost ] [ "?" query ], and no fragment.
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(authority_end);
+    let (before_fragment, fragment) = match rest.split_once('#') {
+        Some((before, after)) => (before, Some(after)),
+        None => (rest, None),
+    };
+    let (path, query) = match before_fragment.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (before_fragment, None),
+    };
+
+    let mut opts = ConnectOptions::default();
+
+    let authority = parse_authority(authority)?;
+    if fragment.is_some() {
+        // The text after '#' may be the end of a password: don't show it.
+        return Err(UrlError::Parse(format!(
+            "a fragment ('#...') is not allowed; {ENCODE_HINT}"
+        )));
+    }
+    opts.host = authority.host;
+    opts.port = authority
+        .port
+        .unwrap_or(if tls { AMQPS_PORT } else { AMQP_PORT });
+    if tls {
+        opts.tls = Some(TlsOptions::default());
+    }
+    opts.amqp.virtual_host = parse_vhost(path)?;
+
+    let params = match query {
+        Some(query) => parse_query(query, tls)?,
+        None => Params::default(),
+    };
+    params.apply(&mut opts, authority.user, authority.password)?;
+    Ok(opts)
+}
+
+/// RFC 3986: `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+fn is_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+struct Authority {
+    user: Option<String>,
+    password: Option<String>,
+    host: String,
+    port: Option<u16>,
+}
+
+fn parse_authority(authority: &str) -> Result<Authority, UrlError> {
+    // The last '@' ends the user info: a raw '@' in a password is forgiven.
+    let (userinfo, hostport) = match authority.rfind('@') {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+        None => (None, authority),
+    };
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(userinfo) => {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password)),
+                None => (userinfo, None),
+            };
+            let user = decode(user)
+                .map_err(|why| UrlError::Parse(format!("the user name {why}; {ENCODE_HINT}")))?;
+            let password = password
+                .map(decode)
+                .transpose()
+                .map_err(|why| UrlError::Parse(format!("the password {why}; {ENCODE_HINT}")))?;
+            (Some(user), password)
+        }
+    };
+
+    let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
+        let (inside, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| UrlError::Parse("an IPv6 address has no closing ']'".into()))?;
+        let addr: Ipv6Addr = inside
+            .parse()
+            .map_err(|_| UrlError::Parse(format!("\"[{inside}]\" is not a valid IPv6 address")))?;
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or_else(|| {
+                UrlError::Parse("expected ':' and a port after the IPv6 address".into())
+            })?),
+        };
+        (addr.to_string(), port)
+    } else {
+        let (host, port) = match hostport.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
+        };
+        if port.is_some_and(|port| port.contains(':')) {
+            return Err(UrlError::Parse(
+                "an IPv6 address must be in brackets, as in amqp://[::1]:5672; \
+                 otherwise there is more than one ':' after the host"
+                    .into(),
+            ));
+        }
+        (parse_host(host)?, port)
+    };
+    let port = match port {
+        None | Some("") => None,
+        // Never show the port text: with a '/', '?' or '#' in a password,
+        // it is the start of the password.
+        Some(port) => Some(
+            Some(port)
+                .filter(|port| port.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|port| port.parse::<u16>().ok())
+                .filter(|&port| port != 0)
+                .ok_or_else(|| {
+                    UrlError::Parse(format!(
+                        "invalid port: expected a number from 1 to 65535; {ENCODE_HINT}"
+                    ))
+                })?,
+        ),
+    };
+    Ok(Authority {
+        user,
+        password,
+        host,
+        port,
+    })
+}
+
+/// A reg-name (RFC 3986), percent-decoded; empty means `localhost`.
+fn parse_host(raw: &str) -> Result<String, UrlError> {
+    if raw.is_empty() {
+        return Ok("localhost".into());
+    }
+    let allowed = |b: u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    };
+    if let Some(bad) = raw.chars().find(|c| !u8::try_from(*c).is_ok_and(allowed)) {
+        return Err(UrlError::Parse(format!(
+            "invalid character {bad:?} in host \"{raw}\""
+        )));
+    }
+    decode(raw).map_err(|why| UrlError::Parse(format!("the host \"{raw}\" {why}")))
+}
+
+fn parse_vhost(path: &str) -> Result<String, UrlError> {
+    // The value is never shown: with a '/' in a password, it would be the
+    // end of the password.
+    let raw = match path {
+        "" | "/" => return Ok("/".into()),
+        _ => &path[1..], // a path here always starts with '/'
+    };
+    if raw.contains('/') {
+        return Err(UrlError::InvalidVhost(
+            "the path contains more than one '/': encode a '/' in a vhost name as %2F",
+        ));
+    }
+    if raw.contains('@') {
+        return Err(UrlError::InvalidVhost(
+            "the path contains a raw '@': encode it as %40 (or, if the user name or password \
+             contains '/', encode that as %2F)",
+        ));
+    }
+    let vhost = decode(raw).map_err(|why| {
+        UrlError::InvalidVhost(match why {
+            DecodeError::BadEscape => "the path has a '%' not followed by two hex digits",
+            DecodeError::NotUtf8 => "the path is not valid UTF-8 after percent-decoding",
+        })
+    })?;
+    if vhost.len() > MAX_VHOST_LEN {
+        return Err(UrlError::InvalidVhost("the name is longer than 255 bytes"));
+    }
+    Ok(vhost)
+}
+
+/// The query parameters, as given.
+#[derive(Default)]
+struct Params {
+    heartbeat: Option<u16>,
+    frame_max: Option<u32>,
+    channel_max: Option<u16>,
+    connection_timeout: Option<Duration>,
+    auth_mechanism: Option<Mechanism>,
+    connection_name: Option<String>,
+    cacertfile: Option<PathBuf>,
+    certfile: Option<PathBuf>,
+    keyfile: Option<PathBuf>,
+    server_name: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Mechanism {
+    Plain,
+    AmqPlain,
+    External,
+}
+
+fn parse_query(query: &str, tls: bool) -> Result<Params, UrlError> {
+    let mut params = Params::default();
+    let mut seen: Vec<&'static str> = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = decode_query(raw_name)
+            .map_err(|why| UrlError::Parse(format!("a query parameter name {why}")))?;
+        let Some(key) = known_parameter(&name) else {
+            if name.contains('@') {
+                // Most likely the end of a password containing '?'.
+                return Err(UrlError::Parse(format!(
+                    "a query parameter name contains '@'; {ENCODE_HINT}"
+                )));
+            }
+            return Err(UrlError::UnknownParameter(name));
+        };
+        let value = decode_query(raw_value).map_err(|why| {
+            UrlError::Parse(format!("the value of query parameter \"{name}\" {why}"))
+        })?;
+        if !tls && is_tls_parameter(key) {
+            return Err(UrlError::TlsParamWithoutTls(key));
+        }
+        // `name` and `connection_name` are one parameter.
+        let slot = if key == "name" {
+            "connection_name"
+        } else {
+            key
+        };
+        if seen.contains(&slot) {
+            return Err(UrlError::DuplicateParameter(name));
+        }
+        seen.push(slot);
+
+        let invalid = |reason: &str| UrlError::InvalidParameter {
+            name: name.clone(),
+            value: value.clone(),
+            reason: reason.to_owned(),
+        };
+        match key {
+            "heartbeat" => {
+                params.heartbeat = Some(number(&value, u16::MAX).map_err(|why| invalid(&why))?)
+            }
+            "channel_max" => {
+                params.channel_max = Some(number(&value, u16::MAX).map_err(|why| invalid(&why))?)
+            }
+            "frame_max" => {
+                let frame_max = number(&value, u32::MAX).map_err(|why| invalid(&why))?;
+                if frame_max != 0 && frame_max < 4096 {
+                    return Err(invalid("must be 0 (no limit) or at least 4096"));
+                }
+                params.frame_max = Some(frame_max);
+            }
+            "connection_timeout" => {
+                let ms = number(&value, u64::MAX).map_err(|why| invalid(&why))?;
+                if ms == 0 {
+                    return Err(invalid("must be at least 1 (milliseconds)"));
+                }
+                params.connection_timeout = Some(Duration::from_millis(ms));
+            }
+            "auth_mechanism" => {
+                let mechanism = if value.eq_ignore_ascii_case("plain") {
+                    Mechanism::Plain
+                } else if value.eq_ignore_ascii_case("amqplain") {
+                    Mechanism::AmqPlain
+                } else if value.eq_ignore_ascii_case("external") {
+                    Mechanism::External
+                } else {
+                    return Err(invalid("expected plain, amqplain or external"));
+                };
+                params.auth_mechanism = Some(mechanism);
+            }
+            "name" | "connection_name" => params.connection_name = Some(value),
+            "cacertfile" | "certfile" | "keyfile" => {
+                if value.is_empty() {
+                    return Err(invalid("expected a file path"));
+                }
+                let path = Some(PathBuf::from(value));
+                match key {
+                    "cacertfile" => params.cacertfile = path,
+                    "certfile" => params.certfile = path,
+                    _ => params.keyfile = path,
+                }
+            }
+            "server_name_indication" => {
+                if value.eq_ignore_ascii_case("disable") {
+                    return Err(invalid(
+                        "disabling SNI is not supported; the server certificate is always \
+                         verified",
+                    ));
+                }
+                if rustls::pki_types::ServerName::try_from(value.as_str()).is_err() {
+                    return Err(invalid("not a valid DNS name or IP address"));
+                }
+                params.server_name = Some(value);
+            }
+            "verify" => {
+                if value != "verify_peer" {
+                    return Err(invalid(
+                        "only verify_peer is supported: carehare always verifies the server \
+                         certificate",
+                    ));
+                }
+            }
+            _ => unreachable!("known_parameter returned {key}"),
+        }
+    }
+    Ok(params)
+}
+
+fn known_parameter(name: &str) -> Option<&'static str> {
+    [
+        "heartbeat",
+        "frame_max",
+        "channel_max",
+        "connection_timeout",
+        "auth_mechanism",
+        "name",
+        "connection_name",
+        "cacertfile",
+        "certfile",
+        "keyfile",
+        "server_name_indication",
+        "verify",
+    ]
+    .into_iter()
+    .find(|known| *known == name)
+}
+
+fn is_tls_parameter(key: &str) -> bool {
+    matches!(
+        key,
+        "cacertfile" | "certfile" | "keyfile" | "server_name_indication" | "verify"
+    )
+}
+
+/// A decimal number from 0 to `max`, digits only.
+fn number<T>(value: &str, max: T) -> Result<T, String>
+where
+    T: FromStr + std::fmt::Display,
+{
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("expected a whole number".into());
+    }
+    // Only digits: parsing fails only when the number is too large.
+    value
+        .parse::<T>()
+        .map_err(|_| format!("too large (at most {max})"))
+}
+
+impl Params {
+    fn apply(
+        self,
+        opts: &mut ConnectOptions,
+        user: Option<String>,
+        password: Option<String>,
+    ) -> Result<(), UrlError> {
+        if let Some(heartbeat) = self.heartbeat {
+            opts.amqp.heartbeat = heartbeat;
+        }
+        if let Some(frame_max) = self.frame_max {
+            opts.amqp.frame_max = frame_max;
+        }
+        if let Some(channel_max) = self.channel_max {
+            opts.amqp.channel_max = channel_max;
+        }
+        if let Some(timeout) = self.connection_timeout {
+            opts.connection_timeout = timeout;
+        }
+        if self.connection_name.is_some() {
+            opts.amqp.connection_name = self.connection_name;
+        }
+
+        let username = user.unwrap_or_else(|| DEFAULT_USER.into());
+        let password = password.unwrap_or_else(|| DEFAULT_PASSWORD.into());
+        opts.amqp.auth = match self.auth_mechanism.unwrap_or(Mechanism::Plain) {
+            Mechanism::Plain => Auth::plain(username, password),
+            Mechanism::AmqPlain => Auth::AmqPlain { username, password },
+            // The certificate names the user; the URL's credentials go unused.
+            Mechanism::External => Auth::External,
+        };
+
+        let client_cert = match (self.certfile, self.keyfile) {
+            (None, None) => None,
+            (Some(cert_file), Some(key_file)) => Some(ClientCert {
+                cert_file,
+                key_file,
+            }),
+            (Some(_), None) => {
+                return Err(UrlError::IncompleteClientCert {
+                    present: "certfile",
+                    missing: "keyfile",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(UrlError::IncompleteClientCert {
+                    present: "keyfile",
+                    missing: "certfile",
+                });
+            }
+        };
+        // TLS parameters only get this far with amqps, so `tls` is set.
+        if let Some(tls) = opts.tls.as_mut() {
+            if self.cacertfile.is_some() {
+                tls.ca_file = self.cacertfile;
+            }
+            if client_cert.is_some() {
+                tls.client_cert = client_cert;
+            }
+            if self.server_name.is_some() {
+                tls.server_name = self.server_name;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum DecodeError {
+    BadEscape,
+    NotUtf8,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DecodeError::BadEscape => "has a '%' not followed by two hex digits",
+            DecodeError::NotUtf8 => "is not valid UTF-8 after percent-decoding",
+        })
+    }
+}
+
+/// Percent-decodes `s`, which must be well-formed and decode to UTF-8.
+fn decode(s: &str) -> Result<String, DecodeError> {
+    decode_bytes(s.as_bytes())
+}
+
+/// As [`decode`], with `+` meaning a space (form encoding, for queries).
+fn decode_query(s: &str) -> Result<String, DecodeError> {
+    decode_bytes(s.replace('+', " ").as_bytes())
+}
+
+fn decode_bytes(bytes: &[u8]) -> Result<String, DecodeError> {
+    let mut rest = bytes;
+    while let Some(pos) = rest.iter().position(|&b| b == b'%') {
+        match rest.get(pos + 1..pos + 3) {
+            Some([hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                rest = &rest[pos + 3..];
+            }
+            _ => return Err(DecodeError::BadEscape),
+        }
+    }
+    String::from_utf8(percent_decode(bytes).collect()).map_err(|_| DecodeError::NotUtf8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> ConnectOptions {
+        ConnectOptions::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    fn err(url: &str) -> UrlError {
+        match ConnectOptions::from_url(url) {
+            Ok(opts) => panic!("{url} parsed: {opts:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn credentials(opts: &ConnectOptions) -> (&str, &str) {
+        match &opts.amqp.auth {
+            Auth::Plain { username, password } => (username, password),
+            other => panic!("not PLAIN: {other:?}"),
+        }
+    }
+
+    /// (url, user, password, host, port, vhost) from the spec's table,
+    /// with our defaults filled in where it leaves a part absent.
+    #[test]
+    fn spec_examples() {
+        let cases = [
+            (
+                "amqp://user:pass@host:10000/vhost",
+                "user",
+                "pass",
+                "host",
+                10000,
+                "vhost",
+            ),
+            (
+                "amqp://user%61:%61pass@ho%61st:10000/v%2fhost",
+                "usera",
+                "apass",
+                "hoast",
+                10000,
+                "v/host",
+            ),
+            ("amqp://", "guest", "guest", "localhost", 5672, "/"),
+            // The spec gives the empty vhost here; we read "/" as the default.
+            ("amqp://:@/", "", "", "localhost", 5672, "/"),
+            ("amqp://user@", "user", "guest", "localhost", 5672, "/"),
+            ("amqp://user:pass@", "user", "pass", "localhost", 5672, "/"),
+            ("amqp://host", "guest", "guest", "host", 5672, "/"),
+            ("amqp://:10000", "guest", "guest", "localhost", 10000, "/"),
+            (
+                "amqp:///vhost",
+                "guest",
+                "guest",
+                "localhost",
+                5672,
+                "vhost",
+            ),
+            // The spec gives the empty vhost here too.
+            ("amqp://host/", "guest", "guest", "host", 5672, "/"),
+            ("amqp://host/%2f", "guest", "guest", "host", 5672, "/"),
+            ("amqp://[::1]", "guest", "guest", "::1", 5672, "/"),
+        ];
+        for (url, user, password, host, port, vhost) in cases {
+            let opts = parse(url);
+            assert_eq!(credentials(&opts), (user, password), "{url}");
+            assert_eq!(opts.host, host, "{url}");
+            assert_eq!(opts.port, port, "{url}");
+            assert_eq!(opts.amqp.virtual_host, vhost, "{url}");
+            assert!(opts.tls.is_none(), "{url}");
+        }
+    }
+
+    #[test]
+    fn defaults_match_connect_options_default() {
+        let opts = parse("amqp://");
+        let default = ConnectOptions::default();
+        assert_eq!(opts.amqp, default.amqp);
+        assert_eq!(opts.host, default.host);
+        assert_eq!(opts.port, default.port);
+        assert_eq!(opts.connection_timeout, default.connection_timeout);
+    }
+
+    #[test]
+    fn schemes_and_ports() {
+        let opts = parse("amqp://host");
+        assert_eq!((opts.port, opts.tls.is_none()), (5672, true));
+        let opts = parse("amqps://host");
+        assert_eq!(opts.port, 5671);
+        let tls = opts.tls.unwrap();
+        assert!(tls.config.is_none() && tls.ca_file.is_none());
+        assert!(tls.client_cert.is_none() && tls.server_name.is_none());
+        assert_eq!(parse("amqps://host:5999").port, 5999);
+        assert_eq!(parse("AMQPS://host").port, 5671);
+        assert_eq!(parse("amqp://host:").port, 5672);
+        assert_eq!(parse("  amqp://host\n").host, "host");
+
+        assert_eq!(
+            err("http://host"),
+            UrlError::UnsupportedScheme("http".into())
+        );
+        assert_eq!(
+            err("http://host").to_string(),
+            "invalid URL: unsupported scheme \"http\": use amqp or amqps"
+        );
+        assert!(matches!(err("host:5672"), UrlError::UnsupportedScheme(s) if s == "host"));
+        assert!(matches!(err("localhost"), UrlError::Parse(_)));
+        assert!(matches!(err(""), UrlError::Parse(_)));
+        assert!(matches!(err("amqp:host"), UrlError::Parse(_)));
+        assert!(matches!(err("://host"), UrlError::Parse(_)));
+    }
+
+    #[test]
+    fn bad_ports() {
+        for url in [
+            "amqp://h:0",
+            "amqp://h:65536",
+            "amqp://h:x",
+            "amqp://h:+5",
+            "amqp://h:-1",
+        ] {
+            let e = err(url);
+            assert!(matches!(e, UrlError::Parse(_)), "{url}");
+            assert!(e.to_string().contains("invalid port"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn user_and_password_are_percent_decoded() {
+        let opts = parse("amqp://us%2Fer:p%40ss%3Aw%2Fo%3Frd%25@host");
+        assert_eq!(credentials(&opts), ("us/er", "p@ss:w/o?rd%"));
+        // ':' in the password after the first one is part of it.
+        assert_eq!(credentials(&parse("amqp://u:a:b@host")), ("u", "a:b"));
+        // A raw '@' in the password: the last '@' ends the user info.
+        assert_eq!(credentials(&parse("amqp://u:p@ss@host")), ("u", "p@ss"));
+        assert_eq!(
+            credentials(&parse("amqp://%C3%A9t%C3%A9:x@h")),
+            ("été", "x")
+        );
+        assert_eq!(credentials(&parse("amqp://:secret@h")), ("", "secret"));
+    }
+
+    #[test]
+    fn hosts() {
+        let opts = parse("amqp://[::1]:5673");
+        assert_eq!((opts.host.as_str(), opts.port), ("::1", 5673));
+        assert_eq!(parse("amqps://[2001:db8::1]/v").host, "2001:db8::1");
+        assert_eq!(parse("amqp://127.0.0.1:5672").host, "127.0.0.1");
+        assert_eq!(
+            parse("amqp://Rabbit.Example.COM").host,
+            "Rabbit.Example.COM"
+        );
+        assert_eq!(parse("amqp://u:p@/v").host, "localhost");
+
+        assert!(matches!(err("amqp://[::1"), UrlError::Parse(_)));
+        assert!(matches!(err("amqp://[nope]"), UrlError::Parse(_)));
+        assert!(matches!(err("amqp://[::1]x"), UrlError::Parse(_)));
+        assert!(err("amqp://::1").to_string().contains("brackets"));
+        assert!(matches!(err("amqp://ho st"), UrlError::Parse(_)));
+        assert!(matches!(err("amqp://h%zz"), UrlError::Parse(_)));
+        assert!(matches!(err("amqp://h<x>"), UrlError::Parse(_)));
+    }
+
+    #[test]
+    fn vhosts() {
+        assert_eq!(parse("amqp://host").amqp.virtual_host, "/");
+        assert_eq!(parse("amqp://host/").amqp.virtual_host, "/");
+        assert_eq!(parse("amqp://host/%2F").amqp.virtual_host, "/");
+        assert_eq!(parse("amqp://host/vhost").amqp.virtual_host, "vhost");
+        assert_eq!(parse("amqp://host/a%2Fb").amqp.virtual_host, "a/b");
+        assert_eq!(parse("amqp://host/a%2fb").amqp.virtual_host, "a/b");
+        assert_eq!(parse("amqp://host/%2Fa").amqp.virtual_host, "/a");
+        assert_eq!(parse("amqp://host/caf%C3%A9").amqp.virtual_host, "café");
+        assert_eq!(parse("amqp://host/v?heartbeat=5").amqp.virtual_host, "v");
+        assert_eq!(parse("amqp://host?heartbeat=5").amqp.virtual_host, "/");
+        assert_eq!(parse("amqp://host/?heartbeat=5").amqp.virtual_host, "/");
+
+        let max = "v".repeat(255);
+        assert_eq!(parse(&format!("amqp://h/{max}")).amqp.virtual_host, max);
+
+        for url in [
+            "amqp://host/a/b",
+            "amqp://host//",
+            "amqp://host/a/",
+            "amqp://host/a%zz",
+            "amqp://host/%ff",
+            "amqp://host/%",
+        ] {
+            assert!(matches!(err(url), UrlError::InvalidVhost(_)), "{url}");
+        }
+        let too_long = format!("amqp://h/{}", "v".repeat(256));
+        assert!(matches!(err(&too_long), UrlError::InvalidVhost(_)));
+        assert!(err("amqp://host/a/b").to_string().contains("%2F"));
+    }
+
+    #[test]
+    fn numeric_parameters() {
+        let opts =
+            parse("amqp://h?heartbeat=5&frame_max=8192&channel_max=100&connection_timeout=2500");
+        assert_eq!(opts.amqp.heartbeat, 5);
+        assert_eq!(opts.amqp.frame_max, 8192);
+        assert_eq!(opts.amqp.channel_max, 100);
+        assert_eq!(opts.connection_timeout, Duration::from_millis(2500));
+
+        let opts = parse("amqp://h?heartbeat=0&frame_max=0&channel_max=0");
+        assert_eq!(
+            (
+                opts.amqp.heartbeat,
+                opts.amqp.frame_max,
+                opts.amqp.channel_max
+            ),
+            (0, 0, 0)
+        );
+        assert_eq!(parse("amqp://h?frame_max=4096").amqp.frame_max, 4096);
+        assert_eq!(parse("amqp://h?heartbeat=65535").amqp.heartbeat, 65535);
+        assert_eq!(
+            parse("amqp://h?frame_max=4294967295").amqp.frame_max,
+            u32::MAX
+        );
+
+        for (url, name, value) in [
+            ("amqp://h?heartbeat=abc", "heartbeat", "abc"),
+            ("amqp://h?heartbeat=65536", "heartbeat", "65536"),
+            ("amqp://h?heartbeat=-1", "heartbeat", "-1"),
+            ("amqp://h?heartbeat=", "heartbeat", ""),
+            ("amqp://h?heartbeat", "heartbeat", ""),
+            ("amqp://h?heartbeat=1.5", "heartbeat", "1.5"),
+            ("amqp://h?heartbeat=%2B5", "heartbeat", "+5"),
+            ("amqp://h?channel_max=70000", "channel_max", "70000"),
+            ("amqp://h?frame_max=4095", "frame_max", "4095"),
+            ("amqp://h?frame_max=1", "frame_max", "1"),
+            ("amqp://h?frame_max=4294967296", "frame_max", "4294967296"),
+            ("amqp://h?connection_timeout=0", "connection_timeout", "0"),
+            (
+                "amqp://h?connection_timeout=ten",
+                "connection_timeout",
+                "ten",
+            ),
+        ] {
+            match err(url) {
+                UrlError::InvalidParameter {
+                    name: n,
+                    value: v,
+                    reason,
+                } => {
+                    assert_eq!((n.as_str(), v.as_str()), (name, value), "{url}");
+                    assert!(!reason.is_empty());
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            err("amqp://h?heartbeat=65536").to_string(),
+            "invalid URL: query parameter heartbeat=\"65536\": too large (at most 65535)"
+        );
+    }
+
+    #[test]
+    fn auth_mechanisms() {
+        assert_eq!(
+            parse("amqp://u:p@h?auth_mechanism=plain").amqp.auth,
+            Auth::plain("u", "p")
+        );
+        assert_eq!(
+            parse("amqp://u:p@h?auth_mechanism=AMQPlain").amqp.auth,
+            Auth::AmqPlain {
+                username: "u".into(),
+                password: "p".into()
+            }
+        );
+        assert_eq!(
+            parse("amqp://h?auth_mechanism=amqplain").amqp.auth,
+            Auth::AmqPlain {
+                username: "guest".into(),
+                password: "guest".into()
+            }
+        );
+        assert_eq!(
+            parse("amqps://h?auth_mechanism=EXTERNAL").amqp.auth,
+            Auth::External
+        );
+        assert_eq!(
+            parse("amqps://u:p@h?auth_mechanism=external").amqp.auth,
+            Auth::External
+        );
+        assert!(matches!(
+            err("amqp://h?auth_mechanism=scram-sha-256"),
+            UrlError::InvalidParameter { name, .. } if name == "auth_mechanism"
+        ));
+    }
+
+    #[test]
+    fn connection_name() {
+        assert_eq!(
+            parse("amqp://h?name=my%20app")
+                .amqp
+                .connection_name
+                .as_deref(),
+            Some("my app")
+        );
+        assert_eq!(
+            parse("amqp://h?connection_name=a+b%2Bc%26d")
+                .amqp
+                .connection_name
+                .as_deref(),
+            Some("a b+c&d")
+        );
+        assert_eq!(parse("amqp://h").amqp.connection_name, None);
+        assert_eq!(
+            err("amqp://h?name=a&connection_name=b"),
+            UrlError::DuplicateParameter("connection_name".into())
+        );
+    }
+
+    #[test]
+    fn tls_parameters() {
+        let opts = parse(
+            "amqps://h?cacertfile=/etc/ca.pem&certfile=%2Fetc%2Fclient.pem&keyfile=/etc/client.key\
+             &server_name_indication=rabbit.example&verify=verify_peer",
+        );
+        let tls = opts.tls.unwrap();
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(
+            tls.client_cert,
+            Some(ClientCert {
+                cert_file: "/etc/client.pem".into(),
+                key_file: "/etc/client.key".into(),
+            })
+        );
+        assert_eq!(tls.server_name.as_deref(), Some("rabbit.example"));
+        assert_eq!(
+            parse("amqps://h?server_name_indication=10.0.0.1")
+                .tls
+                .unwrap()
+                .server_name
+                .as_deref(),
+            Some("10.0.0.1")
+        );
+
+        assert_eq!(
+            err("amqps://h?certfile=/c.pem"),
+            UrlError::IncompleteClientCert {
+                present: "certfile",
+                missing: "keyfile"
+            }
+        );
+        assert_eq!(
+            err("amqps://h?keyfile=/k.pem"),
+            UrlError::IncompleteClientCert {
+                present: "keyfile",
+                missing: "certfile"
+            }
+        );
+        for param in [
+            "cacertfile",
+            "certfile",
+            "keyfile",
+            "server_name_indication",
+            "verify",
+        ] {
+            let url = format!("amqp://h?{param}=x");
+            assert_eq!(err(&url), UrlError::TlsParamWithoutTls(param), "{url}");
+        }
+        assert!(
+            err("amqp://h?cacertfile=/ca.pem")
+                .to_string()
+                .contains("amqps://")
+        );
+        for url in [
+            "amqps://h?verify=verify_none",
+            "amqps://h?server_name_indication=disable",
+            "amqps://h?server_name_indication=bad%20name",
+            "amqps://h?server_name_indication=",
+            "amqps://h?cacertfile=",
+        ] {
+            assert!(
+                matches!(err(url), UrlError::InvalidParameter { .. }),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_and_repeated_parameters() {
+        assert_eq!(
+            err("amqp://h?heartbeet=5"),
+            UrlError::UnknownParameter("heartbeet".into())
+        );
+        assert!(
+            err("amqp://h?heartbeet=5")
+                .to_string()
+                .contains("\"heartbeet\"")
+        );
+        assert_eq!(
+            err("amqp://h?Heartbeat=5"),
+            UrlError::UnknownParameter("Heartbeat".into())
+        );
+        assert_eq!(
+            err("amqp://h?heartbeat=5&heartbeat=6"),
+            UrlError::DuplicateParameter("heartbeat".into())
+        );
+        // Empty pieces are ignored.
+        assert_eq!(parse("amqp://h?&heartbeat=5&&").amqp.heartbeat, 5);
+        assert_eq!(parse("amqp://h?").amqp.heartbeat, 60);
+        assert!(matches!(err("amqp://h?name=%zz"), UrlError::Parse(_)));
+    }
+
+    #[test]
+    fn fragments_are_rejected() {
+        assert!(matches!(err("amqp://h/v#frag"), UrlError::Parse(_)));
+        assert!(matches!(err("amqp://h#"), UrlError::Parse(_)));
+    }
+
+    #[test]
+    fn from_str_matches_from_url() {
+        let opts: ConnectOptions = "amqps://u:p@h:1234/v?heartbeat=7".parse().unwrap();
+        assert_eq!(opts.port, 1234);
+        assert_eq!(opts.amqp.heartbeat, 7);
+        assert!(opts.tls.is_some());
+        assert!("ftp://h".parse::<ConnectOptions>().is_err());
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let opts = parse("amqp://bob:hunter2@host/v?auth_mechanism=amqplain");
+        let shown = format!("{opts:?}");
+        assert!(shown.contains("bob"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!format!("{:?}", parse("amqps://bob:hunter2@host")).contains("hunter2"));
+    }
+
+    /// Passwords with unencoded special characters produce errors that
+    /// show no part of the password.
+    #[test]
+    fn errors_never_contain_the_password() {
+        for url in [
+            "amqp://bob:hun/ter2@host/v",
+            "amqp://bob:hun?ter2@host",
+            "amqp://bob:hun#ter2@host",
+            "amqp://bob:12/hunter2@host",
+            "amqp://bob:12?hunter2@host",
+            "amqp://bob:12#hunter2@host",
+            "amqp://bob:hunter2%@host",
+            "amqp://bob:hunter2%zz@host",
+            "amqp://bob:hunter2%FF@host",
+            "amqp://bob:hunter2@host:0",
+            "amqp://bob:hunter2@host/a/b",
+            "amqp://bob:hunter2@host/%zz",
+            "amqp://bob:hunter2@host?heartbeat=x",
+            "amqp://bob:hunter2@host?bogus=1",
+            "amqp://bob:hunter2@host?heartbeat=1&heartbeat=2",
+            "amqp://bob:hunter2@host?cacertfile=/x",
+            "amqp://bob:hunter2@host#frag",
+            "amqp://bob:hunter2@[::1",
+            "amqp://bob:hunter2@ho st",
+        ] {
+            let e = err(url);
+            for shown in [e.to_string(), format!("{e:?}")] {
+                assert!(!shown.contains("hunter2"), "{url}: {shown}");
+                assert!(!shown.contains("ter2"), "{url}: {shown}");
+            }
+        }
+    }
+}

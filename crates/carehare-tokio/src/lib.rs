@@ -1,0 +1,86 @@
+//! # carehare on tokio
+//!
+//! A RabbitMQ client that handles all the edge cases: typed, matchable
+//! errors; a refused operation never kills the connection; publishing
+//! always uses confirms; consuming always acks.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), carehare_tokio::Error> {
+//! use carehare_tokio::{Error, QueueOptions};
+//!
+//! let connection = carehare_tokio::connect("amqp://guest:guest@localhost/").await?;
+//! connection.queue_declare("my-queue", QueueOptions::exclusive()).await?;
+//! match connection.publish("Hello, world!", "", "my-queue").await {
+//!     Ok(()) => {}
+//!     Err(Error::ServerSentNack) => eprintln!("Failed to publish message"),
+//!     Err(Error::ChannelClosedByServer(reason)) => eprintln!("Problem with the exchange: {reason}"),
+//!     Err(other) => return Err(other),
+//! }
+//! let consumer = connection.acking_consumer("my-queue", 10).await?;
+//! let (body, delivery_tag) = consumer.next_delivery().await?;
+//! consumer.ack(delivery_tag);
+//! connection.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! This crate is the tokio [`Runtime`](carehare_client::Runtime); all the
+//! logic is in `carehare-client` and `carehare-core`, shared with the
+//! async-std and smol adapters.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use carehare_client::*;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+/// The tokio runtime: spawns on the runtime that was current at `connect`.
+#[derive(Debug, Clone)]
+pub struct Tokio {
+    handle: tokio::runtime::Handle,
+}
+
+impl Tokio {
+    /// The runtime this is called from.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, like `tokio::spawn`.
+    pub fn current() -> Self {
+        Self {
+            handle: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Runtime for Tokio {
+    fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
+        let host = host.to_string();
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok(Box::new(tcp.compat()) as Box<dyn Stream>)
+        })
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep_until(deadline.into()))
+    }
+
+    fn spawn(&self, future: BoxFuture<'static, ()>) {
+        self.handle.spawn(future);
+    }
+}
+
+/// Connects to `url` (`amqp://` or `amqps://`, per RabbitMQ's URI spec).
+pub async fn connect(url: &str) -> Result<Connection, Error> {
+    connect_with(ConnectOptions::from_url(url)?).await
+}
+
+/// Connects with explicit options.
+pub async fn connect_with(options: ConnectOptions) -> Result<Connection, Error> {
+    connect_with_runtime(Arc::new(Tokio::current()), options).await
+}

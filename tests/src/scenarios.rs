@@ -1,0 +1,636 @@
+//! The live-broker scenarios for the client API, written once over
+//! [`carehare_client::Runtime`] and instantiated per runtime by
+//! [`scenarios!`](crate::scenarios).
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use carehare_client::{
+    AMQPValue, ConnectOptions, Connection, ConnectionError, Error, FieldTable, QueueOptions,
+    Runtime, TlsOptions, connect_with_runtime,
+};
+use carehare_core::Auth;
+use futures_util::future::{Either, join_all, select};
+
+use crate::certs_dir;
+use crate::proxy::{Mode, Proxy};
+
+/// Options for the test broker's plain port.
+pub fn options() -> ConnectOptions {
+    ConnectOptions {
+        host: "127.0.0.1".into(),
+        port: 5672,
+        ..Default::default()
+    }
+}
+
+/// A queue name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+async fn connect(rt: &Arc<dyn Runtime>) -> Connection {
+    connect_with_runtime(rt.clone(), options())
+        .await
+        .expect("connect to the test broker")
+}
+
+async fn sleep(rt: &Arc<dyn Runtime>, d: Duration) {
+    rt.sleep_until(Instant::now() + d).await
+}
+
+/// Fails the test instead of hanging when `fut` takes longer than `limit`.
+pub async fn within<T>(
+    rt: &Arc<dyn Runtime>,
+    limit: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
+    let fut = std::pin::pin!(fut);
+    match select(fut, rt.sleep_until(Instant::now() + limit)).await {
+        Either::Left((v, _)) => v,
+        Either::Right(_) => panic!("timed out after {limit:?}"),
+    }
+}
+
+fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+/// Expands to one `#[test]` per scenario. `$block_on` runs a future to
+/// completion; `$runtime` makes an `Arc<dyn Runtime>` inside it.
+#[macro_export]
+macro_rules! scenarios {
+    ($block_on:path, $runtime:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $block_on(async {
+                    let rt: std::sync::Arc<dyn carehare_client::Runtime> = $runtime;
+                    let limit = std::time::Duration::from_secs(90);
+                    $crate::scenarios::within(&rt, limit, $crate::scenarios::$name(rt.clone())).await
+                })
+            }
+        )*
+    };
+    ($block_on:path, $runtime:expr) => {
+        $crate::scenarios!($block_on, $runtime;
+            wrong_password,
+            wrong_vhost,
+            tls_client_certificate_and_external_auth,
+            tls_with_a_wrong_ca_fails_verification,
+            tls_with_the_default_roots_fails_verification,
+            connect_timeout_covers_a_silent_server,
+            url_connect,
+            heartbeat_loss_ends_everything_with_the_heartbeat_error,
+            garbage_bytes_make_the_server_close_with_501,
+            exclusive_queue_from_a_second_connection_is_405,
+            concurrent_publishes_are_consumed_in_order,
+            nack_from_a_full_queue,
+            missing_exchange_fails_its_publishes_then_recovers,
+            closing_a_consumer_in_the_loop_redelivers,
+            next_delivery_ends_when_the_consumer_closes,
+            deleted_queue_ends_the_consumer_with_a_typed_error,
+            empty_and_large_bodies_arrive_intact,
+            publishing_after_close_fails,
+            server_closing_the_connection_fails_pending_futures,
+            declare_bind_unbind_on_short_lived_channels,
+            consumer_stream_yields_messages,
+        );
+    };
+}
+
+// ---- Connect -------------------------------------------------------------------
+
+/// A wrong password is `ConnectionClosed(AuthenticationFailed)` with 403.
+pub async fn wrong_password(rt: Arc<dyn Runtime>) {
+    let mut opts = options();
+    opts.amqp.auth = Auth::plain("carehare", "wrong-password");
+    match connect_with_runtime(rt, opts).await {
+        Err(Error::ConnectionClosed(ConnectionError::AuthenticationFailed(r))) => {
+            assert_eq!(r.code, 403);
+            assert!(r.to_string().starts_with("403 ACCESS_REFUSED"), "{r}");
+        }
+        other => panic!("expected AuthenticationFailed, got {other:?}"),
+    }
+}
+
+/// A vhost that doesn't exist is 530 NOT_ALLOWED.
+pub async fn wrong_vhost(rt: Arc<dyn Runtime>) {
+    let mut opts = options();
+    opts.amqp.virtual_host = "no-such-vhost".into();
+    let err = connect_with_runtime(rt, opts).await.unwrap_err();
+    assert_eq!(err.reply_code(), Some(530), "{err}");
+    assert!(err.to_string().contains("530 NOT_ALLOWED"), "{err}");
+}
+
+fn tls_options(client_cert: bool) -> ConnectOptions {
+    let dir = certs_dir();
+    let mut opts = options();
+    opts.host = "localhost".into();
+    opts.port = 5671;
+    opts.tls = Some(TlsOptions {
+        ca_file: Some(dir.join("ca.pem")),
+        client_cert: client_cert.then(|| carehare_client::ClientCert {
+            cert_file: dir.join("client.pem"),
+            key_file: dir.join("client.key"),
+        }),
+        ..Default::default()
+    });
+    opts
+}
+
+/// TLS with the test CA and a client certificate; EXTERNAL auth logs in as
+/// the certificate's CN.
+pub async fn tls_client_certificate_and_external_auth(rt: Arc<dyn Runtime>) {
+    let c = connect_with_runtime(rt.clone(), tls_options(false))
+        .await
+        .expect("TLS with PLAIN");
+    c.queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let mut opts = tls_options(true);
+    opts.amqp.auth = Auth::External;
+    let c = connect_with_runtime(rt, opts)
+        .await
+        .expect("TLS with EXTERNAL");
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    c.publish("over TLS", "", &q.queue).await.unwrap();
+    c.close().await.unwrap();
+}
+
+/// A CA that did not sign the server's certificate fails the handshake.
+pub async fn tls_with_a_wrong_ca_fails_verification(rt: Arc<dyn Runtime>) {
+    let mut opts = tls_options(false);
+    if let Some(tls) = &mut opts.tls {
+        // The client certificate is no CA, and did not sign the server's.
+        tls.ca_file = Some(certs_dir().join("client.pem"));
+    }
+    match connect_with_runtime(rt, opts).await {
+        Err(Error::Connect { error, .. }) => {
+            assert!(error.to_string().contains("certificate"), "{error}")
+        }
+        other => panic!("expected a TLS verification failure, got {other:?}"),
+    }
+}
+
+/// The platform's roots don't know the test CA: verification fails.
+pub async fn tls_with_the_default_roots_fails_verification(rt: Arc<dyn Runtime>) {
+    let mut opts = tls_options(false);
+    opts.tls = Some(TlsOptions::default());
+    match connect_with_runtime(rt, opts).await {
+        Err(Error::Connect { error, .. }) => {
+            assert!(error.to_string().contains("certificate"), "{error}")
+        }
+        other => panic!("expected a TLS verification failure, got {other:?}"),
+    }
+}
+
+/// A server that accepts TCP but never speaks is a timeout, not a hang.
+pub async fn connect_timeout_covers_a_silent_server(rt: Arc<dyn Runtime>) {
+    let proxy = Proxy::start("127.0.0.1:5672").unwrap();
+    proxy.set_mode(Mode::BlackHole);
+    let mut opts = options();
+    opts.port = proxy.port();
+    opts.connection_timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    match connect_with_runtime(rt, opts).await {
+        Err(Error::ConnectTimeout { timeout, .. }) => {
+            assert_eq!(timeout, Duration::from_millis(500))
+        }
+        Err(Error::ConnectionClosed(ConnectionError::HandshakeTimeout(_))) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// `connect(url)` with user, password, vhost and query parameters.
+pub async fn url_connect(rt: Arc<dyn Runtime>) {
+    let opts = ConnectOptions::from_url("amqp://carehare:carehare-pw@127.0.0.1:5672/carehare-test?heartbeat=5&channel_max=10&frame_max=8192").unwrap();
+    let c = connect_with_runtime(rt, opts).await.unwrap();
+    let t = c.tuning();
+    assert_eq!((t.heartbeat, t.channel_max, t.frame_max), (5, 10, 8192));
+    c.queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+}
+
+// ---- Failures of a live connection -------------------------------------------
+
+/// With a black-holed link, the heartbeat monitor ends the connection
+/// within 2×heartbeat and every pending future fails.
+pub async fn heartbeat_loss_ends_everything_with_the_heartbeat_error(rt: Arc<dyn Runtime>) {
+    let proxy = Proxy::start("127.0.0.1:5672").unwrap();
+    let mut opts = options();
+    opts.port = proxy.port();
+    opts.amqp.heartbeat = 1;
+    let c = connect_with_runtime(rt.clone(), opts).await.unwrap();
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    let consumer = c.acking_consumer(&q.queue, 10).await.unwrap();
+    proxy.set_mode(Mode::BlackHole);
+    let lost_at = Instant::now();
+    let publish = c.publish("into the void", "", &q.queue);
+    let (published, delivered, outcome) =
+        futures_util::join!(publish, consumer.next_delivery(), c.closed());
+    let elapsed = lost_at.elapsed();
+    assert!(
+        matches!(outcome, ConnectionError::ClosedByHeartbeatMonitor(_)),
+        "{outcome:?}"
+    );
+    assert!(elapsed <= Duration::from_millis(2_500), "took {elapsed:?}");
+    assert!(
+        matches!(
+            published,
+            Err(Error::ConnectionClosed(
+                ConnectionError::ClosedByHeartbeatMonitor(_)
+            ))
+        ),
+        "{published:?}"
+    );
+    assert!(
+        matches!(delivered, Err(Error::ConnectionClosed(_))),
+        "{delivered:?}"
+    );
+    assert!(matches!(
+        c.queue_declare("", QueueOptions::exclusive()).await,
+        Err(Error::ConnectionClosed(_))
+    ));
+}
+
+/// Garbage on the wire makes RabbitMQ close the connection with 501.
+pub async fn garbage_bytes_make_the_server_close_with_501(rt: Arc<dyn Runtime>) {
+    let proxy = Proxy::start("127.0.0.1:5672").unwrap();
+    let mut opts = options();
+    opts.port = proxy.port();
+    let c = connect_with_runtime(rt, opts).await.unwrap();
+    proxy.inject_to_server(b"\x01\x00\x00\xff\xff\xff\xffgarbage");
+    match c.closed().await {
+        ConnectionError::ClosedByServer(r) => assert_eq!(r.code, 501, "{r}"),
+        // RabbitMQ may also drop the socket right after its close.
+        ConnectionError::UnexpectedEof => {}
+        other => panic!("expected a 501 close, got {other:?}"),
+    }
+}
+
+/// Another connection's exclusive queue is 405 RESOURCE_LOCKED, and the
+/// connection stays usable.
+pub async fn exclusive_queue_from_a_second_connection_is_405(rt: Arc<dyn Runtime>) {
+    let a = connect(&rt).await;
+    let b = connect(&rt).await;
+    let name = unique("exclusive");
+    a.queue_declare(&name, QueueOptions::exclusive())
+        .await
+        .unwrap();
+    let err = b
+        .queue_declare(&name, QueueOptions::exclusive())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reply_code(), Some(405), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("RabbitMQ closed the channel: 405 RESOURCE_LOCKED"),
+        "{err}"
+    );
+    b.queue_declare("", QueueOptions::exclusive())
+        .await
+        .expect("b is still usable");
+}
+
+// ---- Publishing ------------------------------------------------------------------
+
+/// Many publishes in flight at once are all confirmed, and consumed in order.
+pub async fn concurrent_publishes_are_consumed_in_order(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    let confirms: Vec<_> = (0..2000u32)
+        .map(|i| c.publish(i.to_string(), "", &q.queue))
+        .collect();
+    for r in join_all(confirms).await {
+        r.unwrap();
+    }
+    let consumer = c.acking_consumer(&q.queue, 100).await.unwrap();
+    for i in 0..2000u32 {
+        let (body, tag) = consumer.next_delivery().await.unwrap();
+        assert_eq!(body, Bytes::from(i.to_string()));
+        consumer.ack(tag);
+    }
+}
+
+/// A full queue with `reject-publish` nacks: `ServerSentNack`.
+pub async fn nack_from_a_full_queue(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let opts = QueueOptions {
+        exclusive: true,
+        arguments: args(&[
+            ("x-max-length", AMQPValue::LongInt(1)),
+            (
+                "x-overflow",
+                AMQPValue::LongString(b"reject-publish".to_vec().into()),
+            ),
+        ]),
+        ..Default::default()
+    };
+    let q = c.queue_declare("", opts).await.unwrap();
+    c.publish("fits", "", &q.queue).await.unwrap();
+    assert!(matches!(
+        c.publish("full", "", &q.queue).await,
+        Err(Error::ServerSentNack)
+    ));
+    // A nack fails only that message.
+    let c2 = c.publish("still full", "", &q.queue);
+    assert!(matches!(c2.await, Err(Error::ServerSentNack)));
+}
+
+/// A publish to a missing exchange fails with 404; once it exists, the next
+/// publish works on a fresh channel.
+pub async fn missing_exchange_fails_its_publishes_then_recovers(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let exchange = unique("missing-ex");
+    let (a, b) = futures_util::join!(
+        c.publish("a", &exchange, "rk"),
+        c.publish("b", &exchange, "rk")
+    );
+    for r in [a, b] {
+        match r {
+            Err(Error::ChannelClosedByServer(r)) => {
+                assert_eq!(r.code, 404);
+                assert!(r.text.starts_with("NOT_FOUND"), "{}", r.text);
+            }
+            other => panic!("expected 404, got {other:?}"),
+        }
+    }
+    c.exchange_declare(
+        &exchange,
+        "fanout",
+        carehare_client::ExchangeOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    c.queue_bind(&q.queue, &exchange, "", FieldTable::default())
+        .await
+        .unwrap();
+    c.publish("c", &exchange, "rk")
+        .await
+        .expect("a fresh channel");
+    let consumer = c.acking_consumer(&q.queue, 1).await.unwrap();
+    assert_eq!(
+        consumer.next_delivery().await.unwrap().0,
+        Bytes::from_static(b"c")
+    );
+}
+
+// ---- Consuming --------------------------------------------------------------------
+
+/// Closing a consumer inside the loop, without acking, leaves the message
+/// for a new consumer.
+pub async fn closing_a_consumer_in_the_loop_redelivers(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    c.publish("only once?", "", &q.queue).await.unwrap();
+    let consumer = c.acking_consumer(&q.queue, 1).await.unwrap();
+    let (body, _tag) = consumer.next_delivery().await.unwrap();
+    assert_eq!(body, Bytes::from_static(b"only once?"));
+    consumer.close().await;
+    consumer.close().await; // idempotent
+    let again = c.acking_consumer(&q.queue, 1).await.unwrap();
+    let m = again.next().await.unwrap();
+    assert_eq!(m.body, Bytes::from_static(b"only once?"));
+    assert!(m.redelivered);
+    again.ack(m.delivery_tag);
+}
+
+/// A pending `next_delivery` ends with `ConsumerClosed` when the consumer
+/// is closed from elsewhere.
+pub async fn next_delivery_ends_when_the_consumer_closes(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    let consumer = c.acking_consumer(&q.queue, 1).await.unwrap();
+    let closer = async {
+        sleep(&rt, Duration::from_millis(200)).await;
+        consumer.close().await;
+    };
+    let (next, ()) = futures_util::join!(consumer.next_delivery(), closer);
+    assert!(matches!(next, Err(Error::ConsumerClosed)), "{next:?}");
+    assert!(matches!(
+        consumer.next_delivery().await,
+        Err(Error::ConsumerClosed)
+    ));
+}
+
+/// A queue deleted under a live consumer ends it with a typed error
+/// instead of stalling forever.
+pub async fn deleted_queue_ends_the_consumer_with_a_typed_error(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let name = unique("deleted");
+    c.queue_declare(
+        &name,
+        QueueOptions {
+            auto_delete: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let consumer = c.acking_consumer(&name, 1).await.unwrap();
+    let deleter = async {
+        sleep(&rt, Duration::from_millis(200)).await;
+        crate::rabbitmqctl(&format!("delete_queue '{name}'"));
+    };
+    let (next, ()) = futures_util::join!(consumer.next_delivery(), deleter);
+    assert!(
+        matches!(next, Err(Error::ConsumerCancelledByServer)),
+        "{next:?}"
+    );
+    c.queue_declare("", QueueOptions::exclusive())
+        .await
+        .expect("connection still usable");
+}
+
+/// An empty body and a 3 MiB body (many frames) arrive intact.
+pub async fn empty_and_large_bodies_arrive_intact(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    let big: Bytes = (0..3 * 1024 * 1024u32)
+        .map(|i| (i % 253) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let (a, b) = futures_util::join!(
+        c.publish(Bytes::new(), "", &q.queue),
+        c.publish(big.clone(), "", &q.queue)
+    );
+    a.unwrap();
+    b.unwrap();
+    let consumer = c.acking_consumer(&q.queue, 2).await.unwrap();
+    let (first, t1) = consumer.next_delivery().await.unwrap();
+    assert!(first.is_empty());
+    let (second, t2) = consumer.next_delivery().await.unwrap();
+    assert_eq!(second.len(), big.len());
+    assert!(second == big);
+    consumer.ack(t1);
+    consumer.ack(t2);
+}
+
+/// After `close()`, publishing fails with `ConnectionClosed(ClosedByClient)`.
+pub async fn publishing_after_close_fails(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    c.close().await.unwrap();
+    c.close().await.unwrap(); // idempotent
+    match c.publish("late", "", "q").await {
+        Err(Error::ConnectionClosed(ConnectionError::ClosedByClient)) => {}
+        other => panic!("expected ConnectionClosed, got {other:?}"),
+    }
+    assert_eq!(c.closed().await, ConnectionError::ClosedByClient);
+}
+
+/// `rabbitmqctl close_connection`: `closed()` says 320 CONNECTION_FORCED
+/// and pending futures fail with `ConnectionClosed`.
+pub async fn server_closing_the_connection_fails_pending_futures(rt: Arc<dyn Runtime>) {
+    let mut opts = options();
+    let name = unique("force-closed");
+    opts.amqp.connection_name = Some(name.clone());
+    let c = connect_with_runtime(rt.clone(), opts).await.unwrap();
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    let consumer = c.acking_consumer(&q.queue, 1).await.unwrap();
+    let closer = async {
+        sleep(&rt, Duration::from_millis(200)).await;
+        crate::close_connection_named(&name, "carehare test closes you");
+    };
+    let (next, (), outcome) = futures_util::join!(consumer.next_delivery(), closer, c.closed());
+    match &outcome {
+        ConnectionError::ClosedByServer(r) => {
+            assert_eq!(r.code, 320);
+            assert!(r.text.contains("carehare test closes you"), "{}", r.text);
+        }
+        other => panic!("expected 320, got {other:?}"),
+    }
+    assert!(
+        matches!(
+            next,
+            Err(Error::ConnectionClosed(ConnectionError::ClosedByServer(_)))
+        ),
+        "{next:?}"
+    );
+    assert!(c.close().await.is_ok());
+}
+
+/// Declares, binds and unbinds each run on their own channel; a failure is
+/// that call's error only.
+pub async fn declare_bind_unbind_on_short_lived_channels(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let ex = unique("topic");
+    c.exchange_declare(
+        &ex,
+        "topic",
+        carehare_client::ExchangeOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    c.queue_bind(&q.queue, &ex, "a.*", FieldTable::default())
+        .await
+        .unwrap();
+    c.publish("routed", &ex, "a.b").await.unwrap();
+    let err = c
+        .queue_bind(&q.queue, &unique("nope"), "", FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reply_code(), Some(404));
+    let err = c
+        .exchange_declare(&ex, "fanout", Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reply_code(), Some(406), "redeclare with another type");
+    // The exchange auto-deletes with its last binding: unbind last.
+    c.queue_unbind(&q.queue, &ex, "a.*", FieldTable::default())
+        .await
+        .unwrap();
+    let again = c
+        .queue_declare(
+            &q.queue,
+            QueueOptions {
+                passive: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.message_count, 1);
+    let too_long = "x".repeat(256);
+    assert!(matches!(
+        c.queue_declare(&too_long, QueueOptions::default()).await,
+        Err(Error::Usage(_))
+    ));
+}
+
+/// The consumer is a `Stream` of messages.
+pub async fn consumer_stream_yields_messages(rt: Arc<dyn Runtime>) {
+    use futures_util::StreamExt;
+    let c = connect(&rt).await;
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        c.publish(format!("m{i}"), "", &q.queue).await.unwrap();
+    }
+    let mut consumer = c.acking_consumer(&q.queue, 3).await.unwrap();
+    for i in 0..3 {
+        let m = consumer.next().await.unwrap();
+        assert_eq!(m.body, Bytes::from(format!("m{i}")));
+        consumer.ack(m.delivery_tag);
+    }
+    let stream_next = async { StreamExt::next(&mut consumer).await };
+    let published = c.publish("via stream", "", &q.queue);
+    let (item, ok) = futures_util::join!(stream_next, published);
+    ok.unwrap();
+    assert_eq!(
+        item.unwrap().unwrap().body,
+        Bytes::from_static(b"via stream")
+    );
+}
