@@ -16,6 +16,14 @@ use crate::tls;
 
 /// Connects with the given runtime. Adapter crates wrap this as their
 /// `connect`; it is public so any runtime can be plugged in.
+///
+/// ```no_run
+/// # async fn f(runtime: std::sync::Arc<dyn carehare_client::Runtime>) -> Result<(), carehare_client::Error> {
+/// let options = carehare_client::ConnectOptions::from_url("amqp://guest:guest@localhost/")?;
+/// let connection = carehare_client::connect_with_runtime(runtime, options).await?;
+/// connection.close().await?;
+/// # Ok(()) }
+/// ```
 pub async fn connect_with_runtime(
     runtime: Arc<dyn Runtime>,
     options: ConnectOptions,

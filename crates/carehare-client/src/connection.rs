@@ -20,6 +20,14 @@ use crate::error::Error;
 use crate::shared::{Shared, short};
 
 /// Options for [`Connection::queue_declare`].
+///
+/// ```
+/// use carehare_client::{AMQPValue, FieldTable, QueueOptions};
+/// let mut arguments = FieldTable::default();
+/// arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(60_000));
+/// let options = QueueOptions { durable: true, arguments, ..Default::default() };
+/// assert!(!options.exclusive);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueOptions {
     /// Only check that the queue exists (404 if it doesn't).
@@ -36,6 +44,10 @@ pub struct QueueOptions {
 
 impl QueueOptions {
     /// An exclusive queue (the connection's own).
+    ///
+    /// ```
+    /// assert!(carehare_client::QueueOptions::exclusive().exclusive);
+    /// ```
     pub fn exclusive() -> Self {
         Self {
             exclusive: true,
@@ -45,6 +57,11 @@ impl QueueOptions {
 }
 
 /// Options for [`Connection::exchange_declare`].
+///
+/// ```
+/// let options = carehare_client::ExchangeOptions { durable: true, ..Default::default() };
+/// assert!(!options.auto_delete);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExchangeOptions {
     /// Only check that the exchange exists.
@@ -65,6 +82,19 @@ pub struct ExchangeOptions {
 /// Every operation is a future that resolves with the operation's own
 /// outcome: a broker refusal is [`Error::ChannelClosedByServer`] and leaves
 /// the connection usable.
+///
+/// ```no_run
+/// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+/// use carehare_client::{Error, QueueOptions};
+/// match connection.queue_declare("my-queue", QueueOptions { passive: true, ..Default::default() }).await {
+///     Ok(ok) => println!("{} messages waiting", ok.message_count),
+///     Err(Error::ChannelClosedByServer(reason)) if reason.code == 404 => println!("no such queue"),
+///     Err(other) => return Err(other),
+/// }
+/// // The connection is still usable after a refusal.
+/// connection.publish("hi", "", "my-queue").await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Connection {
     pub(crate) handle: Arc<Handle>,
@@ -101,6 +131,12 @@ impl Connection {
     }
 
     /// The negotiated `channel_max`, `frame_max` and `heartbeat`.
+    ///
+    /// ```no_run
+    /// # fn f(connection: carehare_client::Connection) {
+    /// println!("heartbeat every {} s", connection.tuning().heartbeat);
+    /// # }
+    /// ```
     pub fn tuning(&self) -> Tuning {
         self.handle.tuning
     }
@@ -262,6 +298,19 @@ impl Connection {
     }
 
     /// [`publish`](Self::publish) with message properties.
+    ///
+    /// ```no_run
+    /// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+    /// use carehare_client::BasicProperties;
+    /// use carehare_client::carehare_core::types::ShortStr;
+    /// let properties = BasicProperties {
+    ///     content_type: Some(ShortStr::from_static("application/json")),
+    ///     delivery_mode: Some(2),
+    ///     ..Default::default()
+    /// };
+    /// connection.publish_with(r#"{"hello":"world"}"#, "", "my-queue", &properties).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn publish_with(
         &self,
         body: impl Into<Bytes>,
@@ -374,6 +423,18 @@ fn unreachable_reply<T>() -> Result<T, Error> {
 }
 
 /// The confirm of one publish. See [`Connection::publish`].
+///
+/// Publishes are queued when `publish` is called, so keep several
+/// confirmations and await them together:
+///
+/// ```no_run
+/// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+/// let confirmations: Vec<_> = (0..100).map(|i| connection.publish(format!("{i}"), "", "my-queue")).collect();
+/// for confirmation in confirmations {
+///     confirmation.await?;
+/// }
+/// # Ok(()) }
+/// ```
 #[must_use = "a publish is only known to be safe once its confirmation resolves"]
 pub struct Confirmation {
     state: ConfirmState,

@@ -96,6 +96,18 @@ impl Connection {
 /// [`Error::ConsumerCancelledByServer`] (its queue was deleted),
 /// [`Error::ChannelClosedByServer`], [`Error::ConnectionClosed`], or
 /// [`Error::ConsumerClosed`] after [`close`](Self::close).
+///
+/// ```no_run
+/// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+/// use futures_util::StreamExt;
+/// let mut consumer = connection.acking_consumer("my-queue", 10).await?;
+/// while let Some(message) = StreamExt::next(&mut consumer).await {
+///     let message = message?;
+///     println!("{:?}", message.body);
+///     consumer.ack(message.delivery_tag);
+/// }
+/// # Ok(()) }
+/// ```
 pub struct AckingConsumer {
     shared: Arc<Shared>,
     channel: ChannelId,
@@ -115,17 +127,38 @@ impl std::fmt::Debug for AckingConsumer {
 
 impl AckingConsumer {
     /// The consumer tag RabbitMQ gave this consumer.
+    ///
+    /// ```no_run
+    /// # async fn f(consumer: carehare_client::AckingConsumer) -> Result<(), carehare_client::Error> {
+    /// println!("consuming as {}", consumer.consumer_tag());
+    /// # Ok(()) }
+    /// ```
     pub fn consumer_tag(&self) -> &str {
         &self.consumer_tag
     }
 
     /// The next message. Waits until one arrives or the consumer ends.
+    ///
+    /// ```no_run
+    /// # async fn f(consumer: carehare_client::AckingConsumer) -> Result<(), carehare_client::Error> {
+    /// let message = consumer.next().await?;
+    /// println!("{} from {:?}", message.delivery_tag, message.routing_key);
+    /// consumer.ack(message.delivery_tag);
+    /// # Ok(()) }
+    /// ```
     pub async fn next(&self) -> Result<Message, Error> {
         std::future::poll_fn(|cx| self.poll_message(cx)).await
     }
 
     /// The next message's body and delivery tag, like Python carehare's
     /// `next_delivery()`.
+    ///
+    /// ```no_run
+    /// # async fn f(consumer: carehare_client::AckingConsumer) -> Result<(), carehare_client::Error> {
+    /// let (body, delivery_tag) = consumer.next_delivery().await?;
+    /// consumer.ack(delivery_tag);
+    /// # Ok(()) }
+    /// ```
     pub async fn next_delivery(&self) -> Result<(Bytes, u64), Error> {
         self.next().await.map(|m| (m.body, m.delivery_tag))
     }
@@ -147,6 +180,13 @@ impl AckingConsumer {
 
     /// Acks one message. Never fails and never waits: if the channel is
     /// gone there is nothing to ack (RabbitMQ requeued the message).
+    ///
+    /// ```no_run
+    /// # async fn f(consumer: carehare_client::AckingConsumer) -> Result<(), carehare_client::Error> {
+    /// let (_body, delivery_tag) = consumer.next_delivery().await?;
+    /// consumer.ack(delivery_tag); // no await, never fails
+    /// # Ok(()) }
+    /// ```
     pub fn ack(&self, delivery_tag: u64) {
         let mut inner = self.shared.lock();
         let ack = BasicAck {
@@ -162,6 +202,13 @@ impl AckingConsumer {
     /// Stops consuming: closes the channel, so RabbitMQ requeues every
     /// unacked message. Pending `next`/`next_delivery` calls end with
     /// [`Error::ConsumerClosed`]. Calling it again does nothing.
+    ///
+    /// ```no_run
+    /// # async fn f(consumer: carehare_client::AckingConsumer) -> Result<(), carehare_client::Error> {
+    /// consumer.close().await;
+    /// consumer.close().await; // idempotent
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&self) {
         let rx = {
             let mut inner = self.shared.lock();

@@ -14,6 +14,20 @@ use crate::{TlsError, UrlError};
 /// [`ConnectionClosed`](Error::ConnectionClosed) means the whole connection
 /// ended, and carries why (e.g. [`ConnectionError::ClosedByServer`] with
 /// "320 CONNECTION_FORCED", or [`ConnectionError::ClosedByHeartbeatMonitor`]).
+///
+/// ```no_run
+/// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+/// use carehare_client::{ConnectionError, Error};
+/// match connection.publish("Hello, world!", "my-exchange", "key").await {
+///     Ok(()) => {}
+///     Err(Error::ServerSentNack) => eprintln!("Failed to publish message"),
+///     // e.g. "RabbitMQ closed the channel: 404 NOT_FOUND - no exchange 'my-exchange' in vhost '/'"
+///     Err(e @ Error::ChannelClosedByServer(_)) => eprintln!("{e}"),
+///     Err(Error::ConnectionClosed(ConnectionError::ClosedByHeartbeatMonitor(_))) => eprintln!("RabbitMQ went away"),
+///     Err(other) => return Err(other),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -68,6 +82,13 @@ pub enum Error {
 
 impl Error {
     /// The AMQP reply code, when RabbitMQ gave one.
+    ///
+    /// ```no_run
+    /// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+    /// let code = connection.queue_declare("q", Default::default()).await.err().and_then(|e| e.reply_code());
+    /// assert!(code.is_none() || code == Some(406));
+    /// # Ok(()) }
+    /// ```
     pub fn reply_code(&self) -> Option<u16> {
         match self {
             Error::ChannelClosedByServer(r) => Some(r.code),

@@ -7,6 +7,16 @@ use carehare_core::types::ShortStr;
 /// A message delivered to an [`AckingConsumer`](crate::AckingConsumer).
 /// Ack it with [`AckingConsumer::ack`](crate::AckingConsumer::ack) and its
 /// `delivery_tag`.
+///
+/// ```no_run
+/// # async fn f(consumer: carehare_client::AckingConsumer) -> Result<(), carehare_client::Error> {
+/// let message = consumer.next().await?;
+/// if message.redelivered {
+///     println!("seen before: {:?}", message.properties.message_id);
+/// }
+/// consumer.ack(message.delivery_tag);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Message {

@@ -10,6 +10,17 @@ use carehare_core::ConnectionConfig;
 /// Connection options. Build them from a URL with
 /// [`ConnectOptions::from_url`], or by hand, starting from
 /// [`ConnectOptions::default`] (`amqp://guest:guest@localhost:5672/`).
+///
+/// ```
+/// use std::time::Duration;
+/// use carehare_client::ConnectOptions;
+/// let mut options: ConnectOptions = "amqps://user:p%40ss@rabbit.example.com/prod?heartbeat=30".parse()?;
+/// options.connection_timeout = Duration::from_secs(5);
+/// assert_eq!(options.port, 5671);
+/// assert_eq!(options.amqp.virtual_host, "prod");
+/// assert!(!format!("{options:?}").contains("p@ss"));
+/// # Ok::<(), carehare_client::UrlError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
     /// Host name or IP address (an IPv6 address without brackets).
@@ -37,6 +48,21 @@ impl Default for ConnectOptions {
 }
 
 /// TLS settings (rustls). Hostname verification is always on.
+///
+/// ```
+/// use carehare_client::{ClientCert, ConnectOptions, TlsOptions};
+/// let options = ConnectOptions {
+///     host: "rabbit.example.com".into(),
+///     port: 5671,
+///     tls: Some(TlsOptions {
+///         ca_file: Some("/etc/rabbitmq/ca.pem".into()),
+///         client_cert: Some(ClientCert { cert_file: "client.pem".into(), key_file: "client.key".into() }),
+///         ..Default::default()
+///     }),
+///     ..Default::default()
+/// };
+/// assert!(options.tls.is_some());
+/// ```
 #[derive(Clone, Default)]
 pub struct TlsOptions {
     /// A complete rustls config. When set, `ca_file` and `client_cert` are
@@ -68,6 +94,11 @@ impl fmt::Debug for TlsOptions {
 }
 
 /// A client certificate: PEM chain and PEM private key, as files.
+///
+/// ```
+/// let cert = carehare_client::ClientCert { cert_file: "client.pem".into(), key_file: "client.key".into() };
+/// assert_eq!(cert.key_file.to_str(), Some("client.key"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientCert {
     /// PEM certificate chain, leaf first.

@@ -9,15 +9,44 @@ use std::time::Instant;
 use futures_io::{AsyncRead, AsyncWrite};
 
 /// A boxed, sendable future.
+///
+/// ```
+/// let f: carehare_client::BoxFuture<'static, u8> = Box::pin(async { 1 });
+/// # drop(f);
+/// ```
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A byte stream the driver can read and write.
+/// A byte stream the driver can read and write: anything with the
+/// `futures-io` traits, e.g. smol's `TcpStream` or tokio's through
+/// `tokio_util::compat`.
+///
+/// ```
+/// fn accepts(_: Box<dyn carehare_client::Stream>) {}
+/// accepts(Box::new(futures_util::io::Cursor::new(Vec::<u8>::new())));
+/// ```
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 /// An async runtime: TCP, timers and spawning. Each adapter crate
 /// (`carehare-tokio`, `carehare-async-std`, `carehare-smol`) implements
 /// this in a few dozen lines.
+///
+/// ```
+/// use std::time::Instant;
+/// use carehare_client::{BoxFuture, Runtime, Stream};
+///
+/// /// A runtime that can only fail: enough to show the shape.
+/// struct Nowhere;
+/// impl Runtime for Nowhere {
+///     fn connect_tcp(&self, _host: &str, _port: u16) -> BoxFuture<'static, std::io::Result<Box<dyn Stream>>> {
+///         Box::pin(async { Err(std::io::ErrorKind::Unsupported.into()) })
+///     }
+///     fn sleep_until(&self, _deadline: Instant) -> BoxFuture<'static, ()> {
+///         Box::pin(std::future::pending())
+///     }
+///     fn spawn(&self, _future: BoxFuture<'static, ()>) {}
+/// }
+/// ```
 pub trait Runtime: Send + Sync + 'static {
     /// Resolves `host` and connects to the first address that answers, with
     /// `TCP_NODELAY` set.

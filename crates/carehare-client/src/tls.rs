@@ -11,7 +11,19 @@ use rustls::{ClientConfig, RootCertStore};
 
 use crate::options::TlsOptions;
 
-/// Why the TLS configuration could not be built.
+/// Why the TLS configuration could not be built. Reported by `connect`
+/// before any network traffic.
+///
+/// ```no_run
+/// # async fn f(runtime: std::sync::Arc<dyn carehare_client::Runtime>) {
+/// use carehare_client::{ConnectOptions, Error};
+/// let options = ConnectOptions::from_url("amqps://localhost/?cacertfile=/no/such/ca.pem").unwrap();
+/// match carehare_client::connect_with_runtime(runtime, options).await {
+///     Err(Error::Tls(e)) => eprintln!("{e}"), // names /no/such/ca.pem
+///     _ => {}
+/// }
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {

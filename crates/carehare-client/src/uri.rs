@@ -41,6 +41,13 @@ const SUPPORTED: &str = "heartbeat, frame_max, channel_max, connection_timeout, 
 /// Why a URL could not be turned into [`ConnectOptions`].
 ///
 /// No variant ever contains the URL, the user name or the password.
+///
+/// ```
+/// use carehare_client::{ConnectOptions, UrlError};
+/// let err = ConnectOptions::from_url("http://guest:secret@localhost/").unwrap_err();
+/// assert!(matches!(err, UrlError::UnsupportedScheme(_)));
+/// assert!(!err.to_string().contains("secret"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UrlError {
@@ -124,6 +131,16 @@ impl ConnectOptions {
     /// | `verify` | only `verify_peer`, which is always on (`amqps` only) |
     ///
     /// Everything else keeps its value from [`ConnectOptions::default`].
+    ///
+    /// ```
+    /// use carehare_client::ConnectOptions;
+    /// let options = ConnectOptions::from_url("amqp://app:s3cret@[::1]:5673/staging?heartbeat=10&name=billing")?;
+    /// assert_eq!((options.host.as_str(), options.port), ("::1", 5673));
+    /// assert_eq!(options.amqp.virtual_host, "staging");
+    /// assert_eq!(options.amqp.heartbeat, 10);
+    /// assert_eq!(options.amqp.connection_name.as_deref(), Some("billing"));
+    /// # Ok::<(), carehare_client::UrlError>(())
+    /// ```
     pub fn from_url(url: &str) -> Result<ConnectOptions, UrlError> {
         parse(url)
     }

@@ -35,6 +35,14 @@ pub use carehare_client::*;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 /// The tokio runtime: spawns on the runtime that was current at `connect`.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), carehare_tokio::Error> {
+/// use std::sync::Arc;
+/// let options = carehare_tokio::ConnectOptions::from_url("amqp://localhost/")?;
+/// let connection = carehare_tokio::connect_with_runtime(Arc::new(carehare_tokio::Tokio::current()), options).await?;
+/// # drop(connection); Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Tokio {
     handle: tokio::runtime::Handle,
@@ -42,6 +50,12 @@ pub struct Tokio {
 
 impl Tokio {
     /// The runtime this is called from.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let runtime = carehare_tokio::Tokio::current();
+    /// # drop(runtime); }
+    /// ```
     ///
     /// # Panics
     /// Outside a tokio runtime, like `tokio::spawn`.
@@ -76,11 +90,28 @@ impl Runtime for Tokio {
 }
 
 /// Connects to `url` (`amqp://` or `amqps://`, per RabbitMQ's URI spec).
+///
+/// ```no_run
+/// # async fn f() -> Result<(), carehare_tokio::Error> {
+/// let connection = carehare_tokio::connect("amqps://user:pass@rabbit.example.com/vhost?heartbeat=30").await?;
+/// connection.close().await?;
+/// # Ok(()) }
+/// ```
 pub async fn connect(url: &str) -> Result<Connection, Error> {
     connect_with(ConnectOptions::from_url(url)?).await
 }
 
 /// Connects with explicit options.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), carehare_tokio::Error> {
+/// use std::time::Duration;
+/// let mut options = carehare_tokio::ConnectOptions::from_url("amqp://localhost/")?;
+/// options.connection_timeout = Duration::from_secs(3);
+/// options.amqp.connection_name = Some("billing".into());
+/// let connection = carehare_tokio::connect_with(options).await?;
+/// # drop(connection); Ok(()) }
+/// ```
 pub async fn connect_with(options: ConnectOptions) -> Result<Connection, Error> {
     connect_with_runtime(Arc::new(Tokio::current()), options).await
 }
