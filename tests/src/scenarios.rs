@@ -1,6 +1,6 @@
 //! The live-broker scenarios for the client API, written once over
 //! [`carehare_client::Runtime`] and instantiated per runtime by
-//! [`scenarios!`](crate::scenarios).
+//! [`scenarios!`](macro@crate::scenarios).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 

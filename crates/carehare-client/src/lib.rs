@@ -46,3 +46,41 @@ pub use options::{ClientCert, ConnectOptions, TlsOptions};
 pub use runtime::{BoxFuture, Runtime, Stream};
 pub use tls::TlsError;
 pub use uri::UrlError;
+
+/// Defines an adapter's `connect(url)` and `connect_with(options)` over
+/// `$runtime`, so every adapter exposes the same entry points, written once.
+/// `$krate` is the adapter crate's name, for the docs' examples.
+#[macro_export]
+macro_rules! adapter_entry_points {
+    ($krate:ident, $runtime:expr) => {
+        /// Connects to `url` (`amqp://` or `amqps://`, per RabbitMQ's URI
+        /// spec). The timeout (`connection_timeout`) covers TCP, TLS and
+        /// the AMQP handshake.
+        ///
+        /// ```no_run
+        #[doc = concat!("# async fn f() -> Result<(), ", stringify!($krate), "::Error> {")]
+        #[doc = concat!("let connection = ", stringify!($krate), "::connect(\"amqps://user:pass@rabbit.example.com/vhost?heartbeat=30\").await?;")]
+        /// connection.close().await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn connect(url: &str) -> Result<$crate::Connection, $crate::Error> {
+            connect_with($crate::ConnectOptions::from_url(url)?).await
+        }
+
+        /// Connects with explicit options.
+        ///
+        /// ```no_run
+        #[doc = concat!("# async fn f() -> Result<(), ", stringify!($krate), "::Error> {")]
+        #[doc = concat!("let mut options = ", stringify!($krate), "::ConnectOptions::from_url(\"amqp://localhost/\")?;")]
+        /// options.connection_timeout = std::time::Duration::from_secs(3);
+        /// options.amqp.connection_name = Some("billing".into());
+        #[doc = concat!("let connection = ", stringify!($krate), "::connect_with(options).await?;")]
+        /// # drop(connection); Ok(()) }
+        /// ```
+        pub async fn connect_with(
+            options: $crate::ConnectOptions,
+        ) -> Result<$crate::Connection, $crate::Error> {
+            $crate::connect_with_runtime(::std::sync::Arc::new($runtime), options).await
+        }
+    };
+}

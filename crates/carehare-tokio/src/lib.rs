@@ -23,12 +23,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! This crate is the tokio [`Runtime`](carehare_client::Runtime); all the
+//! This crate is the tokio [`Runtime`]; all the
 //! logic is in `carehare-client` and `carehare-core`, shared with the
 //! async-std and smol adapters.
 
 use std::io;
-use std::sync::Arc;
 use std::time::Instant;
 
 pub use carehare_client::*;
@@ -89,29 +88,4 @@ impl Runtime for Tokio {
     }
 }
 
-/// Connects to `url` (`amqp://` or `amqps://`, per RabbitMQ's URI spec).
-///
-/// ```no_run
-/// # async fn f() -> Result<(), carehare_tokio::Error> {
-/// let connection = carehare_tokio::connect("amqps://user:pass@rabbit.example.com/vhost?heartbeat=30").await?;
-/// connection.close().await?;
-/// # Ok(()) }
-/// ```
-pub async fn connect(url: &str) -> Result<Connection, Error> {
-    connect_with(ConnectOptions::from_url(url)?).await
-}
-
-/// Connects with explicit options.
-///
-/// ```no_run
-/// # async fn f() -> Result<(), carehare_tokio::Error> {
-/// use std::time::Duration;
-/// let mut options = carehare_tokio::ConnectOptions::from_url("amqp://localhost/")?;
-/// options.connection_timeout = Duration::from_secs(3);
-/// options.amqp.connection_name = Some("billing".into());
-/// let connection = carehare_tokio::connect_with(options).await?;
-/// # drop(connection); Ok(()) }
-/// ```
-pub async fn connect_with(options: ConnectOptions) -> Result<Connection, Error> {
-    connect_with_runtime(Arc::new(Tokio::current()), options).await
-}
+carehare_client::adapter_entry_points!(carehare_tokio, crate::Tokio::current());

@@ -1,13 +1,15 @@
-//! The quick-start demo: publish N messages with confirms (1,000 in
-//! flight), then consume them with acks, with a progress bar and a
-//! throughput line.
+//! The quick-start demo, written once: publish N messages with confirms
+//! (1,000 in flight), then consume them with acks, with a progress bar and
+//! a throughput line. Each runtime's binary (`src/bin/demo-*.rs`) only
+//! connects and hands the connection over, because all three adapters
+//! return the same `carehare_client::Connection`.
 //!
 //! `AMQP_URL` overrides the broker (default: the local test broker).
 
 use std::io::Write;
 use std::time::Instant;
 
-use carehare_tokio::{Error, QueueOptions};
+use carehare_client::{Connection, Error, QueueOptions};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
@@ -15,6 +17,11 @@ const MESSAGES: usize = 100_000;
 const BODY: usize = 1024;
 const IN_FLIGHT: usize = 1000;
 const PREFETCH: u16 = 300;
+
+/// The broker to use: `AMQP_URL`, or the local test broker.
+pub fn url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/".into())
+}
 
 fn bar(label: &str, done: usize, started: Instant) {
     let width = 40;
@@ -28,15 +35,16 @@ fn bar(label: &str, done: usize, started: Instant) {
     let _ = std::io::stderr().flush();
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
-    let url =
-        std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/".into());
+/// Runs the demo on a connection made by `connect`, timing the connect.
+pub async fn run<F>(runtime: &str, connect: F) -> Result<(), Error>
+where
+    F: std::future::Future<Output = Result<Connection, Error>>,
+{
     let t0 = Instant::now();
-    let connection = carehare_tokio::connect(&url).await?;
+    let connection = connect.await?;
     let t = connection.tuning();
     println!(
-        "connected in {:.1} ms: channel_max={} frame_max={} heartbeat={}s",
+        "[{runtime}] connected in {:.1} ms: channel_max={} frame_max={} heartbeat={}s",
         t0.elapsed().as_secs_f64() * 1e3,
         t.channel_max,
         t.frame_max,
@@ -60,7 +68,7 @@ async fn main() -> Result<(), Error> {
         {
             result?;
             confirmed += 1;
-            if confirmed % 500 == 0 {
+            if confirmed % 2000 == 0 {
                 bar("publish", confirmed, started);
             }
         }
@@ -80,7 +88,7 @@ async fn main() -> Result<(), Error> {
         let (body, tag) = consumer.next_delivery().await?;
         assert_eq!(body.len(), BODY);
         consumer.ack(tag);
-        if received % 500 == 0 {
+        if received % 2000 == 0 {
             bar("consume", received, started);
         }
     }
@@ -89,7 +97,7 @@ async fn main() -> Result<(), Error> {
     consumer.close().await;
     connection.close().await?;
     println!(
-        "\nthroughput: publish {:.0} msg/s (confirmed), consume {:.0} msg/s (acked); {MESSAGES} messages of {BODY} B",
+        "\n[{runtime}] throughput: publish {:.0} msg/s (confirmed), consume {:.0} msg/s (acked); {MESSAGES} messages of {BODY} B",
         MESSAGES as f64 / publish_secs,
         MESSAGES as f64 / consume_secs
     );
