@@ -278,3 +278,164 @@ pub(crate) fn short(s: &str) -> Result<ShortStr, Error> {
     ShortStr::new(s)
         .map_err(|e| Error::Usage(carehare_core::error::UsageError::StringTooLong(e.len)))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Confirm settling, driven by scripted server frames (no broker).
+    use std::time::Instant;
+
+    use bytes::BytesMut;
+    use carehare_core::frame::encode_method;
+    use carehare_core::method::*;
+    use carehare_core::properties::BasicProperties;
+    use carehare_core::{Connection, ConnectionConfig};
+
+    use super::*;
+
+    fn feed(inner: &mut Inner, channel: u16, method: impl Into<Method>) {
+        let mut out = BytesMut::new();
+        encode_method(&mut out, channel, &method.into());
+        inner.conn.handle_input(Instant::now(), &out);
+        inner.route_events();
+    }
+
+    fn open_inner() -> Arc<Shared> {
+        let (tx, _rx) = oneshot::channel();
+        let shared = Shared::new(
+            Connection::new(ConnectionConfig::default(), Instant::now()),
+            tx,
+        );
+        {
+            let mut inner = shared.lock();
+            feed(
+                &mut inner,
+                0,
+                ConnectionStart {
+                    version_major: 0,
+                    version_minor: 9,
+                    mechanisms: "PLAIN".into(),
+                    locales: "en_US".into(),
+                    ..Default::default()
+                },
+            );
+            feed(
+                &mut inner,
+                0,
+                ConnectionTune {
+                    channel_max: 10,
+                    frame_max: 131_072,
+                    heartbeat: 0,
+                },
+            );
+            feed(&mut inner, 0, ConnectionOpenOk::default());
+            assert!(inner.conn.is_open());
+        }
+        shared
+    }
+
+    fn publish(
+        inner: &mut Inner,
+        exchange: &str,
+    ) -> (ChannelId, oneshot::Receiver<Result<(), Error>>) {
+        let ch = inner.publish_channel(exchange).unwrap();
+        let publish = BasicPublish {
+            exchange: short(exchange).unwrap(),
+            ..Default::default()
+        };
+        let seq = inner
+            .conn
+            .publish(ch, &publish, &BasicProperties::default(), b"x")
+            .unwrap()
+            .unwrap();
+        let (tx, rx) = oneshot::channel();
+        inner
+            .publishers
+            .get_mut(&ch)
+            .unwrap()
+            .pending
+            .insert(seq, tx);
+        (ch, rx)
+    }
+
+    fn settled(rx: &mut oneshot::Receiver<Result<(), Error>>) -> Option<Result<(), Error>> {
+        rx.try_recv().ok().flatten()
+    }
+
+    #[test]
+    fn multiple_acks_and_nacks_settle_every_covered_publish() {
+        let shared = open_inner();
+        let mut inner = shared.lock();
+        let mut rx: Vec<_> = (0..5).map(|_| publish(&mut inner, "ex")).collect();
+        let ch = rx[0].0;
+        assert!(rx.iter().all(|(c, _)| *c == ch), "one channel per exchange");
+        feed(&mut inner, ch, ChannelOpenOk::default());
+        feed(&mut inner, ch, ConfirmSelectOk {});
+        // ack up to 2 (multiple), nack 3 alone, then ack up to 5 (multiple).
+        feed(
+            &mut inner,
+            ch,
+            BasicAck {
+                delivery_tag: 2,
+                multiple: true,
+            },
+        );
+        assert!(matches!(settled(&mut rx[0].1), Some(Ok(()))));
+        assert!(matches!(settled(&mut rx[1].1), Some(Ok(()))));
+        assert!(settled(&mut rx[2].1).is_none());
+        feed(
+            &mut inner,
+            ch,
+            BasicNack {
+                delivery_tag: 3,
+                multiple: false,
+                requeue: false,
+            },
+        );
+        assert!(matches!(
+            settled(&mut rx[2].1),
+            Some(Err(Error::ServerSentNack))
+        ));
+        feed(
+            &mut inner,
+            ch,
+            BasicNack {
+                delivery_tag: 5,
+                multiple: true,
+                requeue: false,
+            },
+        );
+        assert!(matches!(
+            settled(&mut rx[3].1),
+            Some(Err(Error::ServerSentNack))
+        ));
+        assert!(matches!(
+            settled(&mut rx[4].1),
+            Some(Err(Error::ServerSentNack))
+        ));
+        assert!(inner.publishers[&ch].pending.is_empty());
+    }
+
+    #[test]
+    fn a_closed_publish_channel_fails_its_publishes_and_is_replaced() {
+        let shared = open_inner();
+        let mut inner = shared.lock();
+        let (ch, mut first) = publish(&mut inner, "missing");
+        feed(&mut inner, ch, ChannelOpenOk::default());
+        feed(
+            &mut inner,
+            ch,
+            ChannelClose {
+                reply_code: 404,
+                reply_text: short("NOT_FOUND - no exchange 'missing' in vhost '/'").unwrap(),
+                class_id: 60,
+                method_id: 40,
+            },
+        );
+        assert!(
+            matches!(settled(&mut first), Some(Err(Error::ChannelClosedByServer(r))) if r.code == 404)
+        );
+        let (again, _rx) = publish(&mut inner, "missing");
+        assert_eq!(again, ch, "a fresh channel (the freed id is reused)");
+        assert_eq!(inner.publishers[&again].pending.len(), 1);
+    }
+}
