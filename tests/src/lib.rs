@@ -6,7 +6,9 @@
 //! timeout). It exists to check the sans-IO core against a real RabbitMQ
 //! and shows how little an embedder needs to write.
 
+pub mod consume;
 pub mod proxy;
+pub mod publish;
 pub mod scenarios;
 
 use std::collections::VecDeque;

@@ -36,13 +36,15 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
-async fn connect(rt: &Arc<dyn Runtime>) -> Connection {
+/// Connects to the test broker's plain port.
+pub async fn connect(rt: &Arc<dyn Runtime>) -> Connection {
     connect_with_runtime(rt.clone(), options())
         .await
         .expect("connect to the test broker")
 }
 
-async fn sleep(rt: &Arc<dyn Runtime>, d: Duration) {
+/// Sleeps on the scenario's runtime.
+pub async fn sleep(rt: &Arc<dyn Runtime>, d: Duration) {
     rt.sleep_until(Instant::now() + d).await
 }
 
@@ -59,7 +61,8 @@ pub async fn within<T>(
     }
 }
 
-fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+/// A field table from pairs.
+pub fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     let mut t = FieldTable::default();
     for (k, v) in pairs {
         t.insert((*k).into(), v.clone());
@@ -71,42 +74,44 @@ fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
 /// completion; `$runtime` makes an `Arc<dyn Runtime>` inside it.
 #[macro_export]
 macro_rules! scenarios {
-    ($block_on:path, $runtime:expr; $($name:ident),* $(,)?) => {
+    ($block_on:path, $runtime:expr; $($module:ident :: $name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
                 $block_on(async {
                     let rt: std::sync::Arc<dyn carehare_client::Runtime> = $runtime;
                     let limit = std::time::Duration::from_secs(90);
-                    $crate::scenarios::within(&rt, limit, $crate::scenarios::$name(rt.clone())).await
+                    $crate::scenarios::within(&rt, limit, $crate::$module::$name(rt.clone())).await
                 })
             }
         )*
     };
     ($block_on:path, $runtime:expr) => {
         $crate::scenarios!($block_on, $runtime;
-            wrong_password,
-            wrong_vhost,
-            tls_client_certificate_and_external_auth,
-            tls_with_a_wrong_ca_fails_verification,
-            tls_with_the_default_roots_fails_verification,
-            connect_timeout_covers_a_silent_server,
-            url_connect,
-            heartbeat_loss_ends_everything_with_the_heartbeat_error,
-            garbage_bytes_make_the_server_close_with_501,
-            exclusive_queue_from_a_second_connection_is_405,
-            concurrent_publishes_are_consumed_in_order,
-            nack_from_a_full_queue,
-            missing_exchange_fails_its_publishes_then_recovers,
-            closing_a_consumer_in_the_loop_redelivers,
-            next_delivery_ends_when_the_consumer_closes,
-            deleted_queue_ends_the_consumer_with_a_typed_error,
-            empty_and_large_bodies_arrive_intact,
-            publishing_after_close_fails,
-            server_closing_the_connection_fails_pending_futures,
-            declare_bind_unbind_on_short_lived_channels,
-            consumer_stream_yields_messages,
+            scenarios::wrong_password,
+            scenarios::wrong_vhost,
+            scenarios::tls_client_certificate_and_external_auth,
+            scenarios::tls_with_a_wrong_ca_fails_verification,
+            scenarios::tls_with_the_default_roots_fails_verification,
+            scenarios::connect_timeout_covers_a_silent_server,
+            scenarios::url_connect,
+            scenarios::heartbeat_loss_ends_everything_with_the_heartbeat_error,
+            scenarios::garbage_bytes_make_the_server_close_with_501,
+            scenarios::exclusive_queue_from_a_second_connection_is_405,
+            scenarios::concurrent_publishes_are_consumed_in_order,
+            scenarios::nack_from_a_full_queue,
+            scenarios::missing_exchange_fails_its_publishes_then_recovers,
+            scenarios::closing_a_consumer_in_the_loop_redelivers,
+            scenarios::next_delivery_ends_when_the_consumer_closes,
+            scenarios::deleted_queue_ends_the_consumer_with_a_typed_error,
+            scenarios::empty_and_large_bodies_arrive_intact,
+            scenarios::publishing_after_close_fails,
+            scenarios::server_closing_the_connection_fails_pending_futures,
+            scenarios::declare_bind_unbind_on_short_lived_channels,
+            scenarios::consumer_stream_yields_messages,
         );
+        $crate::publish_scenarios!($block_on, $runtime);
+        $crate::consume_scenarios!($block_on, $runtime);
     };
 }
 

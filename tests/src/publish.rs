@@ -1,0 +1,11 @@
+//! Scenarios for the publishing and administration surface (issue 5).
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+/// This module's scenarios, for [`scenarios!`](macro@crate::scenarios).
+#[macro_export]
+macro_rules! publish_scenarios {
+    ($block_on:path, $runtime:expr) => {
+        $crate::scenarios!($block_on, $runtime;);
+    };
+}
