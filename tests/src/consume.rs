@@ -1,11 +1,644 @@
-//! Scenarios for the consuming surface (issue 5).
+//! Scenarios for the consuming surface (issue 5): consumer options,
+//! settling (ack, ack multiple, nack, reject) and `basic.get`.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use carehare_client::carehare_core::types::ShortStr;
+use carehare_client::{
+    AMQPValue, AckingConsumer, BasicProperties, Connection, ConsumerOptions, Error, FieldTable,
+    QueueOptions, Runtime,
+};
+use futures_util::future::{Either, select};
+
+use crate::scenarios::{args, connect, sleep, unique, within};
+
 /// This module's scenarios, for [`scenarios!`](macro@crate::scenarios).
+/// They expand inside a `consume` module, so `cargo test consume` selects
+/// exactly this group (`consume::get_on_an_empty_queue_is_none`...).
 #[macro_export]
 macro_rules! consume_scenarios {
     ($block_on:path, $runtime:expr) => {
-        $crate::scenarios!($block_on, $runtime;);
+        #[allow(unused_imports)]
+        mod consume {
+            use super::*;
+            $crate::scenarios!($block_on, $runtime;
+            consume::a_chosen_consumer_tag_is_used,
+            consume::an_exclusive_consumer_refuses_a_second_one_with_403,
+            consume::the_high_priority_consumer_gets_messages_while_it_has_capacity,
+            consume::a_prefetch_size_is_refused_with_a_typed_error,
+            consume::a_stale_consumer_never_touches_the_channel_that_reuses_its_id,
+            consume::a_stream_is_consumed_from_the_first_offset,
+            consume::the_envelope_and_all_properties_arrive,
+            consume::ack_multiple_acks_everything_up_to_the_tag,
+            consume::nack_with_requeue_redelivers,
+            consume::nack_multiple_with_requeue_redelivers_everything_up_to_the_tag,
+            consume::nack_and_reject_without_requeue_dead_letter,
+            consume::reject_with_requeue_redelivers,
+            consume::get_on_an_empty_queue_is_none,
+            consume::get_returns_the_message_and_the_count_and_ack_removes_it,
+            consume::a_dropped_unsettled_get_message_is_requeued,
+            consume::get_nack_and_reject_settle_like_a_consumer,
+            );
+        }
     };
+}
+
+const STEP: Duration = Duration::from_secs(10);
+
+/// An exclusive queue with a server-chosen name.
+async fn exclusive_queue(c: &Connection, arguments: FieldTable) -> String {
+    let options = QueueOptions {
+        exclusive: true,
+        arguments,
+        ..Default::default()
+    };
+    c.queue_declare("", options)
+        .await
+        .unwrap()
+        .queue
+        .to_string()
+}
+
+/// The ready-message count of `queue`, from a passive declare.
+async fn ready(c: &Connection, queue: &str) -> u32 {
+    let passive = QueueOptions {
+        passive: true,
+        ..Default::default()
+    };
+    c.queue_declare(queue, passive).await.unwrap().message_count
+}
+
+/// Checks, a few times over ~half a second, that `queue` has no ready
+/// message: a requeue on channel close happens asynchronously.
+async fn stays_empty(rt: &Arc<dyn Runtime>, c: &Connection, queue: &str) {
+    for _ in 0..5 {
+        sleep(rt, Duration::from_millis(100)).await;
+        assert_eq!(ready(c, queue).await, 0, "{queue} should stay empty");
+    }
+}
+
+/// Whether `consumer` gets no message within `d`.
+async fn nothing_within(rt: &Arc<dyn Runtime>, d: Duration, consumer: &AckingConsumer) -> bool {
+    let next = std::pin::pin!(consumer.next());
+    match select(next, rt.sleep_until(Instant::now() + d)).await {
+        Either::Left((m, _)) => panic!("expected no message, got {m:?}"),
+        Either::Right(_) => true,
+    }
+}
+
+/// The string value of a `LongString` table entry.
+fn long_string<'a>(table: &'a FieldTable, key: &str) -> Option<&'a [u8]> {
+    match table.inner().get(key) {
+        Some(AMQPValue::LongString(s)) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+// ---- Consumer options ----------------------------------------------------------
+
+/// `consumer_tag` is the tag RabbitMQ uses, and deliveries carry it.
+pub async fn a_chosen_consumer_tag_is_used(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    let tag = unique("my-tag");
+    let options = ConsumerOptions {
+        consumer_tag: tag.clone(),
+        prefetch_count: 1,
+        ..Default::default()
+    };
+    let consumer = c.consumer(&q, options).await.unwrap();
+    assert_eq!(consumer.consumer_tag(), tag);
+    c.publish("tagged", "", &q).await.unwrap();
+    let m = within(&rt, STEP, consumer.next()).await.unwrap();
+    assert_eq!(m.consumer_tag.as_str(), tag);
+    consumer.ack(m.delivery_tag);
+    // A server-chosen tag is RabbitMQ's `amq.ctag-...`.
+    let other = c.acking_consumer(&q, 1).await.unwrap();
+    assert!(other.consumer_tag().starts_with("amq.ctag-"), "{other:?}");
+    // A tag over 255 bytes is refused before anything is sent.
+    let too_long = ConsumerOptions {
+        consumer_tag: "t".repeat(256),
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.consumer(&q, too_long).await,
+        Err(Error::Usage(_))
+    ));
+}
+
+/// An exclusive consumer makes a second consumer fail with 403
+/// ACCESS_REFUSED; the connection and the first consumer go on.
+pub async fn an_exclusive_consumer_refuses_a_second_one_with_403(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    let exclusive = ConsumerOptions {
+        exclusive: true,
+        prefetch_count: 1,
+        ..Default::default()
+    };
+    let first = c.consumer(&q, exclusive).await.unwrap();
+    match c.acking_consumer(&q, 1).await {
+        Err(Error::ChannelClosedByServer(r)) => {
+            assert_eq!(r.code, 403, "{r}");
+            assert!(r.text.starts_with("ACCESS_REFUSED"), "{r}");
+        }
+        other => panic!("expected 403 ACCESS_REFUSED, got {other:?}"),
+    }
+    c.publish("still mine", "", &q)
+        .await
+        .expect("the connection is still usable");
+    let m = within(&rt, STEP, first.next()).await.unwrap();
+    assert_eq!(m.body, Bytes::from_static(b"still mine"));
+    first.ack(m.delivery_tag);
+}
+
+/// With consumer priorities 10 and 0 and prefetch 1, the high-priority
+/// consumer gets the messages while it has capacity; the other only gets
+/// one while the first is full.
+pub async fn the_high_priority_consumer_gets_messages_while_it_has_capacity(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    let with_priority = |priority| ConsumerOptions {
+        prefetch_count: 1,
+        priority: Some(priority),
+        ..Default::default()
+    };
+    let low = c.consumer(&q, with_priority(0)).await.unwrap();
+    let high = c.consumer(&q, with_priority(10)).await.unwrap();
+
+    c.publish("1", "", &q).await.unwrap();
+    let m1 = within(&rt, STEP, high.next()).await.unwrap();
+    assert_eq!(m1.body, Bytes::from_static(b"1"));
+    assert!(nothing_within(&rt, Duration::from_millis(200), &low).await);
+
+    // `high` is full (one unacked): the next one goes to `low`.
+    c.publish("2", "", &q).await.unwrap();
+    let m2 = within(&rt, STEP, low.next()).await.unwrap();
+    assert_eq!(m2.body, Bytes::from_static(b"2"));
+
+    // Once `high` has room again, it is preferred again.
+    high.ack(m1.delivery_tag);
+    low.ack(m2.delivery_tag);
+    sleep(&rt, Duration::from_millis(200)).await; // let the acks land
+    for i in 3..6 {
+        c.publish(i.to_string(), "", &q).await.unwrap();
+        let m = within(&rt, STEP, high.next()).await.unwrap();
+        assert_eq!(m.body, Bytes::from(i.to_string()));
+        high.ack(m.delivery_tag);
+        sleep(&rt, Duration::from_millis(50)).await;
+    }
+    assert!(nothing_within(&rt, Duration::from_millis(200), &low).await);
+}
+
+/// After RabbitMQ closes a consumer's channel, its id is reused by the next
+/// channel; the old consumer must neither read from nor ack on it.
+pub async fn a_stale_consumer_never_touches_the_channel_that_reuses_its_id(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let qa = exclusive_queue(&c, FieldTable::default()).await;
+    let qb = exclusive_queue(&c, FieldTable::default()).await;
+    let a = c
+        .consumer(
+            &qa,
+            ConsumerOptions {
+                prefetch_count: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // An unknown delivery tag makes RabbitMQ close a's channel (406).
+    a.ack(999);
+    match a.next().await {
+        Err(Error::ChannelClosedByServer(r)) => assert_eq!(r.code, 406, "{r}"),
+        other => panic!("expected 406, got {other:?}"),
+    }
+    let b = c
+        .consumer(
+            &qb,
+            ConsumerOptions {
+                prefetch_count: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    c.publish("for b", "", &qb).await.unwrap();
+    let m = b.next().await.unwrap();
+    assert_eq!(m.body, bytes::Bytes::from_static(b"for b"));
+    // The stale handle acks "its" tag 1 and reads: neither reaches b's channel.
+    a.ack(m.delivery_tag);
+    assert!(a.next().await.is_err());
+    drop(a);
+    b.close().await;
+    let ok = c
+        .queue_declare(
+            &qb,
+            QueueOptions {
+                passive: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.message_count, 1,
+        "b's message was not acked by the stale handle, so it was requeued"
+    );
+}
+
+/// RabbitMQ implements no byte window: a non-zero `prefetch_size` is
+/// refused locally with a typed error, and the connection is untouched.
+pub async fn a_prefetch_size_is_refused_with_a_typed_error(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    let options = ConsumerOptions {
+        prefetch_count: 10,
+        prefetch_size: 64 * 1024,
+        ..Default::default()
+    };
+    // RabbitMQ answers a non-zero prefetch_size with a connection-level
+    // 540, so the client refuses it before sending anything.
+    match c.consumer(&q, options).await {
+        Err(Error::Usage(carehare_client::UsageError::Unsupported(what))) => {
+            assert!(what.contains("prefetch_size"), "{what}");
+        }
+        other => panic!("expected a local Unsupported refusal, got {other:?}"),
+    }
+    c.consumer(
+        &q,
+        ConsumerOptions {
+            prefetch_count: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("the connection is untouched");
+}
+
+/// A stream queue consumed from `x-stream-offset` = `first` (with a
+/// prefetch, which streams require) shows the messages published before
+/// the consumer started.
+pub async fn a_stream_is_consumed_from_the_first_offset(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let name = unique("stream");
+    let stream = QueueOptions {
+        durable: true,
+        arguments: args(&[("x-queue-type", AMQPValue::LongString("stream".into()))]),
+        ..Default::default()
+    };
+    c.queue_declare(&name, stream).await.unwrap();
+    let result = async {
+        for i in 0..3 {
+            c.publish(format!("s{i}"), "", &name).await.unwrap();
+        }
+        let options = ConsumerOptions {
+            prefetch_count: 10,
+            arguments: args(&[("x-stream-offset", AMQPValue::LongString("first".into()))]),
+            ..Default::default()
+        };
+        let consumer = c.consumer(&name, options).await.unwrap();
+        for i in 0..3 {
+            let m = within(&rt, STEP, consumer.next()).await.unwrap();
+            assert_eq!(m.body, Bytes::from(format!("s{i}")));
+            // Each delivery says where in the stream it is.
+            let headers = m.properties.headers.as_ref().unwrap();
+            assert!(
+                headers.contains_key("x-stream-offset"),
+                "{:?}",
+                m.properties
+            );
+            consumer.ack(m.delivery_tag);
+        }
+        consumer.close().await;
+    };
+    // Catch the panic so the stream is deleted either way.
+    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
+    crate::rabbitmqctl(&format!("delete_queue '{name}'"));
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+// ---- The delivery --------------------------------------------------------------
+
+/// The envelope (delivery tag, redelivered, exchange, routing key,
+/// consumer tag) and all 14 properties arrive as published.
+pub async fn the_envelope_and_all_properties_arrive(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    let routing_key = unique("rk");
+    c.queue_bind(&q, "amq.direct", &routing_key, FieldTable::default())
+        .await
+        .unwrap();
+    let s = |v: &str| Some(ShortStr::new(v).unwrap());
+    let properties = BasicProperties {
+        content_type: s("application/json"),
+        content_encoding: s("gzip"),
+        headers: Some(args(&[
+            ("x-trace", AMQPValue::LongString("abc".into())),
+            ("attempt", AMQPValue::LongInt(3)),
+            ("flag", AMQPValue::Boolean(true)),
+        ])),
+        delivery_mode: Some(2),
+        priority: Some(7),
+        correlation_id: s("corr-1"),
+        reply_to: s("replies"),
+        expiration: s("60000"),
+        message_id: s("msg-1"),
+        timestamp: Some(1_700_000_000),
+        kind: s("order.created"),
+        user_id: s("guest"), // must be the login user, or RabbitMQ refuses it
+        app_id: s("carehare-tests"),
+        cluster_id: s("cluster-1"),
+    };
+    c.publish_with("{}", "amq.direct", &routing_key, &properties)
+        .await
+        .unwrap();
+    let tag = unique("envelope");
+    let options = ConsumerOptions {
+        consumer_tag: tag.clone(),
+        prefetch_count: 1,
+        ..Default::default()
+    };
+    let consumer = c.consumer(&q, options).await.unwrap();
+    let m = within(&rt, STEP, consumer.next()).await.unwrap();
+    assert_eq!(m.body, Bytes::from_static(b"{}"));
+    assert_eq!(m.delivery_tag, 1);
+    assert!(!m.redelivered);
+    assert_eq!(m.exchange.as_str(), "amq.direct");
+    assert_eq!(m.routing_key.as_str(), routing_key);
+    assert_eq!(m.consumer_tag.as_str(), tag);
+    assert_eq!(m.properties, properties);
+    consumer.ack(m.delivery_tag);
+}
+
+// ---- Settling ---------------------------------------------------------------------
+
+/// `ack_multiple(tag)` acks every message up to `tag` and no further: after
+/// the consumer closes, only the later ones come back.
+pub async fn ack_multiple_acks_everything_up_to_the_tag(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    for i in 0..5 {
+        c.publish(format!("m{i}"), "", &q).await.unwrap();
+    }
+    let consumer = c.acking_consumer(&q, 5).await.unwrap();
+    let mut tags = Vec::new();
+    for i in 0..5 {
+        let m = within(&rt, STEP, consumer.next()).await.unwrap();
+        assert_eq!(m.body, Bytes::from(format!("m{i}")));
+        tags.push(m.delivery_tag);
+    }
+    consumer.ack_multiple(tags[2]); // m0, m1, m2
+    consumer.close().await;
+
+    let again = c.acking_consumer(&q, 5).await.unwrap();
+    for i in 3..5 {
+        let m = within(&rt, STEP, again.next()).await.unwrap();
+        assert_eq!(
+            m.body,
+            Bytes::from(format!("m{i}")),
+            "only m3 and m4 return"
+        );
+        assert!(m.redelivered);
+        if i == 4 {
+            again.ack_multiple(m.delivery_tag);
+        }
+    }
+    assert!(nothing_within(&rt, Duration::from_millis(200), &again).await);
+    again.close().await;
+    stays_empty(&rt, &c, &q).await;
+}
+
+/// `nack(tag, true)` puts the message back; it comes again with
+/// `redelivered` set.
+pub async fn nack_with_requeue_redelivers(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    c.publish("again", "", &q).await.unwrap();
+    let consumer = c.acking_consumer(&q, 1).await.unwrap();
+    let m = within(&rt, STEP, consumer.next()).await.unwrap();
+    assert!(!m.redelivered);
+    consumer.nack(m.delivery_tag, true);
+    let m = within(&rt, STEP, consumer.next()).await.unwrap();
+    assert_eq!(m.body, Bytes::from_static(b"again"));
+    assert!(m.redelivered);
+    consumer.ack(m.delivery_tag);
+    consumer.close().await;
+    stays_empty(&rt, &c, &q).await;
+}
+
+/// `nack_multiple(tag, true)` puts back every message up to `tag`.
+pub async fn nack_multiple_with_requeue_redelivers_everything_up_to_the_tag(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    for i in 0..3 {
+        c.publish(format!("m{i}"), "", &q).await.unwrap();
+    }
+    let consumer = c.acking_consumer(&q, 3).await.unwrap();
+    let mut tags = Vec::new();
+    for _ in 0..3 {
+        tags.push(
+            within(&rt, STEP, consumer.next())
+                .await
+                .unwrap()
+                .delivery_tag,
+        );
+    }
+    consumer.ack(tags[2]);
+    consumer.nack_multiple(tags[1], true); // m0 and m1 (m2 is acked)
+    for i in 0..2 {
+        let m = within(&rt, STEP, consumer.next()).await.unwrap();
+        assert_eq!(m.body, Bytes::from(format!("m{i}")));
+        assert!(m.redelivered);
+        consumer.ack(m.delivery_tag);
+    }
+    assert!(nothing_within(&rt, Duration::from_millis(200), &consumer).await);
+}
+
+/// `nack(tag, false)` and `reject(tag, false)` dead-letter the message (to
+/// the queue named by `x-dead-letter-routing-key`), and the original queue
+/// ends up empty.
+pub async fn nack_and_reject_without_requeue_dead_letter(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let dead = exclusive_queue(&c, FieldTable::default()).await;
+    let q = exclusive_queue(
+        &c,
+        args(&[
+            ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+            (
+                "x-dead-letter-routing-key",
+                AMQPValue::LongString(dead.as_str().into()),
+            ),
+        ]),
+    )
+    .await;
+    c.publish("nacked", "", &q).await.unwrap();
+    c.publish("rejected", "", &q).await.unwrap();
+    let consumer = c.acking_consumer(&q, 2).await.unwrap();
+    let m = within(&rt, STEP, consumer.next()).await.unwrap();
+    assert_eq!(m.body, Bytes::from_static(b"nacked"));
+    consumer.nack(m.delivery_tag, false);
+    let m = within(&rt, STEP, consumer.next()).await.unwrap();
+    assert_eq!(m.body, Bytes::from_static(b"rejected"));
+    consumer.reject(m.delivery_tag, false);
+
+    let dlx = c.acking_consumer(&dead, 2).await.unwrap();
+    for body in ["nacked", "rejected"] {
+        let m = within(&rt, STEP, dlx.next()).await.unwrap();
+        assert_eq!(m.body, Bytes::from(body));
+        let headers = m.properties.headers.as_ref().unwrap();
+        let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else {
+            panic!("no x-death header: {headers:?}");
+        };
+        let Some(AMQPValue::FieldTable(death)) = deaths.as_slice().first() else {
+            panic!("x-death is empty: {deaths:?}");
+        };
+        assert_eq!(long_string(death, "reason"), Some(&b"rejected"[..]));
+        assert_eq!(long_string(death, "queue"), Some(q.as_bytes()));
+        dlx.ack(m.delivery_tag);
+    }
+    consumer.close().await;
+    stays_empty(&rt, &c, &q).await;
+}
+
+/// `reject(tag, true)` puts the message back; it comes again with
+/// `redelivered` set.
+pub async fn reject_with_requeue_redelivers(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    c.publish("once more", "", &q).await.unwrap();
+    let consumer = c.acking_consumer(&q, 1).await.unwrap();
+    let m = within(&rt, STEP, consumer.next()).await.unwrap();
+    consumer.reject(m.delivery_tag, true);
+    let m = within(&rt, STEP, consumer.next()).await.unwrap();
+    assert_eq!(m.body, Bytes::from_static(b"once more"));
+    assert!(m.redelivered);
+    consumer.ack(m.delivery_tag);
+}
+
+// ---- basic.get ----------------------------------------------------------------------
+
+/// `get` on an empty queue is `None`; on a missing one, a 404 that leaves
+/// the connection usable.
+pub async fn get_on_an_empty_queue_is_none(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    assert!(c.get(&q).await.unwrap().is_none());
+    assert!(c.get(&q).await.unwrap().is_none(), "and again");
+    let err = c.get(&unique("no-such-queue")).await.unwrap_err();
+    assert_eq!(err.reply_code(), Some(404), "{err}");
+    assert!(c.get(&q).await.unwrap().is_none(), "still usable");
+}
+
+/// `get` returns the message, with its envelope and the count of messages
+/// left; `ack` removes it for good.
+pub async fn get_returns_the_message_and_the_count_and_ack_removes_it(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    let properties = BasicProperties {
+        message_id: Some(ShortStr::from_static("first")),
+        ..Default::default()
+    };
+    c.publish_with("one", "", &q, &properties).await.unwrap();
+    c.publish("two", "", &q).await.unwrap();
+
+    let one = c.get(&q).await.unwrap().expect("a message");
+    assert_eq!(one.body, Bytes::from_static(b"one"));
+    assert_eq!(one.message_count(), 1);
+    assert!(!one.redelivered);
+    assert_eq!(one.routing_key.as_str(), q);
+    assert_eq!(one.exchange.as_str(), "");
+    assert_eq!(one.properties, properties);
+    assert!(one.consumer_tag.is_empty());
+    one.ack();
+
+    let two = c.get(&q).await.unwrap().expect("a message");
+    assert_eq!(two.message().body, Bytes::from_static(b"two"));
+    assert_eq!(two.message_count(), 0);
+    two.ack();
+
+    // Had an ack been lost, closing its channel would requeue the message.
+    for _ in 0..5 {
+        assert!(c.get(&q).await.unwrap().is_none());
+        sleep(&rt, Duration::from_millis(100)).await;
+    }
+}
+
+/// Dropping a `GetMessage` unsettled closes its channel: the message is
+/// available again, redelivered.
+pub async fn a_dropped_unsettled_get_message_is_requeued(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    c.publish("boomerang", "", &q).await.unwrap();
+    let got = c.get(&q).await.unwrap().expect("a message");
+    assert!(!got.redelivered);
+    drop(got);
+    let again = within(&rt, STEP, async {
+        loop {
+            if let Some(m) = c.get(&q).await.unwrap() {
+                break m;
+            }
+            sleep(&rt, Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(again.body, Bytes::from_static(b"boomerang"));
+    assert!(again.redelivered);
+    again.ack();
+}
+
+/// `GetMessage::nack` / `reject` requeue or dead-letter, like a consumer's.
+pub async fn get_nack_and_reject_settle_like_a_consumer(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let dead = exclusive_queue(&c, FieldTable::default()).await;
+    let q = exclusive_queue(
+        &c,
+        args(&[
+            ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+            (
+                "x-dead-letter-routing-key",
+                AMQPValue::LongString(dead.as_str().into()),
+            ),
+        ]),
+    )
+    .await;
+    c.publish("m", "", &q).await.unwrap();
+    // Requeued by nack, then by reject: redelivered each time.
+    c.get(&q).await.unwrap().expect("a message").nack(true);
+    let m = within(&rt, STEP, get_some(&rt, &c, &q)).await;
+    assert!(m.redelivered);
+    m.reject(true);
+    let m = within(&rt, STEP, get_some(&rt, &c, &q)).await;
+    assert!(m.redelivered);
+    // Dead-lettered by nack without requeue...
+    m.nack(false);
+    let m = within(&rt, STEP, get_some(&rt, &c, &dead)).await;
+    assert_eq!(m.body, Bytes::from_static(b"m"));
+    m.ack();
+    // ...and by reject without requeue.
+    c.publish("n", "", &q).await.unwrap();
+    c.get(&q).await.unwrap().expect("a message").reject(false);
+    let m = within(&rt, STEP, get_some(&rt, &c, &dead)).await;
+    assert_eq!(m.body, Bytes::from_static(b"n"));
+    m.ack();
+    stays_empty(&rt, &c, &q).await;
+}
+
+/// Polls `get` until a message comes.
+async fn get_some(
+    rt: &Arc<dyn Runtime>,
+    c: &Connection,
+    queue: &str,
+) -> carehare_client::GetMessage {
+    loop {
+        if let Some(m) = c.get(queue).await.unwrap() {
+            return m;
+        }
+        sleep(rt, Duration::from_millis(20)).await;
+    }
 }

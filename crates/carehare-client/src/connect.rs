@@ -85,7 +85,11 @@ async fn connect_inner(
     runtime.spawn(Box::pin(Driver::new(io, shared.clone(), runtime.clone())));
     match rx.await {
         Ok(Ok(tuning)) => Ok(Connection {
-            handle: Arc::new(Handle { shared, tuning }),
+            handle: Arc::new(Handle {
+                shared,
+                tuning,
+                runtime,
+            }),
         }),
         Ok(Err(e)) => Err(Error::ConnectionClosed(e)),
         Err(_) => Err(Error::ConnectionClosed(

@@ -1,22 +1,21 @@
 //! The user-facing connection handle.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use carehare_core::error::ConnectionError;
 use carehare_core::method::{
-    ExchangeDeclare, Method, QueueBind, QueueDeclare, QueueDeclareOk, QueueUnbind,
+    ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, Method, QueueBind, QueueDeclare,
+    QueueDeclareOk, QueueDelete, QueuePurge, QueueUnbind,
 };
 use carehare_core::properties::BasicProperties;
-use carehare_core::types::FieldTable;
+use carehare_core::types::{AMQPValue, FieldTable};
 use carehare_core::{Reply, Tuning};
 use futures_channel::oneshot;
 
 use crate::error::Error;
+use crate::publish::Confirmation;
 use crate::shared::{Shared, short};
 
 /// Options for [`Connection::queue_declare`].
@@ -104,6 +103,8 @@ pub struct Connection {
 pub(crate) struct Handle {
     pub(crate) shared: Arc<Shared>,
     pub(crate) tuning: Tuning,
+    /// For timeouts in the API (e.g. RPC calls).
+    pub(crate) runtime: Arc<dyn crate::Runtime>,
 }
 
 impl Drop for Handle {
@@ -274,6 +275,215 @@ impl Connection {
         self.on_temporary_channel(method.into()).await.map(drop)
     }
 
+    /// Deletes an exchange; with `if_unused`, only if it has no bindings
+    /// (406 PRECONDITION_FAILED otherwise).
+    ///
+    /// ```no_run
+    /// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+    /// connection.exchange_delete("logs", false).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn exchange_delete(&self, name: &str, if_unused: bool) -> Result<(), Error> {
+        let method = ExchangeDelete {
+            exchange: short(name)?,
+            if_unused,
+            ..Default::default()
+        };
+        self.on_temporary_channel(method.into()).await.map(drop)
+    }
+
+    /// Binds exchange `destination` to exchange `source` (RabbitMQ's
+    /// exchange-to-exchange bindings).
+    ///
+    /// ```no_run
+    /// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+    /// connection.exchange_bind("audit", "events", "#", Default::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn exchange_bind(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        let method = ExchangeBind {
+            destination: short(destination)?,
+            source: short(source)?,
+            routing_key: short(routing_key)?,
+            arguments,
+            ..Default::default()
+        };
+        self.on_temporary_channel(method.into()).await.map(drop)
+    }
+
+    /// Removes a binding made by [`exchange_bind`](Self::exchange_bind).
+    ///
+    /// ```no_run
+    /// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+    /// connection.exchange_unbind("audit", "events", "#", Default::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn exchange_unbind(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        let method = ExchangeUnbind {
+            destination: short(destination)?,
+            source: short(source)?,
+            routing_key: short(routing_key)?,
+            arguments,
+            ..Default::default()
+        };
+        self.on_temporary_channel(method.into()).await.map(drop)
+    }
+
+    /// Deletes a queue and returns how many messages went with it. With
+    /// `if_unused` / `if_empty`, RabbitMQ refuses (406) a queue that has
+    /// consumers / messages.
+    ///
+    /// ```no_run
+    /// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+    /// let dropped = connection.queue_delete("my-queue", false, false).await?;
+    /// println!("{dropped} messages deleted");
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_delete(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32, Error> {
+        let method = QueueDelete {
+            queue: short(name)?,
+            if_unused,
+            if_empty,
+            ..Default::default()
+        };
+        match self.on_temporary_channel(method.into()).await? {
+            Reply::Method(Method::QueueDeleteOk(ok)) => Ok(ok.message_count),
+            _ => unreachable_reply(),
+        }
+    }
+
+    /// Removes every ready message from a queue and returns how many.
+    ///
+    /// ```no_run
+    /// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+    /// let purged = connection.queue_purge("my-queue").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_purge(&self, name: &str) -> Result<u32, Error> {
+        let method = QueuePurge {
+            queue: short(name)?,
+            ..Default::default()
+        };
+        match self.on_temporary_channel(method.into()).await? {
+            Reply::Method(Method::QueuePurgeOk(ok)) => Ok(ok.message_count),
+            _ => unreachable_reply(),
+        }
+    }
+
+    /// Replaces the connection's credential (`connection.update-secret`),
+    /// e.g. a refreshed OAuth 2 token. RabbitMQ refuses it (closing the
+    /// connection) for backends that cannot refresh, like the internal one.
+    ///
+    /// ```no_run
+    /// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+    /// connection.update_secret(b"new-token".to_vec(), "token refresh").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn update_secret(&self, secret: impl Into<Bytes>, reason: &str) -> Result<(), Error> {
+        let rx = {
+            let mut inner = self.shared().lock();
+            if let Some(e) = inner.closed_error() {
+                return Err(e);
+            }
+            let op = inner.conn.update_secret(secret.into(), reason)?;
+            let (tx, rx) = oneshot::channel();
+            inner.ops.insert(op, tx);
+            rx
+        };
+        self.shared().wake_driver();
+        wait(self.shared(), rx).await.map(drop)
+    }
+
+    /// The server's `connection.start` properties: `product`, `version`,
+    /// `cluster_name`, `capabilities`...
+    ///
+    /// ```no_run
+    /// # fn f(connection: carehare_client::Connection) {
+    /// use carehare_client::AMQPValue;
+    /// if let Some(AMQPValue::LongString(v)) = connection.server_properties().inner().get("version") {
+    ///     println!("RabbitMQ {}", String::from_utf8_lossy(v.as_bytes()));
+    /// }
+    /// # }
+    /// ```
+    pub fn server_properties(&self) -> FieldTable {
+        self.shared().lock().conn.server_properties().clone()
+    }
+
+    /// Whether the server advertises capability `name` (e.g.
+    /// `"consumer_cancel_notify"`, `"per_consumer_qos"`).
+    ///
+    /// ```no_run
+    /// # fn f(connection: carehare_client::Connection) {
+    /// assert!(connection.server_has_capability("publisher_confirms"));
+    /// # }
+    /// ```
+    pub fn server_has_capability(&self, name: &str) -> bool {
+        let inner = self.shared().lock();
+        match inner.conn.server_properties().inner().get("capabilities") {
+            Some(AMQPValue::FieldTable(caps)) => {
+                matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true)))
+            }
+            _ => false,
+        }
+    }
+
+    /// Why RabbitMQ is blocking publishes right now (a memory or disk
+    /// alarm), or `None`. While blocked, publishes wait in the client
+    /// instead of piling up in the socket.
+    ///
+    /// ```no_run
+    /// # fn f(connection: carehare_client::Connection) {
+    /// if let Some(reason) = connection.blocked() {
+    ///     eprintln!("publishing is blocked: {reason}");
+    /// }
+    /// # }
+    /// ```
+    pub fn blocked(&self) -> Option<String> {
+        self.shared().lock().blocked.clone()
+    }
+
+    /// A stream of blocked/unblocked changes. Changes that happen between
+    /// two polls are coalesced to the latest state, so it never buffers.
+    ///
+    /// ```no_run
+    /// # async fn f(connection: carehare_client::Connection) {
+    /// use futures_util::StreamExt;
+    /// use carehare_client::Blocking;
+    /// let mut changes = connection.blocking_changes();
+    /// while let Some(change) = changes.next().await {
+    ///     match change {
+    ///         Blocking::Blocked(reason) => eprintln!("blocked: {reason}"),
+    ///         Blocking::Unblocked => eprintln!("unblocked"),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn blocking_changes(&self) -> BlockingChanges {
+        let seen = self.shared().lock().blocked_version;
+        BlockingChanges {
+            shared: self.shared().clone(),
+            seen,
+        }
+    }
+
     /// Publishes `body` and returns a future for its confirm.
     ///
     /// The message is queued at once, before the future is awaited, so many
@@ -318,32 +528,49 @@ impl Connection {
         routing_key: &str,
         properties: &BasicProperties,
     ) -> Confirmation {
-        let body = body.into();
-        let result = (|| {
-            let publish = carehare_core::method::BasicPublish {
-                exchange: short(exchange)?,
-                routing_key: short(routing_key)?,
-                ..Default::default()
-            };
-            let mut inner = self.shared().lock();
-            if let Some(e) = inner.closed_error() {
-                return Err(e);
-            }
-            let ch = inner.publish_channel(exchange)?;
-            let seq = inner.conn.publish(ch, &publish, properties, &body)?;
-            let (tx, rx) = oneshot::channel();
-            if let (Some(seq), Some(p)) = (seq, inner.publishers.get_mut(&ch)) {
-                p.pending.insert(seq, tx);
-            }
-            Ok(rx)
-        })();
-        self.shared().wake_driver();
-        Confirmation {
-            state: match result {
-                Ok(rx) => ConfirmState::Waiting(rx, self.shared().clone()),
-                Err(e) => ConfirmState::Failed(Some(e)),
-            },
-        }
+        crate::publish::publish(
+            self.shared(),
+            body.into(),
+            exchange,
+            routing_key,
+            properties,
+            false,
+            None,
+        )
+    }
+
+    /// Publishes with `mandatory` set: if no queue gets the message,
+    /// RabbitMQ returns it and the confirmation fails with
+    /// [`Error::Returned`], carrying the reply code and text (e.g. `312
+    /// NO_ROUTE`) and the message itself. A routed message confirms as
+    /// usual.
+    ///
+    /// ```no_run
+    /// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+    /// use carehare_client::Error;
+    /// match connection.publish_mandatory("hi", "", "no-such-queue", &Default::default()).await {
+    ///     Ok(()) => println!("routed and confirmed"),
+    ///     Err(Error::Returned(r)) => println!("unroutable: {} {}", r.reply_code, r.reply_text),
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_mandatory(
+        &self,
+        body: impl Into<Bytes>,
+        exchange: &str,
+        routing_key: &str,
+        properties: &BasicProperties,
+    ) -> Confirmation {
+        crate::publish::publish(
+            self.shared(),
+            body.into(),
+            exchange,
+            routing_key,
+            properties,
+            true,
+            None,
+        )
     }
 
     /// Closes the connection cleanly. Every pending operation fails with
@@ -422,45 +649,58 @@ fn unreachable_reply<T>() -> Result<T, Error> {
     Err(Error::ConnectionClosed(ConnectionError::ClosedByClient))
 }
 
-/// The confirm of one publish. See [`Connection::publish`].
-///
-/// Publishes are queued when `publish` is called, so keep several
-/// confirmations and await them together:
-///
-/// ```no_run
-/// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
-/// let confirmations: Vec<_> = (0..100).map(|i| connection.publish(format!("{i}"), "", "my-queue")).collect();
-/// for confirmation in confirmations {
-///     confirmation.await?;
-/// }
-/// # Ok(()) }
-/// ```
-#[must_use = "a publish is only known to be safe once its confirmation resolves"]
-pub struct Confirmation {
-    state: ConfirmState,
+/// A change in RabbitMQ's flow control of this connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Blocking {
+    /// RabbitMQ stopped reading publishes (`connection.blocked`), e.g.
+    /// "low on memory".
+    Blocked(String),
+    /// Publishing resumed (`connection.unblocked`).
+    Unblocked,
 }
 
-enum ConfirmState {
-    Waiting(oneshot::Receiver<Result<(), Error>>, Arc<Shared>),
-    Failed(Option<Error>),
+/// Blocked/unblocked changes; see [`Connection::blocking_changes`]. Ends
+/// when the connection ends.
+pub struct BlockingChanges {
+    shared: Arc<Shared>,
+    seen: u64,
 }
 
-impl Future for Confirmation {
-    type Output = Result<(), Error>;
+impl std::fmt::Debug for BlockingChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingChanges").finish_non_exhaustive()
+    }
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.state {
-            ConfirmState::Failed(e) => Poll::Ready(Err(e
-                .take()
-                .unwrap_or(Error::ConnectionClosed(ConnectionError::ClosedByClient)))),
-            ConfirmState::Waiting(rx, shared) => match Pin::new(rx).poll(cx) {
-                Poll::Ready(Ok(result)) => Poll::Ready(result),
-                Poll::Ready(Err(_)) => Poll::Ready(Err(shared
-                    .lock()
-                    .closed_error()
-                    .unwrap_or(Error::ConnectionClosed(ConnectionError::ClosedByClient)))),
-                Poll::Pending => Poll::Pending,
-            },
+impl futures_core::Stream for BlockingChanges {
+    type Item = Blocking;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Blocking>> {
+        let mut inner = self.shared.lock();
+        if inner.blocked_version != self.seen {
+            let version = inner.blocked_version;
+            let state = match &inner.blocked {
+                Some(reason) => Blocking::Blocked(reason.clone()),
+                None => Blocking::Unblocked,
+            };
+            let ended = inner.outcome.is_some();
+            drop(inner);
+            self.seen = version;
+            if ended {
+                return std::task::Poll::Ready(None);
+            }
+            return std::task::Poll::Ready(Some(state));
         }
+        if inner.outcome.is_some() {
+            return std::task::Poll::Ready(None);
+        }
+        if !inner.blocked_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            inner.blocked_wakers.push(cx.waker().clone());
+        }
+        std::task::Poll::Pending
     }
 }

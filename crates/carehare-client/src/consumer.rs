@@ -1,4 +1,5 @@
-//! `acking_consumer`: a stream of messages that you ack.
+//! `consumer` / `acking_consumer`: a stream of messages that you settle
+//! (ack, nack or reject).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -6,8 +7,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use carehare_core::Reply;
-use carehare_core::method::{BasicAck, BasicConsume, BasicQos, Method};
-use carehare_core::types::{ChannelId, ShortStr};
+use carehare_core::method::{BasicAck, BasicConsume, BasicNack, BasicQos, BasicReject, Method};
+use carehare_core::types::{AMQPValue, ChannelId, FieldTable, ShortStr};
 use futures_channel::oneshot;
 
 use crate::connection::{Connection, wait};
@@ -15,11 +16,55 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::shared::{Mailbox, Shared, short};
 
+/// Options for [`Connection::consumer`].
+///
+/// Every field defaults to "off": no prefetch limit, a shared consumer,
+/// the default priority, a server-chosen tag and no arguments.
+///
+/// ```
+/// use carehare_client::{AMQPValue, ConsumerOptions, FieldTable};
+/// let mut arguments = FieldTable::default();
+/// arguments.insert("x-stream-offset".into(), AMQPValue::LongString("first".into()));
+/// let options = ConsumerOptions {
+///     prefetch_count: 100,
+///     priority: Some(10),
+///     consumer_tag: "billing-worker-1".into(),
+///     arguments,
+///     ..Default::default()
+/// };
+/// assert!(!options.exclusive);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConsumerOptions {
+    /// At most this many unacked messages are out to the consumer (and
+    /// held in its mailbox); 0 means no limit. Stream queues need one.
+    pub prefetch_count: u16,
+    /// At most this many bytes of unacked message bodies; 0 means no limit.
+    /// RabbitMQ does not implement a byte window: anything but 0 makes it
+    /// close the whole connection with `540 NOT_IMPLEMENTED`
+    /// ([`Error::ConnectionClosed`]). Leave it at 0 with RabbitMQ.
+    pub prefetch_size: u32,
+    /// The only consumer on the queue: RabbitMQ refuses it (403
+    /// `ACCESS_REFUSED`) if the queue has other consumers, and refuses
+    /// other consumers while it lives.
+    pub exclusive: bool,
+    /// The consumer priority (`x-priority`): RabbitMQ delivers to the
+    /// highest-priority consumers that have prefetch capacity left. `None`
+    /// is the default priority, 0.
+    pub priority: Option<i32>,
+    /// The consumer tag; empty lets RabbitMQ choose one. It must be unique
+    /// on the connection.
+    pub consumer_tag: String,
+    /// Other consumer arguments, e.g. `x-stream-offset` for stream queues.
+    pub arguments: FieldTable,
+}
+
 impl Connection {
-    /// Starts consuming `queue` with `prefetch` unacked messages at most.
-    /// Consuming always acks: call [`AckingConsumer::ack`] for each
-    /// message. Messages not acked when the consumer closes (or is dropped)
-    /// are redelivered.
+    /// Starts consuming `queue` with `prefetch` unacked messages at most:
+    /// shorthand for [`consumer`](Self::consumer) with only
+    /// `prefetch_count` set. Consuming always acks: call
+    /// [`AckingConsumer::ack`] for each message. Messages not acked when
+    /// the consumer closes (or is dropped) are redelivered.
     ///
     /// ```no_run
     /// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
@@ -39,22 +84,77 @@ impl Connection {
         queue: &str,
         prefetch: u16,
     ) -> Result<AckingConsumer, Error> {
-        let queue = short(queue)?;
+        let options = ConsumerOptions {
+            prefetch_count: prefetch,
+            ..Default::default()
+        };
+        self.consumer(queue, options).await
+    }
+
+    /// Starts consuming `queue` on its own channel, with `options`
+    /// (prefetch, exclusivity, priority, tag, arguments). Consuming always
+    /// acks: settle each message with [`AckingConsumer::ack`],
+    /// [`nack`](AckingConsumer::nack) or [`reject`](AckingConsumer::reject).
+    /// Messages not settled when the consumer closes (or is dropped) are
+    /// redelivered.
+    ///
+    /// A refusal (404 for a missing queue, 403 when an exclusive consumer
+    /// is already there...) is [`Error::ChannelClosedByServer`] and leaves
+    /// the connection usable. A non-zero
+    /// [`prefetch_size`](ConsumerOptions::prefetch_size) is refused here,
+    /// before anything is sent, with [`UsageError::Unsupported`](crate::UsageError::Unsupported):
+    /// RabbitMQ does not implement it and would close the whole connection
+    /// (540 NOT_IMPLEMENTED).
+    ///
+    /// ```no_run
+    /// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+    /// use carehare_client::ConsumerOptions;
+    /// let options = ConsumerOptions { prefetch_count: 50, priority: Some(10), ..Default::default() };
+    /// let consumer = connection.consumer("my-queue", options).await?;
+    /// let message = consumer.next().await?;
+    /// consumer.ack(message.delivery_tag);
+    /// # Ok(()) }
+    /// ```
+    pub async fn consumer(
+        &self,
+        queue: &str,
+        options: ConsumerOptions,
+    ) -> Result<AckingConsumer, Error> {
+        let ConsumerOptions {
+            prefetch_count,
+            prefetch_size,
+            exclusive,
+            priority,
+            consumer_tag,
+            mut arguments,
+        } = options;
+        if prefetch_size != 0 {
+            return Err(Error::Usage(crate::UsageError::Unsupported(
+                "prefetch_size: RabbitMQ closes the connection (540 NOT_IMPLEMENTED) for a non-zero value",
+            )));
+        }
+        if let Some(priority) = priority {
+            arguments.insert("x-priority".into(), AMQPValue::LongInt(priority));
+        }
+        let qos = BasicQos {
+            prefetch_size,
+            prefetch_count,
+            global: false,
+        };
+        let consume = BasicConsume {
+            queue: short(queue)?,
+            consumer_tag: short(&consumer_tag)?,
+            exclusive,
+            arguments,
+            ..Default::default()
+        };
         let shared = self.shared().clone();
-        let (channel, rx) = {
+        let (channel, token, rx) = {
             let mut inner = shared.lock();
             if let Some(e) = inner.closed_error() {
                 return Err(e);
             }
             let (ch, _open) = inner.conn.open_channel()?;
-            let qos = BasicQos {
-                prefetch_count: prefetch,
-                ..Default::default()
-            };
-            let consume = BasicConsume {
-                queue,
-                ..Default::default()
-            };
             let op = match inner
                 .conn
                 .call(ch, qos.into())
@@ -68,16 +168,17 @@ impl Connection {
                 }
             };
             // Deliveries may follow consume-ok in the same read.
-            inner.consumers.insert(ch, Mailbox::default());
+            let token = inner.consumers.register(ch);
             let (tx, rx) = oneshot::channel();
             inner.ops.insert(op, tx);
-            (ch, rx)
+            (ch, token, rx)
         };
         shared.wake_driver();
         // From here on, dropping the consumer closes the channel.
         let mut consumer = AckingConsumer {
             shared,
             channel,
+            token,
             consumer_tag: ShortStr::default(),
             _connection: self.clone(),
         };
@@ -111,6 +212,9 @@ impl Connection {
 pub struct AckingConsumer {
     shared: Arc<Shared>,
     channel: ChannelId,
+    /// Our registration: the channel id alone may be reused by another
+    /// channel once RabbitMQ closed ours.
+    token: u64,
     consumer_tag: ShortStr,
     /// Keeps the connection open while the consumer lives.
     _connection: Connection,
@@ -165,7 +269,7 @@ impl AckingConsumer {
 
     fn poll_message(&self, cx: &mut Context<'_>) -> Poll<Result<Message, Error>> {
         let mut inner = self.shared.lock();
-        let Some(mailbox) = inner.consumers.get_mut(&self.channel) else {
+        let Some(mailbox) = inner.consumers.get(self.token) else {
             return Poll::Ready(Err(Error::ConsumerClosed));
         };
         if let Some(m) = mailbox.messages.pop_front() {
@@ -188,12 +292,105 @@ impl AckingConsumer {
     /// # Ok(()) }
     /// ```
     pub fn ack(&self, delivery_tag: u64) {
-        let mut inner = self.shared.lock();
-        let ack = BasicAck {
+        self.settle(BasicAck {
             delivery_tag,
             multiple: false,
-        };
-        if inner.conn.send(self.channel, ack.into()).is_ok() {
+        });
+    }
+
+    /// Acks this message and every earlier unsettled one, in one frame.
+    /// Never fails and never waits, like [`ack`](Self::ack).
+    ///
+    /// ```no_run
+    /// # async fn f(consumer: carehare_client::AckingConsumer) -> Result<(), carehare_client::Error> {
+    /// let mut last = 0;
+    /// for _ in 0..100 {
+    ///     let message = consumer.next().await?;
+    ///     // ...process it...
+    ///     last = message.delivery_tag;
+    /// }
+    /// consumer.ack_multiple(last); // all 100 at once
+    /// # Ok(()) }
+    /// ```
+    pub fn ack_multiple(&self, delivery_tag: u64) {
+        self.settle(BasicAck {
+            delivery_tag,
+            multiple: true,
+        });
+    }
+
+    /// Refuses one message: with `requeue` RabbitMQ puts it back in the
+    /// queue (it comes again with `redelivered` set), without it the
+    /// message is dropped or dead-lettered (`x-dead-letter-exchange`).
+    /// Never fails and never waits, like [`ack`](Self::ack).
+    ///
+    /// ```no_run
+    /// # async fn f(consumer: carehare_client::AckingConsumer) -> Result<(), carehare_client::Error> {
+    /// let message = consumer.next().await?;
+    /// if message.body.is_empty() {
+    ///     consumer.nack(message.delivery_tag, false); // poison: dead-letter it
+    /// } else {
+    ///     consumer.ack(message.delivery_tag);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn nack(&self, delivery_tag: u64, requeue: bool) {
+        self.settle(BasicNack {
+            delivery_tag,
+            multiple: false,
+            requeue,
+        });
+    }
+
+    /// [`nack`](Self::nack)s this message and every earlier unsettled one,
+    /// in one frame.
+    ///
+    /// ```no_run
+    /// # async fn f(consumer: carehare_client::AckingConsumer) -> Result<(), carehare_client::Error> {
+    /// let first = consumer.next().await?;
+    /// let second = consumer.next().await?;
+    /// // The database is down: put both back.
+    /// consumer.nack_multiple(second.delivery_tag, true);
+    /// # drop(first); Ok(()) }
+    /// ```
+    pub fn nack_multiple(&self, delivery_tag: u64, requeue: bool) {
+        self.settle(BasicNack {
+            delivery_tag,
+            multiple: true,
+            requeue,
+        });
+    }
+
+    /// Refuses one message with AMQP's `basic.reject`: the same outcome
+    /// as [`nack`](Self::nack) without `multiple`.
+    ///
+    /// ```no_run
+    /// # async fn f(consumer: carehare_client::AckingConsumer) -> Result<(), carehare_client::Error> {
+    /// let message = consumer.next().await?;
+    /// consumer.reject(message.delivery_tag, true); // try again later
+    /// # Ok(()) }
+    /// ```
+    pub fn reject(&self, delivery_tag: u64, requeue: bool) {
+        self.settle(BasicReject {
+            delivery_tag,
+            requeue,
+        });
+    }
+
+    /// Sends a settling method, unless the consumer ended: after a server
+    /// close the channel id may already belong to someone else, and after
+    /// our own close there is nothing left to settle.
+    fn settle(&self, method: impl Into<Method>) {
+        let mut inner = self.shared.lock();
+        let live = inner.consumers.owns_channel(self.token)
+            && inner
+                .consumers
+                .get_ref(self.token)
+                .is_some_and(|m| m.end.is_none());
+        if !live {
+            return;
+        }
+        if inner.conn.send(self.channel, method.into()).is_ok() {
             drop(inner);
             self.shared.wake_driver();
         }
@@ -212,25 +409,29 @@ impl AckingConsumer {
     pub async fn close(&self) {
         let rx = {
             let mut inner = self.shared.lock();
-            let Some(mailbox) = inner.consumers.get_mut(&self.channel) else {
+            // Forget the mailbox now, not after close-ok: once close-ok
+            // frees the channel id, a new channel may take it.
+            let owns = inner.consumers.owns_channel(self.token);
+            let Some(mut mailbox) = inner.consumers.remove(self.token) else {
                 return;
             };
-            mailbox.messages.clear();
+            // An ended mailbox's channel is already gone (or closing).
+            let live = owns && mailbox.end.is_none();
             mailbox.finish_closed();
-            match inner.conn.close_channel(self.channel) {
-                Ok(op) => {
+            if live {
+                inner.conn.close_channel(self.channel).ok().map(|op| {
                     let (tx, rx) = oneshot::channel();
                     inner.ops.insert(op, tx);
-                    Some(rx)
-                }
-                Err(_) => None,
+                    rx
+                })
+            } else {
+                None
             }
         };
         self.shared.wake_driver();
         if let Some(rx) = rx {
             let _ = rx.await;
         }
-        self.shared.lock().consumers.remove(&self.channel);
     }
 }
 
@@ -246,7 +447,11 @@ impl Mailbox {
 impl Drop for AckingConsumer {
     fn drop(&mut self) {
         let mut inner = self.shared.lock();
-        if inner.consumers.remove(&self.channel).is_some() {
+        let owns = inner.consumers.owns_channel(self.token);
+        if let Some(mailbox) = inner.consumers.remove(self.token)
+            && owns
+            && mailbox.end.is_none()
+        {
             let _ = inner.conn.close_channel(self.channel);
             drop(inner);
             self.shared.wake_driver();
@@ -262,10 +467,9 @@ impl futures_core::Stream for AckingConsumer {
         let this = self.get_mut();
         {
             let inner = this.shared.lock();
-            if inner.consumers.get(&this.channel).is_some_and(|m| {
+            if inner.consumers.get_ref(this.token).is_none_or(|m| {
                 m.messages.is_empty() && matches!(m.end, Some(Error::ConsumerClosed))
-            }) || !inner.consumers.contains_key(&this.channel)
-            {
+            }) {
                 return Poll::Ready(None);
             }
         }
@@ -274,7 +478,7 @@ impl futures_core::Stream for AckingConsumer {
             Poll::Ready(Err(e)) => {
                 // Report the error once, then end.
                 let mut inner = this.shared.lock();
-                if let Some(m) = inner.consumers.get_mut(&this.channel) {
+                if let Some(m) = inner.consumers.get(this.token) {
                     m.end = Some(Error::ConsumerClosed);
                 }
                 Poll::Ready(Some(Err(e)))

@@ -41,6 +41,13 @@ pub enum Error {
     /// (`basic.nack`), e.g. a full queue with `x-overflow=reject-publish`.
     #[error("RabbitMQ refused the message (basic.nack)")]
     ServerSentNack,
+    /// RabbitMQ returned a mandatory message that no queue would take
+    /// (see [`Connection::publish_mandatory`](crate::Connection::publish_mandatory)).
+    #[error("RabbitMQ returned the message: {} {}", .0.reply_code, .0.reply_text)]
+    Returned(Box<crate::Returned>),
+    /// No answer within the given time (e.g. an RPC reply).
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
     /// The connection ended; the reason says why.
     #[error("connection closed: {0}")]
     ConnectionClosed(ConnectionError),

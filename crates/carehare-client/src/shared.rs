@@ -14,9 +14,10 @@ use tracing::{debug, warn};
 
 use crate::error::Error;
 use crate::message::Message;
+use crate::publish::{Held, PendingConfirm};
 
 pub(crate) type OpSender = oneshot::Sender<Result<Reply, Error>>;
-pub(crate) type ConfirmSender = oneshot::Sender<Result<(), Error>>;
+pub(crate) type RpcWaiter = oneshot::Sender<Result<Message, Error>>;
 
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
@@ -25,10 +26,12 @@ pub(crate) struct Shared {
 }
 
 /// A publish channel: one per exchange, in confirm mode.
-pub(crate) struct Publisher {
-    pub(crate) exchange: String,
+pub(crate) struct PublishChannel {
+    /// The exchange this channel publishes to; `None` for an RPC channel,
+    /// which publishes anywhere.
+    pub(crate) exchange: Option<String>,
     /// Unconfirmed publishes by sequence number.
-    pub(crate) pending: BTreeMap<u64, ConfirmSender>,
+    pub(crate) pending: BTreeMap<u64, PendingConfirm>,
 }
 
 /// A consumer's mailbox. Bounded by the prefetch count: RabbitMQ never has
@@ -40,8 +43,70 @@ pub(crate) struct Mailbox {
     pub(crate) waker: Option<Waker>,
 }
 
+/// Consumer mailboxes, keyed by a registration token rather than by
+/// channel id: after a server `channel.close` the core frees the id at once
+/// and a new channel may take it, while the old handle still exists. The
+/// token keeps the old handle from reading, acking or closing the new one.
+#[derive(Default)]
+pub(crate) struct Consumers {
+    /// The live registration of each channel.
+    by_channel: HashMap<ChannelId, u64>,
+    boxes: HashMap<u64, (ChannelId, Mailbox)>,
+    next: u64,
+}
+
+impl Consumers {
+    /// A new mailbox for `channel`; returns its token.
+    pub(crate) fn register(&mut self, channel: ChannelId) -> u64 {
+        self.next += 1;
+        let token = self.next;
+        self.by_channel.insert(channel, token);
+        self.boxes.insert(token, (channel, Mailbox::default()));
+        token
+    }
+
+    /// The live mailbox on `channel`, if any.
+    pub(crate) fn on_channel(&mut self, channel: ChannelId) -> Option<&mut Mailbox> {
+        let token = self.by_channel.get(&channel)?;
+        self.boxes.get_mut(token).map(|(_, m)| m)
+    }
+
+    /// Unlinks `channel` (its id is being freed) and returns its mailbox.
+    pub(crate) fn detach(&mut self, channel: ChannelId) -> Option<&mut Mailbox> {
+        let token = self.by_channel.remove(&channel)?;
+        self.boxes.get_mut(&token).map(|(_, m)| m)
+    }
+
+    pub(crate) fn get(&mut self, token: u64) -> Option<&mut Mailbox> {
+        self.boxes.get_mut(&token).map(|(_, m)| m)
+    }
+
+    pub(crate) fn get_ref(&self, token: u64) -> Option<&Mailbox> {
+        self.boxes.get(&token).map(|(_, m)| m)
+    }
+
+    /// Whether `token` still owns its channel (so commands on it are ours).
+    pub(crate) fn owns_channel(&self, token: u64) -> bool {
+        self.boxes
+            .get(&token)
+            .is_some_and(|(ch, _)| self.by_channel.get(ch) == Some(&token))
+    }
+
+    pub(crate) fn remove(&mut self, token: u64) -> Option<Mailbox> {
+        let (channel, mailbox) = self.boxes.remove(&token)?;
+        if self.by_channel.get(&channel) == Some(&token) {
+            self.by_channel.remove(&channel);
+        }
+        Some(mailbox)
+    }
+
+    fn all_mut(&mut self) -> impl Iterator<Item = &mut Mailbox> {
+        self.boxes.values_mut().map(|(_, m)| m)
+    }
+}
+
 impl Mailbox {
-    fn finish(&mut self, why: Error) {
+    pub(crate) fn finish(&mut self, why: Error) {
         if self.end.is_none() {
             self.end = Some(why);
         }
@@ -57,8 +122,17 @@ pub(crate) struct Inner {
     /// Short-lived channels: the op whose success closes the channel.
     pub(crate) temporary: HashMap<OpId, ChannelId>,
     pub(crate) exchanges: HashMap<String, ChannelId>,
-    pub(crate) publishers: HashMap<ChannelId, Publisher>,
-    pub(crate) consumers: HashMap<ChannelId, Mailbox>,
+    pub(crate) publishers: HashMap<ChannelId, PublishChannel>,
+    /// Why RabbitMQ blocked publishing, while it does.
+    pub(crate) blocked: Option<String>,
+    /// Publishes waiting for `connection.unblocked`.
+    pub(crate) held: VecDeque<Held>,
+    /// Bumped on every blocked/unblocked change, for watchers.
+    pub(crate) blocked_version: u64,
+    pub(crate) blocked_wakers: Vec<Waker>,
+    pub(crate) consumers: Consumers,
+    /// Direct reply-to channels: replies routed by correlation id.
+    pub(crate) rpc_waiters: HashMap<ChannelId, HashMap<ShortStr, RpcWaiter>>,
     pub(crate) connected: Option<oneshot::Sender<Result<Tuning, ConnectionError>>>,
     pub(crate) outcome: Option<ConnectionError>,
     pub(crate) closed_waiters: Vec<oneshot::Sender<ConnectionError>>,
@@ -76,7 +150,12 @@ impl Shared {
                 temporary: HashMap::new(),
                 exchanges: HashMap::new(),
                 publishers: HashMap::new(),
-                consumers: HashMap::new(),
+                blocked: None,
+                held: VecDeque::new(),
+                blocked_version: 0,
+                blocked_wakers: Vec::new(),
+                consumers: Consumers::default(),
+                rpc_waiters: HashMap::new(),
                 connected: Some(connected),
                 outcome: None,
                 closed_waiters: Vec::new(),
@@ -134,27 +213,48 @@ impl Inner {
             }
             Event::Delivery { channel, delivery } => match delivery.method {
                 ContentMethod::Deliver(d) => {
-                    if let Some(mailbox) = self.consumers.get_mut(&channel) {
-                        mailbox.messages.push_back(Message {
-                            body: delivery.body,
-                            delivery_tag: d.delivery_tag,
-                            redelivered: d.redelivered,
-                            exchange: d.exchange,
-                            routing_key: d.routing_key,
-                            consumer_tag: d.consumer_tag,
-                            properties: delivery.properties,
-                        });
+                    let message = Message {
+                        body: delivery.body,
+                        delivery_tag: d.delivery_tag,
+                        redelivered: d.redelivered,
+                        exchange: d.exchange,
+                        routing_key: d.routing_key,
+                        consumer_tag: d.consumer_tag,
+                        properties: delivery.properties,
+                    };
+                    if let Some(waiters) = self.rpc_waiters.get_mut(&channel) {
+                        let waiter = message
+                            .properties
+                            .correlation_id
+                            .as_ref()
+                            .and_then(|id| waiters.remove(id));
+                        match waiter {
+                            Some(tx) => {
+                                let _ = tx.send(Ok(message));
+                            }
+                            // A reply after its call gave up: nobody wants it.
+                            None => debug!(channel, "direct reply-to: reply for no pending call"),
+                        }
+                    } else if let Some(mailbox) = self.consumers.on_channel(channel) {
+                        mailbox.messages.push_back(message);
                         if let Some(w) = mailbox.waker.take() {
                             w.wake();
                         }
                     }
                 }
                 ContentMethod::Return(r) => {
-                    debug!(
-                        channel,
-                        code = r.reply_code,
-                        "basic.return (not mandatory here)"
-                    );
+                    let claimed = self.publishers.get_mut(&channel).is_some_and(|p| {
+                        p.pending
+                            .values_mut()
+                            .any(|c| c.claim_return(&r, &delivery.properties, &delivery.body))
+                    });
+                    if !claimed {
+                        warn!(
+                            channel,
+                            code = r.reply_code,
+                            "basic.return matches no pending mandatory publish"
+                        );
+                    }
                 }
                 _ => {}
             },
@@ -163,23 +263,22 @@ impl Inner {
                 delivery_tag,
                 multiple,
             } => {
-                self.settle(channel, delivery_tag, multiple, || Ok(()));
+                self.settle(channel, delivery_tag, multiple, true);
             }
             Event::Nack {
                 channel,
                 delivery_tag,
                 multiple,
             } => {
-                self.settle(channel, delivery_tag, multiple, || {
-                    Err(Error::ServerSentNack)
-                });
+                self.settle(channel, delivery_tag, multiple, false);
             }
             Event::ConsumerCancelled {
                 channel,
                 consumer_tag,
             } => {
                 warn!(channel, %consumer_tag, "RabbitMQ cancelled a consumer");
-                if let Some(mailbox) = self.consumers.get_mut(&channel) {
+                // We close the channel; its id is freed at close-ok.
+                if let Some(mailbox) = self.consumers.detach(channel) {
                     mailbox.finish(Error::ConsumerCancelledByServer);
                 }
                 let _ = self.conn.close_channel(channel);
@@ -187,40 +286,56 @@ impl Inner {
             Event::ChannelClosed { channel, reason } => {
                 let why = Error::ChannelClosedByServer(reason);
                 if let Some(p) = self.publishers.remove(&channel) {
-                    self.exchanges.remove(&p.exchange);
-                    for (_, tx) in p.pending {
-                        let _ = tx.send(Err(why.clone()));
+                    if let Some(exchange) = &p.exchange {
+                        self.exchanges.remove(exchange);
+                    }
+                    for (_, c) in p.pending {
+                        c.fail(why.clone());
                     }
                 }
-                if let Some(mailbox) = self.consumers.get_mut(&channel) {
+                for (_, tx) in self.rpc_waiters.remove(&channel).into_iter().flatten() {
+                    let _ = tx.send(Err(why.clone()));
+                }
+                if let Some(mailbox) = self.consumers.detach(channel) {
                     mailbox.finish(why);
                 }
             }
             Event::ConnectionClosed(error) => self.on_closed(error),
-            Event::Blocked { reason } => warn!(%reason, "RabbitMQ blocked publishing"),
-            Event::Unblocked => debug!("RabbitMQ unblocked publishing"),
+            Event::Blocked { reason } => {
+                warn!(%reason, "RabbitMQ blocked publishing; publishes wait");
+                self.blocked = Some(reason);
+                self.blocked_changed();
+            }
+            Event::Unblocked => {
+                debug!("RabbitMQ unblocked publishing");
+                self.blocked = None;
+                self.blocked_changed();
+                self.release_held();
+            }
             Event::Flow { .. } => {}
             _ => {}
         }
     }
 
-    fn settle(
-        &mut self,
-        channel: ChannelId,
-        tag: u64,
-        multiple: bool,
-        result: impl Fn() -> Result<(), Error>,
-    ) {
+    /// Settles one confirm, or all up to `tag` when `multiple`.
+    fn settle(&mut self, channel: ChannelId, tag: u64, multiple: bool, ack: bool) {
         let Some(p) = self.publishers.get_mut(&channel) else {
             return;
         };
         if multiple {
             let rest = p.pending.split_off(&(tag.saturating_add(1)));
-            for (_, tx) in std::mem::replace(&mut p.pending, rest) {
-                let _ = tx.send(result());
+            for (_, c) in std::mem::replace(&mut p.pending, rest) {
+                c.settle(ack);
             }
-        } else if let Some(tx) = p.pending.remove(&tag) {
-            let _ = tx.send(result());
+        } else if let Some(c) = p.pending.remove(&tag) {
+            c.settle(ack);
+        }
+    }
+
+    fn blocked_changed(&mut self) {
+        self.blocked_version += 1;
+        for w in self.blocked_wakers.drain(..) {
+            w.wake();
         }
     }
 
@@ -236,17 +351,26 @@ impl Inner {
         self.temporary.clear();
         self.exchanges.clear();
         for (_, p) in self.publishers.drain() {
-            for (_, tx) in p.pending {
+            for (_, c) in p.pending {
+                c.fail(why.clone());
+            }
+        }
+        for h in self.held.drain(..) {
+            h.fail(why.clone());
+        }
+        for (_, waiters) in self.rpc_waiters.drain() {
+            for (_, tx) in waiters {
                 let _ = tx.send(Err(why.clone()));
             }
         }
-        for mailbox in self.consumers.values_mut() {
+        for mailbox in self.consumers.all_mut() {
             mailbox.finish(why.clone());
         }
         for tx in self.closed_waiters.drain(..) {
             let _ = tx.send(error.clone());
         }
         self.outcome = Some(error);
+        self.blocked_changed();
     }
 
     /// The channel that publishes to `exchange`, opened (pipelined with
@@ -264,8 +388,8 @@ impl Inner {
         self.exchanges.insert(exchange.to_string(), ch);
         self.publishers.insert(
             ch,
-            Publisher {
-                exchange: exchange.to_string(),
+            PublishChannel {
+                exchange: Some(exchange.to_string()),
                 pending: BTreeMap::new(),
             },
         );
@@ -333,39 +457,34 @@ mod tests {
         shared
     }
 
-    fn publish(
-        inner: &mut Inner,
-        exchange: &str,
-    ) -> (ChannelId, oneshot::Receiver<Result<(), Error>>) {
-        let ch = inner.publish_channel(exchange).unwrap();
-        let publish = BasicPublish {
-            exchange: short(exchange).unwrap(),
-            ..Default::default()
-        };
-        let seq = inner
-            .conn
-            .publish(ch, &publish, &BasicProperties::default(), b"x")
-            .unwrap()
-            .unwrap();
-        let (tx, rx) = oneshot::channel();
-        inner
-            .publishers
-            .get_mut(&ch)
-            .unwrap()
-            .pending
-            .insert(seq, tx);
-        (ch, rx)
+    fn publish(shared: &Arc<Shared>, exchange: &str) -> (ChannelId, crate::Confirmation) {
+        let confirmation = crate::publish::publish(
+            shared,
+            bytes::Bytes::from_static(b"x"),
+            exchange,
+            "",
+            &BasicProperties::default(),
+            false,
+            None,
+        );
+        let ch = shared.lock().exchanges[exchange];
+        (ch, confirmation)
     }
 
-    fn settled(rx: &mut oneshot::Receiver<Result<(), Error>>) -> Option<Result<(), Error>> {
-        rx.try_recv().ok().flatten()
+    fn settled(c: &mut crate::Confirmation) -> Option<Result<(), Error>> {
+        use std::future::Future;
+        let waker = futures_util::task::noop_waker();
+        match std::pin::Pin::new(c).poll(&mut std::task::Context::from_waker(&waker)) {
+            std::task::Poll::Ready(r) => Some(r),
+            std::task::Poll::Pending => None,
+        }
     }
 
     #[test]
     fn multiple_acks_and_nacks_settle_every_covered_publish() {
         let shared = open_inner();
+        let mut rx: Vec<_> = (0..5).map(|_| publish(&shared, "ex")).collect();
         let mut inner = shared.lock();
-        let mut rx: Vec<_> = (0..5).map(|_| publish(&mut inner, "ex")).collect();
         let ch = rx[0].0;
         assert!(rx.iter().all(|(c, _)| *c == ch), "one channel per exchange");
         feed(&mut inner, ch, ChannelOpenOk::default());
@@ -418,8 +537,8 @@ mod tests {
     #[test]
     fn a_closed_publish_channel_fails_its_publishes_and_is_replaced() {
         let shared = open_inner();
+        let (ch, mut first) = publish(&shared, "missing");
         let mut inner = shared.lock();
-        let (ch, mut first) = publish(&mut inner, "missing");
         feed(&mut inner, ch, ChannelOpenOk::default());
         feed(
             &mut inner,
@@ -434,8 +553,101 @@ mod tests {
         assert!(
             matches!(settled(&mut first), Some(Err(Error::ChannelClosedByServer(r))) if r.code == 404)
         );
-        let (again, _rx) = publish(&mut inner, "missing");
+        drop(inner);
+        let (again, _rx) = publish(&shared, "missing");
+        let inner = shared.lock();
         assert_eq!(again, ch, "a fresh channel (the freed id is reused)");
         assert_eq!(inner.publishers[&again].pending.len(), 1);
+    }
+
+    #[test]
+    fn a_returned_mandatory_publish_fails_with_returned_and_others_confirm() {
+        let shared = open_inner();
+        let props = BasicProperties::default();
+        let mut routed = crate::publish::publish(&shared, "a".into(), "", "q", &props, true, None);
+        let mut lost =
+            crate::publish::publish(&shared, "b".into(), "", "nowhere", &props, true, None);
+        let mut inner = shared.lock();
+        let ch = inner.exchanges[""];
+        feed(&mut inner, ch, ChannelOpenOk::default());
+        feed(&mut inner, ch, ConfirmSelectOk {});
+        let mut wire = BytesMut::new();
+        let ret = BasicReturn {
+            reply_code: 312,
+            reply_text: short("NO_ROUTE").unwrap(),
+            exchange: short("").unwrap(),
+            routing_key: short("nowhere").unwrap(),
+        };
+        encode_method(&mut wire, ch, &ret.into());
+        carehare_core::frame::encode_content(&mut wire, ch, 60, &props, b"b", 131_072);
+        inner.conn.handle_input(Instant::now(), &wire);
+        inner.route_events();
+        feed(
+            &mut inner,
+            ch,
+            BasicAck {
+                delivery_tag: 2,
+                multiple: true,
+            },
+        );
+        drop(inner);
+        assert!(matches!(settled(&mut routed), Some(Ok(()))));
+        match settled(&mut lost) {
+            Some(Err(Error::Returned(r))) => {
+                assert_eq!((r.reply_code, r.reply_text.as_str()), (312, "NO_ROUTE"));
+                assert_eq!(&r.body[..], b"b");
+            }
+            other => panic!("expected Returned, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn publishes_wait_while_blocked() {
+        let shared = open_inner();
+        feed(
+            &mut shared.lock(),
+            0,
+            ConnectionBlocked {
+                reason: short("low on memory").unwrap(),
+            },
+        );
+        let mut out = Vec::new();
+        shared.lock().conn.poll_transmit(&mut out);
+        let mut c = crate::publish::publish(
+            &shared,
+            "x".into(),
+            "",
+            "q",
+            &BasicProperties::default(),
+            false,
+            None,
+        );
+        let mut out = Vec::new();
+        assert_eq!(
+            shared.lock().conn.poll_transmit(&mut out),
+            0,
+            "nothing is sent while blocked"
+        );
+        assert_eq!(shared.lock().held.len(), 1);
+        assert!(settled(&mut c).is_none());
+        feed(&mut shared.lock(), 0, ConnectionUnblocked {});
+        assert!(
+            shared.lock().conn.poll_transmit(&mut out) > 0,
+            "sent once unblocked"
+        );
+        let mut inner = shared.lock();
+        let ch = inner.exchanges[""];
+        feed(&mut inner, ch, ChannelOpenOk::default());
+        feed(&mut inner, ch, ConfirmSelectOk {});
+        feed(
+            &mut inner,
+            ch,
+            BasicAck {
+                delivery_tag: 1,
+                multiple: false,
+            },
+        );
+        drop(inner);
+        assert!(matches!(settled(&mut c), Some(Ok(()))));
     }
 }

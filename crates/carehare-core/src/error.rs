@@ -314,6 +314,10 @@ pub enum UsageError {
         /// The negotiated limit.
         max: u32,
     },
+    /// A feature RabbitMQ does not implement, refused here because the
+    /// broker would close the whole connection for it.
+    #[error("not supported by RabbitMQ: {0}")]
+    Unsupported(&'static str),
     /// A string argument is longer than a `shortstr` allows.
     #[error("string of {0} bytes is longer than the 255 bytes a shortstr allows")]
     StringTooLong(usize),

@@ -112,6 +112,11 @@ pub struct ConnectionConfig {
     pub heartbeat: u16,
     /// Shown in the management UI.
     pub connection_name: Option<String>,
+    /// Extra client properties sent in `start-ok` (e.g. an application
+    /// version). They are added to carehare's own; an entry with the same
+    /// key replaces carehare's, except `capabilities`, which stays ours so
+    /// the features this client relies on stay negotiated.
+    pub client_properties: FieldTable,
     /// SASL locale.
     pub locale: String,
     /// How long the whole AMQP handshake may take.
@@ -132,6 +137,7 @@ impl Default for ConnectionConfig {
             frame_max: 131_072,
             heartbeat: 60,
             connection_name: None,
+            client_properties: FieldTable::default(),
             locale: "en_US".into(),
             handshake_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(10),
@@ -169,6 +175,11 @@ impl ConnectionConfig {
         if let Some(name) = &self.connection_name {
             props.insert("connection_name".into(), long(name));
         }
+        for (key, value) in &self.client_properties {
+            if key.as_str() != "capabilities" {
+                props.insert(key.clone(), value.clone());
+            }
+        }
         props
     }
 }
@@ -191,6 +202,27 @@ mod tests {
             password: "hunter2".into(),
         };
         assert!(!format!("{amq:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn custom_client_properties_are_merged_but_capabilities_stay() {
+        let mut extra = FieldTable::default();
+        extra.insert(
+            "app-version".into(),
+            AMQPValue::LongString(b"1.2".to_vec().into()),
+        );
+        extra.insert("capabilities".into(), AMQPValue::Boolean(false));
+        let config = ConnectionConfig {
+            client_properties: extra,
+            ..Default::default()
+        };
+        let props = config.client_properties();
+        assert!(props.contains_key("app-version"));
+        assert!(matches!(
+            props.inner().get("capabilities"),
+            Some(AMQPValue::FieldTable(_))
+        ));
+        assert!(props.contains_key("product"));
     }
 
     #[test]

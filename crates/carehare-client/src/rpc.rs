@@ -1,0 +1,242 @@
+//! RPC over RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`): no reply
+//! queue to declare, replies routed to each call by correlation id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use carehare_core::Reply;
+use carehare_core::method::{BasicConsume, BasicPublish, ConfirmSelect, Method};
+use carehare_core::properties::BasicProperties;
+use carehare_core::types::{ChannelId, ShortStr};
+use futures_channel::oneshot;
+use futures_util::future::{Either, select};
+
+use crate::connection::{Connection, wait};
+use crate::error::Error;
+use crate::message::Message;
+use crate::publish::PendingConfirm;
+use crate::shared::{PublishChannel, Shared, short};
+
+/// The pseudo-queue RabbitMQ routes direct replies through.
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// An RPC client using direct reply-to. Requests are published on the same
+/// channel that consumes the replies, as RabbitMQ requires; many calls can
+/// be in flight at once. Made by [`Connection::direct_reply_to`].
+///
+/// ```no_run
+/// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+/// use std::time::Duration;
+/// let rpc = connection.direct_reply_to().await?;
+/// let reply = rpc.call("", "rpc-requests", "2 + 2", &Default::default(), Duration::from_secs(5)).await?;
+/// println!("{:?}", reply.body);
+/// # Ok(()) }
+/// ```
+pub struct RpcClient {
+    connection: Connection,
+    channel: ChannelId,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("channel", &self.channel)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Opens a direct reply-to RPC channel: `confirm.select`, then
+    /// `basic.consume` on `amq.rabbitmq.reply-to` (no-ack, as RabbitMQ
+    /// requires for it).
+    ///
+    /// ```no_run
+    /// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+    /// let rpc = connection.direct_reply_to().await?;
+    /// # drop(rpc); Ok(()) }
+    /// ```
+    pub async fn direct_reply_to(&self) -> Result<RpcClient, Error> {
+        let shared = self.shared().clone();
+        let (channel, rx) = {
+            let mut inner = shared.lock();
+            if let Some(e) = inner.closed_error() {
+                return Err(e);
+            }
+            let (ch, _open) = inner.conn.open_channel()?;
+            let consume = BasicConsume {
+                queue: ShortStr::from_static(DIRECT_REPLY_TO),
+                no_ack: true,
+                ..Default::default()
+            };
+            let op = match inner
+                .conn
+                .call(ch, ConfirmSelect::default().into())
+                .and_then(|_| inner.conn.call(ch, consume.into()))
+            {
+                Ok(op) => op,
+                Err(e) => {
+                    let _ = inner.conn.close_channel(ch);
+                    shared.wake_driver();
+                    return Err(e.into());
+                }
+            };
+            inner.publishers.insert(
+                ch,
+                PublishChannel {
+                    exchange: None,
+                    pending: Default::default(),
+                },
+            );
+            inner.rpc_waiters.insert(ch, HashMap::new());
+            let (tx, rx) = oneshot::channel();
+            inner.ops.insert(op, tx);
+            (ch, rx)
+        };
+        shared.wake_driver();
+        let client = RpcClient {
+            connection: self.clone(),
+            channel,
+            next_id: AtomicU64::new(1),
+        };
+        match wait(&shared, rx).await? {
+            Reply::Method(Method::BasicConsumeOk(_)) => Ok(client),
+            _ => Err(Error::ConsumerClosed),
+        }
+    }
+}
+
+impl RpcClient {
+    fn shared(&self) -> &Arc<Shared> {
+        self.connection.shared()
+    }
+
+    /// Publishes a request (mandatory, with `reply_to` and a fresh
+    /// `correlation_id` set) and waits for its reply.
+    ///
+    /// Fails with [`Error::Returned`] when no queue takes the request (no
+    /// route), [`Error::Timeout`] when no reply comes within `timeout`, and
+    /// the usual channel and connection errors.
+    ///
+    /// ```no_run
+    /// # async fn f(rpc: carehare_client::RpcClient) -> Result<(), carehare_client::Error> {
+    /// use std::time::Duration;
+    /// use carehare_client::Error;
+    /// match rpc.call("", "rpc-requests", "ping", &Default::default(), Duration::from_secs(2)).await {
+    ///     Ok(reply) => println!("{:?}", reply.body),
+    ///     Err(Error::Returned(_)) => eprintln!("no server is listening"),
+    ///     Err(Error::Timeout(_)) => eprintln!("the server did not answer"),
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn call(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: impl Into<Bytes>,
+        properties: &BasicProperties,
+        timeout: Duration,
+    ) -> Result<Message, Error> {
+        let correlation_id = short(&format!(
+            "carehare-{}",
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        ))?;
+        let mut properties = properties.clone();
+        properties.reply_to = Some(ShortStr::from_static(DIRECT_REPLY_TO));
+        properties.correlation_id = Some(correlation_id.clone());
+        let publish = BasicPublish {
+            exchange: short(exchange)?,
+            routing_key: short(routing_key)?,
+            mandatory: true,
+            ..Default::default()
+        };
+        let body = body.into();
+        let (reply_rx, confirm) = {
+            let mut inner = self.shared().lock();
+            if let Some(e) = inner.closed_error() {
+                return Err(e);
+            }
+            let Some(waiters) = inner.rpc_waiters.get_mut(&self.channel) else {
+                return Err(Error::ConsumerClosed);
+            };
+            let (reply_tx, reply_rx) = oneshot::channel();
+            waiters.insert(correlation_id.clone(), reply_tx);
+            let seq = inner
+                .conn
+                .publish(self.channel, &publish, &properties, &body);
+            let (confirm_tx, confirm_rx) = oneshot::channel();
+            match seq {
+                Ok(Some(seq)) => {
+                    let outgoing = crate::publish::Outgoing {
+                        exchange: publish.exchange.clone(),
+                        routing_key: publish.routing_key.clone(),
+                        properties: properties.clone(),
+                        body: body.clone(),
+                        mandatory: true,
+                    };
+                    if let Some(p) = inner.publishers.get_mut(&self.channel) {
+                        p.pending
+                            .insert(seq, PendingConfirm::new(confirm_tx, Some(outgoing), None));
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    if let Some(w) = inner.rpc_waiters.get_mut(&self.channel) {
+                        w.remove(&correlation_id);
+                    }
+                    return Err(match seq {
+                        Err(e) => e.into(),
+                        Ok(_) => Error::ConsumerClosed,
+                    });
+                }
+            }
+            (reply_rx, confirm_rx)
+        };
+        self.shared().wake_driver();
+        let runtime = self.connection.handle.runtime.clone();
+        let deadline = Instant::now() + timeout;
+        let outcome = async {
+            // The confirm settles first (a return comes before its ack).
+            match confirm.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(self.closed_error()),
+            }
+            match reply_rx.await {
+                Ok(result) => result,
+                Err(_) => Err(self.closed_error()),
+            }
+        };
+        let result = match select(Box::pin(outcome), runtime.sleep_until(deadline)).await {
+            Either::Left((result, _)) => result,
+            Either::Right(_) => Err(Error::Timeout(timeout)),
+        };
+        if result.is_err()
+            && let Some(w) = self.shared().lock().rpc_waiters.get_mut(&self.channel)
+        {
+            w.remove(&correlation_id);
+        }
+        result
+    }
+
+    fn closed_error(&self) -> Error {
+        self.shared()
+            .lock()
+            .closed_error()
+            .unwrap_or(Error::ConsumerClosed)
+    }
+}
+
+impl Drop for RpcClient {
+    fn drop(&mut self) {
+        let mut inner = self.shared().lock();
+        inner.rpc_waiters.remove(&self.channel);
+        inner.publishers.remove(&self.channel);
+        let _ = inner.conn.close_channel(self.channel);
+        drop(inner);
+        self.shared().wake_driver();
+    }
+}
