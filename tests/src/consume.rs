@@ -268,6 +268,13 @@ pub async fn a_prefetch_size_is_refused_with_a_typed_error(rt: Arc<dyn Runtime>)
         }
         other => panic!("expected a local Unsupported refusal, got {other:?}"),
     }
+    // A prefetch of 0 ("unlimited") would leave the buffer unbounded.
+    match c.acking_consumer(&q, 0).await {
+        Err(Error::Usage(carehare_client::UsageError::InvalidArgument(what))) => {
+            assert!(what.contains("prefetch_count"), "{what}");
+        }
+        other => panic!("expected a local InvalidArgument refusal, got {other:?}"),
+    }
     c.consumer(
         &q,
         ConsumerOptions {

@@ -34,15 +34,17 @@ use crate::shared::{Mailbox, Shared, short};
 /// };
 /// assert!(!options.exclusive);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerOptions {
-    /// At most this many unacked messages are out to the consumer (and
-    /// held in its mailbox); 0 means no limit. Stream queues need one.
+    /// At most this many unacked messages are out to the consumer, which
+    /// also bounds its buffer. At least 1 (the default is 100): 0 would
+    /// mean "unlimited" to RabbitMQ and an unbounded buffer here, so it is
+    /// refused with [`UsageError::InvalidArgument`](crate::UsageError::InvalidArgument).
     pub prefetch_count: u16,
-    /// At most this many bytes of unacked message bodies; 0 means no limit.
-    /// RabbitMQ does not implement a byte window: anything but 0 makes it
-    /// close the whole connection with `540 NOT_IMPLEMENTED`
-    /// ([`Error::ConnectionClosed`]). Leave it at 0 with RabbitMQ.
+    /// At most this many bytes of unacked message bodies. RabbitMQ does
+    /// not implement a byte window and would close the whole connection
+    /// (`540 NOT_IMPLEMENTED`) for anything but 0, so a non-zero value is
+    /// refused here with [`UsageError::Unsupported`](crate::UsageError::Unsupported).
     pub prefetch_size: u32,
     /// The only consumer on the queue: RabbitMQ refuses it (403
     /// `ACCESS_REFUSED`) if the queue has other consumers, and refuses
@@ -57,6 +59,19 @@ pub struct ConsumerOptions {
     pub consumer_tag: String,
     /// Other consumer arguments, e.g. `x-stream-offset` for stream queues.
     pub arguments: FieldTable,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self {
+            prefetch_count: 100,
+            prefetch_size: 0,
+            exclusive: false,
+            priority: None,
+            consumer_tag: String::new(),
+            arguments: FieldTable::default(),
+        }
+    }
 }
 
 impl Connection {
@@ -128,6 +143,11 @@ impl Connection {
             consumer_tag,
             mut arguments,
         } = options;
+        if prefetch_count == 0 {
+            return Err(Error::Usage(crate::UsageError::InvalidArgument(
+                "prefetch_count must be at least 1: 0 (unlimited) would let a slow consumer's buffer grow without bound",
+            )));
+        }
         if prefetch_size != 0 {
             return Err(Error::Usage(crate::UsageError::Unsupported(
                 "prefetch_size: RabbitMQ closes the connection (540 NOT_IMPLEMENTED) for a non-zero value",
@@ -168,7 +188,7 @@ impl Connection {
                 }
             };
             // Deliveries may follow consume-ok in the same read.
-            let token = inner.consumers.register(ch);
+            let token = inner.consumers.register(ch, prefetch_count);
             let (tx, rx) = oneshot::channel();
             inner.ops.insert(op, tx);
             (ch, token, rx)

@@ -61,7 +61,7 @@ impl Connection {
             };
             // A mailbox (never fed: there is no consumer) tells us if the
             // server closes the channel or the connection ends.
-            let token = inner.consumers.register(ch);
+            let token = inner.consumers.register(ch, 0);
             let (tx, rx) = oneshot::channel();
             inner.ops.insert(op, tx);
             (ch, token, rx)

@@ -38,6 +38,9 @@ pub(crate) struct PublishChannel {
 /// more than `prefetch` unacked deliveries out, and we hold at most those.
 #[derive(Default)]
 pub(crate) struct Mailbox {
+    /// The prefetch count: RabbitMQ never has more unacked deliveries out,
+    /// so a longer queue here is a server fault.
+    pub(crate) limit: u16,
     pub(crate) messages: VecDeque<Message>,
     pub(crate) end: Option<Error>,
     pub(crate) waker: Option<Waker>,
@@ -57,11 +60,18 @@ pub(crate) struct Consumers {
 
 impl Consumers {
     /// A new mailbox for `channel`; returns its token.
-    pub(crate) fn register(&mut self, channel: ChannelId) -> u64 {
+    /// A new mailbox for `channel` holding at most `limit` messages (the
+    /// consumer's prefetch; 0 for a channel that receives no deliveries);
+    /// returns its token.
+    pub(crate) fn register(&mut self, channel: ChannelId, limit: u16) -> u64 {
         self.next += 1;
         let token = self.next;
         self.by_channel.insert(channel, token);
-        self.boxes.insert(token, (channel, Mailbox::default()));
+        let mailbox = Mailbox {
+            limit,
+            ..Mailbox::default()
+        };
+        self.boxes.insert(token, (channel, mailbox));
         token
     }
 
@@ -236,6 +246,17 @@ impl Inner {
                             None => debug!(channel, "direct reply-to: reply for no pending call"),
                         }
                     } else if let Some(mailbox) = self.consumers.on_channel(channel) {
+                        if mailbox.messages.len() >= usize::from(mailbox.limit) {
+                            let prefetch = mailbox.limit;
+                            self.conn.close_for_violation(
+                                std::time::Instant::now(),
+                                carehare_core::error::ProtocolViolation::PrefetchExceeded {
+                                    channel,
+                                    prefetch,
+                                },
+                            );
+                            return;
+                        }
                         mailbox.messages.push_back(message);
                         if let Some(w) = mailbox.waker.take() {
                             w.wake();
@@ -649,5 +670,53 @@ mod tests {
         );
         drop(inner);
         assert!(matches!(settled(&mut c), Some(Ok(()))));
+    }
+
+    #[test]
+    fn more_deliveries_than_the_prefetch_close_the_connection_with_505() {
+        let shared = open_inner();
+        let mut inner = shared.lock();
+        let (ch, _) = inner.conn.open_channel().unwrap();
+        feed(&mut inner, ch, ChannelOpenOk::default());
+        inner.consumers.register(ch, 2);
+        let mut out = Vec::new();
+        inner.conn.poll_transmit(&mut out);
+        for tag in 1..=3 {
+            let mut wire = BytesMut::new();
+            let deliver = BasicDeliver {
+                consumer_tag: short("c").unwrap(),
+                delivery_tag: tag,
+                ..Default::default()
+            };
+            encode_method(&mut wire, ch, &deliver.into());
+            carehare_core::frame::encode_content(
+                &mut wire,
+                ch,
+                60,
+                &BasicProperties::default(),
+                b"m",
+                131_072,
+            );
+            inner.conn.handle_input(Instant::now(), &wire);
+            inner.route_events();
+        }
+        assert_eq!(
+            inner.consumers.on_channel(ch).map(|m| m.messages.len()),
+            Some(2)
+        );
+        let mut out = BytesMut::new();
+        let mut raw = Vec::new();
+        inner.conn.poll_transmit(&mut raw);
+        out.extend_from_slice(&raw);
+        match carehare_core::frame::decode_frame(&mut out, 0).unwrap() {
+            Some(carehare_core::frame::Frame::Method {
+                method: Method::ConnectionClose(c),
+                ..
+            }) => {
+                assert_eq!(c.reply_code, 505, "{}", c.reply_text);
+            }
+            other => panic!("expected connection.close, got {other:?}"),
+        }
+        assert!(!inner.conn.is_open());
     }
 }

@@ -175,6 +175,17 @@ pub enum ProtocolViolation {
     /// speak AMQP 0-9-1.
     #[error("server does not speak AMQP 0-9-1; it offered protocol header {0:?}")]
     ProtocolHeader([u8; 8]),
+    /// The server delivered more unacked messages to a consumer than its
+    /// prefetch allows: the client's buffer for it would grow without
+    /// bound. Detected by the driver, reported through
+    /// [`Connection::close_for_violation`](crate::Connection::close_for_violation).
+    #[error("channel {channel}: more than {prefetch} unacked deliveries, the consumer's prefetch")]
+    PrefetchExceeded {
+        /// The channel.
+        channel: ChannelId,
+        /// The consumer's prefetch count.
+        prefetch: u16,
+    },
     /// The server negotiated values the spec forbids (e.g. a frame_max below 4096).
     #[error("invalid tune from server: {0}")]
     InvalidTune(&'static str),
@@ -186,7 +197,9 @@ impl ProtocolViolation {
         match self {
             Self::Decode { error, .. } => error.reply_code(),
             Self::UnknownChannel(_) => reply_code::CHANNEL_ERROR,
-            Self::UnexpectedFrame { .. } | Self::BodyOverrun { .. } => reply_code::UNEXPECTED_FRAME,
+            Self::UnexpectedFrame { .. }
+            | Self::BodyOverrun { .. }
+            | Self::PrefetchExceeded { .. } => reply_code::UNEXPECTED_FRAME,
             Self::HeartbeatOnChannel(_) => reply_code::FRAME_ERROR,
             Self::UnexpectedMethod { .. } | Self::InvalidTune(_) => reply_code::COMMAND_INVALID,
             Self::BodyTooLarge { .. } => reply_code::FRAME_ERROR,
@@ -318,6 +331,11 @@ pub enum UsageError {
     /// broker would close the whole connection for it.
     #[error("not supported by RabbitMQ: {0}")]
     Unsupported(&'static str),
+    /// An argument that would break one of carehare's guarantees, e.g. a
+    /// prefetch of 0 (unlimited), which would leave a consumer's buffer
+    /// unbounded.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
     /// A string argument is longer than a `shortstr` allows.
     #[error("string of {0} bytes is longer than the 255 bytes a shortstr allows")]
     StringTooLong(usize),

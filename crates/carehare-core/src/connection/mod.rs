@@ -331,6 +331,15 @@ impl Connection {
         Ok(())
     }
 
+    /// Ends the connection for a fault the driver detected in what the
+    /// server sent (e.g. [`ProtocolViolation::PrefetchExceeded`]): queues
+    /// `connection.close` with the violation's reply code, exactly as for a
+    /// fault the core detects itself.
+    pub fn close_for_violation(&mut self, now: Instant, violation: ProtocolViolation) {
+        self.tick(now);
+        self.violation(now, violation);
+    }
+
     // ---- D. Outputs -------------------------------------------------------
 
     /// Appends every queued outgoing byte to `buf`, and returns how many.
