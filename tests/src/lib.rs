@@ -9,6 +9,7 @@
 pub mod consume;
 pub mod proxy;
 pub mod publish;
+pub mod python;
 pub mod scenarios;
 
 use std::collections::VecDeque;

@@ -1,0 +1,1 @@
+//! carehare-layer (being written)

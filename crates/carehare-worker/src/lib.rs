@@ -1,0 +1,1 @@
+//! carehare-worker (being written)
