@@ -408,20 +408,8 @@ impl Publisher {
         routing_key: &str,
         properties: &BasicProperties,
     ) -> Result<Confirmation, Error> {
-        let body = body.into();
-        let permit = self.permit().await;
-        if let Some(e) = self.connection.shared().lock().closed_error() {
-            return Err(e);
-        }
-        Ok(publish(
-            self.connection.shared(),
-            body,
-            exchange,
-            routing_key,
-            properties,
-            false,
-            Some(permit),
-        ))
+        self.send(body.into(), exchange, routing_key, properties, false)
+            .await
     }
 
     /// [`Connection::publish_mandatory`] within the window.
@@ -438,7 +426,19 @@ impl Publisher {
         routing_key: &str,
         properties: &BasicProperties,
     ) -> Result<Confirmation, Error> {
-        let body = body.into();
+        self.send(body.into(), exchange, routing_key, properties, true)
+            .await
+    }
+
+    /// Waits for a window slot, then queues the publish holding it.
+    async fn send(
+        &self,
+        body: Bytes,
+        exchange: &str,
+        routing_key: &str,
+        properties: &BasicProperties,
+        mandatory: bool,
+    ) -> Result<Confirmation, Error> {
         let permit = self.permit().await;
         if let Some(e) = self.connection.shared().lock().closed_error() {
             return Err(e);
@@ -449,7 +449,7 @@ impl Publisher {
             exchange,
             routing_key,
             properties,
-            true,
+            mandatory,
             Some(permit),
         ))
     }
