@@ -7,6 +7,7 @@
 //! and shows how little an embedder needs to write.
 
 pub mod consume;
+pub mod faults;
 pub mod proxy;
 pub mod publish;
 pub mod python;

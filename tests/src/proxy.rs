@@ -4,8 +4,9 @@
 //! to an upstream address (normally the test broker). Tests point a client at
 //! [`Proxy::addr`] and then break the path on purpose: stop forwarding
 //! ([`Mode::BlackHole`]), slow it down ([`Mode::Delay`]), feed the broker
-//! garbage ([`Proxy::inject_to_server`]) or close every connection
-//! ([`Proxy::cut`], [`Proxy::reset`]).
+//! garbage ([`Proxy::inject_to_server`]) or close every connection, with
+//! an orderly close ([`Proxy::cut`], FIN) or an abortive one
+//! ([`Proxy::reset`], RST).
 //!
 //! It uses only `std` (threads and `std::net`), so it works under any async
 //! runtime or none. Each connection gets two forwarding threads, one per
@@ -13,6 +14,12 @@
 //! 50 ms timeout and wait on a condition variable otherwise, so nothing spins,
 //! and mode changes, cuts and shutdown are noticed promptly. Dropping the
 //! [`Proxy`] closes everything and joins its threads.
+//!
+//! A read or write error on either side (outside [`Mode::BlackHole`])
+//! closes the whole connection at once: under [`Mode::Delay`], chunks
+//! still waiting out the delay in the other direction are dropped (a
+//! server's last `connection.close`, say), which a real link with that
+//! latency would still deliver.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -22,6 +29,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use socket2::SockRef;
+
 /// Size of each direction's forwarding buffer.
 const BUF_SIZE: usize = 64 * 1024;
 /// How long a forwarding thread blocks in a read before rechecking its state.
@@ -30,6 +39,9 @@ const READ_TICK: Duration = Duration::from_millis(50);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on waiting for the threads when the proxy is dropped.
 const DROP_DEADLINE: Duration = Duration::from_secs(2);
+/// Bound on waiting for a reset connection's forwarding threads to let go
+/// of its sockets (they notice within one [`READ_TICK`]).
+const RESET_DEADLINE: Duration = Duration::from_millis(500);
 
 /// What the proxy does with the bytes it reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -403,15 +415,38 @@ impl Proxy {
         self.shared.close_all();
     }
 
-    /// Meant to close every live connection with an RST to the client.
+    /// Closes every live connection abortively on the client side: the
+    /// client gets an RST (its reads fail with `ConnectionReset`), as when a
+    /// middlebox or a crashed peer drops the connection. The upstream side
+    /// is shut down normally. New connections are still accepted.
     ///
-    /// Currently the same as [`Proxy::cut`] (FIN, not RST): an abortive close
-    /// needs `SO_LINGER` 0, which `std` only has unstably
-    /// (`TcpStream::set_linger`, feature `tcp_linger`), the workspace forbids
-    /// `unsafe` (so no raw `setsockopt`), and this crate does not depend on
-    /// `socket2`.
+    /// The RST is sent by closing the client socket with `SO_LINGER` 0.
+    /// The socket closes when its forwarding threads let go of it, which
+    /// they do within one read tick; `reset` waits for that (bounded), so
+    /// the RST is on the wire when it returns. A forwarding thread stuck
+    /// writing to a client that no longer reads can't notice: after half a
+    /// second such a connection is shut down first (FIN), then reset when
+    /// the thread lets go.
     pub fn reset(&self) {
-        self.cut();
+        let conns: Vec<_> = lock(&self.shared.conns).drain().map(|(_, c)| c).collect();
+        for conn in &conns {
+            conn.closed.store(true, Ordering::SeqCst);
+            if let Err(e) = SockRef::from(&conn.client).set_linger(Some(Duration::ZERO)) {
+                eprintln!("proxy conn {}: SO_LINGER: {e}", conn.id);
+            }
+            let _ = conn.server.shutdown(Shutdown::Both);
+        }
+        self.shared.notify();
+        let deadline = Instant::now() + RESET_DEADLINE;
+        for conn in conns {
+            while Arc::strong_count(&conn) > 1 && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(1));
+            }
+            if Arc::strong_count(&conn) > 1 {
+                let _ = conn.client.shutdown(Shutdown::Both);
+            }
+            // The last reference closes the client socket: RST.
+        }
     }
 
     /// The number of live connections.
@@ -647,15 +682,57 @@ mod tests {
     }
 
     #[test]
-    fn reset_closes_client() {
-        // `reset` is `cut` for now (see its docs), so EOF is accepted too.
+    fn reset_sends_rst_to_client() {
         let echo = echo_server();
         let proxy = Proxy::start(&echo.addr).unwrap();
         let mut c = client(&proxy);
         assert_eq!(round_trip(&mut c, b"a"), b"a");
         proxy.reset();
         assert_eq!(proxy.connections(), 0);
-        assert_closed(&mut c);
+        let mut buf = [0u8; 16];
+        match c.read(&mut buf) {
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+            Ok(n) => panic!("expected an RST, read {n} bytes (0 is a FIN)"),
+        }
+        // Still accepting afterwards.
+        let mut c2 = client(&proxy);
+        assert_eq!(round_trip(&mut c2, b"b"), b"b");
+    }
+
+    #[test]
+    fn reset_of_a_client_that_does_not_read_still_closes_it() {
+        // The echo fills the client's receive buffer and then blocks the
+        // proxy's writer: `reset` must not hang on it.
+        let echo = echo_server();
+        let proxy = Proxy::start(&echo.addr).unwrap();
+        let mut c = client(&proxy);
+        c.set_write_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        // Write until the path is full (nobody reads the echo).
+        for _ in 0..256 {
+            if c.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let t = Instant::now();
+        proxy.reset();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(proxy.connections(), 0);
+        // Drain: what was buffered, then a close (RST or, if the writer was
+        // stuck, FIN then RST).
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    assert!(!is_timeout(&e), "still open: {e}");
+                    break;
+                }
+            }
+        }
     }
 
     #[test]

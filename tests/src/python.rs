@@ -17,17 +17,26 @@ static LOCK: Mutex<()> = Mutex::new(());
 /// test cannot run without its peer.
 pub fn venv(name: &str, packages: &[&str]) -> PathBuf {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/python").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/python")
+        .join(name);
     let python = dir.join("bin/python");
     let marker = dir.join(".installed");
     let wanted = packages.join("\n");
-    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) && python.exists() {
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) && python.exists()
+    {
         return python;
     }
     let _ = std::fs::remove_dir_all(&dir);
     run(Command::new("python3").arg("-m").arg("venv").arg(&dir));
     run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(packages));
     std::fs::write(&marker, wanted).expect("write the venv marker");
     python

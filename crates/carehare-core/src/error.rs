@@ -35,6 +35,23 @@ pub mod reply_code {
     pub const ACCESS_REFUSED: u16 = 403;
     /// An internal error.
     pub const INTERNAL_ERROR: u16 = 541;
+
+    /// The spec's name for a reply code, e.g. `FRAME_ERROR` for 501.
+    pub fn name(code: u16) -> &'static str {
+        match code {
+            REPLY_SUCCESS => "REPLY_SUCCESS",
+            ACCESS_REFUSED => "ACCESS_REFUSED",
+            FRAME_ERROR => "FRAME_ERROR",
+            SYNTAX_ERROR => "SYNTAX_ERROR",
+            COMMAND_INVALID => "COMMAND_INVALID",
+            CHANNEL_ERROR => "CHANNEL_ERROR",
+            UNEXPECTED_FRAME => "UNEXPECTED_FRAME",
+            RESOURCE_ERROR => "RESOURCE_ERROR",
+            NOT_IMPLEMENTED => "NOT_IMPLEMENTED",
+            INTERNAL_ERROR => "INTERNAL_ERROR",
+            _ => "ERROR",
+        }
+    }
 }
 
 /// Bytes that could not be decoded as AMQP 0-9-1.

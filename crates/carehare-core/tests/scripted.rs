@@ -622,7 +622,8 @@ fn simultaneous_channel_close() {
 
 fn assert_fault(b: &mut Broker, code: u16, check: impl Fn(&ProtocolViolation) -> bool) {
     let text = b.expect_connection_close(code);
-    assert!(!text.is_empty());
+    let name = carehare_core::error::reply_code::name(code);
+    assert!(text.starts_with(&format!("{name} - ")), "{text}");
     // Nothing more is read; the close handshake still completes.
     b.method(0, ConnectionCloseOk {});
     let events = b.events();

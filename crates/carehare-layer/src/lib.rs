@@ -1,1 +1,72 @@
-//! carehare-layer (being written)
+//! # carehare-layer
+//!
+//! A [Django Channels](https://channels.readthedocs.io/) channel layer on
+//! RabbitMQ, in Rust: Python
+//! [`channels_rabbitmq`](https://pypi.org/project/channels-rabbitmq/)'s
+//! design and wire format, on [`carehare_tokio`]. Rust services and Django
+//! Channels processes using `channels_rabbitmq` can send to each other's
+//! channels and groups through one broker.
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> Result<(), carehare_layer::Error> {
+//! use carehare_layer::{Config, Layer};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Debug)]
+//! struct Chat {
+//!     r#type: String,
+//!     text: String,
+//! }
+//!
+//! let layer = Layer::new(Config::new("amqp://guest:guest@localhost/"))?;
+//! let channel = layer.new_channel(); // "channels_AbcDefGhiJkl!MnoPqrStuVwx"
+//! layer.group_add("room-1", &channel).await?;
+//! layer
+//!     .group_send("room-1", &Chat { r#type: "chat.message".into(), text: "hello".into() })
+//!     .await?;
+//! let chat: Chat = layer.receive(&channel).await?;
+//! println!("{chat:?}");
+//! layer.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Design (as in Python's layer)
+//!
+//! - One exclusive RabbitMQ queue per [`Layer`], `channels_<12 letters>`,
+//!   declared with `x-max-length` = `remote_capacity`, `x-overflow` =
+//!   `reject-publish` and `x-message-ttl` = `expiry`. RabbitMQ deletes it
+//!   (and its bindings) when the connection goes.
+//! - Channels are `<queue>!<12 letters>`. [`Layer::send`] publishes to the
+//!   default exchange with the queue as routing key; a full queue nacks,
+//!   which is [`Error::ChannelFull`].
+//! - Groups use one direct exchange (`groups_exchange`, `groups` by
+//!   default): the queue is bound with the group name when the group gets
+//!   its first local channel and unbound when it loses its last.
+//!   [`Layer::group_send`] publishes there; a full queue misses the
+//!   message (a warning is logged).
+//! - Messages are msgpack maps; the recipient travels in the map as
+//!   `__asgi_channel__` or `__asgi_group__`.
+//! - At most `local_capacity` messages are held in memory (the consumer's
+//!   prefetch); messages not received within `local_expiry` are acked and
+//!   dropped, with a rate-limited warning.
+//! - A background task reconnects forever (1 s between failed attempts),
+//!   declaring everything again and restoring group bindings; operations
+//!   wait for the new connection instead of failing.
+//! - [`Layer::close`] ends every pending and later [`Layer::receive`] with
+//!   [`Error::Closed`].
+//!
+//! Deviations from Django Channels' spec are Python's: no `flush`, no
+//! `group_expiry`, no "normal channels" (names without `!`). Channels can
+//! only be received from and added to groups on the layer that made them.
+
+mod config;
+mod error;
+mod layer;
+mod local;
+mod names;
+mod wire;
+
+pub use carehare_tokio;
+pub use config::Config;
+pub use error::Error;
+pub use layer::Layer;

@@ -863,7 +863,8 @@ impl Connection {
         }
         warn!(%violation, "protocol violation by the server");
         let code = violation.reply_code();
-        let text = violation.to_string();
+        // RabbitMQ's style: "FRAME_ERROR - what happened".
+        let text = format!("{} - {violation}", reply_code::name(code));
         let text = truncate_utf8(&text, ShortStr::MAX_LEN);
         self.start_closing(ConnectionError::Protocol(violation), code, text);
     }

@@ -1,0 +1,65 @@
+//! The errors the layer's operations return.
+
+/// Everything a layer operation can fail with.
+///
+/// Disconnections are not errors: operations wait for the layer to
+/// reconnect. Only [`Closed`](Error::Closed) ends the layer for good.
+///
+/// ```no_run
+/// # async fn f(layer: carehare_layer::Layer, channel: &str) -> Result<(), carehare_layer::Error> {
+/// use carehare_layer::Error;
+/// #[derive(serde::Serialize)]
+/// struct Hello<'a> { r#type: &'a str }
+/// match layer.send(channel, &Hello { r#type: "hello" }).await {
+///     Ok(()) => {}
+///     Err(Error::ChannelFull(channel)) => eprintln!("{channel} is not keeping up"),
+///     Err(other) => return Err(other),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The channel name is not `<queue>!<local>` with Django Channels'
+    /// characters (ASCII letters, digits, `-`, `_`, `.`; any letter or
+    /// digit after the `!`), or is 100 characters or longer. "Normal
+    /// channels" (without `!`) are not supported, as in Python's layer.
+    #[error(
+        "invalid channel name {0:?}: want <queue>!<local>, fewer than 100 characters of [a-zA-Z0-9-_.]"
+    )]
+    InvalidChannelName(String),
+    /// The group name is empty, is 100 characters or longer, or has
+    /// characters other than ASCII letters, digits, `-`, `_` and `.`.
+    #[error("invalid group name {0:?}: want 1 to 99 characters of [a-zA-Z0-9-_.]")]
+    InvalidGroupName(String),
+    /// The channel belongs to another layer instance: only this layer's
+    /// channels (made by [`Layer::new_channel`](crate::Layer::new_channel))
+    /// can be received from or added to groups here.
+    #[error("channel {0:?} does not belong to this layer")]
+    ForeignChannel(String),
+    /// The recipient's RabbitMQ queue is at `remote_capacity`: RabbitMQ
+    /// refused the message (`basic.nack`).
+    #[error("channel {0:?} is full")]
+    ChannelFull(String),
+    /// The layer was closed: every pending and later operation fails so.
+    #[error("the channel layer is closed")]
+    Closed,
+    /// The message could not be encoded with msgpack.
+    #[error("could not encode the message: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// The message is not a map, or uses a key the layer reserves
+    /// (`__asgi_channel__`, `__asgi_group__`).
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    /// A received message could not be decoded into the requested type.
+    /// The message is consumed.
+    #[error("could not decode the message: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    /// The configuration is unusable (e.g. a bad `host` URL).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// RabbitMQ refused an operation, e.g. a binding to a groups exchange
+    /// that was deleted.
+    #[error(transparent)]
+    Broker(#[from] carehare_tokio::Error),
+}

@@ -1,0 +1,263 @@
+//! Where to connect, and how hard to try.
+
+use std::fmt;
+use std::time::Duration;
+
+use carehare_tokio::carehare_core::{Auth, ConnectionConfig};
+use carehare_tokio::{ConnectOptions, Connection, ConnectionError, Error};
+
+use crate::error::WorkerError;
+
+/// How connecting is retried: up to `max_attempts` attempts, waiting
+/// `initial_delay` after the first failure, doubling each time up to
+/// `max_delay`.
+///
+/// The default (12 attempts, 200 ms doubling to 5 s, about 36 s in all)
+/// mirrors Python's `amqp_worker`, which tries 12 times, 5 s apart. Errors
+/// that retrying cannot fix (bad credentials, a missing virtual host, a bad
+/// URL or TLS setup) fail at once.
+///
+/// ```
+/// use std::time::Duration;
+/// use carehare_worker::RetryPolicy;
+/// let patient = RetryPolicy { max_attempts: 60, max_delay: Duration::from_secs(10), ..Default::default() };
+/// assert_eq!(patient.delay_after(1), Duration::from_millis(200));
+/// assert_eq!(patient.delay_after(3), Duration::from_millis(800));
+/// assert_eq!(patient.delay_after(40), Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, at least 1 (0 is taken as 1).
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt.
+    pub initial_delay: Duration,
+    /// The longest wait between two attempts.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            initial_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// One attempt only.
+    ///
+    /// ```
+    /// assert_eq!(carehare_worker::RetryPolicy::no_retry().max_attempts, 1);
+    /// ```
+    pub fn no_retry() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The wait after failed attempt number `attempt` (1-based).
+    ///
+    /// ```
+    /// let policy = carehare_worker::RetryPolicy::default();
+    /// assert!(policy.delay_after(2) > policy.delay_after(1));
+    /// ```
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(30);
+        self.initial_delay
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_delay)
+    }
+}
+
+/// Where the broker is, who to log in as, and how to retry: Python's
+/// `ConnectionParameters(host, port, user, password)`, or a URL.
+///
+/// ```
+/// use carehare_worker::ConnectionParameters;
+/// let params = ConnectionParameters::new("localhost", 5672, "guest", "guest");
+/// assert_eq!(params.options().port, 5672);
+/// let params = ConnectionParameters::from_url("amqp://user:pass@rabbit.example.com:5673/prod")?;
+/// assert_eq!(params.options().amqp.virtual_host, "prod");
+/// assert!(!format!("{params:?}").contains("pass@"));
+/// # Ok::<(), carehare_worker::WorkerError>(())
+/// ```
+#[derive(Clone)]
+pub struct ConnectionParameters {
+    options: ConnectOptions,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for ConnectionParameters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // ConnectOptions' Debug redacts the password.
+        f.debug_struct("ConnectionParameters")
+            .field("options", &self.options)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl ConnectionParameters {
+    /// Plain AMQP to `host:port` as `user`, on the default virtual host `/`.
+    ///
+    /// ```
+    /// let params = carehare_worker::ConnectionParameters::new("rabbit", 5672, "guest", "guest");
+    /// assert_eq!(params.options().host, "rabbit");
+    /// ```
+    pub fn new(host: impl Into<String>, port: u16, user: &str, password: &str) -> Self {
+        Self::from_options(ConnectOptions {
+            host: host.into(),
+            port,
+            tls: None,
+            amqp: ConnectionConfig {
+                auth: Auth::plain(user, password),
+                ..ConnectionConfig::default()
+            },
+            ..ConnectOptions::default()
+        })
+    }
+
+    /// From an `amqp://` or `amqps://` URL (RabbitMQ's URI spec, with query
+    /// parameters such as `heartbeat` and `connection_timeout`).
+    ///
+    /// ```
+    /// let params = carehare_worker::ConnectionParameters::from_url("amqps://rabbit.example.com/")?;
+    /// assert!(params.options().tls.is_some());
+    /// # Ok::<(), carehare_worker::WorkerError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`WorkerError::Url`] if the URL is invalid.
+    pub fn from_url(url: &str) -> Result<Self, WorkerError> {
+        Ok(Self::from_options(ConnectOptions::from_url(url)?))
+    }
+
+    /// From carehare's full [`ConnectOptions`] (TLS, heartbeat, timeouts...).
+    ///
+    /// ```
+    /// let mut options = carehare_tokio::ConnectOptions::default();
+    /// options.amqp.connection_name = Some("billing-worker".into());
+    /// let params = carehare_worker::ConnectionParameters::from_options(options);
+    /// # drop(params);
+    /// ```
+    pub fn from_options(options: ConnectOptions) -> Self {
+        Self {
+            options,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Replaces the retry policy.
+    ///
+    /// ```
+    /// use carehare_worker::{ConnectionParameters, RetryPolicy};
+    /// let params = ConnectionParameters::new("localhost", 5672, "guest", "guest").with_retry(RetryPolicy::no_retry());
+    /// assert_eq!(params.retry().max_attempts, 1);
+    /// ```
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Names the connection (shown in the management UI).
+    ///
+    /// ```
+    /// let params = carehare_worker::ConnectionParameters::new("localhost", 5672, "guest", "guest")
+    ///     .with_connection_name("billing-worker");
+    /// assert_eq!(params.options().amqp.connection_name.as_deref(), Some("billing-worker"));
+    /// ```
+    pub fn with_connection_name(mut self, name: impl Into<String>) -> Self {
+        self.options.amqp.connection_name = Some(name.into());
+        self
+    }
+
+    /// The retry policy.
+    ///
+    /// ```
+    /// let params = carehare_worker::ConnectionParameters::new("localhost", 5672, "guest", "guest");
+    /// assert_eq!(params.retry().max_attempts, 12);
+    /// ```
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// The connection options.
+    ///
+    /// ```
+    /// let params = carehare_worker::ConnectionParameters::new("localhost", 5672, "guest", "guest");
+    /// assert_eq!(params.options().amqp.virtual_host, "/");
+    /// ```
+    pub fn options(&self) -> &ConnectOptions {
+        &self.options
+    }
+
+    /// The connection options, to change (e.g. the heartbeat or TLS).
+    ///
+    /// ```
+    /// let mut params = carehare_worker::ConnectionParameters::new("localhost", 5672, "guest", "guest");
+    /// params.options_mut().amqp.heartbeat = 30;
+    /// ```
+    pub fn options_mut(&mut self) -> &mut ConnectOptions {
+        &mut self.options
+    }
+
+    /// Connects, retrying as the [`RetryPolicy`] says.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), carehare_worker::WorkerError> {
+    /// let params = carehare_worker::ConnectionParameters::from_url("amqp://guest:guest@localhost/")?;
+    /// let connection = params.connect().await?;
+    /// connection.publish("hi", "", "a-queue").await.ok();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`WorkerError::Connect`] with the number of attempts and the last
+    /// error.
+    pub async fn connect(&self) -> Result<Connection, WorkerError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match carehare_tokio::connect_with(self.options.clone()).await {
+                Ok(connection) => return Ok(connection),
+                Err(e) if attempt < self.retry.max_attempts && is_retryable(&e) => {
+                    let delay = self.retry.delay_after(attempt);
+                    tracing::info!(
+                        "connecting to {}:{} failed (attempt {attempt}): {e}; retrying in {delay:?}",
+                        self.options.host,
+                        self.options.port
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(last) => {
+                    return Err(WorkerError::Connect {
+                        attempts: attempt,
+                        last,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Whether trying again may help: the broker is down, starting, restarting
+/// or unreachable. Bad credentials, a missing vhost, bad TLS or URL, or a
+/// refused declaration will fail the same way again.
+pub(crate) fn is_retryable(e: &Error) -> bool {
+    match e {
+        Error::Connect { .. } | Error::ConnectTimeout { .. } => true,
+        Error::ConnectionClosed(c) => match c {
+            ConnectionError::AuthenticationFailed(_)
+            | ConnectionError::MechanismNotOffered { .. }
+            | ConnectionError::InvalidVirtualHost(_)
+            | ConnectionError::Protocol(_) => false,
+            // 530 NOT_ALLOWED: no such vhost, or no access to it.
+            ConnectionError::ClosedByServer(reason) => reason.code != 530,
+            _ => true,
+        },
+        _ => false,
+    }
+}
