@@ -650,6 +650,12 @@ fn unreachable_reply<T>() -> Result<T, Error> {
 }
 
 /// A change in RabbitMQ's flow control of this connection.
+///
+/// ```
+/// use carehare_client::Blocking;
+/// let change = Blocking::Blocked("low on memory".into());
+/// assert_ne!(change, Blocking::Unblocked);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Blocking {
@@ -662,6 +668,16 @@ pub enum Blocking {
 
 /// Blocked/unblocked changes; see [`Connection::blocking_changes`]. Ends
 /// when the connection ends.
+///
+/// ```no_run
+/// # async fn f(connection: carehare_client::Connection) {
+/// use futures_util::StreamExt;
+/// let mut changes: carehare_client::BlockingChanges = connection.blocking_changes();
+/// if let Some(change) = changes.next().await {
+///     println!("{change:?}");
+/// }
+/// # }
+/// ```
 pub struct BlockingChanges {
     shared: Arc<Shared>,
     seen: u64,

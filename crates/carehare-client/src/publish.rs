@@ -20,6 +20,15 @@ use crate::shared::{Inner, Shared, short};
 
 /// A mandatory message RabbitMQ could not route to any queue, as it came
 /// back in `basic.return`.
+///
+/// ```no_run
+/// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+/// use carehare_client::Error;
+/// if let Err(Error::Returned(returned)) = connection.publish_mandatory("x", "", "nowhere", &Default::default()).await {
+///     println!("{} {}: {:?}", returned.reply_code, returned.reply_text, returned.body);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Returned {

@@ -21,6 +21,10 @@ use crate::publish::PendingConfirm;
 use crate::shared::{PublishChannel, Shared, short};
 
 /// The pseudo-queue RabbitMQ routes direct replies through.
+///
+/// ```
+/// assert_eq!(carehare_client::DIRECT_REPLY_TO, "amq.rabbitmq.reply-to");
+/// ```
 pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// An RPC client using direct reply-to. Requests are published on the same
