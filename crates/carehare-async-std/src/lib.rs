@@ -42,6 +42,14 @@ use std::time::Instant;
 pub use carehare_client::*;
 
 /// The async-std runtime: spawns on async-std's global executor.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), carehare_async_std::Error> {
+/// use std::sync::Arc;
+/// let options = carehare_async_std::ConnectOptions::from_url("amqp://localhost/")?;
+/// let connection = carehare_async_std::connect_with_runtime(Arc::new(carehare_async_std::AsyncStd), options).await?;
+/// # drop(connection); Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AsyncStd;
 

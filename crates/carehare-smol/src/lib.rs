@@ -38,6 +38,14 @@ use std::time::Instant;
 pub use carehare_client::*;
 
 /// The smol runtime: spawns on smol's global executor.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), carehare_smol::Error> {
+/// use std::sync::Arc;
+/// let options = carehare_smol::ConnectOptions::from_url("amqp://localhost/")?;
+/// let connection = carehare_smol::connect_with_runtime(Arc::new(carehare_smol::Smol), options).await?;
+/// # drop(connection); Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Smol;
 
