@@ -2,7 +2,7 @@
 //!
 //! A [Django Channels](https://channels.readthedocs.io/) channel layer on
 //! RabbitMQ, in Rust: Python
-//! [`channels_rabbitmq`](https://pypi.org/project/channels-rabbitmq/)'s
+//! `channels_rabbitmq` (the Python package)'s
 //! design and wire format, on [`carehare_tokio`]. Rust services and Django
 //! Channels processes using `channels_rabbitmq` can send to each other's
 //! channels and groups through one broker.
