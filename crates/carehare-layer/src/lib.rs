@@ -1,9 +1,8 @@
 //! # carehare-layer
 //!
 //! A [Django Channels](https://channels.readthedocs.io/) channel layer on
-//! RabbitMQ, in Rust: Python
-//! `channels_rabbitmq` (the Python package)'s
-//! design and wire format, on [`carehare_tokio`]. Rust services and Django
+//! RabbitMQ, in Rust: the design and wire format of the Python package
+//! `channels_rabbitmq`, on [`carehare_tokio`]. Rust services and Django
 //! Channels processes using `channels_rabbitmq` can send to each other's
 //! channels and groups through one broker.
 //!
