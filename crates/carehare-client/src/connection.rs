@@ -150,15 +150,9 @@ impl Connection {
             if let Some(e) = inner.closed_error() {
                 return Err(e);
             }
-            let (ch, _open) = inner.conn.open_channel()?;
-            let op = match inner.conn.call(ch, method) {
-                Ok(op) => op,
-                Err(e) => {
-                    let _ = inner.conn.close_channel(ch);
-                    self.shared().wake_driver();
-                    return Err(e.into());
-                }
-            };
+            let (ch, op) = inner
+                .open_with([method])
+                .inspect_err(|_| self.shared().wake_driver())?;
             let (tx, rx) = oneshot::channel();
             inner.ops.insert(op, tx);
             inner.temporary.insert(op, ch);

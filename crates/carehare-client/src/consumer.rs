@@ -174,19 +174,9 @@ impl Connection {
             if let Some(e) = inner.closed_error() {
                 return Err(e);
             }
-            let (ch, _open) = inner.conn.open_channel()?;
-            let op = match inner
-                .conn
-                .call(ch, qos.into())
-                .and_then(|_| inner.conn.call(ch, consume.into()))
-            {
-                Ok(op) => op,
-                Err(e) => {
-                    let _ = inner.conn.close_channel(ch);
-                    shared.wake_driver();
-                    return Err(e.into());
-                }
-            };
+            let (ch, op) = inner
+                .open_with([qos.into(), consume.into()])
+                .inspect_err(|_| shared.wake_driver())?;
             // Deliveries may follow consume-ok in the same read.
             let token = inner.consumers.register(ch, prefetch_count);
             let (tx, rx) = oneshot::channel();

@@ -50,15 +50,9 @@ impl Connection {
                 return Err(e);
             }
             // Open and get are pipelined: one round trip.
-            let (ch, _open) = inner.conn.open_channel()?;
-            let op = match inner.conn.call(ch, method.into()) {
-                Ok(op) => op,
-                Err(e) => {
-                    let _ = inner.conn.close_channel(ch);
-                    shared.wake_driver();
-                    return Err(e.into());
-                }
-            };
+            let (ch, op) = inner
+                .open_with([method.into()])
+                .inspect_err(|_| shared.wake_driver())?;
             // A mailbox (never fed: there is no consumer) tells us if the
             // server closes the channel or the connection ends.
             let token = inner.consumers.register(ch, 0);

@@ -70,24 +70,14 @@ impl Connection {
             if let Some(e) = inner.closed_error() {
                 return Err(e);
             }
-            let (ch, _open) = inner.conn.open_channel()?;
             let consume = BasicConsume {
                 queue: ShortStr::from_static(DIRECT_REPLY_TO),
                 no_ack: true,
                 ..Default::default()
             };
-            let op = match inner
-                .conn
-                .call(ch, ConfirmSelect::default().into())
-                .and_then(|_| inner.conn.call(ch, consume.into()))
-            {
-                Ok(op) => op,
-                Err(e) => {
-                    let _ = inner.conn.close_channel(ch);
-                    shared.wake_driver();
-                    return Err(e.into());
-                }
-            };
+            let (ch, op) = inner
+                .open_with([ConfirmSelect::default().into(), consume.into()])
+                .inspect_err(|_| shared.wake_driver())?;
             inner.publishers.insert(
                 ch,
                 PublishChannel {

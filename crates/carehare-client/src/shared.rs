@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
 use carehare_core::error::ConnectionError;
+use carehare_core::method::Method;
 use carehare_core::types::{ChannelId, OpId, ShortStr};
 use carehare_core::{Connection, ContentMethod, Event, Reply, Tuning};
 use futures_channel::oneshot;
@@ -394,18 +395,36 @@ impl Inner {
         self.blocked_changed();
     }
 
+    /// Opens a channel and pipelines `methods` on it (each expecting a
+    /// reply), returning the channel and the last method's op. If a method
+    /// can't be queued, the channel is closed again so no id leaks; the
+    /// caller wakes the driver to send that close.
+    pub(crate) fn open_with(
+        &mut self,
+        methods: impl IntoIterator<Item = Method>,
+    ) -> Result<(ChannelId, OpId), Error> {
+        let (ch, mut last) = self.conn.open_channel()?;
+        for method in methods {
+            match self.conn.call(ch, method) {
+                Ok(op) => last = op,
+                Err(e) => {
+                    let _ = self.conn.close_channel(ch);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok((ch, last))
+    }
+
     /// The channel that publishes to `exchange`, opened (pipelined with
     /// `confirm.select`, no round trip) if there is none yet.
     pub(crate) fn publish_channel(&mut self, exchange: &str) -> Result<ChannelId, Error> {
         if let Some(ch) = self.exchanges.get(exchange) {
             return Ok(*ch);
         }
-        let (ch, _open) = self.conn.open_channel()?;
         let select = carehare_core::method::ConfirmSelect { no_wait: false };
-        if let Err(e) = self.conn.call(ch, select.into()) {
-            let _ = self.conn.close_channel(ch);
-            return Err(e.into());
-        }
+        // The publish path wakes the driver afterwards, on success or error.
+        let (ch, _select) = self.open_with([select.into()])?;
         self.exchanges.insert(exchange.to_string(), ch);
         self.publishers.insert(
             ch,
