@@ -1,0 +1,3 @@
+//! `carehare`: a RabbitMQ command-line tool.
+
+fn main() {}
