@@ -103,3 +103,9 @@ where
     );
     Ok(())
 }
+
+/// `docs/guide.md`, included here so that `cargo test --doc` compiles every
+/// code block in it against this commit's API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/guide.md")]
+pub struct Guide;
