@@ -135,6 +135,8 @@ struct Client {
     id: usize,
     conn: Connection,
     sock: TcpStream,
+    /// Whether `sock` is registered with the poller.
+    registered: bool,
     /// Bytes taken from the core that the socket has not taken yet.
     out: Vec<u8>,
     written: usize,
@@ -170,6 +172,7 @@ impl Client {
             id,
             conn: Connection::new(options.amqp.clone(), now),
             sock,
+            registered: false,
             out: Vec::new(),
             written: 0,
             phase: Phase::Handshake,
@@ -548,6 +551,7 @@ fn run(url: &str) -> Result<Vec<Client>, Failure> {
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(Failure::Poll)?;
+        client.registered = true;
         // The protocol header, queued by `Connection::new`.
         client.turn(Instant::now());
         clients.push(client);
@@ -590,11 +594,17 @@ fn run(url: &str) -> Result<Vec<Client>, Failure> {
             }
         }
         let now = Instant::now();
-        for client in clients.iter_mut().filter(|c| !c.is_done()) {
-            client.on_tick(now);
-            if client.is_done() {
-                // Errors here only mean it was never registered.
-                let _ = poll.registry().deregister(&mut client.sock);
+        for client in &mut clients {
+            if !client.is_done() {
+                client.on_tick(now);
+            }
+            if client.is_done() && client.registered {
+                // The socket closes when the client is dropped; until then
+                // it must not wake the loop.
+                client.registered = false;
+                poll.registry()
+                    .deregister(&mut client.sock)
+                    .map_err(Failure::Poll)?;
             }
         }
     }
