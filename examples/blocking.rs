@@ -530,3 +530,66 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_unconfirmed(seqs: &[(u64, usize)]) -> State {
+        State {
+            unconfirmed: seqs.iter().copied().collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_multiple_ack_settles_every_publish_up_to_its_tag() {
+        let mut state = with_unconfirmed(&[(1, 10), (2, 11), (3, 12), (4, 13)]);
+        state.on_event(Event::Ack {
+            channel: 1,
+            delivery_tag: 3,
+            multiple: true,
+        });
+        assert_eq!(state.unconfirmed.keys().copied().collect::<Vec<_>>(), [4]);
+        assert_eq!((state.settled, state.nacks), (3, 0));
+        assert!(state.nacked.is_empty());
+    }
+
+    #[test]
+    fn nacked_publishes_are_queued_to_publish_again() {
+        let mut state = with_unconfirmed(&[(1, 10), (2, 11), (3, 12), (4, 13)]);
+        state.on_event(Event::Nack {
+            channel: 1,
+            delivery_tag: 2,
+            multiple: false,
+        });
+        state.on_event(Event::Nack {
+            channel: 1,
+            delivery_tag: 4,
+            multiple: true,
+        });
+        assert!(state.unconfirmed.is_empty());
+        assert_eq!(state.nacked, [11, 10, 12, 13]);
+        assert_eq!((state.settled, state.nacks), (4, 4));
+    }
+
+    #[test]
+    fn a_confirm_for_an_unknown_tag_settles_nothing() {
+        let mut state = with_unconfirmed(&[(5, 0)]);
+        state.on_event(Event::Ack {
+            channel: 1,
+            delivery_tag: 4,
+            multiple: false,
+        });
+        assert_eq!(state.settled, 0);
+        assert_eq!(state.unconfirmed.len(), 1);
+    }
+
+    #[test]
+    fn only_bodies_this_program_published_are_accepted() {
+        assert_eq!(message_index(b"message 7"), Some(7));
+        assert_eq!(message_index(b"message 1000"), None);
+        assert_eq!(message_index(b"hello"), None);
+        assert_eq!(message_index(&[0xff, 0xfe]), None);
+    }
+}
