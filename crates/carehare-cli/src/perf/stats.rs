@@ -123,7 +123,8 @@ pub fn latency_micros(sent: u64, now: u64) -> Option<u64> {
 pub struct Usage {
     /// User plus system CPU time.
     pub cpu: Duration,
-    /// Peak resident set size in KiB.
+    /// Peak resident set size in KiB (`VmHWM` on Linux, else
+    /// `ru_maxrss`).
     pub max_rss_kib: u64,
 }
 
@@ -141,7 +142,7 @@ impl Usage {
         };
         Self {
             cpu: micros(u.user_time()) + micros(u.system_time()),
-            max_rss_kib: u64::try_from(u.max_rss()).unwrap_or(0),
+            max_rss_kib: peak_rss_kib().unwrap_or(u64::try_from(u.max_rss()).unwrap_or(0)),
         }
     }
 
@@ -149,6 +150,21 @@ impl Usage {
     pub fn cpu_since(&self, earlier: &Usage) -> Duration {
         self.cpu.saturating_sub(earlier.cpu)
     }
+}
+
+/// This program's peak RSS, from Linux's `VmHWM`. Preferred to
+/// `ru_maxrss`, which survives `execve`: started by `cargo run` or a
+/// Python harness, `ru_maxrss` would report the parent's size when it
+/// forked us, if that was larger.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -173,6 +189,7 @@ mod tests {
         let b = Usage::now();
         assert!(b.cpu >= a.cpu);
         assert!(b.max_rss_kib > 0);
+        assert!(peak_rss_kib().is_some_and(|k| k > 0));
     }
 
     #[test]

@@ -80,8 +80,11 @@ impl Producer {
         let mut sent = 0u64;
         while self.count.is_none_or(|n| sent < n) {
             if let Some(rate) = self.rate {
+                // A timer only when ahead of schedule: when behind, send.
                 let due = start + Duration::from_secs_f64(sent as f64 / rate);
-                tokio::time::sleep_until(due).await;
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due).await;
+                }
             }
             if counters.stop_producers.load(Ordering::Relaxed) {
                 break;
