@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use carehare_tokio::carehare_core::types::LongString;
-use carehare_tokio::{AMQPValue, Connection, ConsumerOptions, FieldTable, QueueOptions};
+use carehare_tokio::{AMQPValue, Connection, ConsumerOptions, Error, FieldTable, QueueOptions};
 use clap::Args;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -48,9 +48,11 @@ pub struct PerfArgs {
     /// Publish window: unconfirmed messages per producer at most.
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub confirm: u64,
-    /// Prefetch (unacked messages) per consumer.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u16).range(1..))]
-    pub prefetch: u16,
+    /// Prefetch (unacked messages) per consumer [default: 300; 65535 for
+    /// streams, whose whole chunks RabbitMQ delivers past the prefetch,
+    /// which the client refuses as a protocol violation].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: Option<u16>,
     /// Ack with `multiple` every N deliveries (1: ack each one).
     #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..))]
     pub multi_ack_every: u16,
@@ -119,7 +121,7 @@ impl PerfArgs {
                 "--queues and --connections must be at least 1",
             ));
         }
-        if u64::from(self.multi_ack_every) > u64::from(self.prefetch) {
+        if self.multi_ack_every > self.prefetch() {
             return Err(CliError::usage(
                 "--multi-ack-every must not exceed --prefetch (RabbitMQ would stop delivering before the ack is due)",
             ));
@@ -145,6 +147,14 @@ impl PerfArgs {
         Ok(())
     }
 
+    /// The prefetch in effect.
+    pub fn prefetch(&self) -> u16 {
+        self.prefetch.unwrap_or(match self.queue_type {
+            QueueType::Stream => u16::MAX,
+            _ => 300,
+        })
+    }
+
     /// The flags, for the JSON report.
     pub fn config_json(&self) -> Value {
         json!({
@@ -152,7 +162,7 @@ impl PerfArgs {
             "consumers": self.consumers,
             "size": self.size,
             "confirm": self.confirm,
-            "prefetch": self.prefetch,
+            "prefetch": self.prefetch(),
             "multi_ack_every": self.multi_ack_every,
             "rate": self.rate,
             "duration_s": self.duration.map(|d| d.as_secs_f64()),
@@ -175,7 +185,7 @@ impl PerfArgs {
             self.consumers,
             self.size,
             self.confirm,
-            self.prefetch,
+            self.prefetch(),
             self.multi_ack_every,
             self.queues,
             self.queue_type.name(),
@@ -293,6 +303,35 @@ struct PhaseEnd {
 }
 
 impl Run {
+    /// Deletes the run's queues, on a fresh connection if the run's own
+    /// died (durable quorum queues and streams would stay otherwise).
+    async fn delete_queues(&self, conn: &ConnArgs) {
+        let mut connection = self.connections[0].clone();
+        let mut reconnected = false;
+        for q in self.queues.iter().filter(|q| q.delete) {
+            let mut result = connection.queue_delete(&q.name, false, false).await;
+            let dead = matches!(result, Err(Error::ConnectionClosed(_) | Error::Usage(_)));
+            if dead && !reconnected {
+                reconnected = true;
+                match conn.connect("carehare perf cleanup").await {
+                    Ok(c) => {
+                        connection = c;
+                        result = connection.queue_delete(&q.name, false, false).await;
+                    }
+                    Err(e) => {
+                        eprintln!("carehare: could not reconnect to delete the run's queues: {e}")
+                    }
+                }
+            }
+            if let Err(e) = result {
+                eprintln!("carehare: could not delete queue {}: {e}", q.name);
+            }
+        }
+        if reconnected {
+            let _ = connection.close().await;
+        }
+    }
+
     fn connection(&self, role: usize) -> Connection {
         self.connections[role % self.connections.len()].clone()
     }
@@ -345,7 +384,7 @@ impl Run {
         let mut consumers = Vec::with_capacity(self.args.consumers);
         for j in 0..self.args.consumers {
             let options = ConsumerOptions {
-                prefetch_count: self.args.prefetch,
+                prefetch_count: self.args.prefetch(),
                 arguments: arguments.clone(),
                 ..Default::default()
             };
@@ -647,12 +686,7 @@ pub async fn run(conn: &ConnArgs, args: PerfArgs) -> Result<(), CliError> {
     } else {
         run.concurrent().await
     };
-    // Clean up whatever happened.
-    for q in run.queues.iter().filter(|q| q.delete) {
-        if let Err(e) = run.connections[0].queue_delete(&q.name, false, false).await {
-            eprintln!("carehare: could not delete queue {}: {e}", q.name);
-        }
-    }
+    run.delete_queues(conn).await;
     for c in &run.connections {
         let _ = c.close().await;
     }

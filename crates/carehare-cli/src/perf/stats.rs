@@ -44,9 +44,17 @@ impl Counters {
         counter.load(Ordering::Relaxed)
     }
 
-    /// Records a task's error (the first one wins) and stops producing.
+    /// Records a task's error and stops producing. The first one wins,
+    /// except that a usage error ("the connection is closed", from a task
+    /// that ran into a connection already closing) gives way to the
+    /// error that says why.
     pub fn fail(&self, error: carehare_tokio::Error) {
-        lock(&self.failure).get_or_insert(error);
+        let mut failure = lock(&self.failure);
+        match &*failure {
+            None | Some(carehare_tokio::Error::Usage(_)) => *failure = Some(error),
+            Some(_) => {}
+        }
+        drop(failure);
         self.stop_producers.store(true, Ordering::Relaxed);
     }
 
