@@ -581,3 +581,45 @@ fn perf_sequential_on_a_stream() {
     check_side(&v["consume"], 1000);
     assert_eq!(v["config"]["prefetch"], 65535);
 }
+
+#[test]
+fn nacked_publishes_exit_5() {
+    let q = unique("full");
+    ok(&[
+        "declare",
+        "queue",
+        &q,
+        "--arg",
+        "x-max-length=1",
+        "--arg",
+        "x-overflow=reject-publish",
+    ]);
+    ok(&["publish", "-k", &q, "fits"]);
+    let o = carehare(&["publish", "-k", &q, "does not fit"]);
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(
+        stderr(&o).trim(),
+        "carehare: RabbitMQ refused the message (basic.nack)"
+    );
+    // perf reports, then says how many were refused.
+    let o = carehare(&[
+        "perf",
+        "--queue",
+        &q,
+        "--consumers",
+        "0",
+        "--count",
+        "10",
+        "--quiet",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["publish"]["messages"], 0);
+    assert!(
+        stderr(&o).contains("10 publishes were nacked or returned"),
+        "{}",
+        stderr(&o)
+    );
+    ok(&["delete", "queue", &q]);
+}

@@ -79,8 +79,8 @@ pub struct PerfArgs {
     /// the consumers' acks, so `--connections 2` gives steadier figures.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub connections: usize,
-    /// Use (declare if missing) this queue and keep it, instead of a
-    /// transient one per run.
+    /// Use this queue as it is (declared with --queue-type only if
+    /// missing) and keep it, instead of a transient one per run.
     #[arg(long, value_name = "NAME")]
     pub queue: Option<String>,
     /// Publish all --count messages first, then consume them.
@@ -238,12 +238,25 @@ async fn declare_queues(
     }
     let replicated = args.queue_type != QueueType::Classic;
     if let Some(name) = &args.queue {
-        let options = QueueOptions {
-            durable: replicated,
-            arguments,
+        // An existing queue is used as it is (a declare with other
+        // arguments would be refused with 406); a missing one is made.
+        let passive = QueueOptions {
+            passive: true,
             ..Default::default()
         };
-        connection.queue_declare(name, options).await?;
+        match connection.queue_declare(name, passive).await {
+            Err(Error::ChannelClosedByServer(r)) if r.code == 404 => {
+                let options = QueueOptions {
+                    durable: replicated,
+                    arguments,
+                    ..Default::default()
+                };
+                connection.queue_declare(name, options).await?;
+            }
+            other => {
+                other?;
+            }
+        }
         return Ok(vec![RunQueue {
             name: name.clone(),
             delete: false,

@@ -116,7 +116,12 @@ impl Report {
             );
         }
         if !args.sequential {
-            out += "(CPU: the whole run's, for both rows, per message consumed)\n";
+            let per = if args.consumers > 0 {
+                "consumed"
+            } else {
+                "published"
+            };
+            out += &format!("(CPU: the whole run's, for both rows, per message {per})\n");
         }
         out += "\n";
         match self.latency {
