@@ -164,17 +164,21 @@ pub async fn progress(counters: Arc<Counters>, label: &'static str) {
     let start = tokio::time::Instant::now();
     let mut ticks =
         tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
-    let mut last = (0, 0, 0);
+    let totals = || {
+        (
+            Counters::get(&counters.sent),
+            Counters::get(&counters.confirmed),
+            Counters::get(&counters.consumed),
+        )
+    };
+    // A second phase starts from the first one's totals.
+    let mut last = totals();
     let mut last_at = start;
     loop {
         let now = ticks.tick().await;
         let seconds = now.duration_since(last_at).as_secs_f64().max(1e-3);
         last_at = now;
-        let current = (
-            Counters::get(&counters.sent),
-            Counters::get(&counters.confirmed),
-            Counters::get(&counters.consumed),
-        );
+        let current = totals();
         let rate = |a: u64, b: u64| thousands(((a - b) as f64 / seconds).round() as u64);
         let latency = {
             let mut l = counters.latency();
