@@ -218,6 +218,14 @@ impl ConnectionParameters {
     /// [`WorkerError::Connect`] with the number of attempts and the last
     /// error.
     pub async fn connect(&self) -> Result<Connection, WorkerError> {
+        self.connect_counted()
+            .await
+            .map_err(|(attempts, last)| WorkerError::Connect { attempts, last })
+    }
+
+    /// [`connect`](Self::connect), failing with the number of attempts and
+    /// the last error.
+    pub(crate) async fn connect_counted(&self) -> Result<Connection, (u32, Error)> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -232,14 +240,22 @@ impl ConnectionParameters {
                     );
                     tokio::time::sleep(delay).await;
                 }
-                Err(last) => {
-                    return Err(WorkerError::Connect {
-                        attempts: attempt,
-                        last,
-                    });
-                }
+                Err(last) => return Err((attempt, last)),
             }
         }
+    }
+}
+
+/// Whether RabbitMQ refused a queue because the cluster node it lives on is
+/// down (`404 NOT_FOUND - home node '...' of durable queue '...' in vhost
+/// '...' is down or inaccessible`): a classic queue on a stopped node. The
+/// queue comes back with its node, so trying again may help.
+pub(crate) fn is_home_node_down(e: &Error) -> bool {
+    match e {
+        Error::ChannelClosedByServer(reason) => {
+            reason.code == 404 && reason.text.contains("is down or inaccessible")
+        }
+        _ => false,
     }
 }
 
@@ -249,6 +265,7 @@ impl ConnectionParameters {
 pub(crate) fn is_retryable(e: &Error) -> bool {
     match e {
         Error::Connect { .. } | Error::ConnectTimeout { .. } => true,
+        e if is_home_node_down(e) => true,
         Error::ConnectionClosed(c) => match c {
             ConnectionError::AuthenticationFailed(_)
             | ConnectionError::MechanismNotOffered { .. }

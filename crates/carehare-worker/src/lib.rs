@@ -86,4 +86,4 @@ pub use error::{CallError, DecodeError, RpcError, WorkerError};
 pub use handler::{QueueOutcome, RpcOutcome};
 pub use queue_worker::QueueWorker;
 pub use rpc_worker::{RPCWorker, RpcWorker};
-pub use worker::{RPC_DLX, RouteOptions, WorkerHandle};
+pub use worker::{QueueType, RPC_DLX, RouteOptions, WorkerHandle};

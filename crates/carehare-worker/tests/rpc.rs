@@ -70,8 +70,8 @@ async fn a_thousand_concurrent_calls_are_all_answered_correctly() {
         });
         join_all(calls).await;
         handle.stop().await.expect("stop");
-        assert_eq!(message_count(client.connection(), &route).await, 0);
-        delete(client.connection(), &[&route]).await;
+        assert_eq!(message_count(&client.connection(), &route).await, 0);
+        delete(&client.connection(), &[&route]).await;
         client.close().await;
     })
     .await;
@@ -136,9 +136,9 @@ async fn handler_errors_and_panics_become_error_replies() {
         assert!(!handle.is_finished());
         handle.stop().await.expect("stop");
         for q in [&fail, &parse, &panics, &echo] {
-            assert_eq!(message_count(client.connection(), q).await, 0);
+            assert_eq!(message_count(&client.connection(), q).await, 0);
         }
-        delete(client.connection(), &[&fail, &parse, &panics, &echo]).await;
+        delete(&client.connection(), &[&fail, &parse, &panics, &echo]).await;
         client.close().await;
     })
     .await;
@@ -195,7 +195,7 @@ async fn a_call_times_out_and_a_call_to_no_route_is_returned() {
             Err(CallError::MalformedReply(_))
         ));
         handle.stop().await.expect("stop");
-        delete(client.connection(), &[&slow]).await;
+        delete(&client.connection(), &[&slow]).await;
         client.close().await;
     })
     .await;
@@ -348,8 +348,8 @@ async fn stopping_lets_running_calls_finish_and_reply() {
         for (n, call) in calls.into_iter().enumerate() {
             assert_eq!(call.await.unwrap().unwrap(), n as u32 * 10);
         }
-        assert_eq!(message_count(client.connection(), &route).await, 0);
-        delete(client.connection(), &[&route]).await;
+        assert_eq!(message_count(&client.connection(), &route).await, 0);
+        delete(&client.connection(), &[&route]).await;
         client.close().await;
     })
     .await;
