@@ -135,6 +135,54 @@ impl ConnectionParameters {
         Ok(Self::from_options(ConnectOptions::from_url(url)?))
     }
 
+    /// From the URLs of the nodes of one RabbitMQ cluster (they may differ
+    /// only in host and port). Connecting tries them in order (see
+    /// [`ConnectOptions::address_order`] to shuffle them), so a worker or
+    /// client whose node goes away reconnects to another.
+    ///
+    /// ```
+    /// let params = carehare_worker::ConnectionParameters::from_urls([
+    ///     "amqp://guest:guest@rabbit-1/",
+    ///     "amqp://guest:guest@rabbit-2/",
+    ///     "amqp://guest:guest@rabbit-3/",
+    /// ])?;
+    /// assert_eq!(params.options().addresses().len(), 3);
+    /// # Ok::<(), carehare_worker::WorkerError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`WorkerError::Url`] if a URL is invalid, none is given, or they
+    /// differ in more than host and port.
+    pub fn from_urls<I, S>(urls: I) -> Result<Self, WorkerError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Ok(Self::from_options(ConnectOptions::from_urls(urls)?))
+    }
+
+    /// Adds more nodes of the same cluster (same credentials, vhost and
+    /// TLS settings), tried after the ones already set.
+    ///
+    /// ```
+    /// use carehare_worker::ConnectionParameters;
+    /// let params = ConnectionParameters::new("rabbit-1", 5672, "guest", "guest")
+    ///     .with_hosts([("rabbit-2", 5672), ("rabbit-3", 5672)]);
+    /// assert_eq!(params.options().addresses().len(), 3);
+    /// ```
+    pub fn with_hosts<I, H>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = (H, u16)>,
+        H: Into<String>,
+    {
+        self.options.extra_addresses.extend(
+            hosts
+                .into_iter()
+                .map(|(host, port)| carehare_tokio::Address::new(host, port)),
+        );
+        self
+    }
+
     /// From carehare's full [`ConnectOptions`] (TLS, heartbeat, timeouts...).
     ///
     /// ```
@@ -234,9 +282,7 @@ impl ConnectionParameters {
                 Err(e) if attempt < self.retry.max_attempts && is_retryable(&e) => {
                     let delay = self.retry.delay_after(attempt);
                     tracing::info!(
-                        "connecting to {}:{} failed (attempt {attempt}): {e}; retrying in {delay:?}",
-                        self.options.host,
-                        self.options.port
+                        "connecting failed (attempt {attempt}): {e}; retrying in {delay:?}"
                     );
                     tokio::time::sleep(delay).await;
                 }
@@ -266,6 +312,8 @@ pub(crate) fn is_retryable(e: &Error) -> bool {
     match e {
         Error::Connect { .. } | Error::ConnectTimeout { .. } => true,
         e if is_home_node_down(e) => true,
+        // Several addresses: another try may find one of them back.
+        Error::AllAddressesFailed { attempts } => attempts.iter().any(|(_, e)| is_retryable(e)),
         Error::ConnectionClosed(c) => match c {
             ConnectionError::AuthenticationFailed(_)
             | ConnectionError::MechanismNotOffered { .. }

@@ -264,11 +264,10 @@ pub(crate) async fn run(core: WorkerCore) -> Result<WorkerHandle, WorkerError> {
         Err(Start::Stopped) => return Err(WorkerError::Internal("stopped while starting".into())),
     };
     tracing::info!(
-        "{} consuming {} route(s) on {}:{}",
+        "{} consuming {} route(s) on {}",
         core.name(),
         core.routes.len(),
-        core.params.options().host,
-        core.params.options().port
+        session.connection.address()
     );
     let task = tokio::spawn(supervise(core, session, stop_rx));
     Ok(WorkerHandle {
@@ -454,7 +453,11 @@ async fn supervise(
                 return Err(e);
             }
         };
-        tracing::info!("{} reconnected", core.name());
+        tracing::info!(
+            "{} reconnected, to {}",
+            core.name(),
+            session.connection.address()
+        );
     }
 }
 
