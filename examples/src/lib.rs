@@ -6,6 +6,8 @@
 //!
 //! `AMQP_URL` overrides the broker (default: the local test broker).
 
+pub mod reconnect;
+
 use std::io::Write;
 use std::time::Instant;
 
