@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use carehare_layer::{Config, Layer};
 use common::{Chat, chat, connected, recv, unique, within};
 
-/// The cluster's AMQP ports: node N listens on 5780 + N.
-const PORTS: [u16; 3] = [5781, 5782, 5783];
+/// The cluster's AMQP ports, node 3 first (node N listens on 5780 + N):
+/// the test stops the first node a layer tries.
+const PORTS: [u16; 3] = [5783, 5781, 5782];
 
 /// One test at a time in this binary: they stop nodes.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -32,15 +33,29 @@ fn test_server(script: &str) -> PathBuf {
         .join(script)
 }
 
-fn run_script(script: &str, args: &[&str]) {
-    let out = Command::new("bash")
-        .arg(test_server(script))
+/// Runs a test-server script with no file descriptor but stdin, stdout and
+/// stderr: a node it starts must not inherit the descriptor of
+/// `flock /tmp/carehare-cluster.lock` (it would hold the lock as long as it
+/// runs).
+fn script(script: &str) -> Command {
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg(
+            r#"for fd in /proc/$$/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done 2>/dev/null; exec bash "$0" "$@""#,
+        )
+        .arg(test_server(script));
+    command
+}
+
+fn run_script(name: &str, args: &[&str]) {
+    let out = script(name)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+        .unwrap_or_else(|e| panic!("run {name}: {e}"));
     assert!(
         out.status.success(),
-        "{script} {args:?} failed:\n{}",
+        "{name} {args:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -56,10 +71,7 @@ struct Restart(u16);
 impl Drop for Restart {
     fn drop(&mut self) {
         let node = (self.0 - 5780).to_string();
-        let out = Command::new("bash")
-            .arg(test_server("cluster-node.sh"))
-            .args(["start", &node])
-            .output();
+        let out = script("cluster-node.sh").args(["start", &node]).output();
         match out {
             Ok(out) if out.status.success() => {}
             Ok(out) => eprintln!(
