@@ -292,17 +292,15 @@ impl ConnectionParameters {
     }
 }
 
-/// Whether RabbitMQ refused a queue because the cluster node it lives on is
-/// down (`404 NOT_FOUND - home node '...' of durable queue '...' in vhost
-/// '...' is down or inaccessible`): a classic queue on a stopped node. The
-/// queue comes back with its node, so trying again may help.
-pub(crate) fn is_home_node_down(e: &Error) -> bool {
-    match e {
-        Error::ChannelClosedByServer(reason) => {
-            reason.code == 404 && reason.text.contains("is down or inaccessible")
-        }
-        _ => false,
-    }
+/// Whether RabbitMQ refused to declare or consume a queue because it is
+/// unavailable for now: `404 NOT_FOUND`, which a (non-passive) declaration
+/// only gets for a classic queue whose node is down or stopping (`home node
+/// '...' of durable queue '...' is down or inaccessible`, or its process
+/// stopped), and a consume for a queue deleted since its declaration (its
+/// node went down). The queue comes back with its node, or is declared
+/// again, so trying again may help.
+pub(crate) fn is_queue_unavailable(e: &Error) -> bool {
+    matches!(e, Error::ChannelClosedByServer(reason) if reason.code == 404)
 }
 
 /// Whether trying again may help: the broker is down, starting, restarting
@@ -311,7 +309,7 @@ pub(crate) fn is_home_node_down(e: &Error) -> bool {
 pub(crate) fn is_retryable(e: &Error) -> bool {
     match e {
         Error::Connect { .. } | Error::ConnectTimeout { .. } => true,
-        e if is_home_node_down(e) => true,
+        e if is_queue_unavailable(e) => true,
         // Several addresses: another try may find one of them back.
         Error::AllAddressesFailed { attempts } => attempts.iter().any(|(_, e)| is_retryable(e)),
         Error::ConnectionClosed(c) => match c {
@@ -324,5 +322,54 @@ pub(crate) fn is_retryable(e: &Error) -> bool {
             _ => true,
         },
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use carehare_tokio::carehare_core::error::CloseReason;
+    use carehare_tokio::{Address, Error};
+
+    use super::{is_queue_unavailable, is_retryable};
+
+    fn channel_closed(code: u16, text: &str) -> Error {
+        Error::ChannelClosedByServer(CloseReason {
+            code,
+            text: text.into(),
+            class_id: 50,
+            method_id: 10,
+        })
+    }
+
+    #[test]
+    fn a_queue_on_a_node_that_is_down_is_retried_a_refused_one_is_not() {
+        let down = channel_closed(
+            404,
+            "NOT_FOUND - home node 'rabbit@b' of durable queue 'q' in vhost '/' is down or inaccessible",
+        );
+        assert!(is_queue_unavailable(&down) && is_retryable(&down));
+        let refused = channel_closed(406, "PRECONDITION_FAILED - inequivalent arg 'durable'");
+        assert!(!is_queue_unavailable(&refused) && !is_retryable(&refused));
+    }
+
+    #[test]
+    fn every_address_failing_is_retried_if_one_may_come_back() {
+        let refused = Error::Connect {
+            address: "127.0.0.1:5781".into(),
+            error: Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        };
+        let all = Error::AllAddressesFailed {
+            attempts: vec![(Address::new("127.0.0.1", 5781), refused)],
+        };
+        assert!(is_retryable(&all));
+        let refused_everywhere = Error::AllAddressesFailed {
+            attempts: vec![(
+                Address::new("127.0.0.1", 5781),
+                channel_closed(406, "not a connect error"),
+            )],
+        };
+        assert!(!is_retryable(&refused_everywhere));
     }
 }

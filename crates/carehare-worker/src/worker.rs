@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
-use crate::connection::{ConnectionParameters, is_home_node_down, is_retryable};
+use crate::connection::{ConnectionParameters, is_queue_unavailable, is_retryable};
 use crate::error::{RpcError, WorkerError};
 use crate::handler::{BoxFuture, Failure, QueueHandler, RpcHandler};
 use crate::wire;
@@ -303,8 +303,9 @@ enum SetupError {
 
 fn setup_error(queue: &str, e: Error) -> SetupError {
     match e {
-        // A classic queue whose node is down: retrying helps once it is back.
-        e if is_home_node_down(&e) => SetupError::Connect(e),
+        // A classic queue whose node is down or stopping: retrying helps
+        // once it is back (or, for a transient queue, once it is deleted).
+        e if is_queue_unavailable(&e) => SetupError::Connect(e),
         Error::ChannelClosedByServer(_) | Error::Usage(_) => SetupError::Route {
             queue: queue.to_string(),
             source: e,
