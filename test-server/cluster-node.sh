@@ -149,8 +149,17 @@ log "starting $RABBITMQ_NODENAME (amqp 127.0.0.1:$CAREHARE_CLUSTER_AMQP_PORT, di
 cd "$base"
 echo "==== $(date -u '+%Y-%m-%dT%H:%M:%SZ') cluster-node.sh: starting $RABBITMQ_NODENAME" >>"$CAREHARE_CLUSTER_STDOUT_LOG"
 stdout_log_offset="$(log_size "$CAREHARE_CLUSTER_STDOUT_LOG")"
-HOME="$CAREHARE_CLUSTER_HOME" LC_ALL=C.UTF-8 ERL_EPMD_ADDRESS=127.0.0.1 \
-    setsid nohup "$CAREHARE_RABBITMQ_BIN/rabbitmq-server" >>"$CAREHARE_CLUSTER_STDOUT_LOG" 2>&1 </dev/null 9>&- &
+# The node outlives this script: it must not inherit any descriptor beyond
+# stdio. A caller's lock (`flock /tmp/carehare-cluster.lock cargo test`) or a
+# test harness's capture pipe would otherwise stay held for the node's life.
+(
+    for fd in /proc/$BASHPID/fd/*; do
+        fd="${fd##*/}"
+        if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    HOME="$CAREHARE_CLUSTER_HOME" LC_ALL=C.UTF-8 ERL_EPMD_ADDRESS=127.0.0.1 \
+        exec setsid nohup "$CAREHARE_RABBITMQ_BIN/rabbitmq-server" >>"$CAREHARE_CLUSTER_STDOUT_LOG" 2>&1 </dev/null
+) &
 launcher=$!
 echo "$launcher" >"$launcher_pid_file"
 
