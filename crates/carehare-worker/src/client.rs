@@ -106,7 +106,10 @@ impl Session {
         use carehare_tokio::Error as E;
         if matches!(
             e,
-            E::ConnectionClosed(_) | E::ConsumerClosed | E::ChannelClosedByServer(_)
+            E::ConnectionClosed(_)
+                | E::ConsumerClosed
+                | E::ConsumerCancelledByServer
+                | E::ChannelClosedByServer(_)
         ) {
             self.broken.store(true, Ordering::Release);
         }

@@ -184,7 +184,12 @@ fn kind(result: &Result<u64, CallError>, n: u64) -> &'static str {
         Err(CallError::Amqp(Error::ConnectionClosed(_))) => "Amqp(ConnectionClosed)",
         Err(CallError::Amqp(Error::ConsumerClosed)) => "Amqp(ConsumerClosed)",
         Err(CallError::Amqp(Error::ChannelClosedByServer(_))) => "Amqp(ChannelClosedByServer)",
-        Err(CallError::Amqp(_)) => "Amqp(other)",
+        // Named by its variant (few calls end so: leaking is fine).
+        Err(CallError::Amqp(e)) => {
+            let debug = format!("{e:?}");
+            let variant = debug.split(['(', ' ', '{']).next().unwrap_or("?");
+            Box::leak(format!("Amqp({variant})").into_boxed_str())
+        }
         Err(CallError::ErrorReply(_)) => "ErrorReply",
         Err(_) => "other error",
     }
