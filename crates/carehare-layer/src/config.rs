@@ -58,8 +58,9 @@ pub struct Config {
     /// default port becomes 5671. Default: `None` (TLS only for `amqps://`,
     /// with the platform's root certificates).
     pub tls: Option<TlsOptions>,
-    /// Full connection options, replacing `host` and `tls` (for settings
-    /// a URL can't carry). Default: `None`.
+    /// Full connection options, replacing `host`, `hosts` and `tls` (for
+    /// settings a URL can't carry, e.g. shuffling a cluster's nodes with
+    /// `address_order`). Default: `None`.
     pub connect_options: Option<ConnectOptions>,
     /// The direct exchange that carries group messages. Default: `groups`.
     pub groups_exchange: String,
