@@ -101,7 +101,8 @@ impl Session {
         self.broken.load(Ordering::Acquire)
     }
 
-    /// Notes an error that means this session can't serve calls any more.
+    /// Notes a call's error that means this session can't serve calls any
+    /// more: the connection or the reply channel is gone.
     fn note(&self, e: &carehare_tokio::Error) {
         use carehare_tokio::Error as E;
         if matches!(
@@ -379,7 +380,11 @@ impl Client {
             .publish_mandatory(body, "", route, &properties);
         match tokio::time::timeout_at(deadline, confirm).await {
             Ok(result) => result.map_err(|e| {
-                session.note(&e);
+                // A channel error here is the publish channel's, which the
+                // next publish replaces: only a lost connection counts.
+                if matches!(e, carehare_tokio::Error::ConnectionClosed(_)) {
+                    session.note(&e);
+                }
                 CallError::from(e)
             }),
             Err(_) => Err(CallError::Timeout(self.timeout)),
