@@ -51,6 +51,9 @@ pub struct Settings {
     /// connection: it is re-published on a new one. Heartbeats catch a dead
     /// peer too, but only after two intervals.
     pub confirm_timeout: Duration,
+    /// After this many rounds in a row in which RabbitMQ nacked every
+    /// message, reconnect (see [`ReliablePublisher::publish`]).
+    pub nack_rounds_before_reconnect: u32,
 }
 
 impl Default for Settings {
@@ -60,6 +63,7 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(5),
             give_up_after: Duration::from_secs(120),
             confirm_timeout: Duration::from_secs(30),
+            nack_rounds_before_reconnect: 3,
         }
     }
 }
@@ -75,6 +79,8 @@ pub struct Report {
     pub republished: usize,
     /// `basic.nack`s received (each message was re-published).
     pub nacks: usize,
+    /// Fresh connections made because every publish kept being nacked.
+    pub reconnects_after_nacks: usize,
     /// Every address connected to, in order.
     pub connected_to: Vec<Address>,
     /// For each failover: from noticing the loss to the first confirm on
@@ -158,6 +164,12 @@ impl ReliablePublisher {
     /// re-publishing as often as needed. Fails only when no node can be
     /// reached for `give_up_after`, or when RabbitMQ refuses the publish
     /// itself (e.g. 404: no such exchange).
+    ///
+    /// Nacked messages are re-published after a backoff. When every message
+    /// of several rounds in a row is nacked, the connection is replaced: on
+    /// RabbitMQ 3.10 a channel opened on a surviving node while a quorum
+    /// queue was still electing its new leader was seen to nack every
+    /// later publish to that queue, for good; a new channel does not.
     pub async fn publish(
         &mut self,
         exchange: &str,
@@ -166,6 +178,8 @@ impl ReliablePublisher {
     ) -> Result<(), Error> {
         let mut unconfirmed: VecDeque<Outgoing> = messages.into_iter().collect();
         let mut first_round = true;
+        let mut nack_rounds = 0;
+        let mut nack_wait = self.settings.backoff_initial;
         while !unconfirmed.is_empty() {
             if !first_round {
                 self.report.republished += unconfirmed.len();
@@ -194,16 +208,20 @@ impl ReliablePublisher {
                     }
                 };
             let mut lost = false;
+            let mut confirmed_any = false;
+            let mut nacked_any = false;
             let mut retry = VecDeque::new();
             for (message, result) in unconfirmed.drain(..).zip(results) {
                 match result {
                     Ok(()) => {
+                        confirmed_any = true;
                         self.report.confirmed += 1;
                         if let Some(at) = self.lost_at.take() {
                             self.report.outages.push(at.elapsed());
                         }
                     }
                     Err(Error::ServerSentNack) => {
+                        nacked_any = true;
                         self.report.nacks += 1;
                         retry.push_back(message);
                     }
@@ -219,6 +237,21 @@ impl ReliablePublisher {
             unconfirmed = retry;
             if lost {
                 self.lose_connection().await;
+                continue;
+            }
+            if nacked_any && !confirmed_any {
+                nack_rounds += 1;
+                if nack_rounds >= self.settings.nack_rounds_before_reconnect {
+                    nack_rounds = 0;
+                    self.report.reconnects_after_nacks += 1;
+                    self.drop_connection().await;
+                }
+                // Don't hammer a queue that refuses: back off.
+                self.sleep(nack_wait).await;
+                nack_wait = (nack_wait * 2).min(self.settings.backoff_max);
+            } else {
+                nack_rounds = 0;
+                nack_wait = self.settings.backoff_initial;
             }
         }
         Ok(())
@@ -227,9 +260,16 @@ impl ReliablePublisher {
     /// Closes the current connection (if it is not gone already) and counts
     /// a failover.
     async fn lose_connection(&mut self) {
-        if let Some(connection) = self.connection.take() {
+        if self.connection.is_some() {
             self.report.failovers += 1;
             self.lost_at.get_or_insert_with(Instant::now);
+            self.drop_connection().await;
+        }
+    }
+
+    /// Closes the current connection, if any, within 2 s.
+    async fn drop_connection(&mut self) {
+        if let Some(connection) = self.connection.take() {
             // Best effort: a dead connection fails this at once.
             let close = Box::pin(connection.close());
             let limit = self

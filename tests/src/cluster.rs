@@ -115,9 +115,15 @@ pub struct NodeDown {
 }
 
 impl NodeDown {
-    /// Starts stopping node N (cleanly, `rabbitmqctl stop`) in the background.
+    /// Starts stopping node N cleanly (`rabbitmqctl stop`) in the background.
     pub fn stop_in_background(n: u8) -> Self {
-        let stopping = std::thread::spawn(move || node("stop", n));
+        Self::in_background("stop", n)
+    }
+
+    /// `cluster-node.sh ACTION N` in the background: `stop` (clean) or
+    /// `kill` (SIGKILL, a crash).
+    pub fn in_background(action: &'static str, n: u8) -> Self {
+        let stopping = std::thread::spawn(move || node(action, n));
         Self {
             node: n,
             stopping: Some(stopping),
@@ -163,6 +169,25 @@ impl Drop for NodeDown {
             panic!("could not start node {} again", self.node);
         } else if !ok {
             eprintln!("could not start node {} again", self.node);
+        }
+    }
+}
+
+/// Deletes a queue when dropped (also when the test panics), through
+/// `rabbitmqctl` on the first node that is up: durable queues on the
+/// cluster outlive the test otherwise.
+pub struct DeleteQueue(pub String);
+
+impl Drop for DeleteQueue {
+    fn drop(&mut self) {
+        if let Some(n) = (1..=3).find(|&n| node_is_up(n)) {
+            let script = format!(
+                "CLUSTER_NODE={n} source '{}/cluster-env.sh' && rabbitmqctl -q delete_queue -p {VHOST} '{}'",
+                test_server(),
+                self.0
+            );
+            // Already deleted by the test is fine.
+            let _ = Command::new("bash").arg("-c").arg(&script).output();
         }
     }
 }

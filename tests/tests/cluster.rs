@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use carehare_examples::reconnect::{ReliablePublisher, Settings, drain_ids, numbered};
-use carehare_tests::cluster::{NodeDown, leader_of, node_is_up, node_port, node_url, serial};
+use carehare_tests::cluster::{
+    DeleteQueue, NodeDown, leader_of, node_is_up, node_port, node_url, serial,
+};
 use carehare_tests::scenarios::unique;
 use carehare_tokio::{
     AMQPValue, Address, ConnectOptions, Connection, ConsumerOptions, Error, FieldTable, Message,
@@ -22,13 +24,18 @@ use carehare_tokio::{
 };
 use futures_util::FutureExt;
 
+/// Runs a test body on tokio, failing it (rather than hanging) after 3 min.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap()
-        .block_on(f)
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(180), f)
+                .await
+                .expect("the test took over 3 minutes")
+        })
 }
 
 /// Every node, in the order 1, 2, 3.
@@ -269,6 +276,17 @@ fn stream_is_read_from_first_a_number_and_a_timestamp() {
 /// connect skips it (`Connection::address`).
 #[test]
 fn publishing_survives_the_quorum_leader_stopping() {
+    publishing_survives_the_quorum_leader_going("stop");
+}
+
+/// The same with the leader's node killed (SIGKILL): no `connection.close`,
+/// the socket just ends.
+#[test]
+fn publishing_survives_the_quorum_leader_being_killed() {
+    publishing_survives_the_quorum_leader_going("kill");
+}
+
+fn publishing_survives_the_quorum_leader_going(how: &'static str) {
     const N: u64 = 3_000;
     let _serial = serial();
     require_cluster();
@@ -276,6 +294,8 @@ fn publishing_survives_the_quorum_leader_stopping() {
         let rt: Arc<dyn Runtime> = Arc::new(carehare_tokio::Tokio::current());
         let setup = carehare_tokio::connect_with(all_nodes()).await.unwrap();
         let q = unique("failover");
+        // Deleted even if the test fails: a durable queue outlives it.
+        let _cleanup = DeleteQueue(q.clone());
         setup
             .queue_declare(&q, queue_of_type("quorum"))
             .await
@@ -310,7 +330,7 @@ fn publishing_survives_the_quorum_leader_stopping() {
             sent += 50;
         }
         let stop_started = Instant::now();
-        let mut down = NodeDown::stop_in_background(leader);
+        let mut down = NodeDown::in_background(how, leader);
         // Small paced batches for as long as the node takes to stop, so the
         // loss hits publishes in flight.
         while !down.is_stopped() && sent + 20 <= N {
@@ -362,14 +382,16 @@ fn publishing_survives_the_quorum_leader_stopping() {
         let expected: BTreeSet<u64> = (0..N).collect();
         let lost = expected.difference(&drained.ids).count();
         eprintln!(
-            "cluster failover: N={N} confirmed={} failovers={} republished={} nacks={} \
-             outages={:?} longest_batch={longest_batch:?} (leader c{leader} stop took {stop_took:?}, \
+            "cluster failover ({how}): N={N} confirmed={} failovers={} republished={} nacks={} \
+             reconnects_after_nacks={} \
+             outages={:?} longest_batch={longest_batch:?} (leader c{leader} {how} took {stop_took:?}, \
              failovers noticed during the stop: {failovers_during_stop}; nodes {:?}) \
              lost={lost} duplicates={} new leader c{new_leader}",
             report.confirmed,
             report.failovers,
             report.republished,
             report.nacks,
+            report.reconnects_after_nacks,
             report.outages,
             report
                 .connected_to
