@@ -83,10 +83,11 @@ impl Drop for Restart {
     }
 }
 
-/// Stops the node listening on `port`; the guard starts it again.
-fn stop_node(port: u16) -> Restart {
+/// Stops (`stop`: a clean shutdown) or kills (`kill`: SIGKILL, a crash)
+/// the node listening on `port`; the guard starts it again.
+fn stop_node(port: u16, how: &str) -> Restart {
     let guard = Restart(port);
-    run_script("cluster-node.sh", &["stop", &(port - 5780).to_string()]);
+    run_script("cluster-node.sh", &[how, &(port - 5780).to_string()]);
     guard
 }
 
@@ -155,6 +156,18 @@ fn distinct_and_duplicates(texts: &[String]) -> (usize, usize) {
 /// must all arrive: 0 lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stopping_the_node_of_a_layer_moves_it_to_another_and_its_groups_keep_working() {
+    failover("stop").await;
+}
+
+/// The same when node N crashes (SIGKILL): the connection ends without a
+/// `connection.close`, and the other nodes learn that N is down from the
+/// closed distribution links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_node_of_a_layer_moves_it_to_another_and_its_groups_keep_working() {
+    failover("kill").await;
+}
+
+async fn failover(how: &'static str) {
     let _serial = SERIAL.lock().await;
     cluster();
     within(240, async {
@@ -221,7 +234,7 @@ async fn stopping_the_node_of_a_layer_moves_it_to_another_and_its_groups_keep_wo
         }
         let stop_began = Instant::now();
         let restart = tokio::task::spawn_blocking(move || {
-            let guard = stop_node(a_port);
+            let guard = stop_node(a_port, how);
             (guard, Instant::now())
         });
         // A's new connection, on another node.
@@ -288,8 +301,8 @@ async fn stopping_the_node_of_a_layer_moves_it_to_another_and_its_groups_keep_wo
 
         let ms = |d: Duration| d.as_millis();
         println!(
-            "FIGURES layer failover: node {} -> {}: stop command {} ms; old connection closed {} ms after the stop began; \
-             reconnected {} ms after that; first group message {} ms after that ({} ms after the stop began); \
+            "FIGURES layer failover ({how}): node {} -> {}: {how} command {} ms; old connection closed {} ms after it began; \
+             reconnected {} ms after that; first group message {} ms after that ({} ms after the {how} began); \
              A->B sends: {sent} sent, {lost_sends} lost, {duplicates} duplicates; \
              B->group probes (50 ms apart): {probes_sent} sent, {probes_got} reached A ({} missed while A was away, by design), {probe_duplicates} duplicates",
             a_port - 5780,

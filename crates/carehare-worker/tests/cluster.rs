@@ -84,12 +84,13 @@ impl Drop for Restart {
     }
 }
 
-/// Stops the node listening on `port` (in a blocking task); the guard
-/// starts it again. Returns the guard and when the stop command returned.
-async fn stop_node(port: u16) -> (Restart, Instant) {
+/// Stops (`stop`: a clean shutdown) or kills (`kill`: SIGKILL, a crash)
+/// the node listening on `port` (in a blocking task); the guard starts it
+/// again. Returns the guard and when the command returned.
+async fn stop_node(port: u16, how: &'static str) -> (Restart, Instant) {
     tokio::task::spawn_blocking(move || {
         let guard = Restart(port);
-        run_script("cluster-node.sh", &["stop", &(port - 5780).to_string()]);
+        run_script("cluster-node.sh", &[how, &(port - 5780).to_string()]);
         (guard, Instant::now())
     })
     .await
@@ -203,6 +204,16 @@ fn kind(result: &Result<u64, CallError>, n: u64) -> &'static str {
 /// there, the client reconnected on its next call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rpc_calls_across_a_node_stop_each_end_in_an_answer_or_a_typed_error() {
+    rpc_failover("stop").await;
+}
+
+/// The same when node N crashes (SIGKILL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rpc_calls_across_a_node_crash_each_end_in_an_answer_or_a_typed_error() {
+    rpc_failover("kill").await;
+}
+
+async fn rpc_failover(how: &'static str) {
     let _serial = SERIAL.lock().await;
     cluster();
     within(Duration::from_secs(240), "test", async {
@@ -252,7 +263,7 @@ async fn rpc_calls_across_a_node_stop_each_end_in_an_answer_or_a_typed_error() {
 
         let client_lost = closed_at(client.connection());
         let stop_began = Instant::now();
-        let (restart, stopped_at) = stop_node(node).await;
+        let (restart, stopped_at) = stop_node(node, how).await;
         // Answers again, to calls made after the stop.
         let answered_after = |from: Instant| {
             calls
@@ -315,7 +326,7 @@ async fn rpc_calls_across_a_node_stop_each_end_in_an_answer_or_a_typed_error() {
             .unwrap();
         let ms = |d: Duration| d.as_millis();
         println!(
-            "FIGURES worker RPC failover (node {} stopped): stop command {} ms; client connection lost {} ms after the stop began; \
+            "FIGURES worker RPC failover ({how}, node {}): {how} command {} ms; client connection lost {} ms after it began; \
              first answer to a call made after that {} ms later; longest time without an answer {} ms; {} calls: {phases:?}",
             node - 5780,
             ms(stopped_at - stop_began),
@@ -346,6 +357,16 @@ async fn rpc_calls_across_a_node_stop_each_end_in_an_answer_or_a_typed_error() {
 /// stop) are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_queue_worker_on_a_quorum_queue_moves_to_another_node_and_keeps_serving() {
+    quorum_failover("stop").await;
+}
+
+/// The same when node N crashes (SIGKILL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queue_worker_on_a_quorum_queue_survives_a_node_crash() {
+    quorum_failover("kill").await;
+}
+
+async fn quorum_failover(how: &'static str) {
     let _serial = SERIAL.lock().await;
     cluster();
     within(Duration::from_secs(240), "test", async {
@@ -405,7 +426,7 @@ async fn a_queue_worker_on_a_quorum_queue_moves_to_another_node_and_keeps_servin
         .await;
 
         let stop_began = Instant::now();
-        let (restart, stopped_at) = stop_node(node).await;
+        let (restart, stopped_at) = stop_node(node, how).await;
         let sent_after = |from: Instant| {
             // Numbers go up with time: compare with the count at `from`.
             handled
@@ -442,7 +463,7 @@ async fn a_queue_worker_on_a_quorum_queue_moves_to_another_node_and_keeps_servin
         let mut times: Vec<Instant> = handled.iter().map(|(_, at)| *at).collect();
         let gap = longest_gap(&mut times, stop_began);
         println!(
-            "FIGURES worker queue failover (quorum queue, node {} stopped): stop command {} ms; \
+            "FIGURES worker queue failover (quorum queue, {how}, node {}): {how} command {} ms; \
              longest time without handling a message {} ms; {confirmed} confirmed, {lost} lost, {duplicates} duplicates; \
              sends not confirmed (sent again): {:?}",
             node - 5780,
@@ -490,7 +511,7 @@ async fn a_queue_worker_waits_for_the_home_node_of_its_classic_queue() {
         })
         .await;
 
-        let (restart, _) = stop_node(node).await;
+        let (restart, _) = stop_node(node, "stop").await;
         // The queue is there, on a node that is down.
         let refused = client
             .connection()
