@@ -73,11 +73,12 @@ fn main() -> Result<(), Error> {
         publisher.close().await;
         let report = publisher.report().clone();
         println!(
-            "published {total} in {:.1}s: {} failover(s), {} re-published, {} nack(s), outages {:?}, nodes {:?}",
+            "published {total} in {:.1}s: {} failover(s), {} re-published, {} nack(s) ({} reconnect(s) after nacks), outages {:?}, nodes {:?}",
             started.elapsed().as_secs_f64(),
             report.failovers,
             report.republished,
             report.nacks,
+            report.reconnects_after_nacks,
             report.outages,
             report.connected_to.iter().map(|a| a.to_string()).collect::<Vec<_>>()
         );
