@@ -6,6 +6,7 @@
 //! timeout). It exists to check the sans-IO core against a real RabbitMQ
 //! and shows how little an embedder needs to write.
 
+pub mod cluster;
 pub mod consume;
 pub mod faults;
 pub mod proxy;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use carehare_client::{
-    AMQPValue, ConnectOptions, Connection, ConnectionError, Error, FieldTable, QueueOptions,
-    Runtime, TlsOptions, connect_with_runtime,
+    AMQPValue, Address, ConnectOptions, Connection, ConnectionError, Error, FieldTable,
+    QueueOptions, Runtime, TlsOptions, connect_with_runtime,
 };
 use carehare_core::Auth;
 use futures_util::future::{Either, join_all, select};
@@ -95,6 +95,10 @@ macro_rules! scenarios {
             scenarios::tls_with_the_default_roots_fails_verification,
             scenarios::connect_timeout_covers_a_silent_server,
             scenarios::url_connect,
+            scenarios::a_dead_address_is_skipped,
+            scenarios::all_dead_addresses_are_each_listed,
+            scenarios::a_wrong_password_is_not_tried_on_the_next_node,
+            scenarios::a_host_name_is_tried_at_each_of_its_ips,
             scenarios::heartbeat_loss_ends_everything_with_the_heartbeat_error,
             scenarios::garbage_bytes_make_the_server_close_with_501,
             scenarios::exclusive_queue_from_a_second_connection_is_405,
@@ -129,6 +133,89 @@ pub async fn wrong_password(rt: Arc<dyn Runtime>) {
         }
         other => panic!("expected AuthenticationFailed, got {other:?}"),
     }
+}
+
+/// A dead address first (nothing listens on port 1), then the broker: the
+/// connection is made to the second, and says so.
+pub async fn a_dead_address_is_skipped(rt: Arc<dyn Runtime>) {
+    let opts = ConnectOptions::from_urls([
+        "amqp://guest:guest@127.0.0.1:1/",
+        "amqp://guest:guest@127.0.0.1:5672/",
+    ])
+    .unwrap();
+    let connection = connect_with_runtime(rt, opts).await.unwrap();
+    assert_eq!(connection.address(), &Address::new("127.0.0.1", 5672));
+    assert_eq!(connection.peer_addr(), "127.0.0.1:5672".parse().unwrap());
+    let queue = unique("dead-first");
+    connection
+        .queue_declare(&queue, QueueOptions::exclusive())
+        .await
+        .unwrap();
+    connection.publish("hi", "", &queue).await.unwrap();
+    connection.close().await.unwrap();
+}
+
+/// Every address dead: one typed error listing each address and its reason.
+pub async fn all_dead_addresses_are_each_listed(rt: Arc<dyn Runtime>) {
+    let opts = ConnectOptions::from_urls(["amqp://127.0.0.1:1", "amqp://127.0.0.1:2"]).unwrap();
+    match connect_with_runtime(rt, opts).await {
+        Err(Error::AllAddressesFailed { attempts }) => {
+            let tried: Vec<&Address> = attempts.iter().map(|(a, _)| a).collect();
+            assert_eq!(
+                tried,
+                [&Address::new("127.0.0.1", 1), &Address::new("127.0.0.1", 2)]
+            );
+            for (address, error) in &attempts {
+                match error {
+                    Error::Connect { error, .. } => {
+                        assert_eq!(
+                            error.kind(),
+                            std::io::ErrorKind::ConnectionRefused,
+                            "{address}"
+                        )
+                    }
+                    other => panic!("{address}: expected Connect, got {other:?}"),
+                }
+            }
+        }
+        other => panic!("expected AllAddressesFailed, got {other:?}"),
+    }
+}
+
+/// Credentials are cluster-wide: a 403 ends the connect at once, and the
+/// next address is never contacted.
+pub async fn a_wrong_password_is_not_tried_on_the_next_node(rt: Arc<dyn Runtime>) {
+    let next = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let next_port = next.local_addr().unwrap().port();
+    let opts = ConnectOptions::from_urls([
+        "amqp://carehare:wrong@127.0.0.1:5672/".to_string(),
+        format!("amqp://carehare:wrong@127.0.0.1:{next_port}/"),
+    ])
+    .unwrap();
+    match connect_with_runtime(rt, opts).await {
+        Err(Error::ConnectionClosed(ConnectionError::AuthenticationFailed(r))) => {
+            assert_eq!(r.code, 403)
+        }
+        other => panic!("expected AuthenticationFailed, got {other:?}"),
+    }
+    next.set_nonblocking(true).unwrap();
+    assert_eq!(
+        next.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the second address was contacted"
+    );
+}
+
+/// `localhost` may resolve to `::1` and `127.0.0.1`; the broker listens on
+/// the latter only. The connection reports the configured name and the IP
+/// it reached.
+pub async fn a_host_name_is_tried_at_each_of_its_ips(rt: Arc<dyn Runtime>) {
+    let mut opts = options();
+    opts.host = "localhost".into();
+    let connection = connect_with_runtime(rt, opts).await.unwrap();
+    assert_eq!(connection.address(), &Address::new("localhost", 5672));
+    assert_eq!(connection.peer_addr(), "127.0.0.1:5672".parse().unwrap());
+    connection.close().await.unwrap();
 }
 
 /// A vhost that doesn't exist is 530 NOT_ALLOWED.

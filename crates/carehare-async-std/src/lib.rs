@@ -37,6 +37,7 @@
 //! [smol]: https://docs.rs/smol
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 pub use carehare_client::*;
@@ -54,14 +55,17 @@ pub use carehare_client::*;
 pub struct AsyncStd;
 
 impl Runtime for AsyncStd {
-    fn connect_tcp(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
         let host = host.to_string();
         Box::pin(async move {
-            let tcp = async_std::net::TcpStream::connect((host.as_str(), port)).await?;
+            use async_std::net::ToSocketAddrs;
+            Ok((host.as_str(), port).to_socket_addrs().await?.collect())
+        })
+    }
+
+    fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
+        Box::pin(async move {
+            let tcp = async_std::net::TcpStream::connect(address).await?;
             tcp.set_nodelay(true)?;
             Ok(Box::new(tcp) as Box<dyn Stream>)
         })

@@ -1,14 +1,18 @@
-//! Connecting: TCP, then TLS, then the AMQP handshake, all under one timeout.
+//! Connecting: for each address in turn, resolve, then TCP, TLS and the AMQP
+//! handshake, each attempt under its own limit and all under one timeout.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use futures_util::future::{Either, select};
+use tracing::debug;
 
+use crate::address::{Address, attempt_limit};
 use crate::connection::{Connection, Handle};
 use crate::driver::Driver;
-use crate::error::Error;
+use crate::error::{ConnectionError, Error};
 use crate::options::ConnectOptions;
 use crate::runtime::{Runtime, Stream};
 use crate::shared::Shared;
@@ -16,6 +20,14 @@ use crate::tls;
 
 /// Connects with the given runtime. Adapter crates wrap this as their
 /// `connect`; it is public so any runtime can be plugged in.
+///
+/// With several addresses (see [`ConnectOptions`]) it tries each in turn
+/// until one connects. When all fail, the error is
+/// [`Error::AllAddressesFailed`], listing every attempt; with a single
+/// address it is that attempt's own error. A refusal that every node of a
+/// cluster would repeat stops at once, with its own error: bad credentials
+/// (403), a vhost the user may not open (530), a SASL mechanism the server
+/// does not offer, bad TLS settings.
 ///
 /// ```no_run
 /// # async fn f(runtime: std::sync::Arc<dyn carehare_client::Runtime>) -> Result<(), carehare_client::Error> {
@@ -28,45 +40,174 @@ pub async fn connect_with_runtime(
     runtime: Arc<dyn Runtime>,
     options: ConnectOptions,
 ) -> Result<Connection, Error> {
-    let address = if options.host.contains(':') {
-        format!("[{}]:{}", options.host, options.port)
-    } else {
-        format!("{}:{}", options.host, options.port)
+    let deadline = Instant::now() + options.connection_timeout;
+    // TLS settings are checked before any network traffic.
+    let tls_settings = match &options.tls {
+        Some(t) => Some((tls::client_config(t)?, t)),
+        None => None,
     };
-    let timeout = options.connection_timeout;
-    let deadline = Instant::now() + timeout;
-    let sleep = runtime.sleep_until(deadline);
-    let attempt = Box::pin(connect_inner(
-        runtime.clone(),
-        options,
-        address.clone(),
-        deadline,
-    ));
-    match select(attempt, sleep).await {
+    let mut addresses = options.addresses();
+    options.address_order.arrange(&mut addresses);
+
+    let mut attempts: Vec<(Address, Error)> = Vec::new();
+    let count = addresses.len();
+    for (i, address) in addresses.into_iter().enumerate() {
+        let last_address = i + 1 == count;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            let error = Error::ConnectTimeout {
+                address: address.to_string(),
+                timeout: options.connection_timeout,
+            };
+            attempts.push((address, error));
+            continue;
+        }
+        // The certificate is checked against this address's host name.
+        let tls = match &tls_settings {
+            Some((config, t)) => Some((config.clone(), tls::server_name(t, &address.host)?)),
+            None => None,
+        };
+        let mut targets = match resolve(
+            &runtime,
+            &address,
+            attempt_limit(options.address_timeout, remaining, last_address),
+        )
+        .await
+        {
+            Ok(targets) => targets,
+            Err(error) => {
+                debug!(%address, %error, "could not resolve");
+                attempts.push((address, error));
+                continue;
+            }
+        };
+        options.address_order.arrange(&mut targets);
+        let n = targets.len();
+        for (j, target) in targets.into_iter().enumerate() {
+            let label = if address.ip_literal().is_some() {
+                address.to_string()
+            } else {
+                format!("{address} ({target})")
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let limit = attempt_limit(
+                options.address_timeout,
+                remaining,
+                last_address && j + 1 == n,
+            );
+            let attempt = Box::pin(connect_one(
+                runtime.clone(),
+                &options,
+                tls.clone(),
+                address.clone(),
+                target,
+                label.clone(),
+                Instant::now() + limit,
+            ));
+            let result = match select(attempt, runtime.sleep_until(Instant::now() + limit)).await {
+                Either::Left((result, _)) => result,
+                Either::Right(((), _)) => Err(Error::ConnectTimeout {
+                    address: label,
+                    timeout: if count == 1 && n == 1 {
+                        options.connection_timeout
+                    } else {
+                        limit
+                    },
+                }),
+            };
+            match result {
+                Ok(connection) => return Ok(connection),
+                Err(error) if stops_at_once(&error) => return Err(error),
+                Err(error) => {
+                    debug!(%address, %error, "connect attempt failed");
+                    attempts.push((address.clone(), error));
+                }
+            }
+        }
+    }
+    Err(all_failed(attempts))
+}
+
+/// Resolves a host name, within `limit`; an IP address needs no resolver.
+async fn resolve(
+    runtime: &Arc<dyn Runtime>,
+    address: &Address,
+    limit: Duration,
+) -> Result<Vec<SocketAddr>, Error> {
+    if let Some(ip) = address.ip_literal() {
+        return Ok(vec![ip]);
+    }
+    let lookup = runtime.resolve(&address.host, address.port);
+    let result = match select(lookup, runtime.sleep_until(Instant::now() + limit)).await {
         Either::Left((result, _)) => result,
-        Either::Right(((), _)) => Err(Error::ConnectTimeout { address, timeout }),
+        Either::Right(((), _)) => {
+            return Err(Error::ConnectTimeout {
+                address: address.to_string(),
+                timeout: limit,
+            });
+        }
+    };
+    match result {
+        Ok(targets) if !targets.is_empty() => Ok(targets),
+        Ok(_) => Err(Error::Connect {
+            address: address.to_string(),
+            error: Arc::new(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the host name resolved to no address",
+            )),
+        }),
+        Err(e) => Err(Error::Connect {
+            address: address.to_string(),
+            error: Arc::new(e),
+        }),
     }
 }
 
-async fn connect_inner(
+/// Refusals every node of a cluster would repeat: trying the next node only
+/// delays the error (and repeats a bad password to every node). Users,
+/// permissions and vhosts are cluster-wide in RabbitMQ.
+fn stops_at_once(error: &Error) -> bool {
+    match error {
+        Error::Tls(_) | Error::Url(_) | Error::Usage(_) => true,
+        Error::ConnectionClosed(c) => match c {
+            ConnectionError::AuthenticationFailed(_)
+            | ConnectionError::MechanismNotOffered { .. }
+            | ConnectionError::InvalidVirtualHost(_) => true,
+            // 530 NOT_ALLOWED: no access to the vhost, or it does not exist.
+            ConnectionError::ClosedByServer(reason) => reason.code == 530,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// One attempt keeps its own error; several are listed.
+fn all_failed(mut attempts: Vec<(Address, Error)>) -> Error {
+    if attempts.len() == 1
+        && let Some((_, error)) = attempts.pop()
+    {
+        return error;
+    }
+    Error::AllAddressesFailed { attempts }
+}
+
+async fn connect_one(
     runtime: Arc<dyn Runtime>,
-    options: ConnectOptions,
-    address: String,
+    options: &ConnectOptions,
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    address: Address,
+    target: SocketAddr,
+    label: String,
     deadline: Instant,
 ) -> Result<Connection, Error> {
     let connect_error = |e: std::io::Error| Error::Connect {
-        address: address.clone(),
+        address: label.clone(),
         error: Arc::new(e),
     };
-    // TLS settings are checked before any network traffic.
-    let tls = match &options.tls {
-        Some(t) => Some((tls::client_config(t)?, tls::server_name(t, &options.host)?)),
-        None => None,
-    };
-    let tcp = runtime
-        .connect_tcp(&options.host, options.port)
-        .await
-        .map_err(connect_error)?;
+    let tcp = runtime.connect_tcp(target).await.map_err(connect_error)?;
     let io: Box<dyn Stream> = match tls {
         None => tcp,
         Some((config, name)) => {
@@ -77,8 +218,8 @@ async fn connect_inner(
             Box::new(stream)
         }
     };
-    let mut amqp = options.amqp;
-    // The handshake gets what is left of the connection timeout.
+    let mut amqp = options.amqp.clone();
+    // The handshake gets what is left of this attempt's time.
     amqp.handshake_timeout = deadline.saturating_duration_since(Instant::now());
     let (tx, rx) = oneshot::channel();
     let shared = Shared::new(carehare_core::Connection::new(amqp, Instant::now()), tx);
@@ -89,11 +230,302 @@ async fn connect_inner(
                 shared,
                 tuning,
                 runtime,
+                address,
+                peer_addr: target,
             }),
         }),
         Ok(Err(e)) => Err(Error::ConnectionClosed(e)),
-        Err(_) => Err(Error::ConnectionClosed(
-            carehare_core::error::ConnectionError::UnexpectedEof,
-        )),
+        Err(_) => Err(Error::ConnectionClosed(ConnectionError::UnexpectedEof)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::address::AddressOrder;
+    use crate::{BoxFuture, UrlError};
+
+    /// What the fake network does for one socket address.
+    #[derive(Clone, Copy)]
+    enum Behaviour {
+        Refuse,
+        Hang,
+        /// Accept, then speak no AMQP and close: the handshake ends with
+        /// UnexpectedEof.
+        CloseAtOnce,
+    }
+
+    /// A runtime over a fake network: a resolver table and a behaviour per
+    /// socket address. It records every connect, in order.
+    struct FakeNet {
+        names: HashMap<String, Vec<SocketAddr>>,
+        behaviour: HashMap<SocketAddr, Behaviour>,
+        connects: Mutex<Vec<SocketAddr>>,
+    }
+
+    impl FakeNet {
+        fn new() -> Self {
+            Self {
+                names: HashMap::new(),
+                behaviour: HashMap::new(),
+                connects: Mutex::new(Vec::new()),
+            }
+        }
+        fn with(mut self, addr: &str, b: Behaviour) -> Self {
+            self.behaviour.insert(addr.parse().unwrap(), b);
+            self
+        }
+        fn name(mut self, host: &str, addrs: &[&str]) -> Self {
+            self.names.insert(
+                host.into(),
+                addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            );
+            self
+        }
+        fn connects(&self) -> Vec<String> {
+            self.connects
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|a| a.to_string())
+                .collect()
+        }
+    }
+
+    impl Runtime for FakeNet {
+        fn resolve(
+            &self,
+            host: &str,
+            _port: u16,
+        ) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+            let found = self.names.get(host).cloned();
+            Box::pin(async move { found.ok_or_else(|| io::ErrorKind::NotFound.into()) })
+        }
+        fn connect_tcp(
+            &self,
+            address: SocketAddr,
+        ) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
+            self.connects.lock().unwrap().push(address);
+            match self
+                .behaviour
+                .get(&address)
+                .copied()
+                .unwrap_or(Behaviour::Refuse)
+            {
+                Behaviour::Refuse => {
+                    Box::pin(async { Err(io::ErrorKind::ConnectionRefused.into()) })
+                }
+                Behaviour::Hang => Box::pin(std::future::pending()),
+                Behaviour::CloseAtOnce => Box::pin(async {
+                    Ok(Box::new(futures_util::io::Cursor::new(Vec::new())) as Box<dyn Stream>)
+                }),
+            }
+        }
+        fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+            Box::pin(async move {
+                smol::Timer::at(deadline).await;
+            })
+        }
+        fn spawn(&self, future: BoxFuture<'static, ()>) {
+            smol::spawn(future).detach();
+        }
+    }
+
+    fn run(net: &Arc<FakeNet>, options: ConnectOptions) -> Error {
+        let runtime: Arc<dyn Runtime> = net.clone();
+        match smol::block_on(connect_with_runtime(runtime, options)) {
+            Ok(_) => panic!("connected to a fake network"),
+            Err(e) => e,
+        }
+    }
+
+    fn options(urls: &[&str]) -> ConnectOptions {
+        let mut options = ConnectOptions::from_urls(urls).unwrap();
+        options.connection_timeout = Duration::from_secs(5);
+        options.address_timeout = Duration::from_millis(200);
+        options
+    }
+
+    fn attempts(e: Error) -> Vec<(String, Error)> {
+        match e {
+            Error::AllAddressesFailed { attempts } => attempts
+                .into_iter()
+                .map(|(a, e)| (a.to_string(), e))
+                .collect(),
+            other => panic!("not AllAddressesFailed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_address_is_tried_in_order_and_each_failure_is_listed() {
+        let net = Arc::new(
+            FakeNet::new()
+                .with("10.0.0.2:5672", Behaviour::Hang)
+                .with("10.0.0.3:5672", Behaviour::CloseAtOnce),
+        );
+        let e = run(
+            &net,
+            options(&["amqp://10.0.0.1", "amqp://10.0.0.2", "amqp://10.0.0.3"]),
+        );
+        assert_eq!(
+            net.connects(),
+            ["10.0.0.1:5672", "10.0.0.2:5672", "10.0.0.3:5672"]
+        );
+        let shown = e.to_string();
+        let attempts = attempts(e);
+        assert_eq!(attempts.len(), 3, "{shown}");
+        assert!(matches!(&attempts[0], (a, Error::Connect { error, .. })
+            if a == "10.0.0.1:5672" && error.kind() == io::ErrorKind::ConnectionRefused));
+        // The hanging node costs address_timeout, not connection_timeout.
+        assert!(
+            matches!(&attempts[1], (a, Error::ConnectTimeout { timeout, .. })
+            if a == "10.0.0.2:5672" && *timeout == Duration::from_millis(200))
+        );
+        assert!(matches!(
+            &attempts[2],
+            (a, Error::ConnectionClosed(ConnectionError::UnexpectedEof)) if a == "10.0.0.3:5672"
+        ));
+        assert!(
+            shown.starts_with(
+                "could not connect to any of 3 addresses: could not connect to 10.0.0.1:5672"
+            ),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_name_with_several_ips_counts_as_several_addresses() {
+        let net = Arc::new(FakeNet::new().name("rabbit", &["10.0.0.7:5672", "[fd00::7]:5672"]));
+        let attempts = attempts(run(&net, options(&["amqp://rabbit", "amqp://nowhere"])));
+        assert_eq!(net.connects(), ["10.0.0.7:5672", "[fd00::7]:5672"]);
+        let labels: Vec<String> = attempts
+            .iter()
+            .map(|(a, e)| match e {
+                Error::Connect { address, .. } => format!("{a} / {address}"),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "rabbit:5672 / rabbit:5672 (10.0.0.7:5672)",
+                "rabbit:5672 / rabbit:5672 ([fd00::7]:5672)",
+                // Resolution failed: nothing to connect to.
+                "nowhere:5672 / nowhere:5672",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_single_address_keeps_its_own_error_and_the_whole_timeout() {
+        let net = Arc::new(FakeNet::new().with("10.0.0.1:5672", Behaviour::Hang));
+        let mut opts = options(&["amqp://10.0.0.1"]);
+        opts.connection_timeout = Duration::from_millis(300);
+        opts.address_timeout = Duration::from_millis(50);
+        match run(&net, opts) {
+            Error::ConnectTimeout { address, timeout } => {
+                assert_eq!(address, "10.0.0.1:5672");
+                assert_eq!(timeout, Duration::from_millis(300));
+            }
+            other => panic!("{other:?}"),
+        }
+        let net = Arc::new(FakeNet::new());
+        assert!(matches!(
+            run(&net, options(&["amqp://[::1]:1"])),
+            Error::Connect { address, .. } if address == "[::1]:1"
+        ));
+    }
+
+    #[test]
+    fn addresses_past_the_overall_deadline_are_listed_as_timed_out() {
+        let net = Arc::new(
+            FakeNet::new()
+                .with("10.0.0.1:5672", Behaviour::Hang)
+                .with("10.0.0.2:5672", Behaviour::Hang),
+        );
+        let mut opts = options(&["amqp://10.0.0.1", "amqp://10.0.0.2", "amqp://10.0.0.3"]);
+        opts.connection_timeout = Duration::from_millis(150);
+        opts.address_timeout = Duration::from_secs(10);
+        let attempts = attempts(run(&net, opts));
+        // The first hang used the whole budget: the others were never tried.
+        assert_eq!(net.connects(), ["10.0.0.1:5672"]);
+        assert_eq!(attempts.len(), 3);
+        assert!(
+            attempts
+                .iter()
+                .all(|(_, e)| matches!(e, Error::ConnectTimeout { .. }))
+        );
+        assert_eq!(attempts[2].0, "10.0.0.3:5672");
+    }
+
+    #[test]
+    fn shuffled_tries_every_address_once_in_varying_orders() {
+        let mut orders = std::collections::HashSet::new();
+        for _ in 0..30 {
+            let net = Arc::new(FakeNet::new());
+            let mut opts = options(&["amqp://10.0.0.1", "amqp://10.0.0.2", "amqp://10.0.0.3"]);
+            opts.address_order = AddressOrder::Shuffled;
+            let tried: Vec<String> = attempts(run(&net, opts))
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect();
+            assert_eq!(
+                tried,
+                net.connects(),
+                "attempts are listed in the order tried"
+            );
+            let mut sorted = tried.clone();
+            sorted.sort();
+            assert_eq!(sorted, ["10.0.0.1:5672", "10.0.0.2:5672", "10.0.0.3:5672"]);
+            orders.insert(tried);
+        }
+        assert!(
+            orders.len() > 1,
+            "30 shuffles of 3 addresses gave one order"
+        );
+    }
+
+    #[test]
+    fn refusals_every_node_would_repeat_stop_at_once() {
+        use carehare_core::error::CloseReason;
+        let reason = |code| CloseReason {
+            code,
+            text: "x".into(),
+            class_id: 0,
+            method_id: 0,
+        };
+        assert!(stops_at_once(&Error::ConnectionClosed(
+            ConnectionError::AuthenticationFailed(reason(403))
+        )));
+        assert!(stops_at_once(&Error::ConnectionClosed(
+            ConnectionError::ClosedByServer(reason(530))
+        )));
+        assert!(stops_at_once(&Error::Url(UrlError::NoUrls)));
+        // A node shutting down, a dead node, a slow node: try the next one.
+        assert!(!stops_at_once(&Error::ConnectionClosed(
+            ConnectionError::ClosedByServer(reason(320))
+        )));
+        assert!(!stops_at_once(&Error::ConnectionClosed(
+            ConnectionError::UnexpectedEof
+        )));
+        assert!(!stops_at_once(&Error::ConnectTimeout {
+            address: "a:1".into(),
+            timeout: Duration::from_secs(1)
+        }));
+    }
+
+    #[test]
+    fn bad_tls_settings_fail_before_any_connect() {
+        let net = Arc::new(FakeNet::new());
+        let mut opts = options(&["amqps://10.0.0.1", "amqps://10.0.0.2"]);
+        if let Some(tls) = opts.tls.as_mut() {
+            tls.ca_file = Some("/nonexistent/ca.pem".into());
+        }
+        assert!(matches!(run(&net, opts), Error::Tls(_)));
+        assert!(net.connects().is_empty());
     }
 }

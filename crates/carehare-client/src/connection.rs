@@ -105,6 +105,10 @@ pub(crate) struct Handle {
     pub(crate) tuning: Tuning,
     /// For timeouts in the API (e.g. RPC calls).
     pub(crate) runtime: Arc<dyn crate::Runtime>,
+    /// The address connected to, as configured.
+    pub(crate) address: crate::Address,
+    /// The IP address and port it resolved to.
+    pub(crate) peer_addr: std::net::SocketAddr,
 }
 
 impl Drop for Handle {
@@ -140,6 +144,31 @@ impl Connection {
     /// ```
     pub fn tuning(&self) -> Tuning {
         self.handle.tuning
+    }
+
+    /// The address this connection was made to, as configured (one of
+    /// [`ConnectOptions::addresses`](crate::ConnectOptions::addresses)):
+    /// with several addresses, the node that answered.
+    ///
+    /// ```no_run
+    /// # fn f(connection: carehare_client::Connection) {
+    /// println!("connected to {}", connection.address());
+    /// # }
+    /// ```
+    pub fn address(&self) -> &crate::Address {
+        &self.handle.address
+    }
+
+    /// The IP address and port connected to (what
+    /// [`address`](Self::address) resolved to).
+    ///
+    /// ```no_run
+    /// # fn f(connection: carehare_client::Connection) {
+    /// println!("connected to {}", connection.peer_addr());
+    /// # }
+    /// ```
+    pub fn peer_addr(&self) -> std::net::SocketAddr {
+        self.handle.peer_addr
     }
 
     /// Runs one method on a short-lived channel: open, call, close. The

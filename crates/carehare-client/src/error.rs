@@ -82,9 +82,43 @@ pub enum Error {
     ConnectTimeout {
         /// `host:port`.
         address: String,
-        /// The configured timeout.
+        /// The time this attempt had: `connection_timeout` for a single
+        /// address, else at most `address_timeout`.
         timeout: std::time::Duration,
     },
+    /// Every address of [`ConnectOptions`](crate::ConnectOptions) was tried
+    /// and none connected (only with more than one address, counting each
+    /// IP address a host name resolves to). Each attempt is listed in the
+    /// order tried, with why it failed: usually
+    /// [`Connect`](Error::Connect) or [`ConnectTimeout`](Error::ConnectTimeout).
+    ///
+    /// ```
+    /// use carehare_client::{Address, Error};
+    /// let error = Error::AllAddressesFailed { attempts: vec![] };
+    /// if let Error::AllAddressesFailed { attempts } = &error {
+    ///     for (address, why) in attempts {
+    ///         eprintln!("{address}: {why}");
+    ///     }
+    /// }
+    /// # let _: Option<Address> = None;
+    /// ```
+    #[error("could not connect to any of {} addresses: {}", attempts.len(), list_attempts(attempts))]
+    AllAddressesFailed {
+        /// Each address tried (as configured), and its error.
+        attempts: Vec<(crate::Address, Error)>,
+    },
+}
+
+fn list_attempts(attempts: &[(crate::Address, Error)]) -> String {
+    let mut out = String::new();
+    for (i, (_, error)) in attempts.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        // Each error already names its address.
+        out.push_str(&error.to_string());
+    }
+    out
 }
 
 impl Error {

@@ -22,6 +22,7 @@
 //! Each operation takes one short lock on the shared core, queues its
 //! frames and wakes the driver: there is no task hop.
 
+mod address;
 mod connect;
 mod connection;
 mod consumer;
@@ -37,6 +38,7 @@ mod shared;
 mod tls;
 mod uri;
 
+pub use address::{Address, AddressOrder};
 pub use carehare_core;
 pub use carehare_core::properties::BasicProperties;
 pub use carehare_core::types::{AMQPValue, FieldTable};

@@ -7,9 +7,23 @@ use std::time::Duration;
 
 use carehare_core::ConnectionConfig;
 
+use crate::address::{Address, AddressOrder};
+
 /// Connection options. Build them from a URL with
-/// [`ConnectOptions::from_url`], or by hand, starting from
+/// [`ConnectOptions::from_url`] (or several URLs naming the nodes of one
+/// cluster with [`ConnectOptions::from_urls`]), or by hand, starting from
 /// [`ConnectOptions::default`] (`amqp://guest:guest@localhost:5672/`).
+///
+/// ## Several addresses
+///
+/// `host:port` is the first address; [`extra_addresses`](Self::extra_addresses)
+/// adds more nodes of the same cluster. `connect` tries them in
+/// [`address_order`](Self::address_order) until one completes TCP, TLS and
+/// the AMQP handshake. A host name that resolves to several IP addresses
+/// counts as several addresses. Each attempt may take
+/// [`address_timeout`](Self::address_timeout), except the last one, which
+/// gets whatever is left of [`connection_timeout`](Self::connection_timeout):
+/// with a single address, that is all of it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -27,12 +41,62 @@ pub struct ConnectOptions {
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// More addresses of the same cluster, tried after `host:port` (or
+    /// shuffled with it, see [`address_order`](Self::address_order)). Every
+    /// address uses the same credentials, vhost and TLS settings; with TLS
+    /// the server certificate is checked against each address's own host
+    /// name (unless [`TlsOptions::server_name`] is set).
+    pub extra_addresses: Vec<Address>,
+    /// In order (the default) or shuffled.
+    pub address_order: AddressOrder,
+    /// The longest one address may take (TCP, TLS and AMQP handshake) before
+    /// `connect` moves on to the next, within `connection_timeout`. The last
+    /// address gets all that is left. Default 10 s.
+    pub address_timeout: Duration,
     /// `Some` for `amqps`.
     pub tls: Option<TlsOptions>,
     /// Credentials, vhost, tune proposals and client limits for the core.
     pub amqp: ConnectionConfig,
-    /// Covers TCP connect, the TLS handshake and the AMQP handshake.
+    /// Covers TCP connect, the TLS handshake and the AMQP handshake, for
+    /// all addresses together.
     pub connection_timeout: Duration,
+}
+
+impl ConnectOptions {
+    /// Every address, in the order given: `host:port`, then
+    /// [`extra_addresses`](Self::extra_addresses).
+    ///
+    /// ```
+    /// use carehare_client::{Address, ConnectOptions};
+    /// let options = ConnectOptions::from_urls(["amqp://127.0.0.1:5781", "amqp://127.0.0.1:5782"])?;
+    /// assert_eq!(options.addresses(), [Address::new("127.0.0.1", 5781), Address::new("127.0.0.1", 5782)]);
+    /// # Ok::<(), carehare_client::UrlError>(())
+    /// ```
+    pub fn addresses(&self) -> Vec<Address> {
+        std::iter::once(Address::new(self.host.clone(), self.port))
+            .chain(self.extra_addresses.iter().cloned())
+            .collect()
+    }
+
+    /// Replaces every address: the first goes to `host` and `port`, the rest
+    /// to [`extra_addresses`](Self::extra_addresses). An empty list keeps
+    /// `host` and `port` and clears `extra_addresses`.
+    ///
+    /// ```
+    /// use carehare_client::{Address, ConnectOptions};
+    /// let mut options = ConnectOptions::from_url("amqp://app:secret@rabbit-1/prod")?;
+    /// options.set_addresses([Address::new("rabbit-1", 5672), Address::new("rabbit-2", 5672)]);
+    /// assert_eq!(options.extra_addresses, [Address::new("rabbit-2", 5672)]);
+    /// # Ok::<(), carehare_client::UrlError>(())
+    /// ```
+    pub fn set_addresses(&mut self, addresses: impl IntoIterator<Item = Address>) {
+        let mut addresses = addresses.into_iter();
+        if let Some(first) = addresses.next() {
+            self.host = first.host;
+            self.port = first.port;
+        }
+        self.extra_addresses = addresses.collect();
+    }
 }
 
 impl Default for ConnectOptions {
@@ -40,6 +104,9 @@ impl Default for ConnectOptions {
         Self {
             host: "localhost".into(),
             port: 5672,
+            extra_addresses: Vec::new(),
+            address_order: AddressOrder::InOrder,
+            address_timeout: Duration::from_secs(10),
             tls: None,
             amqp: ConnectionConfig::default(),
             connection_timeout: Duration::from_secs(30),

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Instant;
 
@@ -32,13 +33,17 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 /// this in a few dozen lines.
 ///
 /// ```
+/// use std::net::SocketAddr;
 /// use std::time::Instant;
 /// use carehare_client::{BoxFuture, Runtime, Stream};
 ///
 /// /// A runtime that can only fail: enough to show the shape.
 /// struct Nowhere;
 /// impl Runtime for Nowhere {
-///     fn connect_tcp(&self, _host: &str, _port: u16) -> BoxFuture<'static, std::io::Result<Box<dyn Stream>>> {
+///     fn resolve(&self, _host: &str, _port: u16) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
+///         Box::pin(async { Err(std::io::ErrorKind::Unsupported.into()) })
+///     }
+///     fn connect_tcp(&self, _address: SocketAddr) -> BoxFuture<'static, std::io::Result<Box<dyn Stream>>> {
 ///         Box::pin(async { Err(std::io::ErrorKind::Unsupported.into()) })
 ///     }
 ///     fn sleep_until(&self, _deadline: Instant) -> BoxFuture<'static, ()> {
@@ -48,10 +53,13 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 /// }
 /// ```
 pub trait Runtime: Send + Sync + 'static {
-    /// Resolves `host` and connects to the first address that answers, with
-    /// `TCP_NODELAY` set.
-    fn connect_tcp(&self, host: &str, port: u16)
-    -> BoxFuture<'static, io::Result<Box<dyn Stream>>>;
+    /// Resolves a host name to every IP address it has, in the resolver's
+    /// order. `connect` tries each of them in turn (it never calls this for
+    /// an IP address).
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>>;
+
+    /// Connects TCP to one socket address, with `TCP_NODELAY` set.
+    fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>>;
 
     /// A future that completes at `deadline`.
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()>;

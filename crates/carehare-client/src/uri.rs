@@ -80,6 +80,24 @@ pub enum UrlError {
     /// A TLS parameter in an `amqp://` URL.
     #[error("invalid URL: query parameter \"{0}\" needs TLS: use an amqps:// URL")]
     TlsParamWithoutTls(&'static str),
+    /// [`ConnectOptions::from_urls`] was given no URL.
+    #[error("invalid URLs: no URL given")]
+    NoUrls,
+    /// The URLs given to [`ConnectOptions::from_urls`] differ in more than
+    /// host and port: they must name nodes of one cluster with the same
+    /// scheme, credentials, vhost and query options. The field says which
+    /// part differs (`"scheme"`, `"credentials"`, `"vhost"` or
+    /// `"query options"`) and `index` which URL (0-based) differs from the
+    /// first.
+    #[error(
+        "invalid URLs: URL #{index} has a different {part} than the first; cluster URLs may only differ in host and port"
+    )]
+    ClusterUrlsDisagree {
+        /// Which part differs.
+        part: &'static str,
+        /// The 0-based position of the URL that differs from the first.
+        index: usize,
+    },
     /// `certfile` without `keyfile`, or the other way round.
     #[error(
         "invalid URL: query parameter \"{present}\" needs \"{missing}\": a client certificate \
@@ -144,6 +162,81 @@ impl ConnectOptions {
     pub fn from_url(url: &str) -> Result<ConnectOptions, UrlError> {
         parse(url)
     }
+}
+
+impl ConnectOptions {
+    /// Parses several URLs naming nodes of one cluster, e.g. from a config
+    /// file's list: their hosts and ports become the addresses (the first
+    /// URL's in `host` and `port`, the others in
+    /// [`extra_addresses`](ConnectOptions::extra_addresses)), tried in
+    /// order unless [`address_order`](ConnectOptions::address_order) says
+    /// otherwise. Everything else (scheme, credentials, vhost, query
+    /// options) must be the same in every URL, else
+    /// [`UrlError::ClusterUrlsDisagree`]; each URL is parsed as by
+    /// [`from_url`](ConnectOptions::from_url).
+    ///
+    /// ```
+    /// use carehare_client::{Address, ConnectOptions, UrlError};
+    /// let options = ConnectOptions::from_urls([
+    ///     "amqp://app:secret@rabbit-1/prod?heartbeat=10",
+    ///     "amqp://app:secret@rabbit-2/prod?heartbeat=10",
+    ///     "amqp://app:secret@rabbit-3:5673/prod?heartbeat=10",
+    /// ])?;
+    /// assert_eq!(options.addresses().len(), 3);
+    /// assert_eq!(options.extra_addresses[1], Address::new("rabbit-3", 5673));
+    ///
+    /// let mixed = ConnectOptions::from_urls(["amqp://rabbit-1/prod", "amqp://rabbit-2/test"]);
+    /// assert!(matches!(mixed, Err(UrlError::ClusterUrlsDisagree { part: "vhost", index: 1 })));
+    /// # Ok::<(), UrlError>(())
+    /// ```
+    pub fn from_urls<I, S>(urls: I) -> Result<ConnectOptions, UrlError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut urls = urls.into_iter();
+        let first = urls.next().ok_or(UrlError::NoUrls)?;
+        let mut options = parse(first.as_ref())?;
+        for (i, url) in urls.enumerate() {
+            let other = parse(url.as_ref())?;
+            if let Some(part) = cluster_difference(&options, &other) {
+                return Err(UrlError::ClusterUrlsDisagree { part, index: i + 1 });
+            }
+            options
+                .extra_addresses
+                .push(crate::Address::new(other.host, other.port));
+        }
+        Ok(options)
+    }
+}
+
+/// What, besides host and port, differs between two parsed URLs.
+fn cluster_difference(a: &ConnectOptions, b: &ConnectOptions) -> Option<&'static str> {
+    if a.tls.is_some() != b.tls.is_some() {
+        return Some("scheme");
+    }
+    if a.amqp.auth != b.amqp.auth {
+        return Some("credentials");
+    }
+    if a.amqp.virtual_host != b.amqp.virtual_host {
+        return Some("vhost");
+    }
+    let tls_params = |o: &ConnectOptions| {
+        o.tls.as_ref().map(|t| {
+            (
+                t.ca_file.clone(),
+                t.client_cert.clone(),
+                t.server_name.clone(),
+            )
+        })
+    };
+    if a.amqp != b.amqp
+        || a.connection_timeout != b.connection_timeout
+        || tls_params(a) != tls_params(b)
+    {
+        return Some("query options");
+    }
+    None
 }
 
 impl FromStr for ConnectOptions {
@@ -1106,5 +1199,87 @@ mod tests {
                 assert!(!shown.contains("ter2"), "{url}: {shown}");
             }
         }
+    }
+
+    #[test]
+    fn from_urls_collects_every_node_in_order() {
+        let options = ConnectOptions::from_urls([
+            "amqp://u:p@127.0.0.1:5781/carehare-test?heartbeat=5",
+            "amqp://u:p@127.0.0.1:5782/carehare-test?heartbeat=5",
+            "amqp://u:p@[::1]/carehare-test?heartbeat=5",
+        ])
+        .unwrap();
+        assert_eq!(
+            options.addresses(),
+            [
+                crate::Address::new("127.0.0.1", 5781),
+                crate::Address::new("127.0.0.1", 5782),
+                crate::Address::new("::1", 5672),
+            ]
+        );
+        assert_eq!(options.amqp.heartbeat, 5);
+        assert_eq!(options.amqp.virtual_host, "carehare-test");
+        assert_eq!(options.address_order, crate::AddressOrder::InOrder);
+        // One URL is the same as from_url.
+        let one = ConnectOptions::from_urls(vec![String::from("amqp://h:1")]).unwrap();
+        assert_eq!(one.addresses(), [crate::Address::new("h", 1)]);
+    }
+
+    #[test]
+    fn from_urls_refuses_urls_that_disagree() {
+        let disagree = |urls: &[&str]| match ConnectOptions::from_urls(urls) {
+            Err(UrlError::ClusterUrlsDisagree { part, index }) => (part, index),
+            other => panic!("{urls:?}: {other:?}"),
+        };
+        assert_eq!(disagree(&["amqp://a", "amqps://b"]), ("scheme", 1));
+        assert_eq!(
+            disagree(&["amqp://u:p@a", "amqp://u:p@b", "amqp://u:q@c"]),
+            ("credentials", 2)
+        );
+        assert_eq!(
+            disagree(&["amqp://u:p@a", "amqp://v:p@b"]),
+            ("credentials", 1)
+        );
+        assert_eq!(disagree(&["amqp://a/x", "amqp://b/y"]), ("vhost", 1));
+        assert_eq!(
+            disagree(&["amqp://a/", "amqp://b/%2F", "amqp://c/x"]),
+            ("vhost", 2)
+        );
+        assert_eq!(
+            disagree(&["amqp://a?heartbeat=5", "amqp://b"]),
+            ("query options", 1)
+        );
+        assert_eq!(
+            disagree(&[
+                "amqp://a?connection_timeout=5",
+                "amqp://b?connection_timeout=6"
+            ]),
+            ("query options", 1)
+        );
+        assert_eq!(
+            disagree(&["amqps://a?cacertfile=x.pem", "amqps://b?cacertfile=y.pem"]),
+            ("query options", 1)
+        );
+        assert_eq!(
+            disagree(&["amqp://a?auth_mechanism=amqplain", "amqp://b"]),
+            ("credentials", 1)
+        );
+        assert_eq!(
+            ConnectOptions::from_urls(Vec::<&str>::new()).unwrap_err(),
+            UrlError::NoUrls
+        );
+        // A bad URL is that URL's own error.
+        assert!(matches!(
+            ConnectOptions::from_urls(["amqp://a", "http://b"]),
+            Err(UrlError::UnsupportedScheme(_))
+        ));
+    }
+
+    #[test]
+    fn from_urls_errors_never_show_passwords() {
+        let e =
+            ConnectOptions::from_urls(["amqp://u:hunter2@a", "amqp://u:hunter3@b"]).unwrap_err();
+        assert!(!e.to_string().contains("hunter"), "{e}");
+        assert!(!format!("{e:?}").contains("hunter"), "{e:?}");
     }
 }

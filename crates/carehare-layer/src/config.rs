@@ -24,7 +24,17 @@ pub struct Config {
     /// The RabbitMQ URL (`amqp://` or `amqps://`, RabbitMQ's URI spec;
     /// query parameters such as `heartbeat`, `connection_timeout` and
     /// `name` are understood). Default: `amqp://guest:guest@127.0.0.1/asgi`.
+    ///
+    /// To connect to a cluster, either let `host`'s name resolve to every
+    /// node's IP address (as Python's README advises: each address is
+    /// tried in turn), or list the nodes' URLs in [`hosts`](Self::hosts).
     pub host: String,
+    /// The URLs of the nodes of one RabbitMQ cluster (Rust-only; Python
+    /// takes one `host`). When not empty, it replaces `host`: the layer
+    /// connects to the first node that answers, in this order, and when
+    /// that node goes away it reconnects to another, declaring its queue,
+    /// group bindings and consumer again. Default: empty.
+    pub hosts: Vec<String>,
     /// Minimum time a message waits in RabbitMQ before it may be dropped:
     /// the queue's `x-message-ttl`. `None`: no TTL. Default: 60 s.
     pub expiry: Option<Duration>,
@@ -48,8 +58,9 @@ pub struct Config {
     /// default port becomes 5671. Default: `None` (TLS only for `amqps://`,
     /// with the platform's root certificates).
     pub tls: Option<TlsOptions>,
-    /// Full connection options, replacing `host` and `tls` (for settings
-    /// a URL can't carry). Default: `None`.
+    /// Full connection options, replacing `host`, `hosts` and `tls` (for
+    /// settings a URL can't carry, e.g. shuffling a cluster's nodes with
+    /// `address_order`). Default: `None`.
     pub connect_options: Option<ConnectOptions>,
     /// The direct exchange that carries group messages. Default: `groups`.
     pub groups_exchange: String,
@@ -64,6 +75,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             host: "amqp://guest:guest@127.0.0.1/asgi".into(),
+            hosts: Vec::new(),
             expiry: Some(Duration::from_secs(60)),
             local_capacity: 100,
             remote_capacity: Some(100),
@@ -88,6 +100,38 @@ impl Config {
         Self {
             host: host.into(),
             ..Self::default()
+        }
+    }
+
+    /// The defaults, connecting to the nodes of a cluster: `hosts` set
+    /// (see [`hosts`](Self::hosts)).
+    ///
+    /// ```
+    /// let config = carehare_layer::Config::with_hosts([
+    ///     "amqp://guest:guest@rabbit-1/asgi",
+    ///     "amqp://guest:guest@rabbit-2/asgi",
+    ///     "amqp://guest:guest@rabbit-3/asgi",
+    /// ]);
+    /// assert_eq!(config.connect_options()?.addresses().len(), 3);
+    /// # Ok::<(), carehare_layer::Error>(())
+    /// ```
+    pub fn with_hosts<I, S>(hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            hosts: hosts.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The URLs this config connects to: `hosts`, or else `host`.
+    fn urls(&self) -> Vec<&str> {
+        if self.hosts.is_empty() {
+            vec![self.host.as_str()]
+        } else {
+            self.hosts.iter().map(String::as_str).collect()
         }
     }
 
@@ -121,11 +165,25 @@ impl Config {
         if let Some(options) = &self.connect_options {
             return Ok(options.clone());
         }
-        let mut options = ConnectOptions::from_url(&self.host)
-            .map_err(|e| Error::Config(format!("host: {e}")))?;
+        let field = if self.hosts.is_empty() {
+            "host"
+        } else {
+            "hosts"
+        };
+        let urls = self.urls();
+        let mut options = ConnectOptions::from_urls(urls.iter().copied())
+            .map_err(|e| Error::Config(format!("{field}: {e}")))?;
         if let Some(tls) = &self.tls {
-            if options.tls.is_none() && !has_explicit_port(&self.host) {
-                options.port = 5671;
+            if options.tls.is_none() {
+                // As in Python, TLS makes 5671 the default port: of each
+                // URL that names none.
+                let mut addresses = options.addresses();
+                for (address, url) in addresses.iter_mut().zip(&urls) {
+                    if !has_explicit_port(url) {
+                        address.port = 5671;
+                    }
+                }
+                options.set_addresses(addresses);
             }
             options.tls = Some(tls.clone());
         }
@@ -196,6 +254,28 @@ mod tests {
         let mut config = Config::new("amqp://h:5672/");
         config.tls = Some(TlsOptions::default());
         assert_eq!(config.connect_options().map(|o| o.port).ok(), Some(5672));
+    }
+
+    #[test]
+    fn hosts_replace_host() {
+        let mut config = Config::with_hosts(["amqp://a:5781/", "amqp://b/"]);
+        let options = config.connect_options().ok();
+        let ports: Vec<u16> = options
+            .iter()
+            .flat_map(|o| o.addresses())
+            .map(|a| a.port)
+            .collect();
+        assert_eq!(ports, [5781, 5672]);
+        config.tls = Some(TlsOptions::default());
+        let options = config.connect_options().ok();
+        let addresses: Vec<String> = options
+            .iter()
+            .flat_map(|o| o.addresses())
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(addresses, ["a:5781", "b:5671"]);
+        config.hosts.push("http://c/".into());
+        assert!(matches!(config.validate(), Err(Error::Config(e)) if e.starts_with("hosts")));
     }
 
     #[test]

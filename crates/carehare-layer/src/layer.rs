@@ -731,7 +731,11 @@ async fn run(shared: Arc<Shared>) {
         generation += 1;
         shared.set_conn(ConnState::Up(conn.clone(), generation));
         drop(bindings);
-        info!(queue = shared.queue_name, "Connected to RabbitMQ");
+        info!(
+            queue = shared.queue_name,
+            address = %conn.address(),
+            "Connected to RabbitMQ"
+        );
         let connected_at = Instant::now();
         let consumer = Arc::new(consumer);
         let why = consume(&shared, &conn, &consumer).await;

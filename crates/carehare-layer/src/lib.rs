@@ -50,7 +50,9 @@
 //!   dropped, with a rate-limited warning.
 //! - A background task reconnects forever (1 s between failed attempts),
 //!   declaring everything again and restoring group bindings; operations
-//!   wait for the new connection instead of failing.
+//!   wait for the new connection instead of failing. On a cluster
+//!   ([`Config::hosts`], or a host name that resolves to every node), it
+//!   reconnects to another node when its node goes away.
 //! - [`Layer::close`] ends every pending and later [`Layer::receive`] with
 //!   [`Error::Closed`].
 //!

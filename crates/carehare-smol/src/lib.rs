@@ -33,6 +33,7 @@
 //! `smol::block_on`.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 pub use carehare_client::*;
@@ -50,14 +51,14 @@ pub use carehare_client::*;
 pub struct Smol;
 
 impl Runtime for Smol {
-    fn connect_tcp(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
         let host = host.to_string();
+        Box::pin(async move { smol::net::resolve((host.as_str(), port)).await })
+    }
+
+    fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
         Box::pin(async move {
-            let tcp = smol::net::TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = smol::net::TcpStream::connect(address).await?;
             tcp.set_nodelay(true)?;
             Ok(Box::new(tcp) as Box<dyn Stream>)
         })

@@ -28,6 +28,7 @@
 //! async-std and smol adapters.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 pub use carehare_client::*;
@@ -66,14 +67,18 @@ impl Tokio {
 }
 
 impl Runtime for Tokio {
-    fn connect_tcp(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
         let host = host.to_string();
         Box::pin(async move {
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            Ok(tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect())
+        })
+    }
+
+    fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(address).await?;
             tcp.set_nodelay(true)?;
             Ok(Box::new(tcp.compat()) as Box<dyn Stream>)
         })

@@ -1,8 +1,12 @@
 //! The client side: RPC calls to an [`RpcWorker`](crate::RpcWorker) and
 //! messages to a [`QueueWorker`](crate::QueueWorker).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use carehare_tokio::carehare_core::types::ShortStr;
 use carehare_tokio::{BasicProperties, Connection, RpcClient};
@@ -47,13 +51,90 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
+    /// Where to reconnect; `None` for a client made from a connection,
+    /// which never reconnects.
+    params: Option<ConnectionParameters>,
+    /// The session calls use; replaced when it is lost.
+    current: Mutex<Arc<Session>>,
+    /// Held while reconnecting, so that concurrent calls share one attempt.
+    reconnecting: tokio::sync::Mutex<()>,
+    /// `close()` was called: no more reconnecting.
+    closed: AtomicBool,
+}
+
+/// A connection with its direct reply-to channel.
+#[derive(Debug)]
+struct Session {
     connection: Connection,
     rpc: RpcClient,
+    /// The connection ended, or the reply channel did.
+    broken: Arc<AtomicBool>,
+    /// Dropped with the session: ends the task watching the connection.
+    _watching: oneshot::Sender<()>,
+}
+
+impl Session {
+    async fn open(connection: Connection) -> Result<Self, carehare_tokio::Error> {
+        let rpc = connection.direct_reply_to().await?;
+        let broken = Arc::new(AtomicBool::new(false));
+        let (watching, dropped) = oneshot::channel::<()>();
+        // Notices a lost connection at once, so the next call reconnects
+        // instead of failing. It holds a handle only while the session
+        // lives, so dropping the client still closes the connection.
+        let watched = connection.clone();
+        let flag = broken.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watched.closed() => flag.store(true, Ordering::Release),
+                _ = dropped => {}
+            }
+        });
+        Ok(Self {
+            connection,
+            rpc,
+            broken,
+            _watching: watching,
+        })
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Notes a call's error that means this session can't serve calls any
+    /// more: the connection or the reply channel is gone.
+    fn note(&self, e: &carehare_tokio::Error) {
+        use carehare_tokio::Error as E;
+        if matches!(
+            e,
+            E::ConnectionClosed(_)
+                | E::ConsumerClosed
+                | E::ConsumerCancelledByServer
+                | E::ChannelClosedByServer(_)
+        ) {
+            self.broken.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Inner {
+    fn current(&self) -> Arc<Session> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl Client {
     /// Connects (retrying as `params`' [`RetryPolicy`](crate::RetryPolicy)
     /// says) and opens the direct reply-to channel.
+    ///
+    /// Such a client reconnects by itself: when its connection is lost (say
+    /// the cluster node it was on goes down), calls already waiting fail
+    /// with [`CallError::Amqp`] (`ConnectionClosed`), and the next call
+    /// connects again (to any of `params`' addresses, retrying as the
+    /// policy says, within the call's timeout) before publishing.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), carehare_worker::WorkerError> {
@@ -67,12 +148,15 @@ impl Client {
     /// channel) failed.
     pub async fn connect(params: &ConnectionParameters) -> Result<Self, WorkerError> {
         let connection = params.connect().await?;
-        Self::from_connection(connection)
+        let session = Session::open(connection)
             .await
-            .map_err(|last| WorkerError::Connect { attempts: 1, last })
+            .map_err(|last| WorkerError::Connect { attempts: 1, last })?;
+        Ok(Self::with_session(session, Some(params.clone())))
     }
 
-    /// A client over an existing connection.
+    /// A client over an existing connection. It does not reconnect: once
+    /// the connection is lost, every call fails with [`CallError::Amqp`]
+    /// (use [`connect`](Self::connect) for a client that reconnects).
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), carehare_tokio::Error> {
@@ -84,12 +168,75 @@ impl Client {
     /// # Errors
     /// If the direct reply-to channel can't be opened.
     pub async fn from_connection(connection: Connection) -> Result<Self, carehare_tokio::Error> {
-        let rpc = connection.direct_reply_to().await?;
-        Ok(Self {
-            inner: Arc::new(Inner { connection, rpc }),
+        Ok(Self::with_session(Session::open(connection).await?, None))
+    }
+
+    fn with_session(session: Session, params: Option<ConnectionParameters>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                params,
+                current: Mutex::new(Arc::new(session)),
+                reconnecting: tokio::sync::Mutex::new(()),
+                closed: AtomicBool::new(false),
+            }),
             timeout: DEFAULT_CALL_TIMEOUT,
             max_message_size: wire::DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+
+    /// The session to use, reconnecting first if the current one is lost
+    /// (and this client can), by `deadline`.
+    async fn session(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Arc<Session>, CallError> {
+        let current = self.inner.current();
+        let Some(params) = &self.inner.params else {
+            return Ok(current);
+        };
+        if !current.is_broken() || self.inner.closed.load(Ordering::Acquire) {
+            return Ok(current);
+        }
+        let _reconnecting = tokio::time::timeout_at(deadline, self.inner.reconnecting.lock())
+            .await
+            .map_err(|_| CallError::Timeout(timeout))?;
+        // Another call may have reconnected while this one waited.
+        let current = self.inner.current();
+        if !current.is_broken() || self.inner.closed.load(Ordering::Acquire) {
+            return Ok(current);
+        }
+        tracing::info!("the client lost its connection; reconnecting");
+        let connected = tokio::time::timeout_at(deadline, async {
+            let connection = params.connect_counted().await?;
+            Session::open(connection).await.map_err(|e| (1, e))
         })
+        .await;
+        let session = match connected {
+            Err(_) => return Err(CallError::Timeout(timeout)),
+            Ok(Err((attempts, last))) => return Err(CallError::Connect { attempts, last }),
+            Ok(Ok(session)) => Arc::new(session),
+        };
+        let old = {
+            let mut slot = self.inner.current.lock().unwrap_or_else(|e| e.into_inner());
+            if self.inner.closed.load(Ordering::Acquire) {
+                None
+            } else {
+                Some(std::mem::replace(&mut *slot, session.clone()))
+            }
+        };
+        match old {
+            // Closed while reconnecting: don't keep the new connection.
+            None => {
+                close_soon(session.connection.clone());
+                Ok(self.inner.current())
+            }
+            Some(old) => {
+                tracing::info!("the client reconnected");
+                close_soon(old.connection.clone());
+                Ok(session)
+            }
+        }
     }
 
     /// This client (sharing its connection) with another call timeout.
@@ -116,15 +263,16 @@ impl Client {
         self
     }
 
-    /// The underlying connection.
+    /// The current connection (after a reconnect, the new one; it may have
+    /// been lost since, and is replaced by the next call).
     ///
     /// ```no_run
     /// # async fn f(client: carehare_worker::Client) {
     /// client.connection().queue_purge("a-queue").await.ok();
     /// # }
     /// ```
-    pub fn connection(&self) -> &Connection {
-        &self.inner.connection
+    pub fn connection(&self) -> Connection {
+        self.inner.current().connection.clone()
     }
 
     /// Calls `route` with `data` and waits (up to the client's timeout) for
@@ -178,11 +326,21 @@ impl Client {
             kind: Some(ShortStr::from_static("call")),
             ..Default::default()
         };
-        let reply = self
-            .inner
+        let deadline = Instant::now() + timeout;
+        let session = self.session(deadline, timeout).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let reply = session
             .rpc
-            .call("", route, body, &properties, timeout)
-            .await?;
+            .call("", route, body, &properties, left)
+            .await
+            .map_err(|e| {
+                session.note(&e);
+                match e {
+                    // The timeout the caller chose, not what was left of it.
+                    carehare_tokio::Error::Timeout(_) => CallError::Timeout(timeout),
+                    e => CallError::from(e),
+                }
+            })?;
         match wire::decode_reply(&reply.body, self.max_message_size) {
             Ok(Ok(data)) => Ok(data),
             Ok(Err(error)) => Err(CallError::ErrorReply(error)),
@@ -215,12 +373,20 @@ impl Client {
             delivery_mode: Some(2),
             ..Default::default()
         };
-        let confirm = self
-            .inner
+        let deadline = Instant::now() + self.timeout;
+        let session = self.session(deadline, self.timeout).await?;
+        let confirm = session
             .connection
             .publish_mandatory(body, "", route, &properties);
-        match tokio::time::timeout(self.timeout, confirm).await {
-            Ok(result) => result.map_err(CallError::from),
+        match tokio::time::timeout_at(deadline, confirm).await {
+            Ok(result) => result.map_err(|e| {
+                // A channel error here is the publish channel's, which the
+                // next publish replaces: only a lost connection counts.
+                if matches!(e, carehare_tokio::Error::ConnectionClosed(_)) {
+                    session.note(&e);
+                }
+                CallError::from(e)
+            }),
             Err(_) => Err(CallError::Timeout(self.timeout)),
         }
     }
@@ -234,6 +400,18 @@ impl Client {
     /// # }
     /// ```
     pub async fn close(&self) {
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.inner.connection.close()).await;
+        self.inner.closed.store(true, Ordering::Release);
+        let connection = self.inner.current().connection.clone();
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close()).await;
     }
+}
+
+/// How long closing a connection may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Closes a connection that is no longer used, in the background.
+fn close_soon(connection: Connection) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close()).await;
+    });
 }

@@ -135,6 +135,54 @@ impl ConnectionParameters {
         Ok(Self::from_options(ConnectOptions::from_url(url)?))
     }
 
+    /// From the URLs of the nodes of one RabbitMQ cluster (they may differ
+    /// only in host and port). Connecting tries them in order (see
+    /// [`ConnectOptions::address_order`] to shuffle them), so a worker or
+    /// client whose node goes away reconnects to another.
+    ///
+    /// ```
+    /// let params = carehare_worker::ConnectionParameters::from_urls([
+    ///     "amqp://guest:guest@rabbit-1/",
+    ///     "amqp://guest:guest@rabbit-2/",
+    ///     "amqp://guest:guest@rabbit-3/",
+    /// ])?;
+    /// assert_eq!(params.options().addresses().len(), 3);
+    /// # Ok::<(), carehare_worker::WorkerError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`WorkerError::Url`] if a URL is invalid, none is given, or they
+    /// differ in more than host and port.
+    pub fn from_urls<I, S>(urls: I) -> Result<Self, WorkerError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Ok(Self::from_options(ConnectOptions::from_urls(urls)?))
+    }
+
+    /// Adds more nodes of the same cluster (same credentials, vhost and
+    /// TLS settings), tried after the ones already set.
+    ///
+    /// ```
+    /// use carehare_worker::ConnectionParameters;
+    /// let params = ConnectionParameters::new("rabbit-1", 5672, "guest", "guest")
+    ///     .with_hosts([("rabbit-2", 5672), ("rabbit-3", 5672)]);
+    /// assert_eq!(params.options().addresses().len(), 3);
+    /// ```
+    pub fn with_hosts<I, H>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = (H, u16)>,
+        H: Into<String>,
+    {
+        self.options.extra_addresses.extend(
+            hosts
+                .into_iter()
+                .map(|(host, port)| carehare_tokio::Address::new(host, port)),
+        );
+        self
+    }
+
     /// From carehare's full [`ConnectOptions`] (TLS, heartbeat, timeouts...).
     ///
     /// ```
@@ -218,6 +266,14 @@ impl ConnectionParameters {
     /// [`WorkerError::Connect`] with the number of attempts and the last
     /// error.
     pub async fn connect(&self) -> Result<Connection, WorkerError> {
+        self.connect_counted()
+            .await
+            .map_err(|(attempts, last)| WorkerError::Connect { attempts, last })
+    }
+
+    /// [`connect`](Self::connect), failing with the number of attempts and
+    /// the last error.
+    pub(crate) async fn connect_counted(&self) -> Result<Connection, (u32, Error)> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -226,21 +282,25 @@ impl ConnectionParameters {
                 Err(e) if attempt < self.retry.max_attempts && is_retryable(&e) => {
                     let delay = self.retry.delay_after(attempt);
                     tracing::info!(
-                        "connecting to {}:{} failed (attempt {attempt}): {e}; retrying in {delay:?}",
-                        self.options.host,
-                        self.options.port
+                        "connecting failed (attempt {attempt}): {e}; retrying in {delay:?}"
                     );
                     tokio::time::sleep(delay).await;
                 }
-                Err(last) => {
-                    return Err(WorkerError::Connect {
-                        attempts: attempt,
-                        last,
-                    });
-                }
+                Err(last) => return Err((attempt, last)),
             }
         }
     }
+}
+
+/// Whether RabbitMQ refused to declare or consume a queue because it is
+/// unavailable for now: `404 NOT_FOUND`, which a (non-passive) declaration
+/// only gets for a classic queue whose node is down or stopping (`home node
+/// '...' of durable queue '...' is down or inaccessible`, or its process
+/// stopped), and a consume for a queue deleted since its declaration (its
+/// node went down). The queue comes back with its node, or is declared
+/// again, so trying again may help.
+pub(crate) fn is_queue_unavailable(e: &Error) -> bool {
+    matches!(e, Error::ChannelClosedByServer(reason) if reason.code == 404)
 }
 
 /// Whether trying again may help: the broker is down, starting, restarting
@@ -249,6 +309,9 @@ impl ConnectionParameters {
 pub(crate) fn is_retryable(e: &Error) -> bool {
     match e {
         Error::Connect { .. } | Error::ConnectTimeout { .. } => true,
+        e if is_queue_unavailable(e) => true,
+        // Several addresses: another try may find one of them back.
+        Error::AllAddressesFailed { attempts } => attempts.iter().any(|(_, e)| is_retryable(e)),
         Error::ConnectionClosed(c) => match c {
             ConnectionError::AuthenticationFailed(_)
             | ConnectionError::MechanismNotOffered { .. }
@@ -259,5 +322,54 @@ pub(crate) fn is_retryable(e: &Error) -> bool {
             _ => true,
         },
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use carehare_tokio::carehare_core::error::CloseReason;
+    use carehare_tokio::{Address, Error};
+
+    use super::{is_queue_unavailable, is_retryable};
+
+    fn channel_closed(code: u16, text: &str) -> Error {
+        Error::ChannelClosedByServer(CloseReason {
+            code,
+            text: text.into(),
+            class_id: 50,
+            method_id: 10,
+        })
+    }
+
+    #[test]
+    fn a_queue_on_a_node_that_is_down_is_retried_a_refused_one_is_not() {
+        let down = channel_closed(
+            404,
+            "NOT_FOUND - home node 'rabbit@b' of durable queue 'q' in vhost '/' is down or inaccessible",
+        );
+        assert!(is_queue_unavailable(&down) && is_retryable(&down));
+        let refused = channel_closed(406, "PRECONDITION_FAILED - inequivalent arg 'durable'");
+        assert!(!is_queue_unavailable(&refused) && !is_retryable(&refused));
+    }
+
+    #[test]
+    fn every_address_failing_is_retried_if_one_may_come_back() {
+        let refused = Error::Connect {
+            address: "127.0.0.1:5781".into(),
+            error: Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        };
+        let all = Error::AllAddressesFailed {
+            attempts: vec![(Address::new("127.0.0.1", 5781), refused)],
+        };
+        assert!(is_retryable(&all));
+        let refused_everywhere = Error::AllAddressesFailed {
+            attempts: vec![(
+                Address::new("127.0.0.1", 5781),
+                channel_closed(406, "not a connect error"),
+            )],
+        };
+        assert!(!is_retryable(&refused_everywhere));
     }
 }

@@ -44,6 +44,15 @@ pub enum WorkerError {
         /// RabbitMQ's refusal.
         source: carehare_tokio::Error,
     },
+    /// A route's options contradict each other (e.g. a quorum queue that
+    /// is not durable); nothing was sent to RabbitMQ.
+    #[error("invalid options for the route of queue {queue:?}: {reason}")]
+    InvalidRoute {
+        /// The route's queue.
+        queue: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The same queue was routed twice on one worker.
     #[error("queue {0:?} has more than one route")]
     DuplicateRoute(String),
@@ -100,7 +109,20 @@ pub enum CallError {
     /// the type asked for).
     #[error("malformed reply: {0}")]
     MalformedReply(DecodeError),
-    /// Any other AMQP failure: the connection closed, a channel error...
+    /// The client had lost its connection and could not connect again
+    /// (`attempts` attempts, as its [`RetryPolicy`](crate::RetryPolicy)
+    /// allows, within the call's timeout); the request was not sent. The
+    /// next call tries again.
+    #[error("could not reconnect to RabbitMQ after {attempts} attempt(s): {last}")]
+    Connect {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: carehare_tokio::Error,
+    },
+    /// Any other AMQP failure: the connection closed (a call waiting when
+    /// the connection is lost ends so; the request may or may not have been
+    /// handled), a channel error...
     #[error(transparent)]
     Amqp(carehare_tokio::Error),
 }

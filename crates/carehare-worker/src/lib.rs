@@ -68,6 +68,19 @@
 //! graceful: running handlers finish and are acked, prefetched messages go
 //! back to the queue. A lost connection is re-established with the
 //! [`RetryPolicy`], and every route set up again.
+//!
+//! ## Clusters
+//!
+//! [`ConnectionParameters::from_urls`] (or [`ConnectionParameters::with_hosts`])
+//! lists the nodes of a RabbitMQ cluster: workers and clients connect to the
+//! first that answers and, when their node goes away, reconnect to another
+//! and declare their queues and consumers again there. Route queues are
+//! classic by default (as Python's library declares them), and a classic
+//! queue lives on one node: choose [`QueueType::Quorum`] (with
+//! [`QueueWorker::queue_type`] or [`RouteOptions::queue_type`]) for routes
+//! that must keep working while a node is down. A [`Client`] made with
+//! [`Client::connect`] reconnects on its next call after losing its
+//! connection.
 
 mod client;
 mod connection;
@@ -86,4 +99,4 @@ pub use error::{CallError, DecodeError, RpcError, WorkerError};
 pub use handler::{QueueOutcome, RpcOutcome};
 pub use queue_worker::QueueWorker;
 pub use rpc_worker::{RPCWorker, RpcWorker};
-pub use worker::{RPC_DLX, RouteOptions, WorkerHandle};
+pub use worker::{QueueType, RPC_DLX, RouteOptions, WorkerHandle};

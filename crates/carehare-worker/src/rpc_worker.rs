@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 use crate::connection::ConnectionParameters;
 use crate::error::WorkerError;
 use crate::handler::{RpcOutcome, erase_rpc};
-use crate::worker::{Kind, Route, RouteHandler, RouteOptions, WorkerCore, WorkerHandle, run};
+use crate::worker::{
+    Kind, QueueType, Route, RouteHandler, RouteOptions, WorkerCore, WorkerHandle, run,
+};
 
 /// A worker for [remote procedure calls](https://www.rabbitmq.com/tutorials/tutorial-six-python.html):
 /// each route is a queue whose requests are handed to an async handler;
@@ -123,6 +125,22 @@ impl RpcWorker {
     /// ```
     pub fn shutdown_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.core.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The type of the queues of routes whose [`RouteOptions::queue_type`]
+    /// is `None`. Default [`QueueType::Classic`], as Python's library
+    /// declares them; choose [`QueueType::Quorum`] on a cluster so routes
+    /// keep working while a node is down (every worker of a route must
+    /// agree on its type).
+    ///
+    /// ```
+    /// use carehare_worker::{ConnectionParameters, QueueType, RpcWorker};
+    /// let mut worker = RpcWorker::new(ConnectionParameters::new("localhost", 5672, "guest", "guest"));
+    /// worker.queue_type(QueueType::Quorum);
+    /// ```
+    pub fn queue_type(&mut self, queue_type: QueueType) -> &mut Self {
+        self.core.queue_type = queue_type;
         self
     }
 

@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
-use crate::connection::{ConnectionParameters, is_retryable};
+use crate::connection::{ConnectionParameters, is_queue_unavailable, is_retryable};
 use crate::error::{RpcError, WorkerError};
 use crate::handler::{BoxFuture, Failure, QueueHandler, RpcHandler};
 use crate::wire;
@@ -66,6 +66,42 @@ pub struct RouteOptions {
     /// Fail a handler that runs longer than this (its message is then
     /// treated like a handler error). `None`: no limit.
     pub handler_timeout: Option<Duration>,
+    /// The queue's type. `None`: the worker's default (see
+    /// [`QueueWorker::queue_type`](crate::QueueWorker::queue_type)), which
+    /// is [`QueueType::Classic`] unless changed, as Python's library
+    /// declares its queues.
+    pub queue_type: Option<QueueType>,
+}
+
+/// The type of a route's queue.
+///
+/// [`Classic`](QueueType::Classic) is what Python's `amqp_worker` declares,
+/// so Rust and Python workers can share a route. On a RabbitMQ cluster a
+/// classic queue lives on one node: while that node is down the queue can't
+/// be used (declaring it fails with `404 NOT_FOUND - home node ... is down
+/// or inaccessible`, and the worker keeps retrying as its
+/// [`RetryPolicy`](crate::RetryPolicy) says). A [`Quorum`](QueueType::Quorum)
+/// queue is replicated and keeps working while a minority of nodes is down;
+/// it is always durable. Every worker (Rust or Python) of one route must
+/// declare the same type, or RabbitMQ refuses the second declaration with
+/// `406 PRECONDITION_FAILED`.
+///
+/// ```
+/// use carehare_worker::{ConnectionParameters, QueueType, QueueWorker, RouteOptions};
+/// let mut worker = QueueWorker::new(ConnectionParameters::new("localhost", 5672, "guest", "guest"));
+/// worker.queue_type(QueueType::Quorum); // every route of this worker
+/// let classic = RouteOptions { queue_type: Some(QueueType::Classic), ..Default::default() };
+/// worker.route_with("legacy", classic, |data: String| async move { println!("{data}") });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum QueueType {
+    /// A classic queue, on the node it was declared on (no `x-queue-type`
+    /// argument is sent).
+    #[default]
+    Classic,
+    /// A replicated quorum queue (`x-queue-type: quorum`), always durable.
+    Quorum,
 }
 
 impl Default for RouteOptions {
@@ -75,6 +111,7 @@ impl Default for RouteOptions {
             durable: None,
             arguments: FieldTable::default(),
             handler_timeout: None,
+            queue_type: None,
         }
     }
 }
@@ -104,6 +141,8 @@ pub(crate) struct WorkerCore {
     pub(crate) routes: Vec<Arc<Route>>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) max_message_size: usize,
+    /// The type of routes' queues whose options don't say.
+    pub(crate) queue_type: QueueType,
 }
 
 impl WorkerCore {
@@ -114,6 +153,7 @@ impl WorkerCore {
             routes: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
             max_message_size: wire::DEFAULT_MAX_MESSAGE_SIZE,
+            queue_type: QueueType::Classic,
         }
     }
 
@@ -214,12 +254,7 @@ async fn join(task: JoinHandle<Result<(), WorkerError>>) -> Result<(), WorkerErr
 /// Connects, sets up every route and starts consuming; then supervises the
 /// worker in a task until it is stopped.
 pub(crate) async fn run(core: WorkerCore) -> Result<WorkerHandle, WorkerError> {
-    let mut seen = HashSet::new();
-    for route in &core.routes {
-        if !seen.insert(route.queue.as_str()) {
-            return Err(WorkerError::DuplicateRoute(route.queue.clone()));
-        }
-    }
+    check_routes(&core)?;
     let core = Arc::new(core);
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let session = match start_with_retry(&core, &mut stop_rx).await {
@@ -229,11 +264,10 @@ pub(crate) async fn run(core: WorkerCore) -> Result<WorkerHandle, WorkerError> {
         Err(Start::Stopped) => return Err(WorkerError::Internal("stopped while starting".into())),
     };
     tracing::info!(
-        "{} consuming {} route(s) on {}:{}",
+        "{} consuming {} route(s) on {}",
         core.name(),
         core.routes.len(),
-        core.params.options().host,
-        core.params.options().port
+        session.connection.address()
     );
     let task = tokio::spawn(supervise(core, session, stop_rx));
     Ok(WorkerHandle {
@@ -269,12 +303,59 @@ enum SetupError {
 
 fn setup_error(queue: &str, e: Error) -> SetupError {
     match e {
+        // A classic queue whose node is down or stopping: retrying helps
+        // once it is back (or, for a transient queue, once it is deleted).
+        e if is_queue_unavailable(&e) => SetupError::Connect(e),
         Error::ChannelClosedByServer(_) | Error::Usage(_) => SetupError::Route {
             queue: queue.to_string(),
             source: e,
         },
         other => SetupError::Connect(other),
     }
+}
+
+/// How a route's queue is declared.
+fn queue_options(core: &WorkerCore, route: &Route) -> QueueOptions {
+    let mut arguments = route.options.arguments.clone();
+    if core.kind == Kind::Rpc && !arguments.contains_key("x-dead-letter-exchange") {
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(RPC_DLX.into()),
+        );
+    }
+    let durable = match route.options.queue_type.unwrap_or(core.queue_type) {
+        QueueType::Classic => route.options.durable.unwrap_or(core.kind == Kind::Queue),
+        QueueType::Quorum => {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            true
+        }
+    };
+    QueueOptions {
+        durable,
+        arguments,
+        ..Default::default()
+    }
+}
+
+/// Checks what RabbitMQ would refuse for certain before connecting.
+fn check_routes(core: &WorkerCore) -> Result<(), WorkerError> {
+    let mut seen = HashSet::new();
+    for route in &core.routes {
+        if !seen.insert(route.queue.as_str()) {
+            return Err(WorkerError::DuplicateRoute(route.queue.clone()));
+        }
+        let quorum = route.options.queue_type.unwrap_or(core.queue_type) == QueueType::Quorum;
+        if quorum && route.options.durable == Some(false) {
+            return Err(WorkerError::InvalidRoute {
+                queue: route.queue.clone(),
+                reason: "a quorum queue is always durable".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Starts a session, retrying connection failures as the retry policy
@@ -373,7 +454,11 @@ async fn supervise(
                 return Err(e);
             }
         };
-        tracing::info!("{} reconnected", core.name());
+        tracing::info!(
+            "{} reconnected, to {}",
+            core.name(),
+            session.connection.address()
+        );
     }
 }
 
@@ -410,20 +495,8 @@ impl Session {
         }
         let mut consumers = Vec::with_capacity(core.routes.len());
         for route in &core.routes {
-            let mut arguments = route.options.arguments.clone();
-            if core.kind == Kind::Rpc && !arguments.contains_key("x-dead-letter-exchange") {
-                arguments.insert(
-                    "x-dead-letter-exchange".into(),
-                    AMQPValue::LongString(RPC_DLX.into()),
-                );
-            }
-            let options = QueueOptions {
-                durable: route.options.durable.unwrap_or(core.kind == Kind::Queue),
-                arguments,
-                ..Default::default()
-            };
             connection
-                .queue_declare(&route.queue, options)
+                .queue_declare(&route.queue, queue_options(&core, route))
                 .await
                 .map_err(|e| setup_error(&route.queue, e))?;
             let options = ConsumerOptions {

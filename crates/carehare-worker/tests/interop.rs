@@ -429,7 +429,7 @@ async fn the_rust_client_calls_an_aio_pika_rpc_worker() {
         handle.stop().await.expect("stop");
 
         drop(worker);
-        delete(client.connection(), &[&echo, &fail]).await;
+        delete(&client.connection(), &[&echo, &fail]).await;
         client.close().await;
     })
     .await;

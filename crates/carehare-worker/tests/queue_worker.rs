@@ -561,7 +561,7 @@ async fn the_worker_reconnects_after_losing_its_connection() {
         assert_eq!(*got.lock().unwrap(), vec![1, 2]);
         assert!(!handle.is_finished());
         handle.stop().await.expect("stop");
-        delete(client.connection(), &[&queue]).await;
+        delete(&client.connection(), &[&queue]).await;
         client.close().await;
     })
     .await;

@@ -70,8 +70,8 @@ async fn a_thousand_concurrent_calls_are_all_answered_correctly() {
         });
         join_all(calls).await;
         handle.stop().await.expect("stop");
-        assert_eq!(message_count(client.connection(), &route).await, 0);
-        delete(client.connection(), &[&route]).await;
+        assert_eq!(message_count(&client.connection(), &route).await, 0);
+        delete(&client.connection(), &[&route]).await;
         client.close().await;
     })
     .await;
@@ -136,9 +136,9 @@ async fn handler_errors_and_panics_become_error_replies() {
         assert!(!handle.is_finished());
         handle.stop().await.expect("stop");
         for q in [&fail, &parse, &panics, &echo] {
-            assert_eq!(message_count(client.connection(), q).await, 0);
+            assert_eq!(message_count(&client.connection(), q).await, 0);
         }
-        delete(client.connection(), &[&fail, &parse, &panics, &echo]).await;
+        delete(&client.connection(), &[&fail, &parse, &panics, &echo]).await;
         client.close().await;
     })
     .await;
@@ -195,7 +195,7 @@ async fn a_call_times_out_and_a_call_to_no_route_is_returned() {
             Err(CallError::MalformedReply(_))
         ));
         handle.stop().await.expect("stop");
-        delete(client.connection(), &[&slow]).await;
+        delete(&client.connection(), &[&slow]).await;
         client.close().await;
     })
     .await;
@@ -348,8 +348,8 @@ async fn stopping_lets_running_calls_finish_and_reply() {
         for (n, call) in calls.into_iter().enumerate() {
             assert_eq!(call.await.unwrap().unwrap(), n as u32 * 10);
         }
-        assert_eq!(message_count(client.connection(), &route).await, 0);
-        delete(client.connection(), &[&route]).await;
+        assert_eq!(message_count(&client.connection(), &route).await, 0);
+        delete(&client.connection(), &[&route]).await;
         client.close().await;
     })
     .await;
@@ -391,6 +391,82 @@ async fn rpc_queues_are_declared_like_aio_pikas() {
         worker.route_with(&route, options, |s: String| async move { s });
         assert!(matches!(worker.run().await, Err(WorkerError::Route { .. })));
         delete(&connection, &[&route]).await;
+    })
+    .await;
+}
+
+/// A client from `Client::connect` reconnects on the next call after losing
+/// its connection; a call waiting for its reply at that moment ends with a
+/// typed error at once. A client from `from_connection` does not reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_client_reconnects_on_its_next_call_after_losing_its_connection() {
+    within(LIMIT, "test", async {
+        let route = unique("reconnecting-client");
+        let slow = unique("reconnecting-client-slow");
+        let mut worker = RpcWorker::new(params());
+        worker.route(&route, |n: u32| async move { n + 1 });
+        worker.route(&slow, |n: u32| async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            n
+        });
+        let handle = worker.run().await.expect("run");
+        let name = unique("reconnecting-client-conn");
+        let client = Client::connect(&params().with_connection_name(&name))
+            .await
+            .unwrap()
+            .with_timeout(Duration::from_secs(10));
+        let fixed_name = unique("fixed-client-conn");
+        let fixed_connection = params()
+            .with_connection_name(&fixed_name)
+            .connect()
+            .await
+            .unwrap();
+        let fixed = Client::from_connection(fixed_connection).await.unwrap();
+        assert_eq!(client.call::<_, u32>(&route, &1).await.unwrap(), 2);
+        assert_eq!(fixed.call::<_, u32>(&route, &1).await.unwrap(), 2);
+
+        let waiting = {
+            let (client, slow) = (client.clone(), slow.clone());
+            tokio::spawn(async move { client.call::<_, u32>(&slow, &7).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let old = client.connection();
+        let n = name.clone();
+        tokio::task::spawn_blocking(move || {
+            carehare_tests::close_connection_named(&n, "test: go away")
+        })
+        .await
+        .unwrap();
+        match within(Duration::from_secs(5), "the waiting call", waiting)
+            .await
+            .unwrap()
+        {
+            Err(CallError::Amqp(carehare_tokio::Error::ConnectionClosed(_))) => {}
+            other => panic!("expected ConnectionClosed, got {other:?}"),
+        }
+        within(Duration::from_secs(5), "the old connection", old.closed()).await;
+        assert_eq!(client.call::<_, u32>(&route, &2).await.unwrap(), 3);
+
+        let n = fixed_name.clone();
+        tokio::task::spawn_blocking(move || {
+            carehare_tests::close_connection_named(&n, "test: go away")
+        })
+        .await
+        .unwrap();
+        within(
+            Duration::from_secs(5),
+            "fixed's connection",
+            fixed.connection().closed(),
+        )
+        .await;
+        match fixed.call::<_, u32>(&route, &3).await {
+            Err(CallError::Amqp(carehare_tokio::Error::ConnectionClosed(_))) => {}
+            other => panic!("expected ConnectionClosed, got {other:?}"),
+        }
+        handle.stop().await.expect("stop");
+        delete(&client.connection(), &[&route, &slow]).await;
+        client.close().await;
+        fixed.close().await;
     })
     .await;
 }
