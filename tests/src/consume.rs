@@ -32,6 +32,7 @@ macro_rules! consume_scenarios {
             consume::a_prefetch_size_is_refused_with_a_typed_error,
             consume::a_stale_consumer_never_touches_the_channel_that_reuses_its_id,
             consume::a_stream_is_consumed_from_the_first_offset,
+            consume::a_stream_chunk_past_the_prefetch_is_buffered,
             consume::the_envelope_and_all_properties_arrive,
             consume::ack_multiple_acks_everything_up_to_the_tag,
             consume::nack_with_requeue_redelivers,
@@ -323,6 +324,63 @@ pub async fn a_stream_is_consumed_from_the_first_offset(rt: Arc<dyn Runtime>) {
         consumer.close().await;
     };
     // Catch the panic so the stream is deleted either way.
+    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
+    crate::rabbitmqctl(&format!("delete_queue '{name}'"));
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// RabbitMQ delivers a stream's messages a whole chunk at a time, past the
+/// consumer's prefetch. A stream consumer (one with `x-stream-offset`) that
+/// is slow to take its messages must not have its connection closed for
+/// that: it gets every message.
+pub async fn a_stream_chunk_past_the_prefetch_is_buffered(rt: Arc<dyn Runtime>) {
+    const N: usize = 2_000;
+    let c = connect(&rt).await;
+    let name = unique("stream-chunk");
+    let stream = QueueOptions {
+        durable: true,
+        arguments: args(&[("x-queue-type", AMQPValue::LongString("stream".into()))]),
+        ..Default::default()
+    };
+    c.queue_declare(&name, stream).await.unwrap();
+    let result = async {
+        // A window of confirms lets the broker batch them into big chunks.
+        let publisher = c.publisher(1_000);
+        let mut confirmations = Vec::with_capacity(N);
+        for i in 0..N {
+            confirmations.push(publisher.publish(format!("m{i}"), "", &name).await.unwrap());
+        }
+        for confirmation in confirmations {
+            confirmation.await.unwrap();
+        }
+        let options = ConsumerOptions {
+            prefetch_count: 10,
+            arguments: args(&[("x-stream-offset", AMQPValue::LongString("first".into()))]),
+            ..Default::default()
+        };
+        // A limit below the prefetch could never hold what RabbitMQ may send.
+        let too_small = ConsumerOptions {
+            max_buffered: Some(5),
+            ..options.clone()
+        };
+        assert!(matches!(
+            c.consumer(&name, too_small).await,
+            Err(Error::Usage(carehare_client::UsageError::InvalidArgument(
+                _
+            )))
+        ));
+        let consumer = c.consumer(&name, options).await.unwrap();
+        // Take nothing for a while: the first chunk arrives whole.
+        sleep(&rt, Duration::from_millis(500)).await;
+        for i in 0..N {
+            let m = within(&rt, STEP, consumer.next()).await.unwrap();
+            assert_eq!(m.body, Bytes::from(format!("m{i}")));
+            consumer.ack(m.delivery_tag);
+        }
+        consumer.close().await;
+    };
     let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
     crate::rabbitmqctl(&format!("delete_queue '{name}'"));
     if let Err(panic) = outcome {

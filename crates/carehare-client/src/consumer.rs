@@ -59,7 +59,27 @@ pub struct ConsumerOptions {
     pub consumer_tag: String,
     /// Other consumer arguments, e.g. `x-stream-offset` for stream queues.
     pub arguments: FieldTable,
+    /// The most delivered messages held for this consumer before you take
+    /// them; more is a server fault that closes the connection (505), so a
+    /// slow consumer's buffer never grows without bound. `None` means
+    /// `prefetch_count`, which RabbitMQ honours for classic and quorum
+    /// queues, or for a stream consumer (one with an `x-stream-offset`
+    /// argument) `prefetch_count` + [`STREAM_CHUNK_ALLOWANCE`]: RabbitMQ
+    /// delivers a stream a whole chunk at a time, past the prefetch. Set it
+    /// for a stream consumer without `x-stream-offset`. At least
+    /// `prefetch_count`, else [`UsageError::InvalidArgument`](crate::UsageError::InvalidArgument).
+    pub max_buffered: Option<u32>,
 }
+
+/// How many deliveries past its prefetch a stream consumer holds by
+/// default (see [`ConsumerOptions::max_buffered`]): RabbitMQ sends a stream
+/// chunk whole once the consumer has any credit, and chunks of a few
+/// thousand small messages are common.
+///
+/// ```
+/// assert!(carehare_client::STREAM_CHUNK_ALLOWANCE >= 4096);
+/// ```
+pub const STREAM_CHUNK_ALLOWANCE: u32 = 65_536;
 
 impl Default for ConsumerOptions {
     fn default() -> Self {
@@ -70,6 +90,7 @@ impl Default for ConsumerOptions {
             priority: None,
             consumer_tag: String::new(),
             arguments: FieldTable::default(),
+            max_buffered: None,
         }
     }
 }
@@ -142,12 +163,24 @@ impl Connection {
             priority,
             consumer_tag,
             mut arguments,
+            max_buffered,
         } = options;
         if prefetch_count == 0 {
             return Err(Error::Usage(crate::UsageError::InvalidArgument(
                 "prefetch_count must be at least 1: 0 (unlimited) would let a slow consumer's buffer grow without bound",
             )));
         }
+        let is_stream = arguments.contains_key("x-stream-offset");
+        let limit = match max_buffered {
+            Some(limit) if limit < u32::from(prefetch_count) => {
+                return Err(Error::Usage(crate::UsageError::InvalidArgument(
+                    "max_buffered must be at least prefetch_count: RabbitMQ may deliver that many",
+                )));
+            }
+            Some(limit) => limit,
+            None if is_stream => u32::from(prefetch_count) + STREAM_CHUNK_ALLOWANCE,
+            None => u32::from(prefetch_count),
+        };
         if prefetch_size != 0 {
             return Err(Error::Usage(crate::UsageError::Unsupported(
                 "prefetch_size: RabbitMQ closes the connection (540 NOT_IMPLEMENTED) for a non-zero value",
@@ -178,7 +211,7 @@ impl Connection {
                 .open_with([qos.into(), consume.into()])
                 .inspect_err(|_| shared.wake_driver())?;
             // Deliveries may follow consume-ok in the same read.
-            let token = inner.consumers.register(ch, prefetch_count);
+            let token = inner.consumers.register(ch, limit);
             let (tx, rx) = oneshot::channel();
             inner.ops.insert(op, tx);
             (ch, token, rx)

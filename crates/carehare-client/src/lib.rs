@@ -44,7 +44,7 @@ pub use carehare_core::properties::BasicProperties;
 pub use carehare_core::types::{AMQPValue, FieldTable};
 pub use connect::connect_with_runtime;
 pub use connection::{Blocking, BlockingChanges, Connection, ExchangeOptions, QueueOptions};
-pub use consumer::{AckingConsumer, ConsumerOptions};
+pub use consumer::{AckingConsumer, ConsumerOptions, STREAM_CHUNK_ALLOWANCE};
 pub use error::{CloseReason, ConnectionError, Error, UsageError};
 pub use get::GetMessage;
 pub use message::Message;

@@ -35,13 +35,13 @@ pub(crate) struct PublishChannel {
     pub(crate) pending: BTreeMap<u64, PendingConfirm>,
 }
 
-/// A consumer's mailbox. Bounded by the prefetch count: RabbitMQ never has
-/// more than `prefetch` unacked deliveries out, and we hold at most those.
+/// A consumer's mailbox. Bounded: by the prefetch count (RabbitMQ never has
+/// more unacked deliveries out), or for a stream consumer by a larger limit
+/// (streams deliver whole chunks past the prefetch).
 #[derive(Default)]
 pub(crate) struct Mailbox {
-    /// The prefetch count: RabbitMQ never has more unacked deliveries out,
-    /// so a longer queue here is a server fault.
-    pub(crate) limit: u16,
+    /// The most messages held: a longer queue here is a server fault.
+    pub(crate) limit: u32,
     pub(crate) messages: VecDeque<Message>,
     pub(crate) end: Option<Error>,
     pub(crate) waker: Option<Waker>,
@@ -64,7 +64,7 @@ impl Consumers {
     /// A new mailbox for `channel` holding at most `limit` messages (the
     /// consumer's prefetch; 0 for a channel that receives no deliveries);
     /// returns its token.
-    pub(crate) fn register(&mut self, channel: ChannelId, limit: u16) -> u64 {
+    pub(crate) fn register(&mut self, channel: ChannelId, limit: u32) -> u64 {
         self.next += 1;
         let token = self.next;
         self.by_channel.insert(channel, token);
@@ -247,13 +247,13 @@ impl Inner {
                             None => debug!(channel, "direct reply-to: reply for no pending call"),
                         }
                     } else if let Some(mailbox) = self.consumers.on_channel(channel) {
-                        if mailbox.messages.len() >= usize::from(mailbox.limit) {
-                            let prefetch = mailbox.limit;
+                        if mailbox.messages.len() >= mailbox.limit as usize {
+                            let limit = mailbox.limit;
                             self.conn.close_for_violation(
                                 std::time::Instant::now(),
                                 carehare_core::error::ProtocolViolation::PrefetchExceeded {
                                     channel,
-                                    prefetch,
+                                    limit,
                                 },
                             );
                             return;

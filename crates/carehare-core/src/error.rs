@@ -192,16 +192,19 @@ pub enum ProtocolViolation {
     /// speak AMQP 0-9-1.
     #[error("server does not speak AMQP 0-9-1; it offered protocol header {0:?}")]
     ProtocolHeader([u8; 8]),
-    /// The server delivered more unacked messages to a consumer than its
-    /// prefetch allows: the client's buffer for it would grow without
-    /// bound. Detected by the driver, reported through
+    /// The server delivered more messages to a consumer than the client
+    /// holds for it (its prefetch, or a larger limit for a stream
+    /// consumer): the client's buffer would grow without bound. Detected by
+    /// the driver, reported through
     /// [`Connection::close_for_violation`](crate::Connection::close_for_violation).
-    #[error("channel {channel}: more than {prefetch} unacked deliveries, the consumer's prefetch")]
+    #[error(
+        "channel {channel}: more than {limit} deliveries waiting for a consumer that holds at most {limit}"
+    )]
     PrefetchExceeded {
         /// The channel.
         channel: ChannelId,
-        /// The consumer's prefetch count.
-        prefetch: u16,
+        /// The most deliveries the client holds for the consumer.
+        limit: u32,
     },
     /// The server negotiated values the spec forbids (e.g. a frame_max below 4096).
     #[error("invalid tune from server: {0}")]

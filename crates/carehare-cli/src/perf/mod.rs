@@ -48,9 +48,9 @@ pub struct PerfArgs {
     /// Publish window: unconfirmed messages per producer at most.
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub confirm: u64,
-    /// Prefetch (unacked messages) per consumer [default: 300; 65535 for
-    /// streams, whose whole chunks RabbitMQ delivers past the prefetch,
-    /// which the client refuses as a protocol violation].
+    /// Prefetch (unacked messages) per consumer [default: 300]. Stream
+    /// consumers hold a whole chunk past it (RabbitMQ delivers streams a
+    /// chunk at a time).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: Option<u16>,
     /// Ack with `multiple` every N deliveries (1: ack each one).
@@ -149,10 +149,7 @@ impl PerfArgs {
 
     /// The prefetch in effect.
     pub fn prefetch(&self) -> u16 {
-        self.prefetch.unwrap_or(match self.queue_type {
-            QueueType::Stream => u16::MAX,
-            _ => 300,
-        })
+        self.prefetch.unwrap_or(300)
     }
 
     /// The flags, for the JSON report.
