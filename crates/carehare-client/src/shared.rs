@@ -189,7 +189,13 @@ impl Shared {
 impl Inner {
     /// The error for anything attempted after the connection ended.
     pub(crate) fn closed_error(&self) -> Option<Error> {
-        self.outcome.clone().map(Error::ConnectionClosed)
+        // While closing, the core refuses commands as misuse
+        // (`UsageError::Closed`), but the user can't see that state: report
+        // why it is closing instead.
+        self.outcome
+            .clone()
+            .or_else(|| self.conn.closing_reason().cloned())
+            .map(Error::ConnectionClosed)
     }
 
     /// Routes every event the core has queued.
@@ -737,5 +743,19 @@ mod tests {
             other => panic!("expected connection.close, got {other:?}"),
         }
         assert!(!inner.conn.is_open());
+    }
+
+    #[test]
+    fn commands_while_closing_report_why_not_misuse() {
+        let shared = open_inner();
+        let mut inner = shared.lock();
+        assert!(inner.closed_error().is_none());
+        inner.conn.close(Instant::now(), 200, "bye").unwrap();
+        // The core refuses commands now; the user is told why.
+        assert!(inner.conn.open_channel().is_err());
+        assert!(matches!(
+            inner.closed_error(),
+            Some(Error::ConnectionClosed(ConnectionError::ClosedByClient))
+        ));
     }
 }

@@ -396,6 +396,11 @@ fn client_close_waits_for_close_ok() {
         matches!(b.expect_one(), (0, Method::ConnectionClose(c)) if c.reply_code == 200 && c.reply_text == "bye")
     );
     assert_eq!(b.conn.close(b.now, 200, "again"), Err(UsageError::Closed));
+    // Why it is closing is readable while commands are refused.
+    assert_eq!(
+        b.conn.closing_reason(),
+        Some(&ConnectionError::ClosedByClient)
+    );
     // Anything but close-ok is dropped while closing.
     b.method(0, ConnectionBlocked { reason: s("x") });
     b.method(7, ChannelOpenOk::default());
@@ -404,6 +409,7 @@ fn client_close_waits_for_close_ok() {
     let events = b.events();
     assert_eq!(closed_with(&events), &ConnectionError::ClosedByClient);
     assert!(b.conn.is_closed());
+    assert_eq!(b.conn.closing_reason(), None);
 }
 
 #[test]

@@ -103,6 +103,18 @@ impl Connection {
         matches!(self.state, State::Closed)
     }
 
+    /// Why the connection is closing, while it is: from the moment a close
+    /// starts (ours, the server's, or a protocol fault's) until
+    /// [`Event::ConnectionClosed`]. Commands fail with [`UsageError::Closed`]
+    /// in that window; a driver whose user could not have known can report
+    /// this reason instead.
+    pub fn closing_reason(&self) -> Option<&ConnectionError> {
+        match &self.state {
+            State::Closing { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
     /// The negotiated limits, once `tune` arrived.
     pub fn tuning(&self) -> Option<Tuning> {
         self.tuning
