@@ -2,6 +2,8 @@
 //! same messages encoded and decoded by carehare-core and by amq-protocol
 //! (the codec lapin uses).
 
+pub mod e2e;
+
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame, parse_frame};
 use amq_protocol::protocol::{AMQPClass, basic};
 use bytes::BytesMut;
