@@ -9,9 +9,18 @@ use std::collections::VecDeque;
 use carehare_benches::e2e::{PhaseTimer, Workload, report};
 use carehare_tokio::QueueOptions;
 
-#[tokio::main]
-async fn main() {
-    let w = Workload::from_args();
+fn main() {
+    // The default is tokio's multi-thread runtime, as `#[tokio::main]`;
+    // `PEER_RUNTIME=current_thread` is for profiling.
+    let mut runtime = match std::env::var("PEER_RUNTIME").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = runtime.enable_all().build().expect("tokio runtime");
+    runtime.block_on(run(Workload::from_args()));
+}
+
+async fn run(w: Workload) {
     let body = bytes::Bytes::from(w.body());
     let conn = carehare_tokio::connect(&w.url).await.expect("connect");
     let queue = format!("carehare-bench-{}", std::process::id());

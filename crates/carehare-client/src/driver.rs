@@ -4,15 +4,25 @@
 //!
 //! Each wakeup: read everything available and feed it to the core, route
 //! the core's events to waiting handles, write everything the core queued
-//! in one write, and re-arm the timer. This is the contract at the top of
-//! `carehare_core`.
+//! in one (vectored) write, and re-arm the timer. This is the contract at
+//! the top of `carehare_core`.
+//!
+//! Neither direction copies in the driver. Reads land in a block of memory
+//! that is split off and handed to the core, so delivered bodies are slices
+//! of it; the block is reused once every slice of it is dropped. Writes
+//! take the core's queued pieces as `Bytes` (its write buffer, plus large
+//! published bodies as the caller's own `Bytes`) and send them with one
+//! `writev`.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::{Buf, Bytes, BytesMut};
 use futures_io::{AsyncRead, AsyncWrite};
 
 use crate::runtime::{BoxFuture, Runtime, Stream};
@@ -21,14 +31,26 @@ use crate::shared::Shared;
 /// Reads per wakeup before yielding, so one busy connection can't starve
 /// other tasks on the same executor thread.
 const READS_PER_POLL: usize = 16;
+/// Reads go into blocks this large, split off as they fill.
+const READ_BLOCK: usize = 256 * 1024;
+/// A read is at most this large...
+const READ_MAX: usize = 64 * 1024;
+/// ...and at least this large; below it a fresh block is taken.
+const READ_MIN: usize = 4 * 1024;
+/// Pieces per `writev` at most (Linux allows 1024; this is plenty).
+const MAX_IOV: usize = 64;
 
 pub(crate) struct Driver {
     io: Box<dyn Stream>,
     shared: Arc<Shared>,
     runtime: Arc<dyn Runtime>,
-    read_buf: Box<[u8]>,
-    out: Vec<u8>,
-    out_pos: usize,
+    /// The free tail of the current read block.
+    read_buf: BytesMut,
+    /// How much to offer the next read: grows after full reads, so that
+    /// small reads don't zero a large buffer every time.
+    read_size: usize,
+    /// Queued output, in order; the front may be partly written.
+    out: VecDeque<Bytes>,
     timer: Option<(Instant, BoxFuture<'static, ()>)>,
     eof: bool,
 }
@@ -39,9 +61,9 @@ impl Driver {
             io,
             shared,
             runtime,
-            read_buf: vec![0u8; 64 * 1024].into_boxed_slice(),
-            out: Vec::with_capacity(64 * 1024),
-            out_pos: 0,
+            read_buf: BytesMut::with_capacity(READ_BLOCK),
+            read_size: READ_MIN,
+            out: VecDeque::new(),
             timer: None,
             eof: false,
         }
@@ -54,8 +76,17 @@ impl Driver {
             return false;
         }
         for _ in 0..READS_PER_POLL {
-            match Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf) {
+            if self.read_buf.capacity() < READ_MIN {
+                // Reuses the block in place when no slice of it is alive.
+                self.read_buf.reserve(READ_BLOCK);
+            }
+            let want = self.read_size.min(self.read_buf.capacity());
+            // Zeroes `want` bytes: futures-io reads into initialized memory.
+            self.read_buf.resize(want, 0);
+            let read = Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf[..]);
+            match read {
                 Poll::Ready(Ok(0)) => {
+                    self.read_buf.clear();
                     self.eof = true;
                     let mut inner = self.shared.lock();
                     inner.conn.handle_eof(Instant::now());
@@ -63,19 +94,32 @@ impl Driver {
                     return false;
                 }
                 Poll::Ready(Ok(n)) => {
+                    self.read_buf.truncate(n);
+                    let data = self.read_buf.split();
+                    self.read_size = if n == want {
+                        (want * 2).min(READ_MAX)
+                    } else {
+                        (n * 2).clamp(READ_MIN, READ_MAX)
+                    };
                     let mut inner = self.shared.lock();
-                    inner.conn.handle_input(Instant::now(), &self.read_buf[..n]);
+                    inner.conn.handle_input_bytes(Instant::now(), data);
                     inner.route_events();
                 }
-                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    self.read_buf.clear();
+                }
                 Poll::Ready(Err(e)) => {
+                    self.read_buf.clear();
                     self.eof = true;
                     let mut inner = self.shared.lock();
                     inner.conn.handle_transport_error(Instant::now(), e);
                     inner.route_events();
                     return false;
                 }
-                Poll::Pending => return false,
+                Poll::Pending => {
+                    self.read_buf.clear();
+                    return false;
+                }
             }
         }
         true
@@ -84,18 +128,40 @@ impl Driver {
     /// Writes everything queued. Returns Ready(Err) if the socket failed.
     fn poll_write_all(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         loop {
-            if self.out_pos == self.out.len() {
-                self.out.clear();
-                self.out_pos = 0;
-                if self.shared.lock().conn.poll_transmit(&mut self.out) == 0 {
-                    return Pin::new(&mut self.io).poll_flush(cx);
-                }
+            if self.out.is_empty()
+                && self.shared.lock().conn.poll_transmit_chunks(&mut self.out) == 0
+            {
+                return Pin::new(&mut self.io).poll_flush(cx);
             }
-            match Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_pos..]) {
+            let written = if self.out.len() == 1 {
+                Pin::new(&mut self.io).poll_write(cx, &self.out[0])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let mut k = 0;
+                for (slot, chunk) in slices.iter_mut().zip(self.out.iter()) {
+                    *slot = IoSlice::new(chunk);
+                    k += 1;
+                }
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..k])
+            };
+            match written {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
-                Poll::Ready(Ok(n)) => self.out_pos += n,
+                Poll::Ready(Ok(mut n)) => {
+                    while n > 0 {
+                        let Some(front) = self.out.front_mut() else {
+                            break;
+                        };
+                        if n >= front.len() {
+                            n -= front.len();
+                            self.out.pop_front();
+                        } else {
+                            front.advance(n);
+                            n = 0;
+                        }
+                    }
+                }
                 Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,

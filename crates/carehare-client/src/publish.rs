@@ -174,9 +174,9 @@ impl Inner {
         let queued = self
             .publish_channel(outgoing.exchange.as_str())
             .and_then(|ch| {
-                let seq = self
-                    .conn
-                    .publish(ch, &publish, &outgoing.properties, &outgoing.body)?;
+                let seq =
+                    self.conn
+                        .publish_bytes(ch, &publish, &outgoing.properties, &outgoing.body)?;
                 Ok((ch, seq))
             });
         match queued {
@@ -229,8 +229,16 @@ pub(crate) fn publish(
                 body,
                 mandatory,
             };
-            shared.lock().enqueue_publish(outgoing, tx, permit);
-            shared.wake_driver();
+            let mut inner = shared.lock();
+            // Queued bytes mean the driver was woken for them and has not
+            // taken them yet (it takes them under this lock): it will send
+            // this publish with them, so skip the wake-up.
+            let driver_due = inner.conn.has_transmit();
+            inner.enqueue_publish(outgoing, tx, permit);
+            drop(inner);
+            if !driver_due {
+                shared.wake_driver();
+            }
         }
         (Err(e), _) | (_, Err(e)) => {
             let _ = tx.send(Err(e));

@@ -247,16 +247,105 @@ pub fn encode_content(
     body: &[u8],
     frame_max: u32,
 ) {
-    with_frame(out, FRAME_HEADER, channel, |out| {
-        encode_header(class_id, body.len() as u64, properties, out)
+    encode_header_frame(out, channel, class_id, properties, body.len() as u64);
+    encode_body(out, channel, body, frame_max);
+}
+
+/// Appends a `basic.publish` method frame.
+pub(crate) fn encode_basic_publish(
+    out: &mut BytesMut,
+    channel: ChannelId,
+    publish: &crate::method::BasicPublish,
+) {
+    with_frame(out, FRAME_METHOD, channel, |out| {
+        publish.encode_payload(out)
     });
-    let chunk = match frame_max {
+}
+
+/// Appends a content header frame.
+pub(crate) fn encode_header_frame(
+    out: &mut BytesMut,
+    channel: ChannelId,
+    class_id: u16,
+    properties: &BasicProperties,
+    body_size: u64,
+) {
+    with_frame(out, FRAME_HEADER, channel, |out| {
+        encode_header(class_id, body_size, properties, out)
+    });
+}
+
+/// The largest body piece per frame.
+fn body_chunk(frame_max: u32) -> usize {
+    match frame_max {
         0 => usize::MAX,
         max => (max as usize).saturating_sub(FRAME_OVERHEAD).max(1),
-    };
+    }
+}
+
+/// Appends the body frames of `body`, copying it.
+pub(crate) fn encode_body(out: &mut BytesMut, channel: ChannelId, body: &[u8], frame_max: u32) {
+    let chunk = body_chunk(frame_max);
     out.reserve(body.len() + (body.len() / chunk + 1) * FRAME_OVERHEAD);
     for piece in body.chunks(chunk) {
         with_frame(out, FRAME_BODY, channel, |out| out.put_slice(piece));
+    }
+}
+
+/// Body pieces at least this long are not copied by
+/// [`encode_content_chunks`]: they are queued as their own chunk, a slice of
+/// the caller's `Bytes`, for a vectored write. Shorter pieces cost less to
+/// copy than an extra `iovec`.
+pub const ZERO_COPY_MIN: usize = 8 * 1024;
+
+/// [`encode_content`] without copying large bodies. Small frames are
+/// appended to `out`; a body piece of at least [`ZERO_COPY_MIN`] bytes
+/// seals `out` (everything in it so far is pushed to `chunks`), then the
+/// piece itself is pushed, sliced from `body`, and its frame-end octet
+/// starts `out` again. The bytes to send are `chunks` in order, then `out`.
+pub fn encode_content_chunks(
+    out: &mut BytesMut,
+    chunks: &mut impl Extend<Bytes>,
+    channel: ChannelId,
+    class_id: u16,
+    properties: &BasicProperties,
+    body: &Bytes,
+    frame_max: u32,
+) {
+    encode_header_frame(out, channel, class_id, properties, body.len() as u64);
+    encode_body_chunks(out, chunks, channel, body, frame_max);
+}
+
+/// The body frames of [`encode_content_chunks`].
+pub(crate) fn encode_body_chunks(
+    out: &mut BytesMut,
+    chunks: &mut impl Extend<Bytes>,
+    channel: ChannelId,
+    body: &Bytes,
+    frame_max: u32,
+) {
+    if body.len() < ZERO_COPY_MIN {
+        return encode_body(out, channel, body, frame_max);
+    }
+    let chunk = body_chunk(frame_max);
+    let mut at = 0;
+    while at < body.len() {
+        let end = body.len().min(at.saturating_add(chunk));
+        let len = end - at;
+        if len < ZERO_COPY_MIN {
+            with_frame(out, FRAME_BODY, channel, |out| {
+                out.put_slice(&body[at..end])
+            });
+        } else {
+            out.put_u8(FRAME_BODY);
+            out.put_u16(channel);
+            // `len` fits: it is at most frame_max - 8, or the whole body
+            // when frame_max is 0 (no limit), and AMQP sizes are u32.
+            out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+            chunks.extend([out.split().freeze(), body.slice(at..end)]);
+            out.put_u8(FRAME_END);
+        }
+        at = end;
     }
 }
 
