@@ -1,6 +1,6 @@
 # carehare task runner. `just` is optional: every recipe is a plain script.
 
-# Start the local broker, publish and consume, show throughput.
+# Start the local broker, then `carehare perf` for 10 s: progress line and final table.
 demo:
     scripts/demo
 

@@ -5,6 +5,11 @@
 //! return the same `carehare_client::Connection`.
 //!
 //! `AMQP_URL` overrides the broker (default: the local test broker).
+//!
+//! The crate also holds `blocking.rs` and `mio.rs`, two programs that embed
+//! `carehare-core` without an async runtime (`docs/embedding.md`), and, under
+//! `cfg(doctest)`, `docs/guide.md`, so `cargo test --doc` compiles the
+//! guide's code.
 
 use std::io::Write;
 use std::time::Instant;
@@ -103,3 +108,9 @@ where
     );
     Ok(())
 }
+
+/// `docs/guide.md`, included here so that `cargo test --doc` compiles every
+/// code block in it against this commit's API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/guide.md")]
+pub struct Guide;

@@ -1,0 +1,144 @@
+//! The CLI's errors and the exit code each class maps to.
+
+use std::time::Duration;
+
+use carehare_tokio::{ConnectionError, Error};
+
+/// Exit codes, one per class of failure (documented in `carehare --help`).
+pub mod code {
+    /// Anything else: connection lost mid-operation, I/O errors.
+    pub const OTHER: u8 = 1;
+    /// Bad command line or an invalid request refused before sending.
+    pub const USAGE: u8 = 2;
+    /// Could not connect: URL, TCP, TLS, authentication, vhost access.
+    pub const CONNECT: u8 = 3;
+    /// RabbitMQ refused an operation (404, 403, 405, 406... on a channel).
+    pub const REFUSED: u8 = 4;
+    /// A publish was returned (mandatory, unroutable) or nacked.
+    pub const NOT_CONFIRMED: u8 = 5;
+    /// No answer, confirm or message within `--timeout`.
+    pub const TIMEOUT: u8 = 6;
+    /// `get` found the queue empty.
+    pub const EMPTY: u8 = 7;
+}
+
+/// Why a command failed. The `Display` text is what `carehare` prints on
+/// stderr; for broker refusals it is the client's typed error text, e.g.
+/// `RabbitMQ closed the channel: 404 NOT_FOUND - no queue 'x' in vhost '/'`.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A bad flag value, detected before connecting.
+    #[error("{0}")]
+    Usage(String),
+    /// Connecting failed (the connection never opened).
+    #[error("{0}")]
+    Connect(Error),
+    /// An operation failed.
+    #[error(transparent)]
+    Amqp(#[from] Error),
+    /// Reading a body or writing output failed.
+    #[error("{context}: {error}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A wait of the CLI's own ran out.
+    #[error("{what} within {timeout:?}")]
+    Timeout {
+        /// What did not happen.
+        what: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// `get` found no message.
+    #[error("the queue is empty")]
+    Empty,
+    /// `perf` saw publishes nacked or returned.
+    #[error("{0}")]
+    NotConfirmed(String),
+}
+
+impl CliError {
+    /// A usage error with this text.
+    pub fn usage(text: impl Into<String>) -> Self {
+        CliError::Usage(text.into())
+    }
+
+    /// An I/O error while doing `context`.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |error| CliError::Io { context, error }
+    }
+
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => code::USAGE,
+            CliError::Connect(_) => code::CONNECT,
+            CliError::Amqp(e) => amqp_code(e),
+            CliError::Io { .. } => code::OTHER,
+            CliError::Timeout { .. } => code::TIMEOUT,
+            CliError::Empty => code::EMPTY,
+            CliError::NotConfirmed(_) => code::NOT_CONFIRMED,
+        }
+    }
+}
+
+fn amqp_code(e: &Error) -> u8 {
+    match e {
+        Error::ChannelClosedByServer(_) | Error::ConsumerCancelledByServer => code::REFUSED,
+        Error::ServerSentNack | Error::Returned(_) => code::NOT_CONFIRMED,
+        Error::Timeout(_) => code::TIMEOUT,
+        Error::Usage(_) => code::USAGE,
+        Error::Url(_) | Error::Tls(_) | Error::Connect { .. } | Error::ConnectTimeout { .. } => {
+            code::CONNECT
+        }
+        Error::ConnectionClosed(ConnectionError::AuthenticationFailed(_)) => code::CONNECT,
+        _ => code::OTHER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carehare_tokio::CloseReason;
+
+    fn reason(code: u16) -> CloseReason {
+        CloseReason {
+            code,
+            text: "NOT_FOUND - no queue 'q' in vhost '/'".into(),
+            class_id: 50,
+            method_id: 10,
+        }
+    }
+
+    #[test]
+    fn each_class_has_its_code() {
+        let refused = CliError::Amqp(Error::ChannelClosedByServer(reason(404)));
+        assert_eq!(refused.exit_code(), code::REFUSED);
+        assert_eq!(
+            refused.to_string(),
+            "RabbitMQ closed the channel: 404 NOT_FOUND - no queue 'q' in vhost '/'"
+        );
+        assert_eq!(
+            CliError::Amqp(Error::ServerSentNack).exit_code(),
+            code::NOT_CONFIRMED
+        );
+        assert_eq!(
+            CliError::Amqp(Error::Timeout(Duration::from_secs(1))).exit_code(),
+            code::TIMEOUT
+        );
+        assert_eq!(
+            CliError::Connect(Error::ConnectionClosed(ConnectionError::UnexpectedEof)).exit_code(),
+            code::CONNECT
+        );
+        assert_eq!(
+            CliError::Amqp(Error::ConnectionClosed(ConnectionError::UnexpectedEof)).exit_code(),
+            code::OTHER
+        );
+        assert_eq!(CliError::usage("bad").exit_code(), code::USAGE);
+        assert_eq!(CliError::Empty.exit_code(), code::EMPTY);
+    }
+}

@@ -1,0 +1,716 @@
+//! `carehare perf`: a load tool in the style of RabbitMQ's PerfTest.
+//!
+//! Producers publish on the default exchange to the run's queues through
+//! [`Connection::publisher`] windows (`--confirm`); consumers ack every
+//! `--multi-ack-every` deliveries with `ack_multiple`. With `--sequential`
+//! all `--count` messages are published (and confirmed) first, then
+//! consumed: each phase gets its own wall time and CPU time.
+
+mod report;
+mod stats;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use carehare_tokio::carehare_core::types::LongString;
+use carehare_tokio::{AMQPValue, Connection, ConsumerOptions, Error, FieldTable, QueueOptions};
+use clap::Args;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::commands::admin::QueueType;
+use crate::common::ConnArgs;
+use crate::error::CliError;
+use crate::fields;
+use report::{Percentiles, Report, Side};
+use stats::{Counters, Usage};
+use worker::{Consumer, Producer, Stamp};
+
+/// Load test flags. Without --count or --duration it runs until Ctrl-C;
+/// Ctrl-C always stops publishing, drains, and prints the report.
+#[derive(Args, Debug, Clone)]
+#[command(after_help = PERF_HELP)]
+pub struct PerfArgs {
+    /// Producers (each with its own publish window).
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Consumers (each on its own channel).
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Body size in bytes. From 8 bytes up the body carries the publish
+    /// time; below, a header does.
+    #[arg(long, default_value_t = 12)]
+    pub size: usize,
+    /// Publish window: unconfirmed messages per producer at most.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub confirm: u64,
+    /// Prefetch (unacked messages) per consumer [default: 300; 65535 for
+    /// streams, whose whole chunks RabbitMQ delivers past the prefetch,
+    /// which the client refuses as a protocol violation].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: Option<u16>,
+    /// Ack with `multiple` every N deliveries (1: ack each one).
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..))]
+    pub multi_ack_every: u16,
+    /// Publish rate limit per producer, messages per second.
+    #[arg(long, value_name = "MSG/S")]
+    pub rate: Option<f64>,
+    /// Publish for this long (e.g. 10s, 2m), then drain.
+    #[arg(long, value_name = "DURATION", value_parser = fields::duration, conflicts_with = "count")]
+    pub duration: Option<Duration>,
+    /// Publish this many messages in all (split over the producers);
+    /// consume as many.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Type of the queues the run declares.
+    #[arg(long, value_enum, default_value_t = QueueType::Classic)]
+    pub queue_type: QueueType,
+    /// Number of queues; producer i publishes to queue i mod N, consumer j
+    /// consumes queue j mod N.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub queues: usize,
+    /// Connections to spread producers and consumers over (round robin,
+    /// producers first). RabbitMQ advises publishing and consuming on
+    /// separate connections: on a shared one, a flood of publishes delays
+    /// the consumers' acks, so `--connections 2` gives steadier figures.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub connections: usize,
+    /// Use (declare if missing) this queue and keep it, instead of a
+    /// transient one per run.
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
+    /// Publish all --count messages first, then consume them.
+    #[arg(long, requires = "count")]
+    pub sequential: bool,
+    /// Publish persistent messages (delivery-mode 2).
+    #[arg(long)]
+    pub persistent: bool,
+    /// Runtime threads: 1 runs everything on one thread (the least CPU per
+    /// message); more uses tokio's multi-threaded scheduler.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
+    /// Print one JSON object (schema in the crate README) instead of the
+    /// table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+const PERF_HELP: &str = "\
+Output: msg/s in and out, latency from publish to consume (p50/p95/p99/max, not in \
+--sequential runs), client CPU per message (getrusage, all threads) and peak RSS. \
+In --sequential runs each phase has its own time and CPU; otherwise both rows show \
+the whole run's CPU, divided by the messages consumed (published, without consumers).
+
+Issue 9's workload:
+  carehare perf --sequential --count 100000 --size 12 --confirm 1000 --prefetch 300 --multi-ack-every 30";
+
+impl PerfArgs {
+    fn validate(&self) -> Result<(), CliError> {
+        if self.producers == 0 && self.consumers == 0 {
+            return Err(CliError::usage("perf needs a producer or a consumer"));
+        }
+        if self.queues == 0 || self.connections == 0 {
+            return Err(CliError::usage(
+                "--queues and --connections must be at least 1",
+            ));
+        }
+        if self.multi_ack_every > self.prefetch() {
+            return Err(CliError::usage(
+                "--multi-ack-every must not exceed --prefetch (RabbitMQ would stop delivering before the ack is due)",
+            ));
+        }
+        if self.consumers > 0 && self.consumers < self.queues {
+            return Err(CliError::usage(
+                "every queue needs a consumer: --consumers >= --queues",
+            ));
+        }
+        if self.queue.is_some() && self.queues > 1 {
+            return Err(CliError::usage(
+                "--queue names one queue: it excludes --queues > 1",
+            ));
+        }
+        if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err(CliError::usage("--rate must be a positive number"));
+        }
+        if self.sequential && (self.producers == 0 || self.consumers == 0) {
+            return Err(CliError::usage(
+                "--sequential needs at least one producer and one consumer",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The prefetch in effect.
+    pub fn prefetch(&self) -> u16 {
+        self.prefetch.unwrap_or(match self.queue_type {
+            QueueType::Stream => u16::MAX,
+            _ => 300,
+        })
+    }
+
+    /// The flags, for the JSON report.
+    pub fn config_json(&self) -> Value {
+        json!({
+            "producers": self.producers,
+            "consumers": self.consumers,
+            "size": self.size,
+            "confirm": self.confirm,
+            "prefetch": self.prefetch(),
+            "multi_ack_every": self.multi_ack_every,
+            "rate": self.rate,
+            "duration_s": self.duration.map(|d| d.as_secs_f64()),
+            "count": self.count,
+            "queue_type": self.queue_type.name(),
+            "queues": self.queues,
+            "connections": self.connections,
+            "queue": self.queue,
+            "sequential": self.sequential,
+            "persistent": self.persistent,
+            "threads": self.threads,
+        })
+    }
+
+    /// One line describing the run, for the table.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} producer(s), {} consumer(s), {} B bodies, confirm window {}, prefetch {}, multi-ack every {}, {} {} queue(s), {} connection(s)",
+            self.producers,
+            self.consumers,
+            self.size,
+            self.confirm,
+            self.prefetch(),
+            self.multi_ack_every,
+            self.queues,
+            self.queue_type.name(),
+            self.connections,
+        );
+        if let Some(rate) = self.rate {
+            s += &format!(", {rate} msg/s per producer");
+        }
+        if self.sequential {
+            s += ", sequential";
+        }
+        s
+    }
+}
+
+/// The runtime `perf` runs on (`--threads`).
+pub fn runtime(args: &PerfArgs) -> std::io::Result<tokio::runtime::Runtime> {
+    if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(args.threads))
+            .enable_all()
+            .build()
+    }
+}
+
+/// A queue of the run.
+struct RunQueue {
+    name: String,
+    /// Created by the run (not --queue) and not exclusive: delete it at
+    /// the end.
+    delete: bool,
+}
+
+fn long_string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+/// Declares the run's queues on `connection`.
+async fn declare_queues(
+    connection: &Connection,
+    args: &PerfArgs,
+) -> Result<Vec<RunQueue>, CliError> {
+    let mut arguments = FieldTable::default();
+    if args.queue_type != QueueType::Classic {
+        arguments.insert("x-queue-type".into(), long_string(args.queue_type.name()));
+    }
+    let replicated = args.queue_type != QueueType::Classic;
+    if let Some(name) = &args.queue {
+        let options = QueueOptions {
+            durable: replicated,
+            arguments,
+            ..Default::default()
+        };
+        connection.queue_declare(name, options).await?;
+        return Ok(vec![RunQueue {
+            name: name.clone(),
+            delete: false,
+        }]);
+    }
+    // A transient queue: exclusive (gone with the connection) when one
+    // connection uses it; otherwise deleted at the end, and expiring after
+    // an hour unused in case the run is killed. Streams take no x-expires.
+    if args.queue_type != QueueType::Stream {
+        arguments.insert("x-expires".into(), AMQPValue::LongLongInt(3_600_000));
+    }
+    let exclusive = !replicated && args.connections == 1;
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut queues = Vec::with_capacity(args.queues);
+    for i in 0..args.queues {
+        // RabbitMQ names classic queues itself; replicated ones need a name.
+        let name = if replicated {
+            format!("carehare-perf-{}-{stamp}-{i}", std::process::id())
+        } else {
+            String::new()
+        };
+        let options = QueueOptions {
+            durable: replicated,
+            exclusive,
+            arguments: if exclusive {
+                FieldTable::default()
+            } else {
+                arguments.clone()
+            },
+            ..Default::default()
+        };
+        let ok = connection.queue_declare(&name, options).await?;
+        queues.push(RunQueue {
+            name: ok.queue.to_string(),
+            delete: !exclusive,
+        });
+    }
+    Ok(queues)
+}
+
+/// Everything a run holds.
+struct Run {
+    args: PerfArgs,
+    connections: Vec<Connection>,
+    queues: Vec<RunQueue>,
+    counters: Arc<Counters>,
+}
+
+/// What a phase ended with.
+struct PhaseEnd {
+    publish_end: Option<Instant>,
+    consume_end: Option<Instant>,
+    /// Consumers stopped before getting every confirmed message.
+    short: bool,
+}
+
+impl Run {
+    /// Deletes the run's queues, on a fresh connection if the run's own
+    /// died (durable quorum queues and streams would stay otherwise).
+    async fn delete_queues(&self, conn: &ConnArgs) {
+        let mut connection = self.connections[0].clone();
+        let mut reconnected = false;
+        for q in self.queues.iter().filter(|q| q.delete) {
+            let mut result = connection.queue_delete(&q.name, false, false).await;
+            let dead = matches!(result, Err(Error::ConnectionClosed(_) | Error::Usage(_)));
+            if dead && !reconnected {
+                reconnected = true;
+                match conn.connect("carehare perf cleanup").await {
+                    Ok(c) => {
+                        connection = c;
+                        result = connection.queue_delete(&q.name, false, false).await;
+                    }
+                    Err(e) => {
+                        eprintln!("carehare: could not reconnect to delete the run's queues: {e}")
+                    }
+                }
+            }
+            if let Err(e) = result {
+                eprintln!("carehare: could not delete queue {}: {e}", q.name);
+            }
+        }
+        if reconnected {
+            let _ = connection.close().await;
+        }
+    }
+
+    fn connection(&self, role: usize) -> Connection {
+        self.connections[role % self.connections.len()].clone()
+    }
+
+    fn spawn_producers(&self, stamp: Stamp) -> Vec<JoinHandle<Option<Instant>>> {
+        let n = self.args.producers as u64;
+        (0..self.args.producers)
+            .map(|i| {
+                let count = self
+                    .args
+                    .count
+                    .map(|c| c / n + u64::from((i as u64) < c % n));
+                let producer = Producer {
+                    connection: self.connection(i),
+                    queue: self.queues[i % self.queues.len()].name.clone(),
+                    count,
+                    rate: self.args.rate,
+                    window: usize::try_from(self.args.confirm).unwrap_or(usize::MAX),
+                    size: self.args.size,
+                    stamp,
+                    persistent: self.args.persistent,
+                };
+                let counters = self.counters.clone();
+                tokio::spawn(async move {
+                    match producer.run(counters.clone()).await {
+                        Ok(end) => Some(end),
+                        Err(e) => {
+                            counters.fail(e);
+                            None
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Registers the consumers with RabbitMQ (before any clock starts),
+    /// and returns them ready to run.
+    async fn consumers(
+        &self,
+        stamp: Stamp,
+        target: Option<u64>,
+    ) -> Result<Vec<Consumer>, CliError> {
+        let mut arguments = FieldTable::default();
+        if self.args.queue_type == QueueType::Stream {
+            // Read the stream from its start: the run's messages may be
+            // there already (sequential runs).
+            arguments.insert("x-stream-offset".into(), long_string("first"));
+        }
+        let mut consumers = Vec::with_capacity(self.args.consumers);
+        for j in 0..self.args.consumers {
+            let options = ConsumerOptions {
+                prefetch_count: self.args.prefetch(),
+                arguments: arguments.clone(),
+                ..Default::default()
+            };
+            let connection = self.connection(self.args.producers + j);
+            let queue = &self.queues[j % self.queues.len()].name;
+            consumers.push(Consumer {
+                consumer: connection.consumer(queue, options).await?,
+                multi_ack_every: self.args.multi_ack_every,
+                stamp,
+                target,
+            });
+        }
+        Ok(consumers)
+    }
+
+    fn spawn_consumers(
+        &self,
+        consumers: Vec<Consumer>,
+        stop: &watch::Sender<bool>,
+    ) -> Vec<JoinHandle<Option<Instant>>> {
+        consumers
+            .into_iter()
+            .map(|c| {
+                let counters = self.counters.clone();
+                let stop = stop.subscribe();
+                tokio::spawn(async move {
+                    match c.run(counters.clone(), stop).await {
+                        Ok(end) => end,
+                        Err(e) => {
+                            counters.fail(e);
+                            None
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Watches a phase until it is done: producers finished and consumers
+    /// have everything confirmed (or `target`), the deadline passed,
+    /// Ctrl-C, a task failed, or consumers made no progress for a while.
+    async fn watch_phase(
+        &self,
+        producers: Vec<JoinHandle<Option<Instant>>>,
+        consumers: Vec<JoinHandle<Option<Instant>>>,
+        stop_consumers: watch::Sender<bool>,
+        target: Option<u64>,
+        deadline: Option<Instant>,
+        interrupted: &mut bool,
+    ) -> Result<PhaseEnd, CliError> {
+        let counters = &self.counters;
+        let has_consumers = !consumers.is_empty();
+        let has_producers = !producers.is_empty();
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let mut last_consumed = Counters::get(&counters.consumed);
+        let mut last_progress = Instant::now();
+        let mut short = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = &mut ctrl_c, if !*interrupted => *interrupted = true,
+            }
+            if counters.failure().is_some() {
+                break;
+            }
+            let now = Instant::now();
+            if *interrupted || deadline.is_some_and(|d| now >= d) {
+                counters.stop_producers.store(true, Ordering::Relaxed);
+            }
+            let consumed = Counters::get(&counters.consumed);
+            if consumed != last_consumed {
+                last_consumed = consumed;
+                last_progress = now;
+            }
+            if !has_consumers {
+                if producers.iter().all(JoinHandle::is_finished) {
+                    break;
+                }
+                continue;
+            }
+            if !has_producers {
+                // Consuming only: until the target, the deadline or Ctrl-C.
+                if target.is_some_and(|t| consumed >= t)
+                    || *interrupted
+                    || deadline.is_some_and(|d| now >= d)
+                {
+                    break;
+                }
+                continue;
+            }
+            if !producers.iter().all(JoinHandle::is_finished) {
+                last_progress = now;
+                continue;
+            }
+            // Publishing is over: drain what was confirmed.
+            if consumed >= Counters::get(&counters.confirmed) {
+                break;
+            }
+            let patience = if *interrupted {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_secs(10)
+            };
+            if now.duration_since(last_progress) > patience {
+                // After Ctrl-C, stopping short is what was asked for.
+                short = !*interrupted;
+                break;
+            }
+        }
+        counters.stop_producers.store(true, Ordering::Relaxed);
+        let _ = stop_consumers.send(true);
+        let mut publish_end = None;
+        for p in producers {
+            publish_end = publish_end.max(p.await.ok().flatten());
+        }
+        let mut consume_end = None;
+        for c in consumers {
+            consume_end = consume_end.max(c.await.ok().flatten());
+        }
+        if let Some(e) = counters.failure() {
+            return Err(e.into());
+        }
+        Ok(PhaseEnd {
+            publish_end,
+            consume_end,
+            short,
+        })
+    }
+
+    fn progress(&self, label: &'static str) -> Option<JoinHandle<()>> {
+        (!self.args.quiet).then(|| tokio::spawn(report::progress(self.counters.clone(), label)))
+    }
+
+    async fn sequential(&self) -> Result<(Report, bool), CliError> {
+        let mut interrupted = false;
+        // Phase 1: publish everything, confirmed.
+        let progress = self.progress("publish");
+        let (stop, _) = watch::channel(false);
+        let before = Usage::now();
+        let start = Instant::now();
+        let producers = self.spawn_producers(Stamp::None);
+        let end = self
+            .watch_phase(producers, Vec::new(), stop, None, None, &mut interrupted)
+            .await;
+        let published = Usage::now();
+        stop_progress(progress);
+        let end = end?;
+        let publish = Side {
+            messages: Counters::get(&self.counters.confirmed),
+            seconds: seconds(start, end.publish_end),
+            cpu: published.cpu_since(&before),
+            cpu_per: Counters::get(&self.counters.confirmed),
+        };
+        if interrupted {
+            return Ok((self.partial_report(publish, published), false));
+        }
+        // Phase 2: consume them all. The clock starts before the consumers
+        // register, since deliveries start with consume-ok.
+        let target = Counters::get(&self.counters.confirmed);
+        let before = Usage::now();
+        let start = Instant::now();
+        let consumers = self.consumers(Stamp::None, Some(target)).await?;
+        let progress = self.progress("consume");
+        let (stop, _) = watch::channel(false);
+        let consumers = self.spawn_consumers(consumers, &stop);
+        let end = self
+            .watch_phase(
+                Vec::new(),
+                consumers,
+                stop,
+                Some(target),
+                None,
+                &mut interrupted,
+            )
+            .await;
+        stop_progress(progress);
+        let end = end?;
+        let consumed_usage = Usage::now();
+        let consumed = Counters::get(&self.counters.consumed);
+        let consume = Side {
+            messages: consumed,
+            seconds: seconds(start, end.consume_end),
+            cpu: consumed_usage.cpu_since(&before),
+            cpu_per: consumed,
+        };
+        let report = Report {
+            publish,
+            consume,
+            latency: None,
+            usage: consumed_usage,
+        };
+        Ok((report, end.short))
+    }
+
+    /// The report of a sequential run stopped during publishing.
+    fn partial_report(&self, publish: Side, usage: Usage) -> Report {
+        Report {
+            publish,
+            consume: Side::default(),
+            latency: None,
+            usage,
+        }
+    }
+
+    async fn concurrent(&self) -> Result<(Report, bool), CliError> {
+        let mut interrupted = false;
+        let stamp = Stamp::for_size(self.args.size, true);
+        let target = if self.args.producers == 0 {
+            self.args.count
+        } else {
+            None
+        };
+        let consumers = self.consumers(stamp, target).await?;
+        let progress = self.progress("perf");
+        let (stop, _) = watch::channel(false);
+        let before = Usage::now();
+        let start = Instant::now();
+        let deadline = self.args.duration.map(|d| start + d);
+        let consumers = self.spawn_consumers(consumers, &stop);
+        let producers = self.spawn_producers(stamp);
+        let end = self
+            .watch_phase(
+                producers,
+                consumers,
+                stop,
+                target,
+                deadline,
+                &mut interrupted,
+            )
+            .await;
+        let after = Usage::now();
+        stop_progress(progress);
+        let end = end?;
+        let confirmed = Counters::get(&self.counters.confirmed);
+        let consumed = Counters::get(&self.counters.consumed);
+        let cpu = after.cpu_since(&before);
+        let cpu_per = if self.args.consumers > 0 {
+            consumed
+        } else {
+            confirmed
+        };
+        let latency = {
+            let l = self.counters.latency();
+            (!l.total.is_empty()).then(|| Percentiles {
+                p50: l.total.value_at_quantile(0.50),
+                p95: l.total.value_at_quantile(0.95),
+                p99: l.total.value_at_quantile(0.99),
+                max: l.total.max(),
+            })
+        };
+        let report = Report {
+            publish: Side {
+                messages: confirmed,
+                seconds: seconds(start, end.publish_end),
+                cpu,
+                cpu_per,
+            },
+            consume: Side {
+                messages: consumed,
+                seconds: seconds(start, end.consume_end),
+                cpu,
+                cpu_per,
+            },
+            latency,
+            usage: after,
+        };
+        Ok((report, end.short))
+    }
+}
+
+fn seconds(start: Instant, end: Option<Instant>) -> f64 {
+    end.map_or(0.0, |e| e.saturating_duration_since(start).as_secs_f64())
+}
+
+fn stop_progress(progress: Option<JoinHandle<()>>) {
+    if let Some(p) = progress {
+        p.abort();
+        report::end_progress();
+    }
+}
+
+/// Runs `perf`.
+pub async fn run(conn: &ConnArgs, args: PerfArgs) -> Result<(), CliError> {
+    args.validate()?;
+    let mut connections = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        connections.push(conn.connect(&format!("carehare perf #{i}")).await?);
+    }
+    let queues = declare_queues(&connections[0], &args).await?;
+    let run = Run {
+        args,
+        connections,
+        queues,
+        counters: Arc::new(Counters::new()),
+    };
+    let outcome = if run.args.sequential {
+        run.sequential().await
+    } else {
+        run.concurrent().await
+    };
+    run.delete_queues(conn).await;
+    for c in &run.connections {
+        let _ = c.close().await;
+    }
+    let (report, short) = outcome?;
+    if run.args.json {
+        println!("{}", report.json(&run.args));
+    } else {
+        print!("{}", report.table(&run.args));
+    }
+    let refused = Counters::get(&run.counters.refused);
+    if refused > 0 {
+        return Err(CliError::NotConfirmed(format!(
+            "{refused} publishes were nacked or returned by RabbitMQ"
+        )));
+    }
+    if short {
+        return Err(CliError::Timeout {
+            what: format!(
+                "consumers stopped after {} of {} messages: no progress",
+                Counters::get(&run.counters.consumed),
+                Counters::get(&run.counters.confirmed)
+            ),
+            timeout: Duration::from_secs(10),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! The producer and consumer loops.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use carehare_tokio::{
+    AMQPValue, AckingConsumer, BasicProperties, Confirmation, Connection, Error, FieldTable,
+    Message,
+};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::stats::{Counters, epoch_nanos, latency_micros};
+
+/// The header that carries the publish time when the body is too small.
+pub const STAMP_HEADER: &str = "carehare-perf-ts";
+
+/// Where the publish time goes, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// Not stamped (sequential runs: latency would only measure the phase).
+    None,
+    /// The first 8 bytes of the body, little-endian epoch nanoseconds.
+    Body,
+    /// The `carehare-perf-ts` header (bodies under 8 bytes).
+    Header,
+}
+
+impl Stamp {
+    /// How a body of `size` bytes is stamped, if `measure`.
+    pub fn for_size(size: usize, measure: bool) -> Self {
+        match (measure, size >= 8) {
+            (false, _) => Stamp::None,
+            (true, true) => Stamp::Body,
+            (true, false) => Stamp::Header,
+        }
+    }
+}
+
+/// One producer's job.
+pub struct Producer {
+    /// Its connection.
+    pub connection: Connection,
+    /// Routing key on the default exchange.
+    pub queue: String,
+    /// Messages to publish; `None`: until told to stop.
+    pub count: Option<u64>,
+    /// Messages per second at most.
+    pub rate: Option<f64>,
+    /// Unconfirmed publishes at most.
+    pub window: usize,
+    /// Body size in bytes.
+    pub size: usize,
+    /// Where the publish time goes.
+    pub stamp: Stamp,
+    /// delivery-mode 2.
+    pub persistent: bool,
+}
+
+impl Producer {
+    /// Publishes until its count is done or `stop_producers`, then waits
+    /// for the outstanding confirms. Returns when the last one came.
+    pub async fn run(self, counters: Arc<Counters>) -> Result<Instant, Error> {
+        let publisher = self.connection.publisher(self.window);
+        // Unstamped bodies are one shared buffer: each publish only bumps
+        // a reference count.
+        let fixed = Bytes::from(vec![0u8; self.size]);
+        let base = BasicProperties {
+            delivery_mode: self.persistent.then_some(2),
+            ..Default::default()
+        };
+        let mut pending: VecDeque<Confirmation> = VecDeque::with_capacity(self.window + 1);
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while self.count.is_none_or(|n| sent < n) {
+            if let Some(rate) = self.rate {
+                // A timer only when ahead of schedule: when behind, send.
+                let due = start + Duration::from_secs_f64(sent as f64 / rate);
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due).await;
+                }
+            }
+            if counters.stop_producers.load(Ordering::Relaxed) {
+                break;
+            }
+            let confirmation = match self.stamp {
+                Stamp::None if base.delivery_mode.is_none() => {
+                    publisher.publish(fixed.clone(), "", &self.queue).await?
+                }
+                Stamp::None => {
+                    publisher
+                        .publish_with(fixed.clone(), "", &self.queue, &base)
+                        .await?
+                }
+                Stamp::Body => {
+                    let mut body = BytesMut::with_capacity(self.size);
+                    body.put_u64_le(epoch_nanos());
+                    body.extend_from_slice(&fixed[8..]);
+                    publisher
+                        .publish_with(body.freeze(), "", &self.queue, &base)
+                        .await?
+                }
+                Stamp::Header => {
+                    let mut headers = FieldTable::default();
+                    let nanos = i64::try_from(epoch_nanos()).unwrap_or(i64::MAX);
+                    headers.insert(STAMP_HEADER.into(), AMQPValue::LongLongInt(nanos));
+                    let properties = BasicProperties {
+                        headers: Some(headers),
+                        ..base.clone()
+                    };
+                    publisher
+                        .publish_with(fixed.clone(), "", &self.queue, &properties)
+                        .await?
+                }
+            };
+            counters.sent.fetch_add(1, Ordering::Relaxed);
+            pending.push_back(confirmation);
+            settle_ready(&mut pending, &counters)?;
+            sent += 1;
+        }
+        for confirmation in pending {
+            settle(confirmation.await, &counters)?;
+        }
+        Ok(Instant::now())
+    }
+}
+
+/// Counts the confirms that have already come, oldest first, without
+/// waiting: the window already bounds how many are outstanding.
+fn settle_ready(pending: &mut VecDeque<Confirmation>, counters: &Counters) -> Result<(), Error> {
+    let mut cx = Context::from_waker(Waker::noop());
+    while let Some(front) = pending.front_mut() {
+        match Pin::new(front).poll(&mut cx) {
+            Poll::Ready(result) => {
+                pending.pop_front();
+                settle(result, counters)?;
+            }
+            Poll::Pending => break,
+        }
+    }
+    Ok(())
+}
+
+fn settle(result: Result<(), Error>, counters: &Counters) -> Result<(), Error> {
+    match result {
+        Ok(()) => {
+            counters.confirmed.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(Error::ServerSentNack | Error::Returned(_)) => {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One consumer's job.
+pub struct Consumer {
+    /// The consumer, already registered with RabbitMQ.
+    pub consumer: AckingConsumer,
+    /// Ack (multiple) every this many deliveries.
+    pub multi_ack_every: u16,
+    /// Whether to read publish times.
+    pub stamp: Stamp,
+    /// Stop when this many messages were consumed in all.
+    pub target: Option<u64>,
+}
+
+impl Consumer {
+    /// Consumes until `target` messages were consumed by all consumers or
+    /// `stop` turns true; acks what it holds and closes. Returns when it
+    /// took its last message.
+    pub async fn run(
+        self,
+        counters: Arc<Counters>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<Option<Instant>, Error> {
+        let every = u64::from(self.multi_ack_every.max(1));
+        let mut unacked = 0u64;
+        let mut last_tag = 0;
+        let mut last_at = None;
+        let outcome = loop {
+            if *stop.borrow() {
+                break Ok(());
+            }
+            let message = tokio::select! {
+                biased;
+                _ = stop.changed() => break Ok(()),
+                m = self.consumer.next() => m,
+            };
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => break Err(e),
+            };
+            last_tag = message.delivery_tag;
+            unacked += 1;
+            if unacked >= every {
+                if every == 1 {
+                    self.consumer.ack(last_tag);
+                } else {
+                    self.consumer.ack_multiple(last_tag);
+                }
+                unacked = 0;
+            }
+            last_at = Some(Instant::now());
+            if self.stamp != Stamp::None {
+                record_latency(&message, &counters);
+            }
+            let consumed = counters.consumed.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.target.is_some_and(|t| consumed >= t) {
+                break Ok(());
+            }
+        };
+        if unacked > 0 {
+            self.consumer.ack_multiple(last_tag);
+        }
+        self.consumer.close().await;
+        outcome.map(|()| last_at)
+    }
+}
+
+fn record_latency(message: &Message, counters: &Counters) {
+    let sent = match message.body.get(..8) {
+        Some(stamp) if message.properties.headers.is_none() => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(stamp);
+            u64::from_le_bytes(b)
+        }
+        _ => match message
+            .properties
+            .headers
+            .as_ref()
+            .and_then(|h| h.inner().get(STAMP_HEADER))
+        {
+            Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => return,
+        },
+    };
+    if let Some(micros) = latency_micros(sent, epoch_nanos()) {
+        counters.latency().record(micros);
+    }
+}
