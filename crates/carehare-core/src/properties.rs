@@ -74,6 +74,7 @@ pub struct ContentHeader {
 
 impl ContentHeader {
     /// Decodes a whole content-header payload.
+    #[inline]
     pub fn decode(payload: Bytes) -> Result<Self, DecodeError> {
         let mut dec = Dec::new(payload);
         let class_id = dec.u16()?;

@@ -141,6 +141,7 @@ impl Frame {
 
 impl RawFrame {
     /// Interprets the payload.
+    #[inline]
     pub fn parse(self) -> Result<Frame, DecodeError> {
         let channel = self.channel;
         Ok(match self.kind {
@@ -166,6 +167,7 @@ impl RawFrame {
     }
 }
 
+#[inline]
 fn parse_header(input: &[u8]) -> nom::IResult<&[u8], (u8, u16, u32), ()> {
     (be_u8, be_u16, be_u32).parse(input)
 }
@@ -175,6 +177,7 @@ fn parse_header(input: &[u8]) -> nom::IResult<&[u8], (u8, u16, u32), ()> {
 /// Returns `Ok(None)` when more bytes are needed. `frame_max` of 0 means no
 /// limit (never negotiated by RabbitMQ; callers should pass a real bound).
 /// On error the buffer is left as it was; the stream is unusable anyway.
+#[inline]
 pub fn decode_raw(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>, DecodeError> {
     let Ok((_, (kind, channel, size))) = parse_header(buf) else {
         return Ok(None);
@@ -209,6 +212,7 @@ pub fn decode_raw(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>
 }
 
 /// [`decode_raw`] then [`RawFrame::parse`].
+#[inline]
 pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, DecodeError> {
     match decode_raw(buf, frame_max)? {
         Some(raw) => raw.parse().map(Some),
@@ -216,6 +220,7 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     }
 }
 
+#[inline]
 fn with_frame(out: &mut BytesMut, kind: u8, channel: ChannelId, body: impl FnOnce(&mut BytesMut)) {
     out.put_u8(kind);
     out.put_u16(channel);
