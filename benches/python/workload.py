@@ -41,6 +41,19 @@ class Phase:
         }
 
 
+def max_rss_kib():
+    # VmHWM, not ru_maxrss: on Linux ru_maxrss survives execve, so it can
+    # report the parent's size at the fork.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def report(tool, args, publish, consume):
     config = {
         "count": args.count,
@@ -57,7 +70,7 @@ def report(tool, args, publish, consume):
                 "publish": publish,
                 "consume": consume,
                 "latency_us": None,
-                "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "max_rss_kib": max_rss_kib(),
             }
         ),
         flush=True,

@@ -75,9 +75,18 @@ pub fn cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// The peak resident set size of this process, in KiB.
+/// The peak resident set size of this process, in KiB: Linux's `VmHWM`,
+/// else `ru_maxrss` (which on Linux survives `execve`, so a child can
+/// report its parent's size at the fork).
 pub fn max_rss_kib() -> u64 {
-    rusage().ru_maxrss as u64
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(rusage().ru_maxrss as u64)
 }
 
 fn rusage() -> libc::rusage {

@@ -7,12 +7,16 @@
 //! ```text
 //! cargo run --release --bin e2e -- [--rounds 3] [--count 100000]
 //!     [--py-count 20000] [--sizes 12,1024] [--peers carehare,amqprs,lapin,carehare-py,aio-pika]
-//!     [--carehare-cli PATH] [--python PATH]
+//!     [--carehare-cli PATH] [--python PATH] [--extra NAME=PATH ...]
 //! ```
 //!
 //! carehare is measured with `carehare perf --sequential ... --json` when
-//! the CLI is built (`--carehare-cli`, default `../target/release/carehare`),
-//! else with this crate's `peer-carehare`.
+//! the CLI is built (`--carehare-cli`, default `../target/release/carehare`;
+//! it runs on one thread by default), else with this crate's
+//! `peer-carehare`. `carehare-mt` is `peer-carehare` on tokio's
+//! multi-threaded runtime, as the lapin and amqprs peers run. `--extra`
+//! adds a peer binary that takes the same flags (e.g. an older build of
+//! `peer-carehare`, for before/after figures).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -30,6 +34,7 @@ struct Opts {
     carehare_cli: PathBuf,
     python: PathBuf,
     url: String,
+    extra: Vec<(String, PathBuf)>,
 }
 
 fn parse() -> Opts {
@@ -38,12 +43,20 @@ fn parse() -> Opts {
         count: 100_000,
         py_count: 20_000,
         sizes: vec![12, 1024],
-        peers: ["carehare", "amqprs", "lapin", "carehare-py", "aio-pika"]
-            .map(String::from)
-            .to_vec(),
+        peers: [
+            "carehare",
+            "carehare-mt",
+            "amqprs",
+            "lapin",
+            "carehare-py",
+            "aio-pika",
+        ]
+        .map(String::from)
+        .to_vec(),
         carehare_cli: PathBuf::from("../target/release/carehare"),
         python: PathBuf::from("target/python/e2e/bin/python"),
         url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+        extra: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -59,6 +72,11 @@ fn parse() -> Opts {
             "--carehare-cli" => o.carehare_cli = v.into(),
             "--python" => o.python = v.into(),
             "--url" => o.url = v,
+            "--extra" => {
+                let (name, path) = v.split_once('=').expect("--extra NAME=PATH");
+                o.extra.push((name.to_string(), path.into()));
+                o.peers.push(name.to_string());
+            }
             other => panic!("unknown flag {other}"),
         }
     }
@@ -99,7 +117,7 @@ fn command(o: &Opts, peer: &str, size: usize) -> Command {
                 .env("AMQP_URL", &o.url);
             return cmd;
         }
-        "carehare" => cmd = Command::new(own_bin("peer-carehare")),
+        "carehare" | "carehare-mt" => cmd = Command::new(own_bin("peer-carehare")),
         "amqprs" => cmd = Command::new(own_bin("peer-amqprs")),
         "lapin" => cmd = Command::new(own_bin("peer-lapin")),
         "carehare-py" | "aio-pika" => {
@@ -111,7 +129,10 @@ fn command(o: &Opts, peer: &str, size: usize) -> Command {
             };
             cmd.arg(script);
         }
-        other => panic!("unknown peer {other}"),
+        other => match o.extra.iter().find(|(name, _)| name == other) {
+            Some((_, path)) => cmd = Command::new(path),
+            None => panic!("unknown peer {other}"),
+        },
     }
     cmd.args(&workload).args(["--url", &o.url]);
     cmd
@@ -258,20 +279,25 @@ fn main() {
     }
     println!();
     println!(
-        "| body | carehare vs | publish msg/s ratio | publish CPU/msg ratio | consume msg/s ratio | consume CPU/msg ratio |"
+        "| body | clients | publish msg/s ratio | publish CPU/msg ratio | consume msg/s ratio | consume CPU/msg ratio |"
     );
     println!("|---|---|---|---|---|---|");
     for (size, by_peer) in &results {
-        let Some(ours) = by_peer.get("carehare") else {
-            continue;
-        };
-        for other in ["amqprs", "lapin"] {
+        for (mine, other) in [
+            ("carehare", "amqprs"),
+            ("carehare", "lapin"),
+            ("carehare-mt", "amqprs"),
+            ("carehare-mt", "lapin"),
+        ] {
+            let Some(ours) = by_peer.get(mine) else {
+                continue;
+            };
             let Some(theirs) = by_peer.get(other) else {
                 continue;
             };
             let r = |phase: &str, field: &str| med(ours, phase, field) / med(theirs, phase, field);
             println!(
-                "| {size} B | {other} | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
+                "| {size} B | {mine} vs {other} | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
                 r("publish", "msg_per_s"),
                 r("publish", "cpu_us_per_msg"),
                 r("consume", "msg_per_s"),
