@@ -44,7 +44,8 @@ pub(crate) struct Driver {
     io: Box<dyn Stream>,
     shared: Arc<Shared>,
     runtime: Arc<dyn Runtime>,
-    /// The free tail of the current read block.
+    /// The free tail of the current read block (holding, after a fresh
+    /// block is taken, the partial frame moved over from the old one).
     read_buf: BytesMut,
     /// How much to offer the next read: grows after full reads, so that
     /// small reads don't zero a large buffer every time.
@@ -76,17 +77,21 @@ impl Driver {
             return false;
         }
         for _ in 0..READS_PER_POLL {
-            if self.read_buf.capacity() < READ_MIN {
+            if self.read_buf.capacity() - self.read_buf.len() < READ_MIN {
                 // Reuses the block in place when no slice of it is alive.
                 self.read_buf.reserve(READ_BLOCK);
+                // A partial frame left in the old block moves to the new
+                // one, so what we read next joins it without a copy.
+                self.shared.lock().conn.relocate_input(&mut self.read_buf);
             }
-            let want = self.read_size.min(self.read_buf.capacity());
+            let start = self.read_buf.len();
+            let want = self.read_size.min(self.read_buf.capacity() - start).max(1);
             // Zeroes `want` bytes: futures-io reads into initialized memory.
-            self.read_buf.resize(want, 0);
-            let read = Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf[..]);
+            self.read_buf.resize(start + want, 0);
+            let read = Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf[start..]);
             match read {
                 Poll::Ready(Ok(0)) => {
-                    self.read_buf.clear();
+                    self.read_buf.truncate(start);
                     self.eof = true;
                     let mut inner = self.shared.lock();
                     inner.conn.handle_eof(Instant::now());
@@ -94,7 +99,7 @@ impl Driver {
                     return false;
                 }
                 Poll::Ready(Ok(n)) => {
-                    self.read_buf.truncate(n);
+                    self.read_buf.truncate(start + n);
                     let data = self.read_buf.split();
                     self.read_size = if n == want {
                         (want * 2).min(READ_MAX)
@@ -106,10 +111,10 @@ impl Driver {
                     inner.route_events();
                 }
                 Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
-                    self.read_buf.clear();
+                    self.read_buf.truncate(start);
                 }
                 Poll::Ready(Err(e)) => {
-                    self.read_buf.clear();
+                    self.read_buf.truncate(start);
                     self.eof = true;
                     let mut inner = self.shared.lock();
                     inner.conn.handle_transport_error(Instant::now(), e);
@@ -117,7 +122,8 @@ impl Driver {
                     return false;
                 }
                 Poll::Pending => {
-                    self.read_buf.clear();
+                    // Keeps a relocated partial frame for the next read.
+                    self.read_buf.truncate(start);
                     return false;
                 }
             }

@@ -154,6 +154,19 @@ impl Connection {
         self.process_input(now);
     }
 
+    /// Moves the buffered bytes of a partial frame (if any) to the end of
+    /// `into`, the caller's next read buffer, so the next
+    /// [`handle_input_bytes`](Self::handle_input_bytes) takes that buffer
+    /// whole instead of copying it behind them. Call it when starting a
+    /// fresh read buffer; it copies at most one partial frame.
+    pub fn relocate_input(&mut self, into: &mut BytesMut) {
+        if !self.read_buf.is_empty() {
+            into.extend_from_slice(&self.read_buf);
+        }
+        // Drop the reference, so the old block can be reused or freed.
+        self.read_buf = BytesMut::new();
+    }
+
     /// Tells the core that the transport reached end of stream.
     pub fn handle_eof(&mut self, now: Instant) {
         self.tick(now);
@@ -592,7 +605,7 @@ impl Connection {
             }
             let channel_hint = peek_channel(&self.read_buf);
             let frame_max = self.frame_max_in();
-            let raw = match frame::decode_raw(&mut self.read_buf, frame_max) {
+            let raw = match frame::decode_raw_with(&mut self.read_buf, frame_max, false) {
                 Ok(Some(raw)) => raw,
                 Ok(None) => return,
                 Err(error) => {

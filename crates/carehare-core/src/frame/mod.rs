@@ -179,6 +179,20 @@ fn parse_header(input: &[u8]) -> nom::IResult<&[u8], (u8, u16, u32), ()> {
 /// On error the buffer is left as it was; the stream is unusable anyway.
 #[inline]
 pub fn decode_raw(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>, DecodeError> {
+    decode_raw_with(buf, frame_max, true)
+}
+
+/// [`decode_raw`]; `reserve` says whether to reserve room for the rest of
+/// a partial frame. The connection doesn't: its input buffer may be a
+/// slice of the driver's read block, and reserving would move the partial
+/// frame to a new allocation, so the next read could no longer be joined
+/// to it without a copy.
+#[inline]
+pub(crate) fn decode_raw_with(
+    buf: &mut BytesMut,
+    frame_max: u32,
+    reserve: bool,
+) -> Result<Option<RawFrame>, DecodeError> {
     let Ok((_, (kind, channel, size))) = parse_header(buf) else {
         return Ok(None);
     };
@@ -193,8 +207,10 @@ pub fn decode_raw(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>
     // Fits in usize: bounded by frame_max (u32) or, with no limit, by u32 + 8.
     let total = total as usize;
     if buf.len() < total {
-        // Reserving here is safe: `total` was checked against frame_max.
-        buf.reserve(total - buf.len());
+        if reserve {
+            // Reserving here is safe: `total` was checked against frame_max.
+            buf.reserve(total - buf.len());
+        }
         return Ok(None);
     }
     let end = buf[total - 1];
