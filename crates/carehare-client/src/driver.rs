@@ -44,9 +44,11 @@ pub(crate) struct Driver {
     io: Box<dyn Stream>,
     shared: Arc<Shared>,
     runtime: Arc<dyn Runtime>,
-    /// The free tail of the current read block (holding, after a fresh
-    /// block is taken, the partial frame moved over from the old one).
+    /// The free tail of the current read block: `filled` bytes of data
+    /// (after a fresh block is taken, the partial frame moved over from the
+    /// old one), then zeroed scratch that reads land in.
     read_buf: BytesMut,
+    filled: usize,
     /// How much to offer the next read: grows after full reads, so that
     /// small reads don't zero a large buffer every time.
     read_size: usize,
@@ -63,6 +65,7 @@ impl Driver {
             shared,
             runtime,
             read_buf: BytesMut::with_capacity(READ_BLOCK),
+            filled: 0,
             read_size: READ_MIN,
             out: VecDeque::new(),
             timer: None,
@@ -77,21 +80,29 @@ impl Driver {
             return false;
         }
         for _ in 0..READS_PER_POLL {
-            if self.read_buf.capacity() - self.read_buf.len() < READ_MIN {
+            // `read_buf[..filled]` is data the core hasn't seen (a partial
+            // frame moved over from the old block); the rest of `read_buf`
+            // is zeroed scratch, kept between reads so it is zeroed once.
+            let filled = self.filled;
+            if self.read_buf.capacity() - filled < READ_MIN {
+                self.read_buf.truncate(filled);
                 // Reuses the block in place when no slice of it is alive.
                 self.read_buf.reserve(READ_BLOCK);
                 // A partial frame left in the old block moves to the new
                 // one, so what we read next joins it without a copy.
                 self.shared.lock().conn.relocate_input(&mut self.read_buf);
+                self.filled = self.read_buf.len();
             }
-            let start = self.read_buf.len();
+            let start = self.filled;
             let want = self.read_size.min(self.read_buf.capacity() - start).max(1);
-            // Zeroes `want` bytes: futures-io reads into initialized memory.
-            self.read_buf.resize(start + want, 0);
-            let read = Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf[start..]);
+            if self.read_buf.len() < start + want {
+                // futures-io reads into initialized memory.
+                self.read_buf.resize(start + want, 0);
+            }
+            let read =
+                Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf[start..start + want]);
             match read {
                 Poll::Ready(Ok(0)) => {
-                    self.read_buf.truncate(start);
                     self.eof = true;
                     let mut inner = self.shared.lock();
                     inner.conn.handle_eof(Instant::now());
@@ -99,8 +110,8 @@ impl Driver {
                     return false;
                 }
                 Poll::Ready(Ok(n)) => {
-                    self.read_buf.truncate(start + n);
-                    let data = self.read_buf.split();
+                    let data = self.read_buf.split_to(start + n);
+                    self.filled = 0;
                     self.read_size = if n == want {
                         (want * 2).min(READ_MAX)
                     } else {
@@ -110,22 +121,15 @@ impl Driver {
                     inner.conn.handle_input_bytes(Instant::now(), data);
                     inner.route_events();
                 }
-                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
-                    self.read_buf.truncate(start);
-                }
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(e)) => {
-                    self.read_buf.truncate(start);
                     self.eof = true;
                     let mut inner = self.shared.lock();
                     inner.conn.handle_transport_error(Instant::now(), e);
                     inner.route_events();
                     return false;
                 }
-                Poll::Pending => {
-                    // Keeps a relocated partial frame for the next read.
-                    self.read_buf.truncate(start);
-                    return false;
-                }
+                Poll::Pending => return false,
             }
         }
         true

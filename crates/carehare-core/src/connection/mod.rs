@@ -938,14 +938,14 @@ impl Connection {
     }
 
     fn finish_content(&mut self, channel: ChannelId) {
-        let Some(assembly) = self
+        let Some(mut assembly) = self
             .channels
             .get_mut(channel)
             .and_then(|ch| ch.content.take())
         else {
             return;
         };
-        let Some((properties, _)) = assembly.header.clone() else {
+        let Some((properties, _)) = assembly.header.take() else {
             return;
         };
         let get_op = assembly.get_op;
