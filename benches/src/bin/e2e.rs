@@ -8,6 +8,7 @@
 //! cargo run --release --bin e2e -- [--rounds 3] [--count 100000]
 //!     [--py-count 20000] [--sizes 12,1024] [--peers carehare,amqprs,lapin,carehare-py,aio-pika]
 //!     [--carehare-cli PATH] [--python PATH] [--extra NAME=PATH ...]
+//!     [--extra-cli NAME=PATH ...]
 //! ```
 //!
 //! carehare is measured with `carehare perf --sequential ... --json` when
@@ -16,7 +17,8 @@
 //! `peer-carehare`. `carehare-mt` is `peer-carehare` on tokio's
 //! multi-threaded runtime, as the lapin and amqprs peers run. `--extra`
 //! adds a peer binary that takes the same flags (e.g. an older build of
-//! `peer-carehare`, for before/after figures).
+//! `peer-carehare`, for before/after figures); `--extra-cli` another
+//! build of the `carehare` CLI, run as `perf --sequential`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -34,7 +36,8 @@ struct Opts {
     carehare_cli: PathBuf,
     python: PathBuf,
     url: String,
-    extra: Vec<(String, PathBuf)>,
+    /// Extra peers: name, binary, and whether it is a `carehare` CLI.
+    extra: Vec<(String, PathBuf, bool)>,
 }
 
 fn parse() -> Opts {
@@ -72,9 +75,10 @@ fn parse() -> Opts {
             "--carehare-cli" => o.carehare_cli = v.into(),
             "--python" => o.python = v.into(),
             "--url" => o.url = v,
-            "--extra" => {
+            "--extra" | "--extra-cli" => {
                 let (name, path) = v.split_once('=').expect("--extra NAME=PATH");
-                o.extra.push((name.to_string(), path.into()));
+                o.extra
+                    .push((name.to_string(), path.into(), flag == "--extra-cli"));
                 o.peers.push(name.to_string());
             }
             other => panic!("unknown flag {other}"),
@@ -108,9 +112,17 @@ fn command(o: &Opts, peer: &str, size: usize) -> Command {
         "30".into(),
     ];
     let mut cmd;
+    let cli = match peer {
+        "carehare" if o.carehare_cli.exists() => Some(o.carehare_cli.clone()),
+        _ => o
+            .extra
+            .iter()
+            .find(|(name, _, is_cli)| name == peer && *is_cli)
+            .map(|(_, path, _)| path.clone()),
+    };
     match peer {
-        "carehare" if o.carehare_cli.exists() => {
-            cmd = Command::new(&o.carehare_cli);
+        _ if cli.is_some() => {
+            cmd = Command::new(cli.expect("checked"));
             cmd.args(["perf", "--sequential"])
                 .args(&workload)
                 .arg("--json")
@@ -129,8 +141,8 @@ fn command(o: &Opts, peer: &str, size: usize) -> Command {
             };
             cmd.arg(script);
         }
-        other => match o.extra.iter().find(|(name, _)| name == other) {
-            Some((_, path)) => cmd = Command::new(path),
+        other => match o.extra.iter().find(|(name, _, _)| name == other) {
+            Some((_, path, _)) => cmd = Command::new(path),
             None => panic!("unknown peer {other}"),
         },
     }
