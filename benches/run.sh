@@ -12,7 +12,8 @@
 # made here, with carehare and aio-pika from PyPI). About 15 minutes on 2
 # cores. ROUNDS (default 3) sets the e2e rounds; ONLY=codec,alloc,e2e,growth
 # runs a subset (the other tables are left as they were in the last run's
-# files under benches/target/bench/).
+# files under benches/target/bench/). E2E_ARGS passes flags to the e2e
+# runner (e.g. --extra-cli NAME=PATH to add another build of the CLI).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
@@ -49,7 +50,9 @@ if [[ $only == *,alloc,* ]]; then
 fi
 if [[ $only == *,e2e,* ]]; then
   echo "== end to end (every client, ${ROUNDS:-3} rounds)" >&2
-  target/release/e2e --rounds "${ROUNDS:-3}" >"$out/e2e.md"
+  # E2E_ARGS adds peers, e.g. --extra-cli carehare-before=PATH (an older build).
+  # shellcheck disable=SC2086
+  target/release/e2e --rounds "${ROUNDS:-3}" ${E2E_ARGS:-} >"$out/e2e.md"
 fi
 if [[ $only == *,growth,* ]]; then
   echo "== how cost grows (carehare perf)" >&2
@@ -68,6 +71,11 @@ for name in ["codec", "alloc", "e2e", "growth"]:
     f = out / f"{name}.md"
     table = f.read_text().rstrip() if f.exists() else "(not run)"
     text = text.replace(f"@{name.upper()}@", table)
+# Hand-written, dated sections: the before/after comparison of the fast
+# path and the verdict on the issue's targets.
+for name, path in [("BEFORE_AFTER", "benches/before-after.md"), ("TARGETS", "benches/targets.md")]:
+    p = pathlib.Path(path)
+    text = text.replace(f"@{name}@", p.read_text().rstrip() if p.exists() else "")
 text = text.replace("@MACHINE@", machine).replace("@DATE@", date)
 pathlib.Path("docs/benchmarks.md").write_text(text)
 PY
