@@ -17,8 +17,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
-only=",${ONLY:-codec,alloc,e2e,growth},"
-out=benches/target/bench
+only=",${ONLY:-codec,alloc,e2e,growth},"  # ONLY=none only rewrites docs/benchmarks.md
+out="$root/benches/target/bench"
 mkdir -p "$out"
 
 test-server/start.sh >/dev/null
