@@ -21,6 +21,7 @@ pub(crate) struct Dec {
 }
 
 impl Dec {
+    #[inline]
     pub(crate) fn new(payload: Bytes) -> Self {
         Self {
             rest: payload,
@@ -34,6 +35,7 @@ impl Dec {
 
     /// Fails when bytes are left over: a method frame must hold exactly one
     /// method's arguments.
+    #[inline]
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
         if self.rest.is_empty() {
             Ok(())
@@ -56,23 +58,28 @@ impl Dec {
 
     // The cursor only advances (no `split_to`, which would touch the
     // buffer's reference count for every field).
+    #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         self.need(1)?;
         Ok(self.rest.get_u8())
     }
+    #[inline]
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         self.need(2)?;
         Ok(self.rest.get_u16())
     }
+    #[inline]
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         self.need(4)?;
         Ok(self.rest.get_u32())
     }
+    #[inline]
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         self.need(8)?;
         Ok(self.rest.get_u64())
     }
 
+    #[inline]
     pub(crate) fn bit(&mut self) -> Result<bool, DecodeError> {
         let (octet, index) = match self.bits {
             Some((octet, index)) if index < 8 => (octet, index),
@@ -86,6 +93,7 @@ impl Dec {
     }
 
     /// Takes `len` bytes as a zero-copy slice, after checking they are there.
+    #[inline]
     pub(crate) fn take(&mut self, len: usize) -> Result<Bytes, DecodeError> {
         self.bits = None;
         if len > self.rest.len() {
@@ -94,6 +102,7 @@ impl Dec {
         Ok(self.rest.split_to(len))
     }
 
+    #[inline]
     pub(crate) fn short_str(&mut self) -> Result<ShortStr, DecodeError> {
         let len = self.u8()?;
         let raw = self.take(usize::from(len))?;

@@ -144,26 +144,27 @@ impl RawFrame {
     #[inline]
     pub fn parse(self) -> Result<Frame, DecodeError> {
         let channel = self.channel;
-        Ok(match self.kind {
-            FrameType::Method => Frame::Method {
-                channel,
-                method: Method::decode(self.payload)?,
-            },
-            FrameType::Header => Frame::Header {
-                channel,
-                header: ContentHeader::decode(self.payload)?,
-            },
-            FrameType::Body => Frame::Body {
+        // Each arm builds its result in one expression (`map`, not `?` then
+        // a struct), which lets the compiler build the large header frame
+        // in place instead of moving it.
+        match self.kind {
+            FrameType::Method => {
+                Method::decode(self.payload).map(|method| Frame::Method { channel, method })
+            }
+            FrameType::Header => {
+                ContentHeader::decode(self.payload).map(|header| Frame::Header { channel, header })
+            }
+            FrameType::Body => Ok(Frame::Body {
                 channel,
                 payload: self.payload,
-            },
+            }),
             FrameType::Heartbeat => {
                 if !self.payload.is_empty() {
                     return Err(DecodeError::HeartbeatPayload(self.payload.len() as u32));
                 }
-                Frame::Heartbeat { channel }
+                Ok(Frame::Heartbeat { channel })
             }
-        })
+        }
     }
 }
 
