@@ -8,6 +8,11 @@ demo:
 test:
     scripts/test
 
+# Every benchmark (codec, allocations, end to end against lapin, amqprs and
+# the Python clients, how cost grows); writes docs/benchmarks.md. ~15 min.
+bench:
+    benches/run.sh
+
 # Start (or reuse) the private RabbitMQ node on 127.0.0.1.
 broker-start:
     test-server/start.sh

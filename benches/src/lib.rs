@@ -2,10 +2,15 @@
 //! same messages encoded and decoded by carehare-core and by amq-protocol
 //! (the codec lapin uses).
 
+pub mod e2e;
+
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame, parse_frame};
 use amq_protocol::protocol::{AMQPClass, basic};
+use bytes::Bytes;
 use bytes::BytesMut;
-use carehare_core::frame::{Frame, decode_frame, encode_content, encode_method};
+use carehare_core::frame::{
+    Frame, decode_frame, encode_content, encode_content_chunks, encode_method,
+};
 use carehare_core::method::{BasicDeliver, BasicPublish, Method};
 use carehare_core::properties::{BASIC_CLASS_ID, BasicProperties};
 use carehare_core::types::ShortStr;
@@ -71,6 +76,29 @@ pub fn carehare_publish(out: &mut BytesMut, body: &[u8]) {
     encode_method(out, CHANNEL, &m);
     encode_content(
         out,
+        CHANNEL,
+        BASIC_CLASS_ID,
+        &carehare_props(),
+        body,
+        FRAME_MAX,
+    );
+}
+
+/// [`carehare_publish`] the way the client's write path does it: bodies
+/// of at least `ZERO_COPY_MIN` bytes are not copied but queued in `chunks`
+/// as slices of `body` (the driver sends them with one vectored write).
+pub fn carehare_publish_chunks(out: &mut BytesMut, chunks: &mut Vec<Bytes>, body: &Bytes) {
+    let m = Method::from(BasicPublish {
+        reserved_1: 0,
+        exchange: ShortStr::from_static("bench"),
+        routing_key: ShortStr::from_static("bench.key"),
+        mandatory: false,
+        immediate: false,
+    });
+    encode_method(out, CHANNEL, &m);
+    encode_content_chunks(
+        out,
+        chunks,
         CHANNEL,
         BASIC_CLASS_ID,
         &carehare_props(),
@@ -156,6 +184,12 @@ mod tests {
             carehare_publish(&mut ours, &body);
             let theirs = amq_publish(Vec::new(), &body);
             assert_eq!(&ours[..], &theirs[..], "publish, {len} B");
+            let mut out = BytesMut::new();
+            let mut chunks = Vec::new();
+            carehare_publish_chunks(&mut out, &mut chunks, &Bytes::from(body.clone()));
+            let mut joined: Vec<u8> = chunks.concat();
+            joined.extend_from_slice(&out);
+            assert_eq!(&joined[..], &theirs[..], "publish (chunks), {len} B");
 
             let stream = deliver_stream(3, &body);
             assert_eq!(amq_decode_all(&stream), 3 * len);

@@ -433,9 +433,13 @@ impl AckingConsumer {
         if !live {
             return;
         }
+        // See `publish`: queued bytes mean the driver is already due.
+        let driver_due = inner.conn.has_transmit();
         if inner.conn.send(self.channel, method.into()).is_ok() {
             drop(inner);
-            self.shared.wake_driver();
+            if !driver_due {
+                self.shared.wake_driver();
+            }
         }
     }
 

@@ -4,15 +4,25 @@
 //!
 //! Each wakeup: read everything available and feed it to the core, route
 //! the core's events to waiting handles, write everything the core queued
-//! in one write, and re-arm the timer. This is the contract at the top of
-//! `carehare_core`.
+//! in one (vectored) write, and re-arm the timer. This is the contract at
+//! the top of `carehare_core`.
+//!
+//! Neither direction copies in the driver. Reads land in a block of memory
+//! that is split off and handed to the core, so delivered bodies are slices
+//! of it; the block is reused once every slice of it is dropped. Writes
+//! take the core's queued pieces as `Bytes` (its write buffer, plus large
+//! published bodies as the caller's own `Bytes`) and send them with one
+//! `writev`.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::{Buf, Bytes, BytesMut};
 use futures_io::{AsyncRead, AsyncWrite};
 
 use crate::runtime::{BoxFuture, Runtime, Stream};
@@ -21,14 +31,29 @@ use crate::shared::Shared;
 /// Reads per wakeup before yielding, so one busy connection can't starve
 /// other tasks on the same executor thread.
 const READS_PER_POLL: usize = 16;
+/// Reads go into blocks this large, split off as they fill.
+const READ_BLOCK: usize = 256 * 1024;
+/// A read is at most this large...
+const READ_MAX: usize = 64 * 1024;
+/// ...and at least this large; below it a fresh block is taken.
+const READ_MIN: usize = 4 * 1024;
+/// Pieces per `writev` at most (Linux allows 1024; this is plenty).
+const MAX_IOV: usize = 64;
 
 pub(crate) struct Driver {
     io: Box<dyn Stream>,
     shared: Arc<Shared>,
     runtime: Arc<dyn Runtime>,
-    read_buf: Box<[u8]>,
-    out: Vec<u8>,
-    out_pos: usize,
+    /// The free tail of the current read block: `filled` bytes of data
+    /// (after a fresh block is taken, the partial frame moved over from the
+    /// old one), then zeroed scratch that reads land in.
+    read_buf: BytesMut,
+    filled: usize,
+    /// How much to offer the next read: grows after full reads, so that
+    /// small reads don't zero a large buffer every time.
+    read_size: usize,
+    /// Queued output, in order; the front may be partly written.
+    out: VecDeque<Bytes>,
     timer: Option<(Instant, BoxFuture<'static, ()>)>,
     eof: bool,
 }
@@ -39,9 +64,10 @@ impl Driver {
             io,
             shared,
             runtime,
-            read_buf: vec![0u8; 64 * 1024].into_boxed_slice(),
-            out: Vec::with_capacity(64 * 1024),
-            out_pos: 0,
+            read_buf: BytesMut::with_capacity(READ_BLOCK),
+            filled: 0,
+            read_size: READ_MIN,
+            out: VecDeque::new(),
             timer: None,
             eof: false,
         }
@@ -54,7 +80,28 @@ impl Driver {
             return false;
         }
         for _ in 0..READS_PER_POLL {
-            match Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf) {
+            // `read_buf[..filled]` is data the core hasn't seen (a partial
+            // frame moved over from the old block); the rest of `read_buf`
+            // is zeroed scratch, kept between reads so it is zeroed once.
+            let filled = self.filled;
+            if self.read_buf.capacity() - filled < READ_MIN {
+                self.read_buf.truncate(filled);
+                // Reuses the block in place when no slice of it is alive.
+                self.read_buf.reserve(READ_BLOCK);
+                // A partial frame left in the old block moves to the new
+                // one, so what we read next joins it without a copy.
+                self.shared.lock().conn.relocate_input(&mut self.read_buf);
+                self.filled = self.read_buf.len();
+            }
+            let start = self.filled;
+            let want = self.read_size.min(self.read_buf.capacity() - start).max(1);
+            if self.read_buf.len() < start + want {
+                // futures-io reads into initialized memory.
+                self.read_buf.resize(start + want, 0);
+            }
+            let read =
+                Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf[start..start + want]);
+            match read {
                 Poll::Ready(Ok(0)) => {
                     self.eof = true;
                     let mut inner = self.shared.lock();
@@ -63,8 +110,15 @@ impl Driver {
                     return false;
                 }
                 Poll::Ready(Ok(n)) => {
+                    let data = self.read_buf.split_to(start + n);
+                    self.filled = 0;
+                    self.read_size = if n == want {
+                        (want * 2).min(READ_MAX)
+                    } else {
+                        (n * 2).clamp(READ_MIN, READ_MAX)
+                    };
                     let mut inner = self.shared.lock();
-                    inner.conn.handle_input(Instant::now(), &self.read_buf[..n]);
+                    inner.conn.handle_input_bytes(Instant::now(), data);
                     inner.route_events();
                 }
                 Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -84,18 +138,40 @@ impl Driver {
     /// Writes everything queued. Returns Ready(Err) if the socket failed.
     fn poll_write_all(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         loop {
-            if self.out_pos == self.out.len() {
-                self.out.clear();
-                self.out_pos = 0;
-                if self.shared.lock().conn.poll_transmit(&mut self.out) == 0 {
-                    return Pin::new(&mut self.io).poll_flush(cx);
-                }
+            if self.out.is_empty()
+                && self.shared.lock().conn.poll_transmit_chunks(&mut self.out) == 0
+            {
+                return Pin::new(&mut self.io).poll_flush(cx);
             }
-            match Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_pos..]) {
+            let written = if self.out.len() == 1 {
+                Pin::new(&mut self.io).poll_write(cx, &self.out[0])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let mut k = 0;
+                for (slot, chunk) in slices.iter_mut().zip(self.out.iter()) {
+                    *slot = IoSlice::new(chunk);
+                    k += 1;
+                }
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..k])
+            };
+            match written {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
-                Poll::Ready(Ok(n)) => self.out_pos += n,
+                Poll::Ready(Ok(mut n)) => {
+                    while n > 0 {
+                        let Some(front) = self.out.front_mut() else {
+                            break;
+                        };
+                        if n >= front.len() {
+                            n -= front.len();
+                            self.out.pop_front();
+                        } else {
+                            front.advance(n);
+                            n = 0;
+                        }
+                    }
+                }
                 Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,

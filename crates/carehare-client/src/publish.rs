@@ -11,7 +11,7 @@ use bytes::Bytes;
 use carehare_core::error::ConnectionError;
 use carehare_core::method::{BasicPublish, BasicReturn};
 use carehare_core::properties::BasicProperties;
-use carehare_core::types::ShortStr;
+use carehare_core::types::{ChannelId, ShortStr};
 use futures_channel::oneshot;
 
 use crate::connection::Connection;
@@ -61,8 +61,10 @@ type ConfirmSender = oneshot::Sender<Result<(), Error>>;
 /// One unconfirmed publish.
 pub(crate) struct PendingConfirm {
     tx: ConfirmSender,
-    /// Kept for mandatory publishes only, to match a `basic.return`.
-    outgoing: Option<Outgoing>,
+    /// Kept for mandatory publishes only, to match a `basic.return`;
+    /// boxed so the confirm map's entries stay small (they are moved as
+    /// the map's nodes split and merge).
+    outgoing: Option<Box<Outgoing>>,
     returned: Option<Box<Returned>>,
     /// The in-flight window slot, freed when this is settled.
     _permit: Option<Permit>,
@@ -76,7 +78,7 @@ impl PendingConfirm {
     ) -> Self {
         Self {
             tx,
-            outgoing,
+            outgoing: outgoing.map(Box::new),
             returned: None,
             _permit: permit,
         }
@@ -165,23 +167,49 @@ impl Inner {
     }
 
     fn send_publish(&mut self, outgoing: Outgoing, tx: ConfirmSender, permit: Option<Permit>) {
+        let queued = self.queue_publish(
+            &outgoing.exchange,
+            &outgoing.routing_key,
+            &outgoing.properties,
+            &outgoing.body,
+            outgoing.mandatory,
+        );
+        let keep = outgoing.mandatory.then_some(outgoing);
+        self.track_publish(queued, tx, keep, permit);
+    }
+
+    /// Queues the frames of a publish; returns its channel and sequence
+    /// number.
+    fn queue_publish(
+        &mut self,
+        exchange: &ShortStr,
+        routing_key: &ShortStr,
+        properties: &BasicProperties,
+        body: &Bytes,
+        mandatory: bool,
+    ) -> Result<(ChannelId, Option<u64>), Error> {
         let publish = BasicPublish {
-            exchange: outgoing.exchange.clone(),
-            routing_key: outgoing.routing_key.clone(),
-            mandatory: outgoing.mandatory,
+            exchange: exchange.clone(),
+            routing_key: routing_key.clone(),
+            mandatory,
             ..Default::default()
         };
-        let queued = self
-            .publish_channel(outgoing.exchange.as_str())
-            .and_then(|ch| {
-                let seq = self
-                    .conn
-                    .publish(ch, &publish, &outgoing.properties, &outgoing.body)?;
-                Ok((ch, seq))
-            });
+        let ch = self.publish_channel(exchange.as_str())?;
+        let seq = self.conn.publish_bytes(ch, &publish, properties, body)?;
+        Ok((ch, seq))
+    }
+
+    /// Registers a queued publish's confirm (or fails it).
+    fn track_publish(
+        &mut self,
+        queued: Result<(ChannelId, Option<u64>), Error>,
+        tx: ConfirmSender,
+        outgoing: Option<Outgoing>,
+        permit: Option<Permit>,
+    ) {
         match queued {
             Ok((ch, Some(seq))) => {
-                let entry = PendingConfirm::new(tx, outgoing.mandatory.then_some(outgoing), permit);
+                let entry = PendingConfirm::new(tx, outgoing, permit);
                 if let Some(p) = self.publishers.get_mut(&ch) {
                     p.pending.insert(seq, entry);
                 }
@@ -197,6 +225,25 @@ impl Inner {
                 let _ = tx.send(Err(e));
             }
         }
+    }
+
+    /// A `shortstr` for `s`, reusing the last one made for the same
+    /// string: most callers publish to a few routing keys, and this saves
+    /// an allocation per publish.
+    fn short_cached(&mut self, s: &str, exchange: bool) -> Result<ShortStr, Error> {
+        let slot = if exchange {
+            &mut self.last_exchange
+        } else {
+            &mut self.last_routing_key
+        };
+        if let Some(k) = slot
+            && k.as_str() == s
+        {
+            return Ok(k.clone());
+        }
+        let k = short(s)?;
+        *slot = Some(k.clone());
+        Ok(k)
     }
 
     /// Sends what was held while blocked, in order.
@@ -220,19 +267,38 @@ pub(crate) fn publish(
     permit: Option<Permit>,
 ) -> Confirmation {
     let (tx, rx) = oneshot::channel();
-    match (short(exchange), short(routing_key)) {
-        (Ok(exchange), Ok(routing_key)) => {
-            let outgoing = Outgoing {
-                exchange,
-                routing_key,
-                properties: properties.clone(),
-                body,
-                mandatory,
-            };
-            shared.lock().enqueue_publish(outgoing, tx, permit);
-            shared.wake_driver();
+    let mut inner = shared.lock();
+    // Queued bytes mean the driver was woken for them and has not taken
+    // them yet (it takes them under this lock): it will send this publish
+    // with them, so skip the wake-up.
+    let driver_due = inner.conn.has_transmit();
+    let names = inner
+        .short_cached(exchange, true)
+        .and_then(|e| Ok((e, inner.short_cached(routing_key, false)?)));
+    match names {
+        Ok((exchange, routing_key)) => {
+            if mandatory || inner.blocked.is_some() || inner.outcome.is_some() {
+                let outgoing = Outgoing {
+                    exchange,
+                    routing_key,
+                    properties: properties.clone(),
+                    body,
+                    mandatory,
+                };
+                inner.enqueue_publish(outgoing, tx, permit);
+            } else {
+                // The common case: frames straight into the write buffer,
+                // nothing kept but the confirm.
+                let queued = inner.queue_publish(&exchange, &routing_key, properties, &body, false);
+                inner.track_publish(queued, tx, None, permit);
+            }
+            drop(inner);
+            if !driver_due {
+                shared.wake_driver();
+            }
         }
-        (Err(e), _) | (_, Err(e)) => {
+        Err(e) => {
+            drop(inner);
             let _ = tx.send(Err(e));
         }
     }

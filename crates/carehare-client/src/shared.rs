@@ -2,6 +2,10 @@
 //! who is waiting for what. One short lock per operation; no task hop.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+// Ids we allocate (channels, ops, tokens) and the caller's exchange names:
+// keys no peer chooses, so no need for SipHash's DoS resistance.
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -54,8 +58,8 @@ pub(crate) struct Mailbox {
 #[derive(Default)]
 pub(crate) struct Consumers {
     /// The live registration of each channel.
-    by_channel: HashMap<ChannelId, u64>,
-    boxes: HashMap<u64, (ChannelId, Mailbox)>,
+    by_channel: FxHashMap<ChannelId, u64>,
+    boxes: FxHashMap<u64, (ChannelId, Mailbox)>,
     next: u64,
 }
 
@@ -129,11 +133,11 @@ impl Mailbox {
 
 pub(crate) struct Inner {
     pub(crate) conn: Connection,
-    pub(crate) ops: HashMap<OpId, OpSender>,
+    pub(crate) ops: FxHashMap<OpId, OpSender>,
     /// Short-lived channels: the op whose success closes the channel.
-    pub(crate) temporary: HashMap<OpId, ChannelId>,
-    pub(crate) exchanges: HashMap<String, ChannelId>,
-    pub(crate) publishers: HashMap<ChannelId, PublishChannel>,
+    pub(crate) temporary: FxHashMap<OpId, ChannelId>,
+    pub(crate) exchanges: FxHashMap<String, ChannelId>,
+    pub(crate) publishers: FxHashMap<ChannelId, PublishChannel>,
     /// Why RabbitMQ blocked publishing, while it does.
     pub(crate) blocked: Option<String>,
     /// Publishes waiting for `connection.unblocked`.
@@ -143,10 +147,13 @@ pub(crate) struct Inner {
     pub(crate) blocked_wakers: Vec<Waker>,
     pub(crate) consumers: Consumers,
     /// Direct reply-to channels: replies routed by correlation id.
-    pub(crate) rpc_waiters: HashMap<ChannelId, HashMap<ShortStr, RpcWaiter>>,
+    pub(crate) rpc_waiters: FxHashMap<ChannelId, HashMap<ShortStr, RpcWaiter>>,
     pub(crate) connected: Option<oneshot::Sender<Result<Tuning, ConnectionError>>>,
     pub(crate) outcome: Option<ConnectionError>,
     pub(crate) closed_waiters: Vec<oneshot::Sender<ConnectionError>>,
+    /// The last exchange and routing key published to, as `shortstr`s.
+    pub(crate) last_exchange: Option<ShortStr>,
+    pub(crate) last_routing_key: Option<ShortStr>,
 }
 
 impl Shared {
@@ -157,19 +164,21 @@ impl Shared {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 conn,
-                ops: HashMap::new(),
-                temporary: HashMap::new(),
-                exchanges: HashMap::new(),
-                publishers: HashMap::new(),
+                ops: FxHashMap::default(),
+                temporary: FxHashMap::default(),
+                exchanges: FxHashMap::default(),
+                publishers: FxHashMap::default(),
                 blocked: None,
                 held: VecDeque::new(),
                 blocked_version: 0,
                 blocked_wakers: Vec::new(),
                 consumers: Consumers::default(),
-                rpc_waiters: HashMap::new(),
+                rpc_waiters: FxHashMap::default(),
                 connected: Some(connected),
                 outcome: None,
                 closed_waiters: Vec::new(),
+                last_exchange: None,
+                last_routing_key: None,
             }),
             driver: AtomicWaker::new(),
         })

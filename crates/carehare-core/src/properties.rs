@@ -74,6 +74,7 @@ pub struct ContentHeader {
 
 impl ContentHeader {
     /// Decodes a whole content-header payload.
+    #[inline]
     pub fn decode(payload: Bytes) -> Result<Self, DecodeError> {
         let mut dec = Dec::new(payload);
         let class_id = dec.u16()?;
@@ -94,43 +95,58 @@ impl ContentHeader {
                 Ok(None)
             }
         };
-        let properties = BasicProperties {
-            content_type: s(&mut dec, CONTENT_TYPE)?,
-            content_encoding: s(&mut dec, CONTENT_ENCODING)?,
-            headers: if flags & HEADERS != 0 {
-                Some(decode_table(&mut dec)?)
-            } else {
-                None
-            },
-            delivery_mode: if flags & DELIVERY_MODE != 0 {
-                Some(dec.u8()?)
-            } else {
-                None
-            },
-            priority: if flags & PRIORITY != 0 {
-                Some(dec.u8()?)
-            } else {
-                None
-            },
-            correlation_id: s(&mut dec, CORRELATION_ID)?,
-            reply_to: s(&mut dec, REPLY_TO)?,
-            expiration: s(&mut dec, EXPIRATION)?,
-            message_id: s(&mut dec, MESSAGE_ID)?,
-            timestamp: if flags & TIMESTAMP != 0 {
-                Some(dec.u64()?)
-            } else {
-                None
-            },
-            kind: s(&mut dec, TYPE)?,
-            user_id: s(&mut dec, USER_ID)?,
-            app_id: s(&mut dec, APP_ID)?,
-            cluster_id: s(&mut dec, CLUSTER_ID)?,
+        // Every field into a local first, then one struct expression: the
+        // 376-byte properties are built where the result goes, not moved.
+        let content_type = s(&mut dec, CONTENT_TYPE)?;
+        let content_encoding = s(&mut dec, CONTENT_ENCODING)?;
+        let headers = if flags & HEADERS != 0 {
+            Some(decode_table(&mut dec)?)
+        } else {
+            None
         };
+        let delivery_mode = if flags & DELIVERY_MODE != 0 {
+            Some(dec.u8()?)
+        } else {
+            None
+        };
+        let priority = if flags & PRIORITY != 0 {
+            Some(dec.u8()?)
+        } else {
+            None
+        };
+        let correlation_id = s(&mut dec, CORRELATION_ID)?;
+        let reply_to = s(&mut dec, REPLY_TO)?;
+        let expiration = s(&mut dec, EXPIRATION)?;
+        let message_id = s(&mut dec, MESSAGE_ID)?;
+        let timestamp = if flags & TIMESTAMP != 0 {
+            Some(dec.u64()?)
+        } else {
+            None
+        };
+        let kind = s(&mut dec, TYPE)?;
+        let user_id = s(&mut dec, USER_ID)?;
+        let app_id = s(&mut dec, APP_ID)?;
+        let cluster_id = s(&mut dec, CLUSTER_ID)?;
         dec.finish()?;
         Ok(Self {
             class_id,
             body_size,
-            properties,
+            properties: BasicProperties {
+                content_type,
+                content_encoding,
+                headers,
+                delivery_mode,
+                priority,
+                correlation_id,
+                reply_to,
+                expiration,
+                message_id,
+                timestamp,
+                kind,
+                user_id,
+                app_id,
+                cluster_id,
+            },
         })
     }
 

@@ -40,6 +40,7 @@ impl ShortStr {
         Self(ByteString::from_static(s))
     }
 
+    #[inline]
     pub(crate) fn from_utf8(raw: Bytes) -> Result<Self, std::str::Utf8Error> {
         // Callers slice at most 255 bytes (the length is one octet).
         ByteString::try_from(raw).map(Self)

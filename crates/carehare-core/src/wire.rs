@@ -5,13 +5,10 @@
 //! handed out as zero-copy slices of the input. Every read checks the
 //! remaining length first: nothing is allocated from an untrusted length.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use nom::number::complete::{be_u8, be_u16, be_u32, be_u64};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::DecodeError;
 use crate::types::ShortStr;
-
-type NomResult<'a, T> = nom::IResult<&'a [u8], T, ()>;
 
 /// A decoding cursor over one frame payload.
 ///
@@ -24,6 +21,7 @@ pub(crate) struct Dec {
 }
 
 impl Dec {
+    #[inline]
     pub(crate) fn new(payload: Bytes) -> Self {
         Self {
             rest: payload,
@@ -37,6 +35,7 @@ impl Dec {
 
     /// Fails when bytes are left over: a method frame must hold exactly one
     /// method's arguments.
+    #[inline]
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
         if self.rest.is_empty() {
             Ok(())
@@ -45,27 +44,42 @@ impl Dec {
         }
     }
 
-    fn run<T>(&mut self, f: impl FnOnce(&[u8]) -> NomResult<'_, T>) -> Result<T, DecodeError> {
+    /// Checks that `n` bytes remain, and ends any run of bits (every read
+    /// but `bit` starts at an octet boundary).
+    #[inline]
+    fn need(&mut self, n: usize) -> Result<(), DecodeError> {
         self.bits = None;
-        let (rest, value) = f(&self.rest).map_err(|_| DecodeError::Truncated)?;
-        let used = self.rest.len() - rest.len();
-        let _ = self.rest.split_to(used);
-        Ok(value)
+        if self.rest.len() < n {
+            Err(DecodeError::Truncated)
+        } else {
+            Ok(())
+        }
     }
 
+    // The cursor only advances (no `split_to`, which would touch the
+    // buffer's reference count for every field).
+    #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
-        self.run(|i| be_u8(i))
+        self.need(1)?;
+        Ok(self.rest.get_u8())
     }
+    #[inline]
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
-        self.run(|i| be_u16(i))
+        self.need(2)?;
+        Ok(self.rest.get_u16())
     }
+    #[inline]
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
-        self.run(|i| be_u32(i))
+        self.need(4)?;
+        Ok(self.rest.get_u32())
     }
+    #[inline]
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
-        self.run(|i| be_u64(i))
+        self.need(8)?;
+        Ok(self.rest.get_u64())
     }
 
+    #[inline]
     pub(crate) fn bit(&mut self) -> Result<bool, DecodeError> {
         let (octet, index) = match self.bits {
             Some((octet, index)) if index < 8 => (octet, index),
@@ -79,6 +93,7 @@ impl Dec {
     }
 
     /// Takes `len` bytes as a zero-copy slice, after checking they are there.
+    #[inline]
     pub(crate) fn take(&mut self, len: usize) -> Result<Bytes, DecodeError> {
         self.bits = None;
         if len > self.rest.len() {
@@ -87,6 +102,7 @@ impl Dec {
         Ok(self.rest.split_to(len))
     }
 
+    #[inline]
     pub(crate) fn short_str(&mut self) -> Result<ShortStr, DecodeError> {
         let len = self.u8()?;
         let raw = self.take(usize::from(len))?;

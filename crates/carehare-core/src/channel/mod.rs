@@ -1,6 +1,9 @@
 //! Per-channel state: lifecycle, pending replies and message assembly.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+// Keys are channel ids we allocate: no need for SipHash's DoS resistance.
+use rustc_hash::FxHashMap as HashMap;
 
 use bytes::{Bytes, BytesMut};
 

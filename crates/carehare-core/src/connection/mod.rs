@@ -16,10 +16,7 @@ use crate::error::{
     ChannelError, CloseReason, ConnectionError, ProtocolViolation, UsageError, reply_code,
 };
 use crate::event::{ContentMethod, Event, Reply, Tuning};
-use crate::frame::{
-    self, FRAME_OVERHEAD, Frame, FrameType, PROTOCOL_HEADER, encode_content, encode_heartbeat,
-    encode_method,
-};
+use crate::frame::{self, Frame, FrameType, PROTOCOL_HEADER, encode_heartbeat, encode_method};
 use crate::heartbeat::Heartbeat;
 use crate::method::{self, *};
 use crate::properties::{BASIC_CLASS_ID, BasicProperties};
@@ -50,6 +47,9 @@ pub struct Connection {
     state: State,
     handshake_deadline: Instant,
     read_buf: BytesMut,
+    /// Outgoing bytes that precede `write_buf`: sealed pieces of it and
+    /// large bodies, not copied (see `publish_bytes`).
+    out_chunks: VecDeque<Bytes>,
     write_buf: BytesMut,
     events: VecDeque<Event>,
     channels: Channels,
@@ -76,6 +76,7 @@ impl Connection {
             config,
             state: State::AwaitingStart,
             read_buf: BytesMut::with_capacity(4096),
+            out_chunks: VecDeque::new(),
             write_buf,
             events: VecDeque::new(),
             channels: Channels::default(),
@@ -142,6 +143,40 @@ impl Connection {
         self.heartbeat.on_read(now);
         self.read_buf.extend_from_slice(data);
         self.process_input(now);
+    }
+
+    /// [`handle_input`](Self::handle_input) for a buffer the caller read
+    /// into, without copying it when it can be avoided: when no partial
+    /// frame is buffered, `data` becomes the input buffer, and when `data`
+    /// directly follows the buffered bytes in memory (the caller split it
+    /// off the same allocation) it is joined without a copy. Bodies are
+    /// then slices of `data`.
+    pub fn handle_input_bytes(&mut self, now: Instant, data: BytesMut) {
+        self.tick(now);
+        if matches!(self.state, State::Closed) || data.is_empty() {
+            return;
+        }
+        self.heartbeat.on_read(now);
+        if self.read_buf.is_empty() {
+            self.read_buf = data;
+        } else {
+            // O(1) when contiguous, else one copy of `data`.
+            self.read_buf.unsplit(data);
+        }
+        self.process_input(now);
+    }
+
+    /// Moves the buffered bytes of a partial frame (if any) to the end of
+    /// `into`, the caller's next read buffer, so the next
+    /// [`handle_input_bytes`](Self::handle_input_bytes) takes that buffer
+    /// whole instead of copying it behind them. Call it when starting a
+    /// fresh read buffer; it copies at most one partial frame.
+    pub fn relocate_input(&mut self, into: &mut BytesMut) {
+        if !self.read_buf.is_empty() {
+            into.extend_from_slice(&self.read_buf);
+        }
+        // Drop the reference, so the old block can be reused or freed.
+        self.read_buf = BytesMut::new();
     }
 
     /// Tells the core that the transport reached end of stream.
@@ -280,28 +315,70 @@ impl Connection {
         properties: &BasicProperties,
         body: &[u8],
     ) -> Result<Option<u64>, UsageError> {
+        self.publish_content(channel, publish, properties, BodyRef::Slice(body))
+    }
+
+    /// [`publish`](Self::publish) without copying a large body: pieces of
+    /// at least [`ZERO_COPY_MIN`](frame::ZERO_COPY_MIN) bytes are queued as
+    /// slices of `body`, which [`poll_transmit_chunks`](Self::poll_transmit_chunks)
+    /// hands out for a vectored write.
+    pub fn publish_bytes(
+        &mut self,
+        channel: ChannelId,
+        publish: &BasicPublish,
+        properties: &BasicProperties,
+        body: &Bytes,
+    ) -> Result<Option<u64>, UsageError> {
+        self.publish_content(channel, publish, properties, BodyRef::Shared(body))
+    }
+
+    fn publish_content(
+        &mut self,
+        channel: ChannelId,
+        publish: &BasicPublish,
+        properties: &BasicProperties,
+        body: BodyRef<'_>,
+    ) -> Result<Option<u64>, UsageError> {
         self.check_open()?;
         self.open_channel_mut(channel)?;
         let mark = self.write_buf.len();
-        self.queue_method(channel, &Method::BasicPublish(publish.clone()))?;
         let frame_max = self.frame_max_out();
+        frame::encode_basic_publish(&mut self.write_buf, channel, publish);
+        let method_len = self.write_buf.len() - mark;
+        if frame_max != 0 && method_len > frame_max as usize {
+            self.write_buf.truncate(mark);
+            return Err(UsageError::FrameTooLarge {
+                size: method_len,
+                max: frame_max,
+            });
+        }
+        // The header frame alone must fit too (huge `headers` tables): check
+        // it before any body piece is sealed into `out_chunks`.
         let header_start = self.write_buf.len();
-        encode_content(
+        frame::encode_header_frame(
             &mut self.write_buf,
             channel,
             BASIC_CLASS_ID,
             properties,
-            body,
-            frame_max,
+            body.len() as u64,
         );
-        // The header frame alone must fit too (huge `headers` tables).
-        let header_len = header_frame_len(&self.write_buf[header_start..]);
+        let header_len = self.write_buf.len() - header_start;
         if frame_max != 0 && header_len > frame_max as usize {
             self.write_buf.truncate(mark);
             return Err(UsageError::FrameTooLarge {
                 size: header_len,
                 max: frame_max,
             });
+        }
+        match body {
+            BodyRef::Slice(b) => frame::encode_body(&mut self.write_buf, channel, b, frame_max),
+            BodyRef::Shared(b) => frame::encode_body_chunks(
+                &mut self.write_buf,
+                &mut self.out_chunks,
+                channel,
+                b,
+                frame_max,
+            ),
         }
         let ch = self
             .channels
@@ -356,7 +433,12 @@ impl Connection {
 
     /// Appends every queued outgoing byte to `buf`, and returns how many.
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
-        let n = self.write_buf.len();
+        let mut n = 0;
+        for chunk in self.out_chunks.drain(..) {
+            n += chunk.len();
+            buf.extend_from_slice(&chunk);
+        }
+        n += self.write_buf.len();
         if n > 0 {
             buf.extend_from_slice(&self.write_buf);
             self.write_buf.clear();
@@ -365,9 +447,31 @@ impl Connection {
         n
     }
 
+    /// [`poll_transmit`](Self::poll_transmit) without copying: moves every
+    /// queued piece to the back of `chunks`, in order, for a vectored
+    /// write, and returns how many bytes they hold. Large bodies published
+    /// with [`publish_bytes`](Self::publish_bytes) are the caller's own
+    /// `Bytes`; everything else is one piece of the write buffer, whose
+    /// memory is reused once the caller drops it.
+    pub fn poll_transmit_chunks(&mut self, chunks: &mut VecDeque<Bytes>) -> usize {
+        let mut n = 0;
+        for chunk in self.out_chunks.drain(..) {
+            n += chunk.len();
+            chunks.push_back(chunk);
+        }
+        if !self.write_buf.is_empty() {
+            n += self.write_buf.len();
+            chunks.push_back(self.write_buf.split().freeze());
+        }
+        if n > 0 {
+            self.heartbeat.on_write(self.now);
+        }
+        n
+    }
+
     /// Whether [`poll_transmit`](Self::poll_transmit) has bytes to give.
     pub fn has_transmit(&self) -> bool {
-        !self.write_buf.is_empty()
+        !self.write_buf.is_empty() || !self.out_chunks.is_empty()
     }
 
     /// The next event, in the order things happened.
@@ -513,7 +617,7 @@ impl Connection {
             }
             let channel_hint = peek_channel(&self.read_buf);
             let frame_max = self.frame_max_in();
-            let raw = match frame::decode_raw(&mut self.read_buf, frame_max) {
+            let raw = match frame::decode_raw_with(&mut self.read_buf, frame_max, false) {
                 Ok(Some(raw)) => raw,
                 Ok(None) => return,
                 Err(error) => {
@@ -846,14 +950,14 @@ impl Connection {
     }
 
     fn finish_content(&mut self, channel: ChannelId) {
-        let Some(assembly) = self
+        let Some(mut assembly) = self
             .channels
             .get_mut(channel)
             .and_then(|ch| ch.content.take())
         else {
             return;
         };
-        let Some((properties, _)) = assembly.header.clone() else {
+        let Some((properties, _)) = assembly.header.take() else {
             return;
         };
         let get_op = assembly.get_op;
@@ -934,6 +1038,22 @@ impl Connection {
     }
 }
 
+/// A body to publish: borrowed (copied into the write buffer) or shared
+/// (large pieces sent as slices of it).
+enum BodyRef<'a> {
+    Slice(&'a [u8]),
+    Shared(&'a Bytes),
+}
+
+impl BodyRef<'_> {
+    fn len(&self) -> usize {
+        match self {
+            BodyRef::Slice(b) => b.len(),
+            BodyRef::Shared(b) => b.len(),
+        }
+    }
+}
+
 fn assembly(method: ContentMethod, get_op: Option<OpId>) -> Assembly {
     Assembly {
         method,
@@ -956,13 +1076,6 @@ fn close_reason(code: u16, text: &ShortStr, class_id: u16, method_id: u16) -> Cl
 fn peek_channel(buf: &[u8]) -> ChannelId {
     match buf {
         [_, hi, lo, ..] => u16::from_be_bytes([*hi, *lo]),
-        _ => 0,
-    }
-}
-
-fn header_frame_len(encoded: &[u8]) -> usize {
-    match encoded {
-        [_, _, _, a, b, c, d, ..] => u32::from_be_bytes([*a, *b, *c, *d]) as usize + FRAME_OVERHEAD,
         _ => 0,
     }
 }

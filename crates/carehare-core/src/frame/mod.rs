@@ -141,31 +141,34 @@ impl Frame {
 
 impl RawFrame {
     /// Interprets the payload.
+    #[inline]
     pub fn parse(self) -> Result<Frame, DecodeError> {
         let channel = self.channel;
-        Ok(match self.kind {
-            FrameType::Method => Frame::Method {
-                channel,
-                method: Method::decode(self.payload)?,
-            },
-            FrameType::Header => Frame::Header {
-                channel,
-                header: ContentHeader::decode(self.payload)?,
-            },
-            FrameType::Body => Frame::Body {
+        // Each arm builds its result in one expression (`map`, not `?` then
+        // a struct), which lets the compiler build the large header frame
+        // in place instead of moving it.
+        match self.kind {
+            FrameType::Method => {
+                Method::decode(self.payload).map(|method| Frame::Method { channel, method })
+            }
+            FrameType::Header => {
+                ContentHeader::decode(self.payload).map(|header| Frame::Header { channel, header })
+            }
+            FrameType::Body => Ok(Frame::Body {
                 channel,
                 payload: self.payload,
-            },
+            }),
             FrameType::Heartbeat => {
                 if !self.payload.is_empty() {
                     return Err(DecodeError::HeartbeatPayload(self.payload.len() as u32));
                 }
-                Frame::Heartbeat { channel }
+                Ok(Frame::Heartbeat { channel })
             }
-        })
+        }
     }
 }
 
+#[inline]
 fn parse_header(input: &[u8]) -> nom::IResult<&[u8], (u8, u16, u32), ()> {
     (be_u8, be_u16, be_u32).parse(input)
 }
@@ -175,7 +178,22 @@ fn parse_header(input: &[u8]) -> nom::IResult<&[u8], (u8, u16, u32), ()> {
 /// Returns `Ok(None)` when more bytes are needed. `frame_max` of 0 means no
 /// limit (never negotiated by RabbitMQ; callers should pass a real bound).
 /// On error the buffer is left as it was; the stream is unusable anyway.
+#[inline]
 pub fn decode_raw(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>, DecodeError> {
+    decode_raw_with(buf, frame_max, true)
+}
+
+/// [`decode_raw`]; `reserve` says whether to reserve room for the rest of
+/// a partial frame. The connection doesn't: its input buffer may be a
+/// slice of the driver's read block, and reserving would move the partial
+/// frame to a new allocation, so the next read could no longer be joined
+/// to it without a copy.
+#[inline]
+pub(crate) fn decode_raw_with(
+    buf: &mut BytesMut,
+    frame_max: u32,
+    reserve: bool,
+) -> Result<Option<RawFrame>, DecodeError> {
     let Ok((_, (kind, channel, size))) = parse_header(buf) else {
         return Ok(None);
     };
@@ -190,8 +208,10 @@ pub fn decode_raw(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>
     // Fits in usize: bounded by frame_max (u32) or, with no limit, by u32 + 8.
     let total = total as usize;
     if buf.len() < total {
-        // Reserving here is safe: `total` was checked against frame_max.
-        buf.reserve(total - buf.len());
+        if reserve {
+            // Reserving here is safe: `total` was checked against frame_max.
+            buf.reserve(total - buf.len());
+        }
         return Ok(None);
     }
     let end = buf[total - 1];
@@ -209,6 +229,7 @@ pub fn decode_raw(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>
 }
 
 /// [`decode_raw`] then [`RawFrame::parse`].
+#[inline]
 pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, DecodeError> {
     match decode_raw(buf, frame_max)? {
         Some(raw) => raw.parse().map(Some),
@@ -216,6 +237,7 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     }
 }
 
+#[inline]
 fn with_frame(out: &mut BytesMut, kind: u8, channel: ChannelId, body: impl FnOnce(&mut BytesMut)) {
     out.put_u8(kind);
     out.put_u16(channel);
@@ -247,16 +269,105 @@ pub fn encode_content(
     body: &[u8],
     frame_max: u32,
 ) {
-    with_frame(out, FRAME_HEADER, channel, |out| {
-        encode_header(class_id, body.len() as u64, properties, out)
+    encode_header_frame(out, channel, class_id, properties, body.len() as u64);
+    encode_body(out, channel, body, frame_max);
+}
+
+/// Appends a `basic.publish` method frame.
+pub(crate) fn encode_basic_publish(
+    out: &mut BytesMut,
+    channel: ChannelId,
+    publish: &crate::method::BasicPublish,
+) {
+    with_frame(out, FRAME_METHOD, channel, |out| {
+        publish.encode_payload(out)
     });
-    let chunk = match frame_max {
+}
+
+/// Appends a content header frame.
+pub(crate) fn encode_header_frame(
+    out: &mut BytesMut,
+    channel: ChannelId,
+    class_id: u16,
+    properties: &BasicProperties,
+    body_size: u64,
+) {
+    with_frame(out, FRAME_HEADER, channel, |out| {
+        encode_header(class_id, body_size, properties, out)
+    });
+}
+
+/// The largest body piece per frame.
+fn body_chunk(frame_max: u32) -> usize {
+    match frame_max {
         0 => usize::MAX,
         max => (max as usize).saturating_sub(FRAME_OVERHEAD).max(1),
-    };
+    }
+}
+
+/// Appends the body frames of `body`, copying it.
+pub(crate) fn encode_body(out: &mut BytesMut, channel: ChannelId, body: &[u8], frame_max: u32) {
+    let chunk = body_chunk(frame_max);
     out.reserve(body.len() + (body.len() / chunk + 1) * FRAME_OVERHEAD);
     for piece in body.chunks(chunk) {
         with_frame(out, FRAME_BODY, channel, |out| out.put_slice(piece));
+    }
+}
+
+/// Body pieces at least this long are not copied by
+/// [`encode_content_chunks`]: they are queued as their own chunk, a slice of
+/// the caller's `Bytes`, for a vectored write. Shorter pieces cost less to
+/// copy than an extra `iovec`.
+pub const ZERO_COPY_MIN: usize = 8 * 1024;
+
+/// [`encode_content`] without copying large bodies. Small frames are
+/// appended to `out`; a body piece of at least [`ZERO_COPY_MIN`] bytes
+/// seals `out` (everything in it so far is pushed to `chunks`), then the
+/// piece itself is pushed, sliced from `body`, and its frame-end octet
+/// starts `out` again. The bytes to send are `chunks` in order, then `out`.
+pub fn encode_content_chunks(
+    out: &mut BytesMut,
+    chunks: &mut impl Extend<Bytes>,
+    channel: ChannelId,
+    class_id: u16,
+    properties: &BasicProperties,
+    body: &Bytes,
+    frame_max: u32,
+) {
+    encode_header_frame(out, channel, class_id, properties, body.len() as u64);
+    encode_body_chunks(out, chunks, channel, body, frame_max);
+}
+
+/// The body frames of [`encode_content_chunks`].
+pub(crate) fn encode_body_chunks(
+    out: &mut BytesMut,
+    chunks: &mut impl Extend<Bytes>,
+    channel: ChannelId,
+    body: &Bytes,
+    frame_max: u32,
+) {
+    if body.len() < ZERO_COPY_MIN {
+        return encode_body(out, channel, body, frame_max);
+    }
+    let chunk = body_chunk(frame_max);
+    let mut at = 0;
+    while at < body.len() {
+        let end = body.len().min(at.saturating_add(chunk));
+        let len = end - at;
+        if len < ZERO_COPY_MIN {
+            with_frame(out, FRAME_BODY, channel, |out| {
+                out.put_slice(&body[at..end])
+            });
+        } else {
+            out.put_u8(FRAME_BODY);
+            out.put_u16(channel);
+            // `len` fits: it is at most frame_max - 8, or the whole body
+            // when frame_max is 0 (no limit), and AMQP sizes are u32.
+            out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+            chunks.extend([out.split().freeze(), body.slice(at..end)]);
+            out.put_u8(FRAME_END);
+        }
+        at = end;
     }
 }
 

@@ -54,6 +54,16 @@ macro_rules! methods {
                 fn encode_args(&self, enc: &mut Enc<'_>) {
                     $( Field::encode(&self.$field, enc); )*
                 }
+
+                /// Appends the method-frame payload, like [`Method::encode`]
+                /// without wrapping (and so cloning) this into a `Method`.
+                #[allow(dead_code)]
+                pub(crate) fn encode_payload(&self, out: &mut BytesMut) {
+                    let mut enc = Enc::new(out);
+                    enc.u16($class);
+                    enc.u16($method);
+                    self.encode_args(&mut enc);
+                }
             }
 
             impl From<$variant> for Method {

@@ -1,0 +1,322 @@
+//! Runs every end-to-end peer side by side, in one run: R rounds, each
+//! running every peer once per body size, in an order that rotates each
+//! round so no peer always follows the same one. Prints a markdown table
+//! (medians of the rounds) and ratios for carehare against amqprs and
+//! lapin, and appends every raw JSON line to `target/e2e-results.jsonl`.
+//!
+//! ```text
+//! cargo run --release --bin e2e -- [--rounds 3] [--count 100000]
+//!     [--py-count 20000] [--sizes 12,1024] [--peers carehare,amqprs,lapin,carehare-py,aio-pika]
+//!     [--carehare-cli PATH] [--python PATH] [--extra NAME=PATH ...]
+//!     [--extra-cli NAME=PATH ...]
+//! ```
+//!
+//! carehare is measured with `carehare perf --sequential ... --json` when
+//! the CLI is built (`--carehare-cli`, default `../target/release/carehare`;
+//! it runs on one thread by default), else with this crate's
+//! `peer-carehare`. `carehare-mt` is `peer-carehare` on tokio's
+//! multi-threaded runtime, as the lapin and amqprs peers run. `--extra`
+//! adds a peer binary that takes the same flags (e.g. an older build of
+//! `peer-carehare`, for before/after figures); `--extra-cli` another
+//! build of the `carehare` CLI, run as `perf --sequential`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+struct Opts {
+    rounds: usize,
+    count: u64,
+    py_count: u64,
+    sizes: Vec<usize>,
+    peers: Vec<String>,
+    carehare_cli: PathBuf,
+    python: PathBuf,
+    url: String,
+    /// Extra peers: name, binary, and whether it is a `carehare` CLI.
+    extra: Vec<(String, PathBuf, bool)>,
+}
+
+fn parse() -> Opts {
+    let mut o = Opts {
+        rounds: 3,
+        count: 100_000,
+        py_count: 20_000,
+        sizes: vec![12, 1024],
+        peers: [
+            "carehare",
+            "carehare-mt",
+            "amqprs",
+            "lapin",
+            "carehare-py",
+            "aio-pika",
+        ]
+        .map(String::from)
+        .to_vec(),
+        carehare_cli: PathBuf::from("../target/release/carehare"),
+        python: PathBuf::from("target/python/e2e/bin/python"),
+        url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+        extra: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let v = args
+            .next()
+            .unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--rounds" => o.rounds = v.parse().expect("--rounds"),
+            "--count" => o.count = v.parse().expect("--count"),
+            "--py-count" => o.py_count = v.parse().expect("--py-count"),
+            "--sizes" => o.sizes = v.split(',').map(|s| s.parse().expect("size")).collect(),
+            "--peers" => o.peers = v.split(',').map(String::from).collect(),
+            "--carehare-cli" => o.carehare_cli = v.into(),
+            "--python" => o.python = v.into(),
+            "--url" => o.url = v,
+            "--extra" | "--extra-cli" => {
+                let (name, path) = v.split_once('=').expect("--extra NAME=PATH");
+                o.extra
+                    .push((name.to_string(), path.into(), flag == "--extra-cli"));
+                o.peers.push(name.to_string());
+            }
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    o
+}
+
+fn own_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.with_file_name(name)
+}
+
+/// The command line of one peer run.
+fn command(o: &Opts, peer: &str, size: usize) -> Command {
+    let count = if peer.ends_with("-py") || peer == "aio-pika" {
+        o.py_count
+    } else {
+        o.count
+    };
+    let workload = [
+        "--count".to_string(),
+        count.to_string(),
+        "--size".into(),
+        size.to_string(),
+        "--confirm".into(),
+        "1000".into(),
+        "--prefetch".into(),
+        "300".into(),
+        "--multi-ack-every".into(),
+        "30".into(),
+    ];
+    let mut cmd;
+    let cli = match peer {
+        "carehare" if o.carehare_cli.exists() => Some(o.carehare_cli.clone()),
+        _ => o
+            .extra
+            .iter()
+            .find(|(name, _, is_cli)| name == peer && *is_cli)
+            .map(|(_, path, _)| path.clone()),
+    };
+    match peer {
+        _ if cli.is_some() => {
+            cmd = Command::new(cli.expect("checked"));
+            cmd.args(["perf", "--sequential"])
+                .args(&workload)
+                .arg("--json")
+                .env("AMQP_URL", &o.url);
+            return cmd;
+        }
+        "carehare" | "carehare-mt" => cmd = Command::new(own_bin("peer-carehare")),
+        "amqprs" => cmd = Command::new(own_bin("peer-amqprs")),
+        "lapin" => cmd = Command::new(own_bin("peer-lapin")),
+        "carehare-py" | "aio-pika" => {
+            cmd = Command::new(&o.python);
+            let script = if peer == "aio-pika" {
+                "python/peer_aio_pika.py"
+            } else {
+                "python/peer_carehare.py"
+            };
+            cmd.arg(script);
+        }
+        other => match o.extra.iter().find(|(name, _, _)| name == other) {
+            Some((_, path, _)) => cmd = Command::new(path),
+            None => panic!("unknown peer {other}"),
+        },
+    }
+    cmd.args(&workload).args(["--url", &o.url]);
+    cmd
+}
+
+/// Runs one peer; returns its JSON line.
+fn run(o: &Opts, peer: &str, size: usize) -> Option<Value> {
+    let out = command(o, peer, size).output().expect("spawn a peer");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'));
+    match (out.status.success(), line) {
+        (true, Some(line)) => {
+            let v: Value = serde_json::from_str(line).expect("peer printed bad JSON");
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open("target/e2e-results.jsonl")
+                .expect("results log");
+            writeln!(log, "{line}").expect("results log");
+            Some(v)
+        }
+        _ => {
+            eprintln!(
+                "{peer} ({size} B) failed: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            None
+        }
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Median of one field over a peer's rounds.
+fn med(runs: &[Value], phase: &str, field: &str) -> f64 {
+    median(
+        runs.iter()
+            .filter_map(|r| r[phase][field].as_f64())
+            .collect(),
+    )
+}
+
+fn fmt_rate(x: f64) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else if x >= 10_000.0 {
+        format!("{:.1}k", x / 1000.0)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn fmt_us(x: f64) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn main() {
+    let o = parse();
+    if !Path::new(&o.python).exists() {
+        eprintln!(
+            "no Python venv at {}: skipping the Python peers",
+            o.python.display()
+        );
+    }
+    let peers: Vec<&str> = o
+        .peers
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !(p.ends_with("-py") || *p == "aio-pika") || o.python.exists())
+        .collect();
+    let carehare_source = if o.carehare_cli.exists() {
+        format!("`carehare perf` ({})", o.carehare_cli.display())
+    } else {
+        "benches' `peer-carehare` (the CLI is not built)".to_string()
+    };
+    eprintln!("carehare measured with {carehare_source}");
+
+    // results[size][peer] = every round's JSON
+    let mut results: BTreeMap<usize, BTreeMap<&str, Vec<Value>>> = BTreeMap::new();
+    for round in 0..o.rounds {
+        for &size in &o.sizes {
+            for i in 0..peers.len() {
+                let peer = peers[(i + round) % peers.len()];
+                eprintln!("round {} / {}: {peer}, {size} B", round + 1, o.rounds);
+                if let Some(v) = run(&o, peer, size) {
+                    results
+                        .entry(size)
+                        .or_default()
+                        .entry(peer)
+                        .or_default()
+                        .push(v);
+                }
+            }
+        }
+    }
+
+    println!(
+        "| body | client | publish (msg/s) | publish CPU (µs/msg) | consume (msg/s) | consume CPU (µs/msg) | max RSS (MiB) | runs |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (size, by_peer) in &results {
+        for peer in &peers {
+            let Some(runs) = by_peer.get(peer) else {
+                continue;
+            };
+            let rss = median(
+                runs.iter()
+                    .filter_map(|r| r["max_rss_kib"].as_f64())
+                    .collect(),
+            ) / 1024.0;
+            let n = runs
+                .first()
+                .and_then(|r| r["publish"]["messages"].as_u64())
+                .unwrap_or(0);
+            println!(
+                "| {size} B | {peer} | {} | {} | {} | {} | {rss:.1} | {} × {}k |",
+                fmt_rate(med(runs, "publish", "msg_per_s")),
+                fmt_us(med(runs, "publish", "cpu_us_per_msg")),
+                fmt_rate(med(runs, "consume", "msg_per_s")),
+                fmt_us(med(runs, "consume", "cpu_us_per_msg")),
+                runs.len(),
+                n / 1000,
+            );
+        }
+    }
+    println!();
+    println!(
+        "| body | clients | publish msg/s ratio | publish CPU/msg ratio | consume msg/s ratio | consume CPU/msg ratio |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (size, by_peer) in &results {
+        for (mine, other) in [
+            ("carehare", "amqprs"),
+            ("carehare", "lapin"),
+            ("carehare-mt", "amqprs"),
+            ("carehare-mt", "lapin"),
+        ] {
+            let Some(ours) = by_peer.get(mine) else {
+                continue;
+            };
+            let Some(theirs) = by_peer.get(other) else {
+                continue;
+            };
+            let r = |phase: &str, field: &str| med(ours, phase, field) / med(theirs, phase, field);
+            println!(
+                "| {size} B | {mine} vs {other} | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
+                r("publish", "msg_per_s"),
+                r("publish", "cpu_us_per_msg"),
+                r("consume", "msg_per_s"),
+                r("consume", "cpu_us_per_msg"),
+            );
+        }
+    }
+    println!();
+    println!("carehare measured with {carehare_source}.");
+}

@@ -1,0 +1,163 @@
+//! What every end-to-end peer shares: the workload's flags, CPU time from
+//! `getrusage`, and the one JSON line each peer prints (the same schema as
+//! `carehare perf --json`).
+
+use std::time::{Duration, Instant};
+
+/// The workload: publish `count` messages of `size` bytes with confirms
+/// (at most `confirm` unconfirmed), then consume them with `prefetch`,
+/// acking with `multiple` every `multi_ack_every` messages.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// AMQP URL of the broker.
+    pub url: String,
+    /// Messages to publish, then consume.
+    pub count: u64,
+    /// Body size in bytes.
+    pub size: usize,
+    /// Unconfirmed publishes in flight, at most.
+    pub confirm: usize,
+    /// The consumer's prefetch.
+    pub prefetch: u16,
+    /// A multiple-ack every this many deliveries.
+    pub multi_ack_every: u64,
+}
+
+impl Workload {
+    /// Reads `--url --count --size --confirm --prefetch --multi-ack-every`
+    /// from the command line (other flags are refused).
+    pub fn from_args() -> Self {
+        let mut w = Workload {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            count: 100_000,
+            size: 12,
+            confirm: 1000,
+            prefetch: 300,
+            multi_ack_every: 30,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let value = args
+                .next()
+                .unwrap_or_else(|| panic!("{flag} needs a value"));
+            let num = || -> u64 { value.parse().unwrap_or_else(|_| panic!("bad {flag}")) };
+            match flag.as_str() {
+                "--url" => w.url = value.clone(),
+                "--count" => w.count = num(),
+                "--size" => w.size = num() as usize,
+                "--confirm" => w.confirm = num() as usize,
+                "--prefetch" => w.prefetch = num() as u16,
+                "--multi-ack-every" => w.multi_ack_every = num(),
+                other => panic!("unknown flag {other}"),
+            }
+        }
+        w
+    }
+
+    /// The body every message carries.
+    pub fn body(&self) -> Vec<u8> {
+        vec![b'x'; self.size]
+    }
+
+    /// The `config` object of the JSON line.
+    pub fn config_json(&self) -> String {
+        format!(
+            r#"{{"count":{},"size":{},"confirm":{},"prefetch":{},"multi_ack_every":{}}}"#,
+            self.count, self.size, self.confirm, self.prefetch, self.multi_ack_every
+        )
+    }
+}
+
+/// This process's user + system CPU time so far, all threads.
+pub fn cpu_time() -> Duration {
+    let ru = rusage();
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// The peak resident set size of this process, in KiB: Linux's `VmHWM`,
+/// else `ru_maxrss` (which on Linux survives `execve`, so a child can
+/// report its parent's size at the fork).
+pub fn max_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(rusage().ru_maxrss as u64)
+}
+
+fn rusage() -> libc::rusage {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct we pass; RUSAGE_SELF is valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    assert_eq!(rc, 0, "getrusage failed");
+    // SAFETY: zeroed is a valid rusage, and getrusage succeeded.
+    unsafe { ru.assume_init() }
+}
+
+/// Wall and CPU time of one phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Phase {
+    /// Messages the phase moved.
+    pub messages: u64,
+    /// Wall-clock time.
+    pub wall: Duration,
+    /// CPU time of the process (all threads).
+    pub cpu: Duration,
+}
+
+/// Starts timing a phase.
+pub struct PhaseTimer {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl PhaseTimer {
+    /// Now.
+    pub fn start() -> Self {
+        PhaseTimer {
+            wall: Instant::now(),
+            cpu: cpu_time(),
+        }
+    }
+
+    /// The phase is over, having moved `messages`.
+    pub fn stop(self, messages: u64) -> Phase {
+        Phase {
+            messages,
+            wall: self.wall.elapsed(),
+            cpu: cpu_time() - self.cpu,
+        }
+    }
+}
+
+impl Phase {
+    /// The phase as a JSON object.
+    pub fn json(&self) -> String {
+        let s = self.wall.as_secs_f64();
+        let c = self.cpu.as_secs_f64();
+        let n = self.messages as f64;
+        format!(
+            r#"{{"messages":{},"seconds":{:.6},"msg_per_s":{:.1},"cpu_s":{:.6},"cpu_us_per_msg":{:.3}}}"#,
+            self.messages,
+            s,
+            n / s,
+            c,
+            c * 1e6 / n
+        )
+    }
+}
+
+/// Prints the peer's one JSON line.
+pub fn report(tool: &str, w: &Workload, publish: Phase, consume: Phase) {
+    println!(
+        r#"{{"tool":"{tool}","config":{},"publish":{},"consume":{},"latency_us":null,"max_rss_kib":{}}}"#,
+        w.config_json(),
+        publish.json(),
+        consume.json(),
+        max_rss_kib()
+    );
+}
