@@ -160,8 +160,18 @@ log "starting $RABBITMQ_NODENAME (base dir $base, log $node_log) ..."
 cd "$base" # erl_crash.dump etc. land here
 echo "==== $(date -u '+%Y-%m-%dT%H:%M:%SZ') start.sh: starting $RABBITMQ_NODENAME" >>"$CAREHARE_BROKER_STDOUT_LOG"
 stdout_log_offset="$(log_size "$CAREHARE_BROKER_STDOUT_LOG")"
-HOME="$CAREHARE_BROKER_HOME" LC_ALL=C.UTF-8 ERL_EPMD_ADDRESS=127.0.0.1 \
-    setsid nohup "$CAREHARE_RABBITMQ_BIN/rabbitmq-server" >>"$CAREHARE_BROKER_STDOUT_LOG" 2>&1 </dev/null 9>&- &
+# The node outlives this script: it must not inherit any descriptor beyond
+# stdio. A caller's lock (`flock /tmp/carehare-cluster.lock cargo test`, when
+# the broker_restart test restarts this node) or a test harness's capture
+# pipe would otherwise stay held for the node's life.
+(
+    for fd in /proc/$BASHPID/fd/*; do
+        fd="${fd##*/}"
+        if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    HOME="$CAREHARE_BROKER_HOME" LC_ALL=C.UTF-8 ERL_EPMD_ADDRESS=127.0.0.1 \
+        exec setsid nohup "$CAREHARE_RABBITMQ_BIN/rabbitmq-server" >>"$CAREHARE_BROKER_STDOUT_LOG" 2>&1 </dev/null
+) &
 launcher=$!
 echo "$launcher" >"$launcher_pid_file"
 

@@ -3,7 +3,7 @@
 //! stopping a node with a guard that always starts it again, and finding a
 //! quorum queue's leader.
 //!
-//! Tests that stop nodes run under `flock /tmp/carehare-cluster.lock`
+//! Tests that stop nodes run under `flock -o /tmp/carehare-cluster.lock`
 //! (`scripts/test` does that), and serialize inside their binary with
 //! [`serial`].
 

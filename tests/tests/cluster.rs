@@ -3,7 +3,7 @@
 //! loss of a quorum queue's leader with the reconnect recipe
 //! (`carehare_examples::reconnect`).
 //!
-//! They stop nodes: run under `flock /tmp/carehare-cluster.lock` (as
+//! They stop nodes: run under `flock -o /tmp/carehare-cluster.lock` (as
 //! `scripts/test` does); inside this binary they take turns ([`serial`]).
 
 #![allow(clippy::unwrap_used)]
@@ -287,6 +287,8 @@ fn publishing_survives_the_quorum_leader_being_killed() {
 }
 
 fn publishing_survives_the_quorum_leader_going(how: &'static str) {
+    // At least this many; more if the node takes long to stop (the paced
+    // batches go on until it is down).
     const N: u64 = 3_000;
     let _serial = serial();
     require_cluster();
@@ -332,8 +334,10 @@ fn publishing_survives_the_quorum_leader_going(how: &'static str) {
         let stop_started = Instant::now();
         let mut down = NodeDown::in_background(how, leader);
         // Small paced batches for as long as the node takes to stop, so the
-        // loss hits publishes in flight.
-        while !down.is_stopped() && sent + 20 <= N {
+        // loss hits publishes in flight. Not bounded by N: a fast publisher
+        // would otherwise finish before the node is down, and meet no
+        // failover at all.
+        while !down.is_stopped() {
             publish(&mut publisher, sent, 20).await;
             sent += 20;
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -341,16 +345,21 @@ fn publishing_survives_the_quorum_leader_going(how: &'static str) {
         down.wait_stopped();
         let stop_took = stop_started.elapsed();
         let failovers_during_stop = publisher.report().failovers;
-        while sent < N {
-            let n = 100.min(N - sent);
+        // At least one batch after the stop, so the publisher meets it.
+        loop {
+            let n = N.saturating_sub(sent).clamp(20, 100);
             publish(&mut publisher, sent, n).await;
             sent += n;
+            if sent >= N {
+                break;
+            }
         }
+        let total = sent;
         publisher.close().await;
         let report = publisher.report().clone();
 
         let leader_address = Address::new("127.0.0.1", node_port(leader));
-        assert_eq!(report.confirmed as u64, N, "{report:?}");
+        assert_eq!(report.confirmed as u64, total, "{report:?}");
         assert!(
             report.failovers >= 1,
             "the leader's stop was not noticed: {report:?}"
@@ -373,16 +382,16 @@ fn publishing_survives_the_quorum_leader_going(how: &'static str) {
             &rt,
             &skipping,
             &q,
-            N as usize,
+            total as usize,
             Duration::from_millis(500),
             Duration::from_secs(60),
         )
         .await
         .unwrap();
-        let expected: BTreeSet<u64> = (0..N).collect();
+        let expected: BTreeSet<u64> = (0..total).collect();
         let lost = expected.difference(&drained.ids).count();
         eprintln!(
-            "cluster failover ({how}): N={N} confirmed={} failovers={} republished={} nacks={} \
+            "cluster failover ({how}): N={total} confirmed={} failovers={} republished={} nacks={} \
              reconnects_after_nacks={} \
              outages={:?} longest_batch={longest_batch:?} (leader c{leader} {how} took {stop_took:?}, \
              failovers noticed during the stop: {failovers_during_stop}; nodes {:?}) \

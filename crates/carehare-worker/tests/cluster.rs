@@ -1,11 +1,11 @@
 //! Failover on the local 3-node cluster (`test-server/cluster-start.sh`):
 //! these tests stop cluster nodes. They run one at a time (a static lock
-//! here, and `flock /tmp/carehare-cluster.lock` around the test binaries
+//! here, and `flock -o /tmp/carehare-cluster.lock` around the test binaries
 //! that stop nodes), and always start a stopped node again, even when a
 //! test fails.
 //!
 //! ```sh
-//! flock /tmp/carehare-cluster.lock cargo test -p carehare-worker --test cluster -- --nocapture
+//! flock -o /tmp/carehare-cluster.lock cargo test -p carehare-worker --test cluster -- --nocapture
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,7 +36,7 @@ fn test_server(script: &str) -> PathBuf {
 
 /// Runs a test-server script with no file descriptor but stdin, stdout and
 /// stderr: a node it starts must not inherit the descriptor of
-/// `flock /tmp/carehare-cluster.lock` (it would hold the lock as long as it
+/// `flock -o /tmp/carehare-cluster.lock` (it would hold the lock as long as it
 /// runs).
 fn script(script: &str) -> Command {
     let mut command = Command::new("bash");
