@@ -26,6 +26,28 @@ pub fn node_port(node: u8) -> u16 {
     5780 + u16::from(node)
 }
 
+/// The node (1-3) listening on AMQP port `port`: the inverse of
+/// [`node_port`].
+///
+/// # Panics
+/// If `port` is not a cluster node's.
+pub fn node_of_port(port: u16) -> u8 {
+    (1..=3u8)
+        .find(|&n| node_port(n) == port)
+        .unwrap_or_else(|| panic!("{port} is not a cluster node's port"))
+}
+
+/// Starts the cluster (`cluster-start.sh`), or checks that it is up.
+///
+/// # Panics
+/// If the script fails.
+pub fn start_cluster() {
+    let status = Command::new(format!("{}/cluster-start.sh", test_server()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cluster-start.sh failed");
+}
+
 /// One test at a time in a binary: they stop nodes.
 pub fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
@@ -132,7 +154,13 @@ impl NodeDown {
 
     /// Stops node N and returns once it is down.
     pub fn stop(n: u8) -> Self {
-        let mut down = Self::stop_in_background(n);
+        Self::now("stop", n)
+    }
+
+    /// `cluster-node.sh ACTION N` (`stop` or `kill`), returning once it is
+    /// done.
+    pub fn now(action: &'static str, n: u8) -> Self {
+        let mut down = Self::in_background(action, n);
         down.wait_stopped();
         down
     }

@@ -12,12 +12,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use carehare_layer::{Config, Layer};
+use carehare_tests::cluster::{NodeDown, node_of_port, start_cluster};
 use common::{Chat, chat, connected, recv, unique, within};
 
 /// The cluster's AMQP ports, node 3 first (node N listens on 5780 + N):
@@ -27,68 +26,10 @@ const PORTS: [u16; 3] = [5783, 5781, 5782];
 /// One test at a time in this binary: they stop nodes.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn test_server(script: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../test-server")
-        .join(script)
-}
-
-/// Runs a test-server script with no file descriptor but stdin, stdout and
-/// stderr: a node it starts must not inherit the descriptor of
-/// `flock -o /tmp/carehare-cluster.lock` (it would hold the lock as long as it
-/// runs).
-fn script(script: &str) -> Command {
-    let mut command = Command::new("bash");
-    command
-        .arg("-c")
-        .arg(
-            r#"for fd in /proc/$$/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done 2>/dev/null; exec bash "$0" "$@""#,
-        )
-        .arg(test_server(script));
-    command
-}
-
-fn run_script(name: &str, args: &[&str]) {
-    let out = script(name)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {name}: {e}"));
-    assert!(
-        out.status.success(),
-        "{name} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Starts (or reuses) the cluster, with every node up.
-fn cluster() {
-    run_script("cluster-start.sh", &[]);
-}
-
-/// Starts a stopped node again when dropped, even if the test failed.
-struct Restart(u16);
-
-impl Drop for Restart {
-    fn drop(&mut self) {
-        let node = (self.0 - 5780).to_string();
-        let out = script("cluster-node.sh").args(["start", &node]).output();
-        match out {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "could not restart node {node}:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => eprintln!("could not restart node {node}: {e}"),
-        }
-    }
-}
-
 /// Stops (`stop`: a clean shutdown) or kills (`kill`: SIGKILL, a crash)
 /// the node listening on `port`; the guard starts it again.
-fn stop_node(port: u16, how: &str) -> Restart {
-    let guard = Restart(port);
-    run_script("cluster-node.sh", &[how, &(port - 5780).to_string()]);
-    guard
+fn stop_node(port: u16, how: &'static str) -> NodeDown {
+    NodeDown::now(how, node_of_port(port))
 }
 
 fn config(ports: &[u16]) -> Config {
@@ -169,7 +110,7 @@ async fn killing_the_node_of_a_layer_moves_it_to_another_and_its_groups_keep_wor
 
 async fn failover(how: &'static str) {
     let _serial = SERIAL.lock().await;
-    cluster();
+    start_cluster();
     within(240, async {
         let a = connected(Layer::new(config(&PORTS)).unwrap()).await;
         let a_port = port_of(&a).await;

@@ -10,12 +10,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use carehare_tests::cluster::{NodeDown, node_of_port, start_cluster};
 use carehare_tokio::{Connection, Error};
 use carehare_worker::{
     CallError, Client, ConnectionParameters, QueueType, QueueWorker, RetryPolicy, RpcWorker,
@@ -28,73 +27,13 @@ const PORTS: [u16; 3] = [5783, 5781, 5782];
 /// One test at a time in this binary: they stop nodes.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn test_server(script: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../test-server")
-        .join(script)
-}
-
-/// Runs a test-server script with no file descriptor but stdin, stdout and
-/// stderr: a node it starts must not inherit the descriptor of
-/// `flock -o /tmp/carehare-cluster.lock` (it would hold the lock as long as it
-/// runs).
-fn script(script: &str) -> Command {
-    let mut command = Command::new("bash");
-    command
-        .arg("-c")
-        .arg(
-            r#"for fd in /proc/$$/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done 2>/dev/null; exec bash "$0" "$@""#,
-        )
-        .arg(test_server(script));
-    command
-}
-
-fn run_script(name: &str, args: &[&str]) {
-    let out = script(name)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {name}: {e}"));
-    assert!(
-        out.status.success(),
-        "{name} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Starts (or reuses) the cluster, with every node up.
-fn cluster() {
-    run_script("cluster-start.sh", &[]);
-}
-
-/// Starts a stopped node again when dropped, even if the test failed.
-struct Restart(u16);
-
-impl Drop for Restart {
-    fn drop(&mut self) {
-        let node = (self.0 - 5780).to_string();
-        let out = script("cluster-node.sh").args(["start", &node]).output();
-        match out {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "could not restart node {node}:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => eprintln!("could not restart node {node}: {e}"),
-        }
-    }
-}
-
 /// Stops (`stop`: a clean shutdown) or kills (`kill`: SIGKILL, a crash)
 /// the node listening on `port` (in a blocking task); the guard starts it
 /// again. Returns the guard and when the command returned.
-async fn stop_node(port: u16, how: &'static str) -> (Restart, Instant) {
-    tokio::task::spawn_blocking(move || {
-        let guard = Restart(port);
-        run_script("cluster-node.sh", &[how, &(port - 5780).to_string()]);
-        (guard, Instant::now())
-    })
-    .await
-    .unwrap()
+async fn stop_node(port: u16, how: &'static str) -> (NodeDown, Instant) {
+    tokio::task::spawn_blocking(move || (NodeDown::now(how, node_of_port(port)), Instant::now()))
+        .await
+        .unwrap()
 }
 
 /// The cluster's nodes as guest, in this order; patient retries.
@@ -215,7 +154,7 @@ async fn rpc_calls_across_a_node_crash_each_end_in_an_answer_or_a_typed_error() 
 
 async fn rpc_failover(how: &'static str) {
     let _serial = SERIAL.lock().await;
-    cluster();
+    start_cluster();
     within(Duration::from_secs(240), "test", async {
         let node = PORTS[0];
         let route = unique("rpc");
@@ -368,7 +307,7 @@ async fn a_queue_worker_on_a_quorum_queue_survives_a_node_crash() {
 
 async fn quorum_failover(how: &'static str) {
     let _serial = SERIAL.lock().await;
-    cluster();
+    start_cluster();
     within(Duration::from_secs(240), "test", async {
         let node = PORTS[0];
         let queue = unique("quorum");
@@ -489,7 +428,7 @@ async fn quorum_failover(how: &'static str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_queue_worker_waits_for_the_home_node_of_its_classic_queue() {
     let _serial = SERIAL.lock().await;
-    cluster();
+    start_cluster();
     within(Duration::from_secs(300), "test", async {
         let node = PORTS[0];
         let queue = unique("classic");
