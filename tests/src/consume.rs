@@ -292,23 +292,16 @@ pub async fn a_prefetch_size_is_refused_with_a_typed_error(rt: Arc<dyn Runtime>)
 /// the consumer started.
 pub async fn a_stream_is_consumed_from_the_first_offset(rt: Arc<dyn Runtime>) {
     let c = connect(&rt).await;
-    let name = unique("stream");
-    let stream = QueueOptions {
-        durable: true,
-        arguments: args(&[("x-queue-type", AMQPValue::LongString("stream".into()))]),
-        ..Default::default()
-    };
-    c.queue_declare(&name, stream).await.unwrap();
-    let result = async {
+    on_a_stream(&c, "stream", async |name| {
         for i in 0..3 {
-            c.publish(format!("s{i}"), "", &name).await.unwrap();
+            c.publish(format!("s{i}"), "", name).await.unwrap();
         }
         let options = ConsumerOptions {
             prefetch_count: 10,
             arguments: args(&[("x-stream-offset", AMQPValue::LongString("first".into()))]),
             ..Default::default()
         };
-        let consumer = c.consumer(&name, options).await.unwrap();
+        let consumer = c.consumer(name, options).await.unwrap();
         for i in 0..3 {
             let m = within(&rt, STEP, consumer.next()).await.unwrap();
             assert_eq!(m.body, Bytes::from(format!("s{i}")));
@@ -322,13 +315,8 @@ pub async fn a_stream_is_consumed_from_the_first_offset(rt: Arc<dyn Runtime>) {
             consumer.ack(m.delivery_tag);
         }
         consumer.close().await;
-    };
-    // Catch the panic so the stream is deleted either way.
-    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
-    crate::rabbitmqctl(&format!("delete_queue '{name}'"));
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    })
+    .await;
 }
 
 /// RabbitMQ delivers a stream's messages a whole chunk at a time, past the
@@ -338,19 +326,12 @@ pub async fn a_stream_is_consumed_from_the_first_offset(rt: Arc<dyn Runtime>) {
 pub async fn a_stream_chunk_past_the_prefetch_is_buffered(rt: Arc<dyn Runtime>) {
     const N: usize = 2_000;
     let c = connect(&rt).await;
-    let name = unique("stream-chunk");
-    let stream = QueueOptions {
-        durable: true,
-        arguments: args(&[("x-queue-type", AMQPValue::LongString("stream".into()))]),
-        ..Default::default()
-    };
-    c.queue_declare(&name, stream).await.unwrap();
-    let result = async {
+    on_a_stream(&c, "stream-chunk", async |name| {
         // A window of confirms lets the broker batch them into big chunks.
         let publisher = c.publisher(1_000);
         let mut confirmations = Vec::with_capacity(N);
         for i in 0..N {
-            confirmations.push(publisher.publish(format!("m{i}"), "", &name).await.unwrap());
+            confirmations.push(publisher.publish(format!("m{i}"), "", name).await.unwrap());
         }
         for confirmation in confirmations {
             confirmation.await.unwrap();
@@ -366,12 +347,12 @@ pub async fn a_stream_chunk_past_the_prefetch_is_buffered(rt: Arc<dyn Runtime>) 
             ..options.clone()
         };
         assert!(matches!(
-            c.consumer(&name, too_small).await,
+            c.consumer(name, too_small).await,
             Err(Error::Usage(carehare_client::UsageError::InvalidArgument(
                 _
             )))
         ));
-        let consumer = c.consumer(&name, options).await.unwrap();
+        let consumer = c.consumer(name, options).await.unwrap();
         // Take nothing for a while: the first chunk arrives whole.
         sleep(&rt, Duration::from_millis(500)).await;
         for i in 0..N {
@@ -380,8 +361,23 @@ pub async fn a_stream_chunk_past_the_prefetch_is_buffered(rt: Arc<dyn Runtime>) 
             consumer.ack(m.delivery_tag);
         }
         consumer.close().await;
+    })
+    .await;
+}
+
+/// Declares a durable stream queue named after `prefix`, runs `test` on its
+/// name, and deletes the stream whether or not the test panicked: a stream
+/// outlives its connection.
+async fn on_a_stream(c: &Connection, prefix: &str, test: impl AsyncFnOnce(&str)) {
+    let name = unique(prefix);
+    let stream = QueueOptions {
+        durable: true,
+        arguments: args(&[("x-queue-type", AMQPValue::LongString("stream".into()))]),
+        ..Default::default()
     };
-    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
+    c.queue_declare(&name, stream).await.unwrap();
+    let outcome =
+        futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(test(&name))).await;
     crate::rabbitmqctl(&format!("delete_queue '{name}'"));
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
