@@ -26,7 +26,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_io::{AsyncRead, AsyncWrite};
 
 use crate::runtime::{BoxFuture, Runtime, Stream};
-use crate::shared::Shared;
+use crate::state::Shared;
 
 /// Reads per wakeup before yielding, so one busy connection can't starve
 /// other tasks on the same executor thread.
@@ -90,7 +90,7 @@ impl Driver {
                 self.read_buf.reserve(READ_BLOCK);
                 // A partial frame left in the old block moves to the new
                 // one, so what we read next joins it without a copy.
-                self.shared.lock().conn.relocate_input(&mut self.read_buf);
+                self.shared.lock().relocate_input(&mut self.read_buf);
                 self.filled = self.read_buf.len();
             }
             let start = self.filled;
@@ -104,9 +104,7 @@ impl Driver {
             match read {
                 Poll::Ready(Ok(0)) => {
                     self.eof = true;
-                    let mut inner = self.shared.lock();
-                    inner.conn.handle_eof(Instant::now());
-                    inner.route_events();
+                    self.shared.lock().eof(self.runtime.now());
                     return false;
                 }
                 Poll::Ready(Ok(n)) => {
@@ -117,16 +115,13 @@ impl Driver {
                     } else {
                         (n * 2).clamp(READ_MIN, READ_MAX)
                     };
-                    let mut inner = self.shared.lock();
-                    inner.conn.handle_input_bytes(Instant::now(), data);
-                    inner.route_events();
+                    let now = self.runtime.now();
+                    self.shared.lock().input(now, data);
                 }
                 Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(e)) => {
                     self.eof = true;
-                    let mut inner = self.shared.lock();
-                    inner.conn.handle_transport_error(Instant::now(), e);
-                    inner.route_events();
+                    self.shared.lock().transport_error(self.runtime.now(), e);
                     return false;
                 }
                 Poll::Pending => return false,
@@ -138,9 +133,7 @@ impl Driver {
     /// Writes everything queued. Returns Ready(Err) if the socket failed.
     fn poll_write_all(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         loop {
-            if self.out.is_empty()
-                && self.shared.lock().conn.poll_transmit_chunks(&mut self.out) == 0
-            {
+            if self.out.is_empty() && self.shared.lock().poll_transmit(&mut self.out) == 0 {
                 return Pin::new(&mut self.io).poll_flush(cx);
             }
             let written = if self.out.len() == 1 {
@@ -181,7 +174,7 @@ impl Driver {
 
     /// Fires the core's timer when due. Returns true if it fired.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let wanted = self.shared.lock().conn.poll_timeout();
+        let wanted = self.shared.lock().poll_timeout();
         let Some(wanted) = wanted else {
             self.timer = None;
             return false;
@@ -196,9 +189,7 @@ impl Driver {
         };
         if sleep.as_mut().poll(cx).is_ready() {
             self.timer = None;
-            let mut inner = self.shared.lock();
-            inner.conn.handle_timeout(Instant::now());
-            inner.route_events();
+            self.shared.lock().timeout(self.runtime.now());
             return true;
         }
         false
@@ -210,20 +201,18 @@ impl Future for Driver {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        this.shared.driver.register(cx.waker());
+        this.shared.register_driver(cx.waker());
         loop {
             let more_to_read = this.poll_read_all(cx);
             let fired = this.poll_timer(cx);
             match this.poll_write_all(cx) {
                 Poll::Ready(Err(e)) => {
-                    let mut inner = this.shared.lock();
-                    inner.conn.handle_transport_error(Instant::now(), e);
-                    inner.route_events();
+                    this.shared.lock().transport_error(this.runtime.now(), e);
                     // Nothing more can be written; drop what is queued.
                     return Poll::Ready(());
                 }
                 Poll::Ready(Ok(())) => {
-                    if this.shared.lock().conn.is_closed() {
+                    if this.shared.lock().is_closed() {
                         // Everything (e.g. our close-ok) is written: done.
                         let _ = Pin::new(&mut this.io).poll_close(cx);
                         return Poll::Ready(());
@@ -239,5 +228,14 @@ impl Future for Driver {
             }
             return Poll::Pending;
         }
+    }
+}
+
+impl Drop for Driver {
+    /// A driver dropped before the connection ended (its task was
+    /// cancelled, or its runtime shut down) leaves every waiter without an
+    /// answer: tell them why.
+    fn drop(&mut self) {
+        self.shared.lock().driver_stopped();
     }
 }

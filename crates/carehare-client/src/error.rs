@@ -2,9 +2,14 @@
 
 use std::sync::Arc;
 
+use carehare_core::types::ShortStr;
+
 pub use carehare_core::error::{CloseReason, ConnectionError, UsageError};
 
-use crate::{TlsError, UrlError};
+use crate::address::Address;
+use crate::message::Returned;
+use crate::tls::TlsError;
+use crate::uri::UrlError;
 
 /// Everything an operation can fail with.
 ///
@@ -44,7 +49,7 @@ pub enum Error {
     /// RabbitMQ returned a mandatory message that no queue would take
     /// (see [`Connection::publish_mandatory`](crate::Connection::publish_mandatory)).
     #[error("RabbitMQ returned the message: {} {}", .0.reply_code, .0.reply_text)]
-    Returned(Box<crate::Returned>),
+    Returned(Box<Returned>),
     /// No answer within the given time (e.g. an RPC reply).
     #[error("no answer within {0:?}")]
     Timeout(std::time::Duration),
@@ -105,11 +110,15 @@ pub enum Error {
     #[error("could not connect to any of {} addresses: {}", attempts.len(), list_attempts(attempts))]
     AllAddressesFailed {
         /// Each address tried (as configured), and its error.
-        attempts: Vec<(crate::Address, Error)>,
+        attempts: Vec<(Address, Error)>,
     },
+    /// carehare broke one of its own rules (a bug: please report it). The
+    /// text says which. The connection may still be usable.
+    #[error("internal error in carehare: {0}")]
+    Internal(&'static str),
 }
 
-fn list_attempts(attempts: &[(crate::Address, Error)]) -> String {
+fn list_attempts(attempts: &[(Address, Error)]) -> String {
     let mut out = String::new();
     for (i, (_, error)) in attempts.iter().enumerate() {
         if i > 0 {
@@ -152,4 +161,9 @@ impl From<carehare_core::error::ChannelError> for Error {
             _ => Error::ConsumerClosed,
         }
     }
+}
+
+/// Converts a user string to a `shortstr`, or a usage error.
+pub(crate) fn short(s: &str) -> Result<ShortStr, Error> {
+    ShortStr::new(s).map_err(|e| Error::Usage(UsageError::StringTooLong(e.len)))
 }

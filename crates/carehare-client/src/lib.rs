@@ -24,17 +24,15 @@
 
 mod address;
 mod connect;
-mod connection;
-mod consumer;
 mod driver;
 mod error;
-mod get;
+mod handles;
 mod message;
 mod options;
-mod publish;
-mod rpc;
 mod runtime;
-mod shared;
+#[cfg(test)]
+mod sim;
+mod state;
 mod tls;
 mod uri;
 
@@ -43,14 +41,16 @@ pub use carehare_core;
 pub use carehare_core::properties::BasicProperties;
 pub use carehare_core::types::{AMQPValue, FieldTable};
 pub use connect::connect_with_runtime;
-pub use connection::{Blocking, BlockingChanges, Connection, ExchangeOptions, QueueOptions};
-pub use consumer::{AckingConsumer, ConsumerOptions, STREAM_CHUNK_ALLOWANCE};
 pub use error::{CloseReason, ConnectionError, Error, UsageError};
-pub use get::GetMessage;
-pub use message::Message;
+pub use handles::blocking::{Blocking, BlockingChanges};
+pub use handles::confirmation::Confirmation;
+pub use handles::connection::{Connection, ExchangeOptions, QueueOptions};
+pub use handles::consumer::{AckingConsumer, ConsumerOptions, STREAM_CHUNK_ALLOWANCE};
+pub use handles::get::GetMessage;
+pub use handles::publisher::Publisher;
+pub use handles::rpc::{DIRECT_REPLY_TO, RpcClient};
+pub use message::{Message, Returned};
 pub use options::{ClientCert, ConnectOptions, TlsOptions};
-pub use publish::{Confirmation, Publisher, Returned};
-pub use rpc::{DIRECT_REPLY_TO, RpcClient};
 pub use runtime::{BoxFuture, Runtime, Stream};
 pub use tls::TlsError;
 pub use uri::UrlError;

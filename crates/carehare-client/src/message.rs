@@ -1,6 +1,8 @@
-//! A consumed message.
+//! Messages as users see them: a delivered [`Message`], and a
+//! [`Returned`] mandatory publish.
 
 use bytes::Bytes;
+use carehare_core::method::{BasicDeliver, BasicGetOk};
 use carehare_core::properties::BasicProperties;
 use carehare_core::types::ShortStr;
 
@@ -35,4 +37,60 @@ pub struct Message {
     pub consumer_tag: ShortStr,
     /// Its properties.
     pub properties: BasicProperties,
+}
+
+impl Message {
+    /// A message from `basic.deliver`.
+    pub(crate) fn delivered(d: BasicDeliver, properties: BasicProperties, body: Bytes) -> Self {
+        Self {
+            body,
+            delivery_tag: d.delivery_tag,
+            redelivered: d.redelivered,
+            exchange: d.exchange,
+            routing_key: d.routing_key,
+            consumer_tag: d.consumer_tag,
+            properties,
+        }
+    }
+
+    /// A message from `basic.get-ok` (no consumer: the tag is empty).
+    pub(crate) fn got(ok: BasicGetOk, properties: BasicProperties, body: Bytes) -> Self {
+        Self {
+            body,
+            delivery_tag: ok.delivery_tag,
+            redelivered: ok.redelivered,
+            exchange: ok.exchange,
+            routing_key: ok.routing_key,
+            consumer_tag: ShortStr::default(),
+            properties,
+        }
+    }
+}
+
+/// A mandatory message RabbitMQ could not route to any queue, as it came
+/// back in `basic.return`.
+///
+/// ```no_run
+/// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+/// use carehare_client::Error;
+/// if let Err(Error::Returned(returned)) = connection.publish_mandatory("x", "", "nowhere", &Default::default()).await {
+///     println!("{} {}: {:?}", returned.reply_code, returned.reply_text, returned.body);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Returned {
+    /// Why, e.g. 312.
+    pub reply_code: u16,
+    /// Why, e.g. `NO_ROUTE`.
+    pub reply_text: String,
+    /// The exchange it was published to.
+    pub exchange: ShortStr,
+    /// Its routing key.
+    pub routing_key: ShortStr,
+    /// Its properties.
+    pub properties: BasicProperties,
+    /// Its body.
+    pub body: Bytes,
 }

@@ -66,4 +66,13 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Runs `future` to completion in the background, on this runtime.
     fn spawn(&self, future: BoxFuture<'static, ()>);
+
+    /// The current time. Every time the client uses (deadlines, the core's
+    /// timers) comes from here, so a test runtime with a manual clock runs
+    /// heartbeats, timeouts and backoff faster than real time. It must
+    /// agree with [`sleep_until`](Self::sleep_until). The default is the
+    /// system's monotonic clock, which tokio, async-std and smol use.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 }

@@ -291,6 +291,11 @@ pub enum ConnectionError {
     /// The transport failed (reported by the driver through `handle_transport_error`).
     #[error("transport error: {0}")]
     Transport(String),
+    /// The program stopped driving the connection before it ended: its
+    /// driver (the task that moves bytes and runs timers) was dropped,
+    /// e.g. because the async runtime it ran on shut down.
+    #[error("the connection's driver stopped (was its async runtime shut down?)")]
+    DriverStopped,
 }
 
 /// Why an operation on a channel failed or a channel ended.

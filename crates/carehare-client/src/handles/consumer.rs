@@ -9,12 +9,12 @@ use bytes::Bytes;
 use carehare_core::Reply;
 use carehare_core::method::{BasicAck, BasicConsume, BasicNack, BasicQos, BasicReject, Method};
 use carehare_core::types::{AMQPValue, ChannelId, FieldTable, ShortStr};
-use futures_channel::oneshot;
 
-use crate::connection::{Connection, wait};
-use crate::error::Error;
+use super::connection::Connection;
+use super::wait::{reply, unexpected};
+use crate::error::{Error, UsageError, short};
 use crate::message::Message;
-use crate::shared::{Mailbox, Shared, short};
+use crate::state::{Shared, Token};
 
 /// Options for [`Connection::consumer`].
 ///
@@ -166,14 +166,14 @@ impl Connection {
             max_buffered,
         } = options;
         if prefetch_count == 0 {
-            return Err(Error::Usage(crate::UsageError::InvalidArgument(
+            return Err(Error::Usage(UsageError::InvalidArgument(
                 "prefetch_count must be at least 1: 0 (unlimited) would let a slow consumer's buffer grow without bound",
             )));
         }
         let is_stream = arguments.contains_key("x-stream-offset");
         let limit = match max_buffered {
             Some(limit) if limit < u32::from(prefetch_count) => {
-                return Err(Error::Usage(crate::UsageError::InvalidArgument(
+                return Err(Error::Usage(UsageError::InvalidArgument(
                     "max_buffered must be at least prefetch_count: RabbitMQ may deliver that many",
                 )));
             }
@@ -182,7 +182,7 @@ impl Connection {
             None => u32::from(prefetch_count),
         };
         if prefetch_size != 0 {
-            return Err(Error::Usage(crate::UsageError::Unsupported(
+            return Err(Error::Usage(UsageError::Unsupported(
                 "prefetch_size: RabbitMQ closes the connection (540 NOT_IMPLEMENTED) for a non-zero value",
             )));
         }
@@ -202,20 +202,11 @@ impl Connection {
             ..Default::default()
         };
         let shared = self.shared().clone();
-        let (channel, token, rx) = {
-            let mut inner = shared.lock();
-            if let Some(e) = inner.closed_error() {
-                return Err(e);
-            }
-            let (ch, op) = inner
-                .open_with([qos.into(), consume.into()])
-                .inspect_err(|_| shared.wake_driver())?;
-            // Deliveries may follow consume-ok in the same read.
-            let token = inner.consumers.register(ch, limit);
-            let (tx, rx) = oneshot::channel();
-            inner.ops.insert(op, tx);
-            (ch, token, rx)
-        };
+        let (channel, token, rx) = shared
+            .lock()
+            .open_mailbox([qos.into(), consume.into()], limit)
+            // A failed open may have queued a close for the channel.
+            .inspect_err(|_| shared.wake_driver())?;
         shared.wake_driver();
         // From here on, dropping the consumer closes the channel.
         let mut consumer = AckingConsumer {
@@ -225,9 +216,9 @@ impl Connection {
             consumer_tag: ShortStr::default(),
             _connection: self.clone(),
         };
-        match wait(&consumer.shared, rx).await? {
+        match reply(&consumer.shared, rx).await? {
             Reply::Method(Method::BasicConsumeOk(ok)) => consumer.consumer_tag = ok.consumer_tag,
-            _ => return Err(Error::ConsumerClosed),
+            _ => return unexpected(),
         }
         Ok(consumer)
     }
@@ -257,7 +248,7 @@ pub struct AckingConsumer {
     channel: ChannelId,
     /// Our registration: the channel id alone may be reused by another
     /// channel once RabbitMQ closed ours.
-    token: u64,
+    token: Token,
     consumer_tag: ShortStr,
     /// Keeps the connection open while the consumer lives.
     _connection: Connection,
@@ -311,18 +302,7 @@ impl AckingConsumer {
     }
 
     fn poll_message(&self, cx: &mut Context<'_>) -> Poll<Result<Message, Error>> {
-        let mut inner = self.shared.lock();
-        let Some(mailbox) = inner.consumers.get(self.token) else {
-            return Poll::Ready(Err(Error::ConsumerClosed));
-        };
-        if let Some(m) = mailbox.messages.pop_front() {
-            return Poll::Ready(Ok(m));
-        }
-        if let Some(e) = &mailbox.end {
-            return Poll::Ready(Err(e.clone()));
-        }
-        mailbox.waker = Some(cx.waker().clone());
-        Poll::Pending
+        self.shared.lock().poll_mailbox(self.token, cx)
     }
 
     /// Acks one message. Never fails and never waits: if the channel is
@@ -424,22 +404,12 @@ impl AckingConsumer {
     /// close the channel id may already belong to someone else, and after
     /// our own close there is nothing left to settle.
     fn settle(&self, method: impl Into<Method>) {
-        let mut inner = self.shared.lock();
-        let live = inner.consumers.owns_channel(self.token)
-            && inner
-                .consumers
-                .get_ref(self.token)
-                .is_some_and(|m| m.end.is_none());
-        if !live {
-            return;
-        }
-        // See `publish`: queued bytes mean the driver is already due.
-        let driver_due = inner.conn.has_transmit();
-        if inner.conn.send(self.channel, method.into()).is_ok() {
-            drop(inner);
-            if !driver_due {
-                self.shared.wake_driver();
-            }
+        let wake = self
+            .shared
+            .lock()
+            .send_on_mailbox(self.token, self.channel, method.into());
+        if wake {
+            self.shared.wake_driver();
         }
     }
 
@@ -454,27 +424,9 @@ impl AckingConsumer {
     /// # Ok(()) }
     /// ```
     pub async fn close(&self) {
-        let rx = {
-            let mut inner = self.shared.lock();
-            // Forget the mailbox now, not after close-ok: once close-ok
-            // frees the channel id, a new channel may take it.
-            let owns = inner.consumers.owns_channel(self.token);
-            let Some(mut mailbox) = inner.consumers.remove(self.token) else {
-                return;
-            };
-            // An ended mailbox's channel is already gone (or closing).
-            let live = owns && mailbox.end.is_none();
-            mailbox.finish_closed();
-            if live {
-                inner.conn.close_channel(self.channel).ok().map(|op| {
-                    let (tx, rx) = oneshot::channel();
-                    inner.ops.insert(op, tx);
-                    rx
-                })
-            } else {
-                None
-            }
-        };
+        // Forget the mailbox now, not after close-ok: once close-ok frees
+        // the channel id, a new channel may take it.
+        let rx = self.shared.lock().close_mailbox(self.token, None);
         self.shared.wake_driver();
         if let Some(rx) = rx {
             let _ = rx.await;
@@ -482,25 +434,9 @@ impl AckingConsumer {
     }
 }
 
-impl Mailbox {
-    fn finish_closed(&mut self) {
-        self.end = Some(Error::ConsumerClosed);
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-}
-
 impl Drop for AckingConsumer {
     fn drop(&mut self) {
-        let mut inner = self.shared.lock();
-        let owns = inner.consumers.owns_channel(self.token);
-        if let Some(mailbox) = inner.consumers.remove(self.token)
-            && owns
-            && mailbox.end.is_none()
-        {
-            let _ = inner.conn.close_channel(self.channel);
-            drop(inner);
+        if self.shared.lock().close_mailbox(self.token, None).is_some() {
             self.shared.wake_driver();
         }
     }
@@ -512,22 +448,14 @@ impl futures_core::Stream for AckingConsumer {
     /// Yields messages, then at most one error, then ends.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        {
-            let inner = this.shared.lock();
-            if inner.consumers.get_ref(this.token).is_none_or(|m| {
-                m.messages.is_empty() && matches!(m.end, Some(Error::ConsumerClosed))
-            }) {
-                return Poll::Ready(None);
-            }
+        if this.shared.lock().mailbox_done(this.token) {
+            return Poll::Ready(None);
         }
         match this.poll_message(cx) {
             Poll::Ready(Ok(m)) => Poll::Ready(Some(Ok(m))),
             Poll::Ready(Err(e)) => {
                 // Report the error once, then end.
-                let mut inner = this.shared.lock();
-                if let Some(m) = inner.consumers.get(this.token) {
-                    m.end = Some(Error::ConsumerClosed);
-                }
+                this.shared.lock().mailbox_error_reported(this.token);
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Pending => Poll::Pending,

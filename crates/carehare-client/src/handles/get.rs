@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use carehare_core::method::{BasicAck, BasicGet, BasicNack, BasicReject, Method};
-use carehare_core::types::{ChannelId, ShortStr};
+use carehare_core::types::ChannelId;
 use carehare_core::{ContentMethod, Reply};
-use futures_channel::oneshot;
 
-use crate::connection::{Connection, wait};
-use crate::error::Error;
+use super::connection::Connection;
+use super::wait::{reply, unexpected};
+use crate::error::{Error, short};
 use crate::message::Message;
-use crate::shared::{Shared, short};
+use crate::state::{Shared, Token};
 
 impl Connection {
     /// Fetches one message from `queue`, if there is one (`basic.get`,
@@ -44,22 +44,14 @@ impl Connection {
             ..Default::default()
         };
         let shared = self.shared().clone();
-        let (channel, token, rx) = {
-            let mut inner = shared.lock();
-            if let Some(e) = inner.closed_error() {
-                return Err(e);
-            }
-            // Open and get are pipelined: one round trip.
-            let (ch, op) = inner
-                .open_with([method.into()])
-                .inspect_err(|_| shared.wake_driver())?;
-            // A mailbox (never fed: there is no consumer) tells us if the
-            // server closes the channel or the connection ends.
-            let token = inner.consumers.register(ch, 0);
-            let (tx, rx) = oneshot::channel();
-            inner.ops.insert(op, tx);
-            (ch, token, rx)
-        };
+        // Open and get are pipelined: one round trip. A mailbox (never fed:
+        // there is no consumer) tells us if the server closes the channel
+        // or the connection ends.
+        let (channel, token, rx) = shared
+            .lock()
+            .open_mailbox([method.into()], 0)
+            // A failed open may have queued a close for the channel.
+            .inspect_err(|_| shared.wake_driver())?;
         shared.wake_driver();
         // From here on, dropping (this future or the message) closes the
         // channel, and an unsettled message goes back to the queue.
@@ -69,26 +61,18 @@ impl Connection {
             token,
             _connection: self.clone(),
         };
-        match wait(&channel.shared, rx).await? {
+        match reply(&channel.shared, rx).await? {
             Reply::Message(delivery) => match delivery.method {
                 ContentMethod::GetOk(ok) => Ok(Some(GetMessage {
-                    message: Message {
-                        body: delivery.body,
-                        delivery_tag: ok.delivery_tag,
-                        redelivered: ok.redelivered,
-                        exchange: ok.exchange,
-                        routing_key: ok.routing_key,
-                        consumer_tag: ShortStr::default(),
-                        properties: delivery.properties,
-                    },
                     message_count: ok.message_count,
+                    message: Message::got(ok, delivery.properties, delivery.body),
                     channel,
                 })),
-                _ => Err(Error::ConsumerClosed),
+                _ => unexpected(),
             },
             // basic.get-empty: dropping `channel` closes it.
             Reply::Method(Method::BasicGetEmpty(_)) => Ok(None),
-            _ => Err(Error::ConsumerClosed),
+            _ => unexpected(),
         }
     }
 }
@@ -97,8 +81,9 @@ impl Connection {
 struct GetChannel {
     shared: Arc<Shared>,
     channel: ChannelId,
-    /// Our registration (see `Consumers`): the id alone may be reused.
-    token: u64,
+    /// Our registration (see the state's consumers): the id alone may be
+    /// reused.
+    token: Token,
     /// Keeps the connection open while the message is unsettled.
     _connection: Connection,
 }
@@ -108,20 +93,14 @@ impl GetChannel {
     /// Does nothing if the channel already ended: its id may belong to
     /// someone else by now, and RabbitMQ requeued the message.
     fn finish(&self, method: Option<Method>) {
-        let mut inner = self.shared.lock();
-        let owns = inner.consumers.owns_channel(self.token);
-        let Some(mailbox) = inner.consumers.remove(self.token) else {
-            return;
-        };
-        if !owns || mailbox.end.is_some() {
-            return;
+        if self
+            .shared
+            .lock()
+            .close_mailbox(self.token, method)
+            .is_some()
+        {
+            self.shared.wake_driver();
         }
-        if let Some(method) = method {
-            let _ = inner.conn.send(self.channel, method);
-        }
-        let _ = inner.conn.close_channel(self.channel);
-        drop(inner);
-        self.shared.wake_driver();
     }
 }
 

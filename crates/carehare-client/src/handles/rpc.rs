@@ -1,24 +1,22 @@
 //! RPC over RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`): no reply
 //! queue to declare, replies routed to each call by correlation id.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use carehare_core::Reply;
 use carehare_core::method::{BasicConsume, BasicPublish, ConfirmSelect, Method};
 use carehare_core::properties::BasicProperties;
 use carehare_core::types::{ChannelId, ShortStr};
-use futures_channel::oneshot;
 use futures_util::future::{Either, select};
 
-use crate::connection::{Connection, wait};
-use crate::error::Error;
+use super::connection::Connection;
+use super::wait::{reply, unexpected};
+use crate::error::{Error, short};
 use crate::message::Message;
-use crate::publish::PendingConfirm;
-use crate::shared::{PublishChannel, Shared, short};
+use crate::state::Shared;
 
 /// The pseudo-queue RabbitMQ routes direct replies through.
 ///
@@ -64,41 +62,26 @@ impl Connection {
     /// # drop(rpc); Ok(()) }
     /// ```
     pub async fn direct_reply_to(&self) -> Result<RpcClient, Error> {
-        let shared = self.shared().clone();
-        let (channel, rx) = {
-            let mut inner = shared.lock();
-            if let Some(e) = inner.closed_error() {
-                return Err(e);
-            }
-            let consume = BasicConsume {
-                queue: ShortStr::from_static(DIRECT_REPLY_TO),
-                no_ack: true,
-                ..Default::default()
-            };
-            let (ch, op) = inner
-                .open_with([ConfirmSelect::default().into(), consume.into()])
-                .inspect_err(|_| shared.wake_driver())?;
-            inner.publishers.insert(
-                ch,
-                PublishChannel {
-                    exchange: None,
-                    pending: Default::default(),
-                },
-            );
-            inner.rpc_waiters.insert(ch, HashMap::new());
-            let (tx, rx) = oneshot::channel();
-            inner.ops.insert(op, tx);
-            (ch, rx)
+        let consume = BasicConsume {
+            queue: ShortStr::from_static(DIRECT_REPLY_TO),
+            no_ack: true,
+            ..Default::default()
         };
+        let shared = self.shared().clone();
+        let (channel, rx) = shared
+            .lock()
+            .open_rpc([ConfirmSelect::default().into(), consume.into()])
+            // A failed open may have queued a close for the channel.
+            .inspect_err(|_| shared.wake_driver())?;
         shared.wake_driver();
         let client = RpcClient {
             connection: self.clone(),
             channel,
             next_id: AtomicU64::new(1),
         };
-        match wait(&shared, rx).await? {
+        match reply(&shared, rx).await? {
             Reply::Method(Method::BasicConsumeOk(_)) => Ok(client),
-            _ => Err(Error::ConsumerClosed),
+            _ => unexpected(),
         }
     }
 }
@@ -149,88 +132,44 @@ impl RpcClient {
             ..Default::default()
         };
         let body = body.into();
-        let (reply_rx, confirm) = {
-            let mut inner = self.shared().lock();
-            if let Some(e) = inner.closed_error() {
-                return Err(e);
-            }
-            let Some(waiters) = inner.rpc_waiters.get_mut(&self.channel) else {
-                return Err(Error::ConsumerClosed);
-            };
-            let (reply_tx, reply_rx) = oneshot::channel();
-            waiters.insert(correlation_id.clone(), reply_tx);
-            let seq = inner
-                .conn
-                .publish(self.channel, &publish, &properties, &body);
-            let (confirm_tx, confirm_rx) = oneshot::channel();
-            match seq {
-                Ok(Some(seq)) => {
-                    let outgoing = crate::publish::Outgoing {
-                        exchange: publish.exchange.clone(),
-                        routing_key: publish.routing_key.clone(),
-                        properties: properties.clone(),
-                        body: body.clone(),
-                        mandatory: true,
-                    };
-                    if let Some(p) = inner.publishers.get_mut(&self.channel) {
-                        p.pending
-                            .insert(seq, PendingConfirm::new(confirm_tx, Some(outgoing), None));
-                    }
-                }
-                Ok(None) | Err(_) => {
-                    if let Some(w) = inner.rpc_waiters.get_mut(&self.channel) {
-                        w.remove(&correlation_id);
-                    }
-                    return Err(match seq {
-                        Err(e) => e.into(),
-                        Ok(_) => Error::ConsumerClosed,
-                    });
-                }
-            }
-            (reply_rx, confirm_rx)
-        };
+        let (reply_rx, confirm) = self.shared().lock().rpc_call(
+            self.channel,
+            &publish,
+            &properties,
+            &body,
+            &correlation_id,
+        )?;
         self.shared().wake_driver();
-        let runtime = self.connection.handle.runtime.clone();
-        let deadline = Instant::now() + timeout;
+        let runtime = self.connection.runtime().clone();
+        let deadline = runtime.now() + timeout;
         let outcome = async {
             // The confirm settles first (a return comes before its ack).
             match confirm.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(self.closed_error()),
+                Err(_) => return Err(self.shared().lock().lost()),
             }
             match reply_rx.await {
                 Ok(result) => result,
-                Err(_) => Err(self.closed_error()),
+                Err(_) => Err(self.shared().lock().lost()),
             }
         };
         let result = match select(Box::pin(outcome), runtime.sleep_until(deadline)).await {
             Either::Left((result, _)) => result,
             Either::Right(_) => Err(Error::Timeout(timeout)),
         };
-        if result.is_err()
-            && let Some(w) = self.shared().lock().rpc_waiters.get_mut(&self.channel)
-        {
-            w.remove(&correlation_id);
+        if result.is_err() {
+            self.shared()
+                .lock()
+                .rpc_forget(self.channel, &correlation_id);
         }
         result
-    }
-
-    fn closed_error(&self) -> Error {
-        self.shared()
-            .lock()
-            .closed_error()
-            .unwrap_or(Error::ConsumerClosed)
     }
 }
 
 impl Drop for RpcClient {
     fn drop(&mut self) {
-        let mut inner = self.shared().lock();
-        inner.rpc_waiters.remove(&self.channel);
-        inner.publishers.remove(&self.channel);
-        let _ = inner.conn.close_channel(self.channel);
-        drop(inner);
+        self.shared().lock().close_rpc(self.channel);
         self.shared().wake_driver();
     }
 }

@@ -1,22 +1,27 @@
-//! The user-facing connection handle.
+//! The user-facing connection handle: declarations, publishing entry
+//! points, server facts and the connection's end.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
+use carehare_core::Reply;
+use carehare_core::Tuning;
 use carehare_core::error::ConnectionError;
 use carehare_core::method::{
     ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, Method, QueueBind, QueueDeclare,
     QueueDeclareOk, QueueDelete, QueuePurge, QueueUnbind,
 };
 use carehare_core::properties::BasicProperties;
-use carehare_core::types::{AMQPValue, FieldTable};
-use carehare_core::{Reply, Tuning};
-use futures_channel::oneshot;
+use carehare_core::types::FieldTable;
 
-use crate::error::Error;
-use crate::publish::Confirmation;
-use crate::shared::{Shared, short};
+use super::blocking::BlockingChanges;
+use super::confirmation::Confirmation;
+use super::wait::{reply, unexpected};
+use crate::address::Address;
+use crate::error::{Error, short};
+use crate::runtime::Runtime;
+use crate::state::Shared;
 
 /// Options for [`Connection::queue_declare`].
 ///
@@ -96,28 +101,26 @@ pub struct ExchangeOptions {
 /// ```
 #[derive(Clone)]
 pub struct Connection {
-    pub(crate) handle: Arc<Handle>,
+    handle: Arc<Handle>,
 }
 
 /// Closes the connection when the last [`Connection`] clone goes.
-pub(crate) struct Handle {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) tuning: Tuning,
-    /// For timeouts in the API (e.g. RPC calls).
-    pub(crate) runtime: Arc<dyn crate::Runtime>,
+struct Handle {
+    shared: Arc<Shared>,
+    tuning: Tuning,
+    /// The clock, and timers for timeouts in the API (e.g. RPC calls).
+    runtime: Arc<dyn Runtime>,
     /// The address connected to, as configured.
-    pub(crate) address: crate::Address,
+    address: Address,
     /// The IP address and port it resolved to.
-    pub(crate) peer_addr: std::net::SocketAddr,
+    peer_addr: SocketAddr,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        let mut inner = self.shared.lock();
-        if inner.outcome.is_none() {
-            let _ = inner.conn.close(Instant::now(), 200, "connection dropped");
-        }
-        drop(inner);
+        self.shared
+            .lock()
+            .close(self.runtime.now(), 200, "connection dropped");
         self.shared.wake_driver();
     }
 }
@@ -131,8 +134,31 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// A handle on an open connection (the handshake is done).
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        tuning: Tuning,
+        runtime: Arc<dyn Runtime>,
+        address: Address,
+        peer_addr: SocketAddr,
+    ) -> Self {
+        Self {
+            handle: Arc::new(Handle {
+                shared,
+                tuning,
+                runtime,
+                address,
+                peer_addr,
+            }),
+        }
+    }
+
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.handle.shared
+    }
+
+    pub(crate) fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.handle.runtime
     }
 
     /// The negotiated `channel_max`, `frame_max` and `heartbeat`.
@@ -155,7 +181,7 @@ impl Connection {
     /// println!("connected to {}", connection.address());
     /// # }
     /// ```
-    pub fn address(&self) -> &crate::Address {
+    pub fn address(&self) -> &Address {
         &self.handle.address
     }
 
@@ -167,28 +193,21 @@ impl Connection {
     /// println!("connected to {}", connection.peer_addr());
     /// # }
     /// ```
-    pub fn peer_addr(&self) -> std::net::SocketAddr {
+    pub fn peer_addr(&self) -> SocketAddr {
         self.handle.peer_addr
     }
 
     /// Runs one method on a short-lived channel: open, call, close. The
     /// three are pipelined; only the reply is waited for.
     async fn on_temporary_channel(&self, method: Method) -> Result<Reply, Error> {
-        let rx = {
-            let mut inner = self.shared().lock();
-            if let Some(e) = inner.closed_error() {
-                return Err(e);
-            }
-            let (ch, op) = inner
-                .open_with([method])
-                .inspect_err(|_| self.shared().wake_driver())?;
-            let (tx, rx) = oneshot::channel();
-            inner.ops.insert(op, tx);
-            inner.temporary.insert(op, ch);
-            rx
-        };
+        let rx = self
+            .shared()
+            .lock()
+            .on_temporary_channel(method)
+            // A failed open may have queued a close for the channel.
+            .inspect_err(|_| self.shared().wake_driver())?;
         self.shared().wake_driver();
-        wait(self.shared(), rx).await
+        reply(self.shared(), rx).await
     }
 
     /// Declares a queue; returns its name (the server's choice when `name`
@@ -217,7 +236,7 @@ impl Connection {
         };
         match self.on_temporary_channel(method.into()).await? {
             Reply::Method(Method::QueueDeclareOk(ok)) => Ok(ok),
-            _ => unreachable_reply(),
+            _ => unexpected(),
         }
     }
 
@@ -388,7 +407,7 @@ impl Connection {
         };
         match self.on_temporary_channel(method.into()).await? {
             Reply::Method(Method::QueueDeleteOk(ok)) => Ok(ok.message_count),
-            _ => unreachable_reply(),
+            _ => unexpected(),
         }
     }
 
@@ -406,7 +425,7 @@ impl Connection {
         };
         match self.on_temporary_channel(method.into()).await? {
             Reply::Method(Method::QueuePurgeOk(ok)) => Ok(ok.message_count),
-            _ => unreachable_reply(),
+            _ => unexpected(),
         }
     }
 
@@ -420,18 +439,9 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     pub async fn update_secret(&self, secret: impl Into<Bytes>, reason: &str) -> Result<(), Error> {
-        let rx = {
-            let mut inner = self.shared().lock();
-            if let Some(e) = inner.closed_error() {
-                return Err(e);
-            }
-            let op = inner.conn.update_secret(secret.into(), reason)?;
-            let (tx, rx) = oneshot::channel();
-            inner.ops.insert(op, tx);
-            rx
-        };
+        let rx = self.shared().lock().update_secret(secret.into(), reason)?;
         self.shared().wake_driver();
-        wait(self.shared(), rx).await.map(drop)
+        reply(self.shared(), rx).await.map(drop)
     }
 
     /// The server's `connection.start` properties: `product`, `version`,
@@ -446,7 +456,7 @@ impl Connection {
     /// # }
     /// ```
     pub fn server_properties(&self) -> FieldTable {
-        self.shared().lock().conn.server_properties().clone()
+        self.shared().lock().server_properties().clone()
     }
 
     /// Whether the server advertises capability `name` (e.g.
@@ -458,13 +468,7 @@ impl Connection {
     /// # }
     /// ```
     pub fn server_has_capability(&self, name: &str) -> bool {
-        let inner = self.shared().lock();
-        match inner.conn.server_properties().inner().get("capabilities") {
-            Some(AMQPValue::FieldTable(caps)) => {
-                matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true)))
-            }
-            _ => false,
-        }
+        self.shared().lock().server_has_capability(name)
     }
 
     /// Why RabbitMQ is blocking publishes right now (a memory or disk
@@ -479,7 +483,7 @@ impl Connection {
     /// # }
     /// ```
     pub fn blocked(&self) -> Option<String> {
-        self.shared().lock().blocked.clone()
+        self.shared().lock().blocked()
     }
 
     /// A stream of blocked/unblocked changes. Changes that happen between
@@ -500,11 +504,7 @@ impl Connection {
     /// # }
     /// ```
     pub fn blocking_changes(&self) -> BlockingChanges {
-        let seen = self.shared().lock().blocked_version;
-        BlockingChanges {
-            shared: self.shared().clone(),
-            seen,
-        }
+        BlockingChanges::new(self.shared().clone())
     }
 
     /// Publishes `body` and returns a future for its confirm.
@@ -551,7 +551,7 @@ impl Connection {
         routing_key: &str,
         properties: &BasicProperties,
     ) -> Confirmation {
-        crate::publish::publish(
+        Confirmation::publish(
             self.shared(),
             body.into(),
             exchange,
@@ -585,7 +585,7 @@ impl Connection {
         routing_key: &str,
         properties: &BasicProperties,
     ) -> Confirmation {
-        crate::publish::publish(
+        Confirmation::publish(
             self.shared(),
             body.into(),
             exchange,
@@ -605,23 +605,17 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     pub async fn close(&self) -> Result<(), Error> {
-        let rx = {
+        {
             let mut inner = self.shared().lock();
-            if inner.outcome.is_some() {
+            if inner.outcome().is_some() {
                 return Ok(());
             }
-            let _ = inner.conn.close(Instant::now(), 200, "Goodbye");
-            inner.route_events();
-            let (tx, rx) = oneshot::channel();
-            inner.closed_waiters.push(tx);
-            rx
-        };
+            inner.close(self.runtime().now(), 200, "Goodbye");
+        }
         self.shared().wake_driver();
-        match rx.await {
-            Ok(ConnectionError::ClosedByClient | ConnectionError::CloseTimeout(_)) | Err(_) => {
-                Ok(())
-            }
-            Ok(other) => Err(Error::ConnectionClosed(other)),
+        match self.closed().await {
+            ConnectionError::ClosedByClient | ConnectionError::CloseTimeout(_) => Ok(()),
+            other => Err(Error::ConnectionClosed(other)),
         }
     }
 
@@ -639,107 +633,6 @@ impl Connection {
     /// # }
     /// ```
     pub async fn closed(&self) -> ConnectionError {
-        let rx = {
-            let mut inner = self.shared().lock();
-            if let Some(e) = &inner.outcome {
-                return e.clone();
-            }
-            let (tx, rx) = oneshot::channel();
-            inner.closed_waiters.push(tx);
-            rx
-        };
-        rx.await.unwrap_or(ConnectionError::ClosedByClient)
-    }
-}
-
-/// Awaits an operation's reply; a dropped sender means the connection went.
-pub(crate) async fn wait(
-    shared: &Shared,
-    rx: oneshot::Receiver<Result<Reply, Error>>,
-) -> Result<Reply, Error> {
-    match rx.await {
-        Ok(result) => result,
-        Err(_) => Err(shared
-            .lock()
-            .closed_error()
-            .unwrap_or(Error::ConnectionClosed(ConnectionError::ClosedByClient))),
-    }
-}
-
-fn unreachable_reply<T>() -> Result<T, Error> {
-    // The core matches replies to requests by method id; any other reply
-    // would have been a protocol violation, not a completion.
-    Err(Error::ConnectionClosed(ConnectionError::ClosedByClient))
-}
-
-/// A change in RabbitMQ's flow control of this connection.
-///
-/// ```
-/// use carehare_client::Blocking;
-/// let change = Blocking::Blocked("low on memory".into());
-/// assert_ne!(change, Blocking::Unblocked);
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Blocking {
-    /// RabbitMQ stopped reading publishes (`connection.blocked`), e.g.
-    /// "low on memory".
-    Blocked(String),
-    /// Publishing resumed (`connection.unblocked`).
-    Unblocked,
-}
-
-/// Blocked/unblocked changes; see [`Connection::blocking_changes`]. Ends
-/// when the connection ends.
-///
-/// ```no_run
-/// # async fn f(connection: carehare_client::Connection) {
-/// use futures_util::StreamExt;
-/// let mut changes: carehare_client::BlockingChanges = connection.blocking_changes();
-/// if let Some(change) = changes.next().await {
-///     println!("{change:?}");
-/// }
-/// # }
-/// ```
-pub struct BlockingChanges {
-    shared: Arc<Shared>,
-    seen: u64,
-}
-
-impl std::fmt::Debug for BlockingChanges {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockingChanges").finish_non_exhaustive()
-    }
-}
-
-impl futures_core::Stream for BlockingChanges {
-    type Item = Blocking;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Blocking>> {
-        let mut inner = self.shared.lock();
-        if inner.blocked_version != self.seen {
-            let version = inner.blocked_version;
-            let state = match &inner.blocked {
-                Some(reason) => Blocking::Blocked(reason.clone()),
-                None => Blocking::Unblocked,
-            };
-            let ended = inner.outcome.is_some();
-            drop(inner);
-            self.seen = version;
-            if ended {
-                return std::task::Poll::Ready(None);
-            }
-            return std::task::Poll::Ready(Some(state));
-        }
-        if inner.outcome.is_some() {
-            return std::task::Poll::Ready(None);
-        }
-        if !inner.blocked_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            inner.blocked_wakers.push(cx.waker().clone());
-        }
-        std::task::Poll::Pending
+        std::future::poll_fn(|cx| self.shared().lock().poll_closed(cx)).await
     }
 }

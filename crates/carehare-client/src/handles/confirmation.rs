@@ -1,0 +1,90 @@
+//! The future of one publish's confirm.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use carehare_core::properties::BasicProperties;
+use futures_channel::oneshot;
+
+use crate::error::Error;
+use crate::state::{ConfirmReceiver, Permit, Shared};
+
+/// The confirm of one publish. See
+/// [`Connection::publish`](crate::Connection::publish).
+///
+/// Publishes are queued when `publish` is called, so keep several
+/// confirmations and await them together:
+///
+/// ```no_run
+/// # async fn f(connection: carehare_client::Connection) -> Result<(), carehare_client::Error> {
+/// let confirmations: Vec<_> = (0..100).map(|i| connection.publish(format!("{i}"), "", "my-queue")).collect();
+/// for confirmation in confirmations {
+///     confirmation.await?;
+/// }
+/// # Ok(()) }
+/// ```
+#[must_use = "a publish is only known to be safe once its confirmation resolves"]
+pub struct Confirmation {
+    rx: ConfirmReceiver,
+    shared: Arc<Shared>,
+}
+
+impl Confirmation {
+    /// Queues a publish (or holds it while blocked) and returns its
+    /// confirmation.
+    pub(crate) fn publish(
+        shared: &Arc<Shared>,
+        body: Bytes,
+        exchange: &str,
+        routing_key: &str,
+        properties: &BasicProperties,
+        mandatory: bool,
+        permit: Option<Permit>,
+    ) -> Self {
+        let mut inner = shared.lock();
+        // Queued bytes mean the driver was woken for them and has not taken
+        // them yet (it takes them under this lock): it will send this publish
+        // with them, so skip the wake-up.
+        let driver_due = inner.has_transmit();
+        let queued = inner.publish(body, exchange, routing_key, properties, mandatory, permit);
+        drop(inner);
+        let rx = match queued {
+            Ok(rx) => {
+                if !driver_due {
+                    shared.wake_driver();
+                }
+                rx
+            }
+            Err(e) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Err(e));
+                rx
+            }
+        };
+        Self {
+            rx,
+            shared: shared.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Confirmation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Confirmation").finish_non_exhaustive()
+    }
+}
+
+impl Future for Confirmation {
+    type Output = Result<(), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(result)) => Poll::Ready(result),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(self.shared.lock().lost())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! A runtime on simulated time, for the client's own tests: a manual clock,
+//! an executor that advances the clock only when every task is stalled,
+//! and in-memory sockets. Heartbeats, timeouts and backoff run faster than
+//! real time and the same way every run.
+//!
+//! Invariants:
+//! - the clock only moves forward, and only when no task can make progress;
+//!   it then jumps straight to the earliest sleeper's deadline;
+//! - a stall with no sleeper left is a deadlock: `block_on` panics instead
+//!   of hanging.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_io::{AsyncRead, AsyncWrite};
+
+use crate::runtime::{BoxFuture, Runtime, Stream};
+
+/// What a simulated connect to one address does.
+pub(crate) type Connector = Box<dyn Fn(SocketAddr) -> io::Result<Box<dyn Stream>> + Send + Sync>;
+
+/// A runtime on a manual clock. Connects go to `connector`; names resolve
+/// through `names`.
+pub(crate) struct SimRuntime {
+    start: Instant,
+    clock: Arc<Clock>,
+    executor: Mutex<Arc<smol::Executor<'static>>>,
+    connector: Connector,
+    names: Vec<(String, Vec<SocketAddr>)>,
+}
+
+#[derive(Default)]
+struct Clock {
+    elapsed: Mutex<Duration>,
+    sleepers: Mutex<Vec<(Duration, Waker)>>,
+}
+
+impl SimRuntime {
+    pub(crate) fn new(connector: Connector) -> Arc<Self> {
+        Arc::new(Self::with_names(connector, Vec::new()))
+    }
+
+    pub(crate) fn with_names(connector: Connector, names: Vec<(String, Vec<SocketAddr>)>) -> Self {
+        Self {
+            start: Instant::now(),
+            clock: Arc::default(),
+            executor: Mutex::new(Arc::new(smol::Executor::new())),
+            connector,
+            names,
+        }
+    }
+
+    /// Simulated time since the runtime was made.
+    pub(crate) fn elapsed(&self) -> Duration {
+        *self.clock.elapsed.lock().unwrap()
+    }
+
+    /// Runs `future` and every task it spawns until it completes, moving
+    /// the clock whenever all of them wait.
+    pub(crate) fn block_on<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> T {
+        let executor = self.executor.lock().unwrap().clone();
+        let task = executor.spawn(future);
+        loop {
+            while executor.try_tick() {}
+            if task.is_finished() {
+                return smol::block_on(task);
+            }
+            self.advance();
+        }
+    }
+
+    /// Drops every task still running, as a runtime that shuts down does.
+    pub(crate) fn drop_tasks(&self) {
+        let old = std::mem::replace(
+            &mut *self.executor.lock().unwrap(),
+            Arc::new(smol::Executor::new()),
+        );
+        drop(old);
+    }
+
+    /// Jumps to the earliest sleeper's deadline and wakes every sleeper due.
+    fn advance(&self) {
+        let mut sleepers = self.clock.sleepers.lock().unwrap();
+        let next = sleepers
+            .iter()
+            .map(|(at, _)| *at)
+            .min()
+            .expect("deadlock: every task waits and no timer is set");
+        *self.clock.elapsed.lock().unwrap() = next;
+        let (due, later): (Vec<_>, Vec<_>) = sleepers.drain(..).partition(|(at, _)| *at <= next);
+        *sleepers = later;
+        drop(sleepers);
+        for (_, w) in due {
+            w.wake();
+        }
+    }
+}
+
+impl Runtime for SimRuntime {
+    fn resolve(&self, host: &str, _port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+        let found = self
+            .names
+            .iter()
+            .find(|(name, _)| name == host)
+            .map(|(_, addrs)| addrs.clone());
+        Box::pin(async move { found.ok_or_else(|| io::ErrorKind::NotFound.into()) })
+    }
+
+    fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
+        let result = (self.connector)(address);
+        Box::pin(async move {
+            match result {
+                // A "hanging" address: the connect never completes.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::future::pending().await,
+                other => other,
+            }
+        })
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        let at = deadline.saturating_duration_since(self.start);
+        let clock = self.clock.clone();
+        Box::pin(std::future::poll_fn(move |cx| {
+            if *clock.elapsed.lock().unwrap() >= at {
+                return Poll::Ready(());
+            }
+            clock
+                .sleepers
+                .lock()
+                .unwrap()
+                .push((at, cx.waker().clone()));
+            Poll::Pending
+        }))
+    }
+
+    fn spawn(&self, future: BoxFuture<'static, ()>) {
+        self.executor.lock().unwrap().spawn(future).detach();
+    }
+
+    fn now(&self) -> Instant {
+        self.start + self.elapsed()
+    }
+}
+
+/// One direction of an in-memory socket.
+#[derive(Default)]
+struct Pipe {
+    data: VecDeque<u8>,
+    closed: bool,
+    reader: Option<Waker>,
+}
+
+/// One end of an in-memory socket pair.
+pub(crate) struct End {
+    rx: Arc<Mutex<Pipe>>,
+    tx: Arc<Mutex<Pipe>>,
+}
+
+/// A connected pair of in-memory sockets.
+pub(crate) fn duplex() -> (End, End) {
+    let a: Arc<Mutex<Pipe>> = Arc::default();
+    let b: Arc<Mutex<Pipe>> = Arc::default();
+    (
+        End {
+            rx: a.clone(),
+            tx: b.clone(),
+        },
+        End { rx: b, tx: a },
+    )
+}
+
+impl Drop for End {
+    fn drop(&mut self) {
+        let mut tx = self.tx.lock().unwrap();
+        tx.closed = true;
+        if let Some(w) = tx.reader.take() {
+            w.wake();
+        }
+    }
+}
+
+impl AsyncRead for End {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut rx = self.rx.lock().unwrap();
+        if rx.data.is_empty() {
+            if rx.closed {
+                return Poll::Ready(Ok(0));
+            }
+            rx.reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = buf.len().min(rx.data.len());
+        for (slot, byte) in buf.iter_mut().zip(rx.data.drain(..n)) {
+            *slot = byte;
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for End {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut tx = self.tx.lock().unwrap();
+        if tx.closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        tx.data.extend(buf);
+        if let Some(w) = tx.reader.take() {
+            w.wake();
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut tx = self.tx.lock().unwrap();
+        tx.closed = true;
+        if let Some(w) = tx.reader.take() {
+            w.wake();
+        }
+        Poll::Ready(Ok(()))
+    }
+}

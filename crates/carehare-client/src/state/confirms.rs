@@ -1,0 +1,458 @@
+//! Publishing's state: one confirm-mode channel per exchange, the
+//! unconfirmed publishes on each, and the publishes held while RabbitMQ
+//! blocks the connection.
+//!
+//! Invariants:
+//! - `exchanges` and `publishers` agree: an exchange maps to a channel
+//!   whose `PublishChannel` names that exchange; RPC channels are in
+//!   `publishers` with no exchange;
+//! - every publish channel is in confirm mode, so each publish on it gets a
+//!   sequence number and exactly one settle (ack, nack, channel close or
+//!   connection end);
+//! - `held` is non-empty only while `holding` (RabbitMQ blocked us), and is
+//!   sent in order, before anything newer, when it unblocks;
+//! - a `Permit` lives exactly as long as its publish is unsettled.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use carehare_core::Connection;
+use carehare_core::method::{BasicPublish, BasicReturn, ConfirmSelect};
+use carehare_core::properties::BasicProperties;
+use carehare_core::types::{ChannelId, ShortStr};
+use futures_channel::oneshot;
+use rustc_hash::FxHashMap;
+use tracing::warn;
+
+use super::channels::open_with;
+use crate::error::{Error, short};
+use crate::message::Returned;
+
+/// The receiving half of one publish's confirm.
+pub(crate) type ConfirmReceiver = oneshot::Receiver<Result<(), Error>>;
+type ConfirmSender = oneshot::Sender<Result<(), Error>>;
+
+/// A message on its way out.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) exchange: ShortStr,
+    pub(crate) routing_key: ShortStr,
+    pub(crate) properties: BasicProperties,
+    pub(crate) body: Bytes,
+    pub(crate) mandatory: bool,
+}
+
+/// A slot in a publisher's window, freed when its publish is settled.
+pub(crate) struct Permit {
+    _guard: async_lock::SemaphoreGuardArc,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Permit {
+    /// Takes a slot of `window`, counted in `in_flight` until dropped.
+    pub(crate) async fn acquire(
+        window: &Arc<async_lock::Semaphore>,
+        in_flight: &Arc<AtomicUsize>,
+    ) -> Self {
+        let guard = window.acquire_arc().await;
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        Self {
+            _guard: guard,
+            in_flight: in_flight.clone(),
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One unconfirmed publish.
+struct PendingConfirm {
+    tx: ConfirmSender,
+    /// Kept for mandatory publishes only, to match a `basic.return`;
+    /// boxed so the confirm map's entries stay small (they are moved as
+    /// the map's nodes split and merge).
+    outgoing: Option<Box<Outgoing>>,
+    returned: Option<Box<Returned>>,
+    /// The in-flight window slot, freed when this is settled.
+    _permit: Option<Permit>,
+}
+
+impl PendingConfirm {
+    fn new(tx: ConfirmSender, outgoing: Option<Outgoing>, permit: Option<Permit>) -> Self {
+        Self {
+            tx,
+            outgoing: outgoing.map(Box::new),
+            returned: None,
+            _permit: permit,
+        }
+    }
+
+    /// Settles with an ack (`true`) or a nack.
+    fn settle(self, ack: bool) {
+        let result = match (ack, self.returned) {
+            (true, None) => Ok(()),
+            (true, Some(returned)) => Err(Error::Returned(returned)),
+            (false, _) => Err(Error::ServerSentNack),
+        };
+        let _ = self.tx.send(result);
+    }
+
+    fn fail(self, why: Error) {
+        let _ = self.tx.send(Err(why));
+    }
+
+    /// Marks this publish as returned if `r` is its message.
+    fn claim_return(
+        &mut self,
+        r: &BasicReturn,
+        properties: &BasicProperties,
+        body: &Bytes,
+    ) -> bool {
+        let Some(o) = &self.outgoing else {
+            return false;
+        };
+        if self.returned.is_some()
+            || o.exchange != r.exchange
+            || o.routing_key != r.routing_key
+            || o.body != body
+            || !same_but_reply_to(&o.properties, properties)
+        {
+            return false;
+        }
+        self.returned = Some(Box::new(Returned {
+            reply_code: r.reply_code,
+            reply_text: r.reply_text.to_string(),
+            exchange: r.exchange.clone(),
+            routing_key: r.routing_key.clone(),
+            properties: properties.clone(),
+            body: body.clone(),
+        }));
+        true
+    }
+}
+
+/// Whether two property sets are equal apart from `reply_to`, which
+/// RabbitMQ rewrites for direct reply-to (`amq.rabbitmq.reply-to` becomes
+/// the caller's real reply address) before it returns a message.
+fn same_but_reply_to(sent: &BasicProperties, returned: &BasicProperties) -> bool {
+    let mut returned = returned.clone();
+    returned.reply_to.clone_from(&sent.reply_to);
+    *sent == returned
+}
+
+/// A publish waiting for RabbitMQ to unblock the connection.
+struct Held {
+    outgoing: Outgoing,
+    tx: ConfirmSender,
+    permit: Option<Permit>,
+}
+
+/// A publish channel: one per exchange, in confirm mode.
+struct PublishChannel {
+    /// The exchange this channel publishes to; `None` for an RPC channel,
+    /// which publishes anywhere.
+    exchange: Option<String>,
+    /// Unconfirmed publishes by sequence number.
+    pending: BTreeMap<u64, PendingConfirm>,
+}
+
+#[derive(Default)]
+pub(crate) struct Confirms {
+    exchanges: FxHashMap<String, ChannelId>,
+    publishers: FxHashMap<ChannelId, PublishChannel>,
+    /// RabbitMQ blocked publishing: new publishes are held.
+    holding: bool,
+    held: VecDeque<Held>,
+    /// The last exchange and routing key published to, as `shortstr`s.
+    last_exchange: Option<ShortStr>,
+    last_routing_key: Option<ShortStr>,
+}
+
+impl Confirms {
+    /// The `shortstr`s for an exchange and routing key, reusing the last
+    /// ones made for the same strings: most callers publish to a few
+    /// routing keys, and this saves an allocation per publish.
+    pub(crate) fn names(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<(ShortStr, ShortStr), Error> {
+        Ok((
+            cached(&mut self.last_exchange, exchange)?,
+            cached(&mut self.last_routing_key, routing_key)?,
+        ))
+    }
+
+    /// Whether publishes are held (RabbitMQ blocked the connection).
+    pub(crate) fn is_holding(&self) -> bool {
+        self.holding
+    }
+
+    /// Sends `outgoing` now, or holds it while blocked.
+    pub(crate) fn enqueue(
+        &mut self,
+        conn: &mut Connection,
+        outgoing: Outgoing,
+        permit: Option<Permit>,
+    ) -> ConfirmReceiver {
+        let (tx, rx) = oneshot::channel();
+        if self.holding {
+            self.held.push_back(Held {
+                outgoing,
+                tx,
+                permit,
+            });
+        } else {
+            self.send(conn, outgoing, tx, permit);
+        }
+        rx
+    }
+
+    /// The common case: frames straight into the write buffer, nothing
+    /// kept but the confirm. Only when not holding and not mandatory.
+    pub(crate) fn publish_now(
+        &mut self,
+        conn: &mut Connection,
+        exchange: &ShortStr,
+        routing_key: &ShortStr,
+        properties: &BasicProperties,
+        body: &Bytes,
+        permit: Option<Permit>,
+    ) -> ConfirmReceiver {
+        debug_assert!(!self.holding);
+        let (tx, rx) = oneshot::channel();
+        let queued = self.queue(conn, exchange, routing_key, properties, body, false);
+        self.track(queued, tx, None, permit);
+        rx
+    }
+
+    fn send(
+        &mut self,
+        conn: &mut Connection,
+        outgoing: Outgoing,
+        tx: ConfirmSender,
+        permit: Option<Permit>,
+    ) {
+        let queued = self.queue(
+            conn,
+            &outgoing.exchange,
+            &outgoing.routing_key,
+            &outgoing.properties,
+            &outgoing.body,
+            outgoing.mandatory,
+        );
+        let keep = outgoing.mandatory.then_some(outgoing);
+        self.track(queued, tx, keep, permit);
+    }
+
+    /// Queues the frames of a publish; returns its channel and sequence
+    /// number.
+    fn queue(
+        &mut self,
+        conn: &mut Connection,
+        exchange: &ShortStr,
+        routing_key: &ShortStr,
+        properties: &BasicProperties,
+        body: &Bytes,
+        mandatory: bool,
+    ) -> Result<(ChannelId, Option<u64>), Error> {
+        let publish = BasicPublish {
+            exchange: exchange.clone(),
+            routing_key: routing_key.clone(),
+            mandatory,
+            ..Default::default()
+        };
+        let ch = self.channel_for(conn, exchange.as_str())?;
+        let seq = conn.publish_bytes(ch, &publish, properties, body)?;
+        Ok((ch, seq))
+    }
+
+    /// Registers a queued publish's confirm (or fails it).
+    fn track(
+        &mut self,
+        queued: Result<(ChannelId, Option<u64>), Error>,
+        tx: ConfirmSender,
+        outgoing: Option<Outgoing>,
+        permit: Option<Permit>,
+    ) {
+        match queued {
+            Ok((ch, Some(seq))) => match self.publishers.get_mut(&ch) {
+                Some(p) => {
+                    p.pending
+                        .insert(seq, PendingConfirm::new(tx, outgoing, permit));
+                }
+                None => {
+                    let _ = tx.send(Err(Error::Internal("a publish channel has no state")));
+                }
+            },
+            Ok((_, None)) => {
+                let _ = tx.send(Err(Error::Internal(
+                    "a publish channel is not in confirm mode",
+                )));
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    }
+
+    /// The channel that publishes to `exchange`, opened (pipelined with
+    /// `confirm.select`, no round trip) if there is none yet.
+    fn channel_for(&mut self, conn: &mut Connection, exchange: &str) -> Result<ChannelId, Error> {
+        if let Some(ch) = self.exchanges.get(exchange) {
+            return Ok(*ch);
+        }
+        let select = ConfirmSelect { no_wait: false };
+        // The publish path wakes the driver afterwards, on success or error.
+        let (ch, _select) = open_with(conn, [select.into()])?;
+        self.exchanges.insert(exchange.to_string(), ch);
+        self.publishers.insert(
+            ch,
+            PublishChannel {
+                exchange: Some(exchange.to_string()),
+                pending: BTreeMap::new(),
+            },
+        );
+        Ok(ch)
+    }
+
+    /// An RPC channel (in confirm mode, publishing anywhere) from now on.
+    pub(crate) fn add_rpc_channel(&mut self, channel: ChannelId) {
+        self.publishers.insert(
+            channel,
+            PublishChannel {
+                exchange: None,
+                pending: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// Tracks a mandatory publish already queued on RPC `channel` as `seq`.
+    pub(crate) fn track_rpc(
+        &mut self,
+        channel: ChannelId,
+        seq: u64,
+        outgoing: Outgoing,
+    ) -> ConfirmReceiver {
+        let (tx, rx) = oneshot::channel();
+        self.track(Ok((channel, Some(seq))), tx, Some(outgoing), None);
+        rx
+    }
+
+    /// Forgets RPC `channel`; its unsettled publishes' callers are gone.
+    pub(crate) fn remove_rpc_channel(&mut self, channel: ChannelId) {
+        self.publishers.remove(&channel);
+    }
+
+    /// Settles one confirm, or all up to `tag` when `multiple`.
+    pub(crate) fn settle(&mut self, channel: ChannelId, tag: u64, multiple: bool, ack: bool) {
+        let Some(p) = self.publishers.get_mut(&channel) else {
+            return;
+        };
+        if multiple {
+            let rest = p.pending.split_off(&(tag.saturating_add(1)));
+            for (_, c) in std::mem::replace(&mut p.pending, rest) {
+                c.settle(ack);
+            }
+        } else if let Some(c) = p.pending.remove(&tag) {
+            c.settle(ack);
+        }
+    }
+
+    /// A `basic.return` on `channel`: marks the matching mandatory publish.
+    pub(crate) fn returned(
+        &mut self,
+        channel: ChannelId,
+        r: &BasicReturn,
+        properties: &BasicProperties,
+        body: &Bytes,
+    ) {
+        let claimed = self.publishers.get_mut(&channel).is_some_and(|p| {
+            p.pending
+                .values_mut()
+                .any(|c| c.claim_return(r, properties, body))
+        });
+        if !claimed {
+            warn!(
+                channel,
+                code = r.reply_code,
+                "basic.return matches no pending mandatory publish"
+            );
+        }
+    }
+
+    /// RabbitMQ closed `channel`: its publishes fail with `why`, and the
+    /// next publish to its exchange opens a fresh channel.
+    pub(crate) fn channel_closed(&mut self, channel: ChannelId, why: &Error) {
+        if let Some(p) = self.publishers.remove(&channel) {
+            if let Some(exchange) = &p.exchange {
+                self.exchanges.remove(exchange);
+            }
+            for (_, c) in p.pending {
+                c.fail(why.clone());
+            }
+        }
+    }
+
+    /// RabbitMQ blocked publishing.
+    pub(crate) fn hold(&mut self) {
+        self.holding = true;
+    }
+
+    /// RabbitMQ unblocked publishing: sends what was held, in order.
+    pub(crate) fn release(&mut self, conn: &mut Connection) {
+        self.holding = false;
+        while let Some(h) = self.held.pop_front() {
+            self.send(conn, h.outgoing, h.tx, h.permit);
+        }
+    }
+
+    /// The connection ended: every unsettled and held publish fails.
+    pub(crate) fn fail_all(&mut self, why: &Error) {
+        self.exchanges.clear();
+        for (_, p) in self.publishers.drain() {
+            for (_, c) in p.pending {
+                c.fail(why.clone());
+            }
+        }
+        for h in self.held.drain(..) {
+            let _ = h.tx.send(Err(why.clone()));
+        }
+    }
+
+    /// The channel publishing to `exchange`, if one is open.
+    #[cfg(test)]
+    pub(crate) fn channel_of(&self, exchange: &str) -> Option<ChannelId> {
+        self.exchanges.get(exchange).copied()
+    }
+
+    /// Unsettled publishes on `channel`.
+    #[cfg(test)]
+    pub(crate) fn unsettled(&self, channel: ChannelId) -> usize {
+        self.publishers.get(&channel).map_or(0, |p| p.pending.len())
+    }
+
+    /// Publishes held while blocked.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.held.len()
+    }
+}
+
+/// `s` as a `shortstr`, reusing `slot`'s if it is the same string.
+fn cached(slot: &mut Option<ShortStr>, s: &str) -> Result<ShortStr, Error> {
+    if let Some(k) = slot
+        && k.as_str() == s
+    {
+        return Ok(k.clone());
+    }
+    let k = short(s)?;
+    *slot = Some(k.clone());
+    Ok(k)
+}

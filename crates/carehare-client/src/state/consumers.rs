@@ -1,0 +1,179 @@
+//! Consumer mailboxes: the deliveries waiting for each consumer (and the
+//! channels of `basic.get` messages, which wait for nothing but the end).
+//!
+//! Mailboxes are keyed by a registration token rather than by channel id:
+//! after a server `channel.close` the core frees the id at once and a new
+//! channel may take it, while the old handle still exists. The token keeps
+//! the old handle from reading, acking or closing the new one.
+//!
+//! Invariants:
+//! - `by_channel` maps each channel to its live registration only; a token
+//!   whose channel was detached stays readable (buffered messages, then
+//!   the end) until its handle removes it;
+//! - a mailbox never holds more than `limit` messages: one more is a
+//!   server fault, reported to the caller instead of stored;
+//! - `end` is set once; the first reason wins.
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
+
+use carehare_core::types::ChannelId;
+use rustc_hash::FxHashMap;
+
+use crate::error::Error;
+use crate::message::Message;
+
+/// A consumer's mailbox. Bounded: by the prefetch count (RabbitMQ never has
+/// more unacked deliveries out), or for a stream consumer by a larger limit
+/// (streams deliver whole chunks past the prefetch).
+#[derive(Default)]
+struct Mailbox {
+    /// The most messages held: a longer queue here is a server fault.
+    limit: u32,
+    messages: VecDeque<Message>,
+    end: Option<Error>,
+    waker: Option<Waker>,
+}
+
+impl Mailbox {
+    fn finish(&mut self, why: Error) {
+        if self.end.is_none() {
+            self.end = Some(why);
+        }
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// A registration's token, handed to the handle that owns it.
+pub(crate) type Token = u64;
+
+#[derive(Default)]
+pub(crate) struct Consumers {
+    /// The live registration of each channel.
+    by_channel: FxHashMap<ChannelId, Token>,
+    boxes: FxHashMap<Token, (ChannelId, Mailbox)>,
+    next: Token,
+}
+
+impl Consumers {
+    /// A new mailbox for `channel` holding at most `limit` messages (the
+    /// consumer's prefetch; 0 for a channel that receives no deliveries);
+    /// returns its token.
+    pub(crate) fn register(&mut self, channel: ChannelId, limit: u32) -> Token {
+        self.next += 1;
+        let token = self.next;
+        self.by_channel.insert(channel, token);
+        let mailbox = Mailbox {
+            limit,
+            ..Mailbox::default()
+        };
+        self.boxes.insert(token, (channel, mailbox));
+        token
+    }
+
+    /// Queues a delivery for the consumer on `channel`. `Err(limit)` when
+    /// its mailbox is full: the server sent more than the prefetch allows.
+    /// A delivery for no consumer (one that just closed) is dropped:
+    /// RabbitMQ requeues it when the channel closes.
+    pub(crate) fn deliver(&mut self, channel: ChannelId, message: Message) -> Result<(), u32> {
+        let Some(mailbox) = self
+            .by_channel
+            .get(&channel)
+            .and_then(|token| self.boxes.get_mut(token))
+            .map(|(_, m)| m)
+        else {
+            return Ok(());
+        };
+        if mailbox.messages.len() >= mailbox.limit as usize {
+            return Err(mailbox.limit);
+        }
+        mailbox.messages.push_back(message);
+        if let Some(w) = mailbox.waker.take() {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Unlinks `channel` (its id is being freed) and ends its mailbox with
+    /// `why`, after the messages it holds.
+    pub(crate) fn detach(&mut self, channel: ChannelId, why: Error) {
+        if let Some(token) = self.by_channel.remove(&channel)
+            && let Some((_, mailbox)) = self.boxes.get_mut(&token)
+        {
+            mailbox.finish(why);
+        }
+    }
+
+    /// The next message for `token`, its end, or `Pending` (the waker is
+    /// kept). A removed registration reads as closed.
+    pub(crate) fn poll(
+        &mut self,
+        token: Token,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Message, Error>> {
+        let Some((_, mailbox)) = self.boxes.get_mut(&token) else {
+            return Poll::Ready(Err(Error::ConsumerClosed));
+        };
+        if let Some(m) = mailbox.messages.pop_front() {
+            return Poll::Ready(Ok(m));
+        }
+        if let Some(e) = &mailbox.end {
+            return Poll::Ready(Err(e.clone()));
+        }
+        mailbox.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Whether a stream over `token` is over: nothing left to yield and no
+    /// error left to report.
+    pub(crate) fn stream_done(&self, token: Token) -> bool {
+        self.boxes.get(&token).is_none_or(|(_, m)| {
+            m.messages.is_empty() && matches!(m.end, Some(Error::ConsumerClosed))
+        })
+    }
+
+    /// After a stream reported its error: it ends next time.
+    pub(crate) fn error_reported(&mut self, token: Token) {
+        if let Some((_, m)) = self.boxes.get_mut(&token) {
+            m.end = Some(Error::ConsumerClosed);
+        }
+    }
+
+    /// Whether `token` still owns a live channel: commands sent on it now
+    /// reach our own channel, not one that reused its id.
+    pub(crate) fn is_live(&self, token: Token) -> bool {
+        self.boxes
+            .get(&token)
+            .is_some_and(|(ch, m)| m.end.is_none() && self.by_channel.get(ch) == Some(&token))
+    }
+
+    /// Removes `token`'s registration, ending its mailbox as closed.
+    /// Returns its channel if it was still live (so the caller closes it).
+    pub(crate) fn remove(&mut self, token: Token) -> Option<ChannelId> {
+        let live = self.is_live(token);
+        let (channel, mut mailbox) = self.boxes.remove(&token)?;
+        if self.by_channel.get(&channel) == Some(&token) {
+            self.by_channel.remove(&channel);
+        }
+        mailbox.end = Some(Error::ConsumerClosed);
+        if let Some(w) = mailbox.waker.take() {
+            w.wake();
+        }
+        live.then_some(channel)
+    }
+
+    /// The connection ended: every mailbox ends with `why`.
+    pub(crate) fn fail_all(&mut self, why: &Error) {
+        for (_, mailbox) in self.boxes.values_mut() {
+            mailbox.finish(why.clone());
+        }
+    }
+
+    /// Messages buffered for `token` (for tests and metrics).
+    #[cfg(test)]
+    pub(crate) fn buffered(&self, token: Token) -> usize {
+        self.boxes.get(&token).map_or(0, |(_, m)| m.messages.len())
+    }
+}

@@ -1,0 +1,234 @@
+//! The state's rules, driven by scripted server frames (no broker, no
+//! socket): confirms, returns, blocking, the prefetch bound, closing.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use carehare_core::ConnectionConfig;
+use carehare_core::error::ConnectionError;
+use carehare_core::method::*;
+use carehare_core::properties::BasicProperties;
+use carehare_core::testing;
+
+use super::{Inner, Shared};
+use crate::error::{Error, short};
+use crate::handles::confirmation::Confirmation;
+
+fn feed(inner: &mut Inner, channel: u16, method: impl Into<Method>) {
+    inner.input(Instant::now(), testing::method_bytes(channel, method));
+}
+
+fn feed_content(inner: &mut Inner, channel: u16, method: impl Into<Method>, body: &'static [u8]) {
+    let bytes = testing::content_bytes(channel, method, &BasicProperties::default(), body);
+    inner.input(Instant::now(), bytes);
+}
+
+/// Everything the client queued for the socket, as bytes.
+fn sent(inner: &mut Inner) -> BytesMut {
+    let mut chunks = VecDeque::new();
+    inner.poll_transmit(&mut chunks);
+    let mut out = BytesMut::new();
+    for c in chunks {
+        out.extend_from_slice(&c);
+    }
+    out
+}
+
+fn open_shared() -> Arc<Shared> {
+    let conn = testing::open_connection(ConnectionConfig::default(), Instant::now());
+    let (shared, _connected) = Shared::new(conn);
+    // The handshake's frames are the harness's business, not ours.
+    sent(&mut shared.lock());
+    shared
+}
+
+fn publish(shared: &Arc<Shared>, exchange: &str, mandatory: bool, body: &'static str) -> Confirmation {
+    Confirmation::publish(
+        shared,
+        Bytes::from_static(body.as_bytes()),
+        exchange,
+        if mandatory { "nowhere" } else { "q" },
+        &BasicProperties::default(),
+        mandatory,
+        None,
+    )
+}
+
+fn settled(c: &mut Confirmation) -> Option<Result<(), Error>> {
+    let waker = futures_util::task::noop_waker();
+    match Pin::new(c).poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => None,
+    }
+}
+
+#[test]
+fn multiple_acks_and_nacks_settle_every_covered_publish() {
+    let shared = open_shared();
+    let mut c: Vec<_> = (0..5).map(|_| publish(&shared, "ex", false, "x")).collect();
+    let mut inner = shared.lock();
+    let ch = inner.confirms.channel_of("ex").unwrap();
+    assert_eq!(inner.confirms.unsettled(ch), 5, "one channel per exchange");
+    feed(&mut inner, ch, ChannelOpenOk::default());
+    feed(&mut inner, ch, ConfirmSelectOk {});
+    // ack up to 2 (multiple), nack 3 alone, then nack up to 5 (multiple).
+    feed(&mut inner, ch, BasicAck { delivery_tag: 2, multiple: true });
+    assert!(matches!(settled(&mut c[0]), Some(Ok(()))));
+    assert!(matches!(settled(&mut c[1]), Some(Ok(()))));
+    assert!(settled(&mut c[2]).is_none());
+    let nack = |delivery_tag, multiple| BasicNack { delivery_tag, multiple, requeue: false };
+    feed(&mut inner, ch, nack(3, false));
+    assert!(matches!(settled(&mut c[2]), Some(Err(Error::ServerSentNack))));
+    feed(&mut inner, ch, nack(5, true));
+    assert!(matches!(settled(&mut c[3]), Some(Err(Error::ServerSentNack))));
+    assert!(matches!(settled(&mut c[4]), Some(Err(Error::ServerSentNack))));
+    assert_eq!(inner.confirms.unsettled(ch), 0);
+}
+
+#[test]
+fn a_closed_publish_channel_fails_its_publishes_and_is_replaced() {
+    let shared = open_shared();
+    let mut first = publish(&shared, "missing", false, "x");
+    let mut inner = shared.lock();
+    let ch = inner.confirms.channel_of("missing").unwrap();
+    feed(&mut inner, ch, ChannelOpenOk::default());
+    let close = ChannelClose {
+        reply_code: 404,
+        reply_text: short("NOT_FOUND - no exchange 'missing' in vhost '/'").unwrap(),
+        class_id: 60,
+        method_id: 40,
+    };
+    feed(&mut inner, ch, close);
+    assert!(
+        matches!(settled(&mut first), Some(Err(Error::ChannelClosedByServer(r))) if r.code == 404)
+    );
+    assert_eq!(inner.confirms.channel_of("missing"), None);
+    drop(inner);
+    let _again = publish(&shared, "missing", false, "x");
+    let inner = shared.lock();
+    let again = inner.confirms.channel_of("missing").unwrap();
+    assert_eq!(again, ch, "a fresh channel (the freed id is reused)");
+    assert_eq!(inner.confirms.unsettled(again), 1);
+}
+
+#[test]
+fn a_returned_mandatory_publish_fails_with_returned_and_others_confirm() {
+    let shared = open_shared();
+    let mut routed = publish(&shared, "", false, "a");
+    let mut lost = publish(&shared, "", true, "b");
+    let mut inner = shared.lock();
+    let ch = inner.confirms.channel_of("").unwrap();
+    feed(&mut inner, ch, ChannelOpenOk::default());
+    feed(&mut inner, ch, ConfirmSelectOk {});
+    let ret = BasicReturn {
+        reply_code: 312,
+        reply_text: short("NO_ROUTE").unwrap(),
+        exchange: short("").unwrap(),
+        routing_key: short("nowhere").unwrap(),
+    };
+    feed_content(&mut inner, ch, ret, b"b");
+    feed(&mut inner, ch, BasicAck { delivery_tag: 2, multiple: true });
+    drop(inner);
+    assert!(matches!(settled(&mut routed), Some(Ok(()))));
+    match settled(&mut lost) {
+        Some(Err(Error::Returned(r))) => {
+            assert_eq!((r.reply_code, r.reply_text.as_str()), (312, "NO_ROUTE"));
+            assert_eq!(&r.body[..], b"b");
+        }
+        other => panic!("expected Returned, got {other:?}"),
+    }
+}
+
+#[test]
+fn publishes_wait_while_blocked_and_go_out_in_order_when_unblocked() {
+    let shared = open_shared();
+    let blocked = ConnectionBlocked {
+        reason: short("low on memory").unwrap(),
+    };
+    feed(&mut shared.lock(), 0, blocked);
+    assert_eq!(shared.lock().blocked().as_deref(), Some("low on memory"));
+    let mut c = publish(&shared, "", false, "x");
+    assert!(sent(&mut shared.lock()).is_empty(), "nothing is sent while blocked");
+    assert_eq!(shared.lock().confirms.held(), 1);
+    assert!(settled(&mut c).is_none());
+    feed(&mut shared.lock(), 0, ConnectionUnblocked {});
+    assert_eq!(shared.lock().confirms.held(), 0, "held only while blocked");
+    assert!(!sent(&mut shared.lock()).is_empty(), "sent once unblocked");
+    let mut inner = shared.lock();
+    let ch = inner.confirms.channel_of("").unwrap();
+    feed(&mut inner, ch, ChannelOpenOk::default());
+    feed(&mut inner, ch, ConfirmSelectOk {});
+    feed(&mut inner, ch, BasicAck { delivery_tag: 1, multiple: false });
+    drop(inner);
+    assert!(matches!(settled(&mut c), Some(Ok(()))));
+}
+
+#[test]
+fn more_deliveries_than_the_prefetch_close_the_connection_with_505() {
+    let shared = open_shared();
+    let mut inner = shared.lock();
+    let (ch, token, _rx) = inner.open_mailbox([], 2).unwrap();
+    feed(&mut inner, ch, ChannelOpenOk::default());
+    sent(&mut inner);
+    for tag in 1..=3 {
+        let deliver = BasicDeliver {
+            consumer_tag: short("c").unwrap(),
+            delivery_tag: tag,
+            ..Default::default()
+        };
+        feed_content(&mut inner, ch, deliver, b"m");
+    }
+    assert_eq!(inner.consumers.buffered(token), 2);
+    let mut out = testing::ClientOutput::default();
+    out.push(&sent(&mut inner));
+    match out.methods().as_slice() {
+        [(0, Method::ConnectionClose(c))] => assert_eq!(c.reply_code, 505, "{}", c.reply_text),
+        other => panic!("expected connection.close, got {other:?}"),
+    }
+    assert!(inner.closed_error().is_some());
+}
+
+#[test]
+fn commands_while_closing_report_why_not_misuse() {
+    let shared = open_shared();
+    let mut inner = shared.lock();
+    assert!(inner.closed_error().is_none());
+    inner.close(Instant::now(), 200, "bye");
+    // The core refuses commands now; the user is told why.
+    assert!(matches!(
+        inner.on_temporary_channel(QueueDeclare::default().into()),
+        Err(Error::ConnectionClosed(ConnectionError::ClosedByClient))
+    ));
+}
+
+#[test]
+fn a_stopped_driver_answers_every_waiter_with_that_cause() {
+    let shared = open_shared();
+    let mut pending = publish(&shared, "ex", false, "x");
+    let rx = shared
+        .lock()
+        .on_temporary_channel(QueueDeclare::default().into())
+        .unwrap();
+    shared.lock().driver_stopped();
+    assert!(matches!(
+        settled(&mut pending),
+        Some(Err(Error::ConnectionClosed(ConnectionError::DriverStopped)))
+    ));
+    let reply = futures_util::FutureExt::now_or_never(rx).unwrap().unwrap();
+    assert!(matches!(
+        reply,
+        Err(Error::ConnectionClosed(ConnectionError::DriverStopped))
+    ));
+    // Later commands are told the same.
+    assert!(matches!(
+        shared.lock().lost(),
+        Error::ConnectionClosed(ConnectionError::DriverStopped)
+    ));
+}
