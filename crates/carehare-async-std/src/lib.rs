@@ -36,6 +36,8 @@
 //! [RUSTSEC-2025-0052]: https://rustsec.org/advisories/RUSTSEC-2025-0052.html
 //! [smol]: https://docs.rs/smol
 
+#![deny(unreachable_pub)]
+
 use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
