@@ -34,7 +34,7 @@ use worker::{Consumer, Producer, Stamp};
 /// Ctrl-C always stops publishing, drains, and prints the report.
 #[derive(Args, Debug, Clone)]
 #[command(after_help = PERF_HELP)]
-pub struct PerfArgs {
+pub(crate) struct PerfArgs {
     /// Producers (each with its own publish window).
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
@@ -148,12 +148,12 @@ impl PerfArgs {
     }
 
     /// The prefetch in effect.
-    pub fn prefetch(&self) -> u16 {
+    pub(crate) fn prefetch(&self) -> u16 {
         self.prefetch.unwrap_or(300)
     }
 
     /// The flags, for the JSON report.
-    pub fn config_json(&self) -> Value {
+    pub(crate) fn config_json(&self) -> Value {
         json!({
             "producers": self.producers,
             "consumers": self.consumers,
@@ -175,7 +175,7 @@ impl PerfArgs {
     }
 
     /// One line describing the run, for the table.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut s = format!(
             "{} producer(s), {} consumer(s), {} B bodies, confirm window {}, prefetch {}, multi-ack every {}, {} {} queue(s), {} connection(s)",
             self.producers,
@@ -199,7 +199,7 @@ impl PerfArgs {
 }
 
 /// The runtime `perf` runs on (`--threads`).
-pub fn runtime(args: &PerfArgs) -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime(args: &PerfArgs) -> std::io::Result<tokio::runtime::Runtime> {
     if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -678,7 +678,7 @@ fn stop_progress(progress: Option<JoinHandle<()>>) {
 }
 
 /// Runs `perf`.
-pub async fn run(conn: &ConnArgs, args: PerfArgs) -> Result<(), CliError> {
+pub(crate) async fn run(conn: &ConnArgs, args: PerfArgs) -> Result<(), CliError> {
     args.validate()?;
     let mut connections = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
