@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::PerfArgs;
+use super::args::PerfArgs;
 use super::stats::{Counters, Usage};
 
 /// One side's figures (publish or consume).
