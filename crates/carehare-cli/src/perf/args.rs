@@ -87,7 +87,7 @@ Output: msg/s in and out, latency from publish to consume (p50/p95/p99/max, not 
 In --sequential runs each phase has its own time and CPU; otherwise both rows show \
 the whole run's CPU, divided by the messages consumed (published, without consumers).
 
-Issue 9's workload:
+The benchmark workload:
   carehare perf --sequential --count 100000 --size 12 --confirm 1000 --prefetch 300 --multi-ack-every 30";
 
 impl PerfArgs {
