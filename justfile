@@ -4,7 +4,8 @@
 demo:
     scripts/demo
 
-# Every check: fmt, clippy, unit, scripted-broker and live-broker tests.
+# Every check: fmt, clippy, unused deps, module cycles, unit, scripted-broker
+# and live-broker tests.
 test:
     scripts/test
 

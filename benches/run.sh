@@ -72,7 +72,7 @@ for name in ["codec", "alloc", "e2e", "growth"]:
     table = f.read_text().rstrip() if f.exists() else "(not run)"
     text = text.replace(f"@{name.upper()}@", table)
 # Hand-written, dated sections: the before/after comparison of the fast
-# path and the verdict on the targets.
+# path and the verdict on the performance targets.
 for name, path in [("BEFORE_AFTER", "benches/before-after.md"), ("TARGETS", "benches/targets.md")]:
     p = pathlib.Path(path)
     text = text.replace(f"@{name}@", p.read_text().rstrip() if p.exists() else "")

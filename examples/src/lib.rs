@@ -11,6 +11,8 @@
 //! `cfg(doctest)`, `docs/guide.md`, so `cargo test --doc` compiles the
 //! guide's code.
 
+#![deny(unreachable_pub)]
+
 pub mod reconnect;
 
 use std::io::Write;

@@ -6,6 +6,8 @@
 //! timeout). It exists to check the sans-IO core against a real RabbitMQ
 //! and shows how little an embedder needs to write.
 
+#![deny(unreachable_pub)]
+
 pub mod cluster;
 pub mod consume;
 pub mod faults;

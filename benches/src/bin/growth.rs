@@ -1,4 +1,4 @@
-//! Issue 9 §3, "how cost grows": runs `carehare perf` (the CLI, built
+//! How cost grows: runs `carehare perf` (the CLI, built
 //! `--release`) over one axis at a time and prints a markdown table per
 //! axis: throughput in and out, client CPU per message, and the client's
 //! peak RSS. Runs are concurrent (publish and consume at once, so the

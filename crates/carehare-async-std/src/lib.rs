@@ -1,10 +1,10 @@
 //! # carehare on async-std
 //!
 //! > **async-std is discontinued upstream** ([RUSTSEC-2025-0052], which
-//! > recommends [smol]). This adapter is kept because users asked for it,
-//! > and it stays tested against the same scenarios as the other adapters,
-//! > but **new code should use `carehare-smol`**: the API is identical, so
-//! > switching is a one-line change.
+//! > recommends [smol]). This adapter is kept for code that already runs
+//! > on async-std, and it stays tested against the same scenarios as the
+//! > other adapters, but **new code should use `carehare-smol`**: the API
+//! > is identical, so switching is a one-line change.
 //!
 //! A RabbitMQ client that handles all the edge cases: typed, matchable
 //! errors; a refused operation never kills the connection; publishing
@@ -35,6 +35,8 @@
 //!
 //! [RUSTSEC-2025-0052]: https://rustsec.org/advisories/RUSTSEC-2025-0052.html
 //! [smol]: https://docs.rs/smol
+
+#![deny(unreachable_pub)]
 
 use std::io;
 use std::net::SocketAddr;

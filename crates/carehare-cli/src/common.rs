@@ -15,7 +15,7 @@ use crate::fields::{self, Untyped};
 
 /// Where and how to connect; accepted by every command.
 #[derive(Args, Debug, Clone)]
-pub struct ConnArgs {
+pub(crate) struct ConnArgs {
     /// RabbitMQ URL: `amqp[s]://user:password@host:port/vhost?params`
     /// (e.g. `?auth_mechanism=external` for client-certificate login).
     #[arg(
@@ -60,7 +60,7 @@ pub struct ConnArgs {
 
 impl ConnArgs {
     /// The connect options: the URL, then the TLS flags over it.
-    pub fn options(&self, connection_name: &str) -> Result<ConnectOptions, CliError> {
+    pub(crate) fn options(&self, connection_name: &str) -> Result<ConnectOptions, CliError> {
         let mut options = ConnectOptions::from_url(&self.url)
             .map_err(|e| CliError::Connect(carehare_tokio::Error::Url(e)))?;
         let tls_flags = self.cacert.is_some()
@@ -94,7 +94,7 @@ impl ConnArgs {
     }
 
     /// Connects; any failure is a connect error (exit code 3).
-    pub async fn connect(&self, connection_name: &str) -> Result<Connection, CliError> {
+    pub(crate) async fn connect(&self, connection_name: &str) -> Result<Connection, CliError> {
         let options = self.options(connection_name)?;
         carehare_tokio::connect_with(options)
             .await
@@ -104,7 +104,7 @@ impl ConnArgs {
 
 /// The 14 basic properties (less `cluster_id`) and headers, as flags.
 #[derive(Args, Debug, Clone, Default)]
-pub struct PropsArgs {
+pub(crate) struct PropsArgs {
     /// MIME type, e.g. application/json.
     #[arg(long)]
     pub content_type: Option<String>,
@@ -162,7 +162,7 @@ fn short(flag: &str, value: &Option<String>) -> Result<Option<ShortStr>, CliErro
 
 impl PropsArgs {
     /// The properties these flags describe.
-    pub fn properties(&self) -> Result<BasicProperties, CliError> {
+    pub(crate) fn properties(&self) -> Result<BasicProperties, CliError> {
         let timestamp = match self.timestamp.as_deref() {
             None => None,
             Some("now") => Some(
@@ -204,7 +204,7 @@ impl PropsArgs {
 
 /// Where a message body comes from.
 #[derive(Args, Debug, Clone)]
-pub struct BodyArgs {
+pub(crate) struct BodyArgs {
     /// The body. Without it (and without --file) the body is read from
     /// standard input.
     #[arg(value_name = "BODY")]
@@ -216,7 +216,7 @@ pub struct BodyArgs {
 
 impl BodyArgs {
     /// Reads the body (before connecting, so a bad path fails fast).
-    pub fn read(&self) -> Result<Bytes, CliError> {
+    pub(crate) fn read(&self) -> Result<Bytes, CliError> {
         if let Some(body) = &self.body {
             return Ok(Bytes::from(body.clone()));
         }

@@ -5,28 +5,28 @@ use std::time::Duration;
 use carehare_tokio::{ConnectionError, Error};
 
 /// Exit codes, one per class of failure (documented in `carehare --help`).
-pub mod code {
+pub(crate) mod code {
     /// Anything else: connection lost mid-operation, I/O errors.
-    pub const OTHER: u8 = 1;
+    pub(crate) const OTHER: u8 = 1;
     /// Bad command line or an invalid request refused before sending.
-    pub const USAGE: u8 = 2;
+    pub(crate) const USAGE: u8 = 2;
     /// Could not connect: URL, TCP, TLS, authentication, vhost access.
-    pub const CONNECT: u8 = 3;
+    pub(crate) const CONNECT: u8 = 3;
     /// RabbitMQ refused an operation (404, 403, 405, 406... on a channel).
-    pub const REFUSED: u8 = 4;
+    pub(crate) const REFUSED: u8 = 4;
     /// A publish was returned (mandatory, unroutable) or nacked.
-    pub const NOT_CONFIRMED: u8 = 5;
+    pub(crate) const NOT_CONFIRMED: u8 = 5;
     /// No answer, confirm or message within `--timeout`.
-    pub const TIMEOUT: u8 = 6;
+    pub(crate) const TIMEOUT: u8 = 6;
     /// `get` found the queue empty.
-    pub const EMPTY: u8 = 7;
+    pub(crate) const EMPTY: u8 = 7;
 }
 
 /// Why a command failed. The `Display` text is what `carehare` prints on
 /// stderr; for broker refusals it is the client's typed error text, e.g.
 /// `RabbitMQ closed the channel: 404 NOT_FOUND - no queue 'x' in vhost '/'`.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// A bad flag value, detected before connecting.
     #[error("{0}")]
     Usage(String),
@@ -62,18 +62,18 @@ pub enum CliError {
 
 impl CliError {
     /// A usage error with this text.
-    pub fn usage(text: impl Into<String>) -> Self {
+    pub(crate) fn usage(text: impl Into<String>) -> Self {
         CliError::Usage(text.into())
     }
 
     /// An I/O error while doing `context`.
-    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let context = context.into();
         move |error| CliError::Io { context, error }
     }
 
     /// The process exit code for this failure.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => code::USAGE,
             CliError::Connect(_) => code::CONNECT,

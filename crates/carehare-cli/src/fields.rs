@@ -9,7 +9,7 @@ use crate::error::CliError;
 
 /// How an untyped value (`key=value`) is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Untyped {
+pub(crate) enum Untyped {
     /// Always a string (message headers: application data).
     String,
     /// An integer if it parses as one, `true`/`false` as a boolean, else a
@@ -22,7 +22,7 @@ pub enum Untyped {
 ///
 /// A `:TYPE` suffix on the key picks the value's type (`count:int=5`);
 /// a key whose suffix after `:` is not a known type keeps its colon.
-pub fn table(pairs: &[String], untyped: Untyped) -> Result<FieldTable, CliError> {
+pub(crate) fn table(pairs: &[String], untyped: Untyped) -> Result<FieldTable, CliError> {
     let mut table = FieldTable::default();
     for pair in pairs {
         let (key, value) = pair
@@ -75,7 +75,7 @@ fn untyped_value(value: &str, untyped: Untyped) -> AMQPValue {
 
 /// Parses a duration: seconds (`5`, `0.5`) or with a unit (`250ms`, `10s`,
 /// `2m`).
-pub fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
         (n, 0.001)

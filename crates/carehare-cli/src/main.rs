@@ -4,6 +4,8 @@
 //! exchanges, RPC calls over direct reply-to, and `perf`, a RabbitMQ
 //! PerfTest-style load tool. See `carehare --help` and the crate README.
 
+#![deny(unreachable_pub)]
+
 mod commands;
 mod common;
 mod error;

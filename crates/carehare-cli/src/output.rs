@@ -12,7 +12,7 @@ use crate::error::CliError;
 
 /// How messages are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// The body as is, followed by a newline.
     Raw,
     /// One JSON object per line: envelope, properties, headers and body
@@ -22,7 +22,7 @@ pub enum Format {
 
 /// Writes one message to `out` in `format`, then flushes, so a pipe sees
 /// each message as it arrives. `message_count` is `basic.get-ok`'s.
-pub fn write_message(
+pub(crate) fn write_message(
     out: &mut impl Write,
     format: Format,
     message: &Message,
@@ -48,7 +48,7 @@ pub fn write_message(
 }
 
 /// The JSON object for one message.
-pub fn message_json(message: &Message) -> Value {
+pub(crate) fn message_json(message: &Message) -> Value {
     let (body, encoding) = bytes_json(&message.body);
     json!({
         "exchange": message.exchange.as_str(),
@@ -71,7 +71,7 @@ fn bytes_json(bytes: &[u8]) -> (Value, &'static str) {
 }
 
 /// The properties that are set, by their AMQP names (`type` for `kind`).
-pub fn properties_json(p: &BasicProperties) -> Value {
+pub(crate) fn properties_json(p: &BasicProperties) -> Value {
     let mut map = Map::new();
     let strings = [
         ("content_type", &p.content_type),
@@ -106,7 +106,7 @@ pub fn properties_json(p: &BasicProperties) -> Value {
 }
 
 /// A field table as a JSON object.
-pub fn table_json(table: &FieldTable) -> Value {
+pub(crate) fn table_json(table: &FieldTable) -> Value {
     Value::Object(
         table
             .inner()

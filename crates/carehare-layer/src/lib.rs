@@ -60,6 +60,8 @@
 //! `group_expiry`, no "normal channels" (names without `!`). Channels can
 //! only be received from and added to groups on the layer that made them.
 
+#![deny(unreachable_pub)]
+
 mod config;
 mod error;
 mod layer;

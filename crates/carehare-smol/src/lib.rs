@@ -32,6 +32,8 @@
 //! 1), so it makes progress whether or not your code is inside
 //! `smol::block_on`.
 
+#![deny(unreachable_pub)]
+
 use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;

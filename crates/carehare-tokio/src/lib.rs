@@ -27,6 +27,8 @@
 //! logic is in `carehare-client` and `carehare-core`, shared with the
 //! async-std and smol adapters.
 
+#![deny(unreachable_pub)]
+
 use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;

@@ -1,4 +1,4 @@
-//! The seed README's `queue_worker.py`, in Rust.
+//! The `queue_worker.py` of Python `amqp_worker`'s README, in Rust.
 //!
 //! Start a broker, run `cargo run -p carehare-worker --example queue_worker`,
 //! then send it gzip-compressed JSON `{"data": ...}` from any AMQP client,

@@ -1,7 +1,7 @@
-//! The seed README's `rpc_worker.py`, in Rust.
+//! The `rpc_worker.py` of Python `amqp_worker`'s README, in Rust.
 //!
 //! Start a broker, run `cargo run -p carehare-worker --example rpc_worker`,
-//! then call it, e.g. with the seed README's pika `Client`:
+//! then call it, e.g. with that README's pika `Client`:
 //!
 //! ```text
 //! response = client.call('a-route', 'a message')

@@ -82,6 +82,8 @@
 //! [`Client::connect`] reconnects on its next call after losing its
 //! connection.
 
+#![deny(unreachable_pub)]
+
 mod client;
 mod connection;
 mod error;

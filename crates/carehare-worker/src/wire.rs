@@ -198,7 +198,7 @@ pub fn encode_request<T: Serialize + ?Sized>(data: &T) -> Result<Vec<u8>, serde_
 /// use carehare_worker::{DecodeError, wire};
 /// let body = wire::gzip(br#"{"data": [1, 2]}"#);
 /// assert_eq!(wire::decode_request::<Vec<u32>>(&body, 1024)?, vec![1, 2]);
-/// // The seed README's bare string is not an envelope:
+/// // The bare string of `amqp_worker`'s README is not an envelope:
 /// let bare = wire::gzip(br#""a test message""#);
 /// assert!(matches!(wire::decode_request::<String>(&bare, 1024), Err(DecodeError::Shape(_))));
 /// # Ok::<(), DecodeError>(())

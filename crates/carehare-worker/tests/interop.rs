@@ -1,8 +1,8 @@
-//! Interop with Python over the live test broker: the seed README's pika
-//! publisher and pika RPC client talk to the Rust workers, and the Rust
-//! client talks to an aio-pika RPC worker built as Python's `amqp_worker`
-//! builds its `RPCWorker` (aio-pika's RPC pattern, gzip + JSON, handlers
-//! wrapped into `{"success": ...}` responses).
+//! Interop with Python over the live test broker: the pika publisher and
+//! pika RPC client of `amqp_worker`'s README talk to the Rust workers, and
+//! the Rust client talks to an aio-pika RPC worker built as Python's
+//! `amqp_worker` builds its `RPCWorker` (aio-pika's RPC pattern, gzip +
+//! JSON, handlers wrapped into `{"success": ...}` responses).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -39,7 +39,7 @@ async fn run_python(script: &'static str, args: Vec<String>) -> String {
     .unwrap()
 }
 
-/// The seed README's publisher, with the `{"data": ...}` envelope the
+/// `amqp_worker`'s README's publisher, with the `{"data": ...}` envelope the
 /// library expects, plus one bare value as the README shows it (which the
 /// Python library rejects too: `Master.execute` wants a dict).
 const PIKA_PUBLISHER: &str = r#"
@@ -74,7 +74,7 @@ print('published')
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_seed_pika_publisher_feeds_a_rust_queue_worker() {
+async fn the_readme_pika_publisher_feeds_a_rust_queue_worker() {
     within(LIMIT, "test", async {
         let queue = unique("py-publisher");
         let dead = unique("py-publisher-dead");
@@ -126,8 +126,8 @@ async fn the_seed_pika_publisher_feeds_a_rust_queue_worker() {
     .await;
 }
 
-/// The seed README's blocking pika RPC client (an exclusive reply queue,
-/// a correlation id per call), with a bounded wait. Prints each response
+/// `amqp_worker`'s README's blocking pika RPC client (an exclusive reply
+/// queue, a correlation id per call), with a bounded wait. Prints each response
 /// as a JSON line.
 const PIKA_RPC_CLIENT: &str = r#"
 import gzip
@@ -197,7 +197,7 @@ connection.close()
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_seed_pika_rpc_client_calls_a_rust_rpc_worker() {
+async fn the_readme_pika_rpc_client_calls_a_rust_rpc_worker() {
     within(LIMIT, "test", async {
         let echo = unique("py-echo");
         let divide = unique("py-divide");

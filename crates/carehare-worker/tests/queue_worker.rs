@@ -262,7 +262,7 @@ async fn malformed_bodies_are_rejected_without_requeue_never_looping() {
             wire::gzip(br#"{"data": 1}"#)[..12].to_vec(),
             wire::gzip(b"\xff\xfe not utf-8"),
             wire::gzip(b"{\"data\": "),
-            // The seed README's bare value: not an envelope.
+            // `amqp_worker`'s README's bare value: not an envelope.
             wire::gzip(br#""a test message""#),
             wire::gzip(br#"{"data": "not a number"}"#),
             wire::gzip(br#"{"data": 1, "extra": 2}"#),

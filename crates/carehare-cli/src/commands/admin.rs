@@ -9,7 +9,7 @@ use crate::fields::{self, Untyped};
 
 /// RabbitMQ's queue types (`x-queue-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum QueueType {
+pub(crate) enum QueueType {
     /// Classic queue.
     Classic,
     /// Quorum queue (replicated; must be durable).
@@ -21,7 +21,7 @@ pub enum QueueType {
 
 impl QueueType {
     /// The `x-queue-type` value.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             QueueType::Classic => "classic",
             QueueType::Quorum => "quorum",
@@ -32,7 +32,7 @@ impl QueueType {
 
 /// What to declare.
 #[derive(Subcommand, Debug)]
-pub enum Declare {
+pub(crate) enum Declare {
     /// Declares a queue; prints `queue NAME messages=N consumers=N`
     /// (NAME is the server's choice for an empty name).
     Queue {
@@ -87,7 +87,7 @@ pub enum Declare {
 
 /// What to delete.
 #[derive(Subcommand, Debug)]
-pub enum Delete {
+pub(crate) enum Delete {
     /// Deletes a queue; prints how many messages went with it.
     Queue {
         /// The name.
@@ -111,7 +111,7 @@ pub enum Delete {
 
 /// A binding's source, routing key and arguments.
 #[derive(Args, Debug)]
-pub struct Binding {
+pub(crate) struct Binding {
     /// The source exchange.
     #[arg(long, short = 'e')]
     exchange: String,
@@ -125,7 +125,7 @@ pub struct Binding {
 
 /// What to bind (or unbind).
 #[derive(Subcommand, Debug)]
-pub enum Bind {
+pub(crate) enum Bind {
     /// Binds a queue to an exchange.
     Queue {
         /// The queue.
@@ -145,13 +145,13 @@ pub enum Bind {
 
 /// `purge QUEUE`.
 #[derive(Args, Debug)]
-pub struct Purge {
+pub(crate) struct Purge {
     /// The queue.
     queue: String,
 }
 
 /// Runs `declare`.
-pub async fn declare(connection: &Connection, what: Declare) -> Result<(), CliError> {
+pub(crate) async fn declare(connection: &Connection, what: Declare) -> Result<(), CliError> {
     match what {
         Declare::Queue {
             name,
@@ -206,7 +206,7 @@ pub async fn declare(connection: &Connection, what: Declare) -> Result<(), CliEr
 }
 
 /// Runs `delete`.
-pub async fn delete(connection: &Connection, what: Delete) -> Result<(), CliError> {
+pub(crate) async fn delete(connection: &Connection, what: Delete) -> Result<(), CliError> {
     match what {
         Delete::Queue {
             name,
@@ -225,7 +225,7 @@ pub async fn delete(connection: &Connection, what: Delete) -> Result<(), CliErro
 }
 
 /// Runs `bind` (`bind == true`) or `unbind`.
-pub async fn bind(connection: &Connection, what: Bind, bind: bool) -> Result<(), CliError> {
+pub(crate) async fn bind(connection: &Connection, what: Bind, bind: bool) -> Result<(), CliError> {
     let (queue, name, b) = match what {
         Bind::Queue { name, binding } => (true, name, binding),
         Bind::Exchange { name, binding } => (false, name, binding),
@@ -245,7 +245,7 @@ pub async fn bind(connection: &Connection, what: Bind, bind: bool) -> Result<(),
 }
 
 /// Runs `purge`.
-pub async fn purge(connection: &Connection, args: Purge) -> Result<(), CliError> {
+pub(crate) async fn purge(connection: &Connection, args: Purge) -> Result<(), CliError> {
     let n = connection.queue_purge(&args.queue).await?;
     println!("purged queue {} messages={n}", args.queue);
     Ok(())

@@ -15,7 +15,7 @@ use crate::output::{Format, write_message};
 /// --requeue or --reject. Ctrl-C stops cleanly (unsettled messages are
 /// requeued).
 #[derive(Args, Debug)]
-pub struct ConsumeArgs {
+pub(crate) struct ConsumeArgs {
     /// The queue.
     pub queue: String,
     /// Output format.
@@ -47,7 +47,7 @@ pub struct ConsumeArgs {
 }
 
 /// Runs `consume`.
-pub async fn run(connection: &Connection, args: ConsumeArgs) -> Result<(), CliError> {
+pub(crate) async fn run(connection: &Connection, args: ConsumeArgs) -> Result<(), CliError> {
     let arguments = fields::table(&args.arguments, Untyped::Infer)?;
     let prefetch = match args.count {
         Some(n) => args

@@ -10,7 +10,7 @@ use crate::output::{Format, write_message};
 /// --requeue or --reject. An empty queue is exit code 7. With
 /// `--format json` the line also has `message_count`, the messages left.
 #[derive(Args, Debug)]
-pub struct GetArgs {
+pub(crate) struct GetArgs {
     /// The queue.
     pub queue: String,
     /// Output format.
@@ -25,7 +25,7 @@ pub struct GetArgs {
 }
 
 /// Runs `get`.
-pub async fn run(connection: &Connection, args: GetArgs) -> Result<(), CliError> {
+pub(crate) async fn run(connection: &Connection, args: GetArgs) -> Result<(), CliError> {
     let Some(message) = connection.get(&args.queue).await? else {
         return Err(CliError::Empty);
     };

@@ -1,7 +1,7 @@
 //! One module per command (perf has its own, `crate::perf`).
 
-pub mod admin;
-pub mod consume;
-pub mod get;
-pub mod publish;
-pub mod rpc;
+pub(crate) mod admin;
+pub(crate) mod consume;
+pub(crate) mod get;
+pub(crate) mod publish;
+pub(crate) mod rpc;

@@ -12,7 +12,7 @@ use crate::fields;
 /// Publishes one message and waits for RabbitMQ's confirm. Prints `acked`;
 /// a returned (with --mandatory) or nacked message exits with code 5.
 #[derive(Args, Debug)]
-pub struct PublishArgs {
+pub(crate) struct PublishArgs {
     /// Exchange (default: the default exchange, which routes by queue name).
     #[arg(long, short = 'e', default_value = "")]
     pub exchange: String,
@@ -32,7 +32,7 @@ pub struct PublishArgs {
 }
 
 /// Runs `publish`.
-pub async fn run(connection: &Connection, args: PublishArgs) -> Result<(), CliError> {
+pub(crate) async fn run(connection: &Connection, args: PublishArgs) -> Result<(), CliError> {
     let properties = args.properties.properties()?;
     let body = args.body.read()?;
     let confirmation = if args.mandatory {

@@ -12,7 +12,7 @@ use crate::output::{Format, write_message};
 
 /// RPC commands.
 #[derive(Subcommand, Debug)]
-pub enum Rpc {
+pub(crate) enum Rpc {
     /// Publishes a request with reply-to `amq.rabbitmq.reply-to` and a
     /// fresh correlation id, and prints the reply. An unroutable request is
     /// exit code 5, no reply within --timeout is exit code 6.
@@ -21,7 +21,7 @@ pub enum Rpc {
 
 /// `rpc call`'s flags.
 #[derive(Args, Debug)]
-pub struct CallArgs {
+pub(crate) struct CallArgs {
     /// Exchange (default: the default exchange).
     #[arg(long, short = 'e', default_value = "")]
     pub exchange: String,
@@ -42,7 +42,7 @@ pub struct CallArgs {
 }
 
 /// Runs `rpc`.
-pub async fn run(connection: &Connection, rpc: Rpc) -> Result<(), CliError> {
+pub(crate) async fn run(connection: &Connection, rpc: Rpc) -> Result<(), CliError> {
     let Rpc::Call(args) = rpc;
     let properties = args.properties.properties()?;
     let body = args.body.read()?;

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::PerfArgs;
+use super::args::PerfArgs;
 use super::stats::{Counters, Usage};
 
 /// One side's figures (publish or consume).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Side {
+pub(super) struct Side {
     /// Messages confirmed (publish) or consumed.
     pub messages: u64,
     /// Wall time of the side.
@@ -57,7 +57,7 @@ fn round(x: f64, digits: i32) -> f64 {
 
 /// Latency percentiles in microseconds.
 #[derive(Debug, Clone, Copy)]
-pub struct Percentiles {
+pub(super) struct Percentiles {
     /// Median.
     pub p50: u64,
     /// 95th percentile.
@@ -69,7 +69,7 @@ pub struct Percentiles {
 }
 
 /// A finished run.
-pub struct Report {
+pub(super) struct Report {
     /// Publishing.
     pub publish: Side,
     /// Consuming.
@@ -82,7 +82,7 @@ pub struct Report {
 
 impl Report {
     /// The `--json` object; its schema is documented in the crate README.
-    pub fn json(&self, args: &PerfArgs) -> Value {
+    pub(super) fn json(&self, args: &PerfArgs) -> Value {
         let latency = self.latency.map_or(
             Value::Null,
             |l| json!({"p50": l.p50, "p95": l.p95, "p99": l.p99, "max": l.max}),
@@ -98,7 +98,7 @@ impl Report {
     }
 
     /// The human-readable table.
-    pub fn table(&self, args: &PerfArgs) -> String {
+    pub(super) fn table(&self, args: &PerfArgs) -> String {
         let mut out = format!("carehare perf: {}\n\n", args.summary());
         out += &format!(
             "{:<9}{:>12}{:>10}{:>12}{:>9}{:>13}\n",
@@ -145,7 +145,7 @@ impl Report {
 }
 
 /// `1234567` as `1,234,567`.
-pub fn thousands(n: u64) -> String {
+pub(super) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -159,7 +159,7 @@ pub fn thousands(n: u64) -> String {
 
 /// The live progress line on stderr, about once a second: a rewritten
 /// line on a terminal, one line per second otherwise.
-pub async fn progress(counters: Arc<Counters>, label: &'static str) {
+pub(super) async fn progress(counters: Arc<Counters>, label: &'static str) {
     let tty = std::io::stderr().is_terminal();
     let start = tokio::time::Instant::now();
     let mut ticks =
@@ -216,7 +216,7 @@ pub async fn progress(counters: Arc<Counters>, label: &'static str) {
 }
 
 /// Ends a terminal progress line, so what follows starts on its own line.
-pub fn end_progress() {
+pub(super) fn end_progress() {
     if std::io::stderr().is_terminal() {
         eprintln!();
     }

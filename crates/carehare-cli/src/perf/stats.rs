@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use nix::sys::resource::{UsageWho, getrusage};
 
 /// Counters shared by every producer, consumer and the progress line.
-pub struct Counters {
+pub(super) struct Counters {
     /// Publishes queued.
     pub sent: AtomicU64,
     /// Publishes acked by RabbitMQ.
@@ -27,7 +27,7 @@ pub struct Counters {
 
 impl Counters {
     /// All zero.
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             sent: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
@@ -40,7 +40,7 @@ impl Counters {
     }
 
     /// Reads a counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
+    pub(super) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 
@@ -48,7 +48,7 @@ impl Counters {
     /// except that a usage error ("the connection is closed", from a task
     /// that ran into a connection already closing) gives way to the
     /// error that says why.
-    pub fn fail(&self, error: carehare_tokio::Error) {
+    pub(super) fn fail(&self, error: carehare_tokio::Error) {
         let mut failure = lock(&self.failure);
         match &*failure {
             None | Some(carehare_tokio::Error::Usage(_)) => *failure = Some(error),
@@ -59,12 +59,12 @@ impl Counters {
     }
 
     /// The recorded error, if any.
-    pub fn failure(&self) -> Option<carehare_tokio::Error> {
+    pub(super) fn failure(&self) -> Option<carehare_tokio::Error> {
         lock(&self.failure).clone()
     }
 
     /// The latency histograms.
-    pub fn latency(&self) -> MutexGuard<'_, Latency> {
+    pub(super) fn latency(&self) -> MutexGuard<'_, Latency> {
         lock(&self.latency)
     }
 }
@@ -77,7 +77,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Latency in microseconds: over the whole run, and since the last
 /// progress line.
-pub struct Latency {
+pub(super) struct Latency {
     /// The whole run.
     pub total: Histogram<u64>,
     /// Since the last progress line.
@@ -101,7 +101,7 @@ impl Latency {
     }
 
     /// Records one latency.
-    pub fn record(&mut self, micros: u64) {
+    pub(super) fn record(&mut self, micros: u64) {
         let micros = micros.clamp(1, MAX_LATENCY_US);
         self.total.saturating_record(micros);
         self.interval.saturating_record(micros);
@@ -111,7 +111,7 @@ impl Latency {
 /// Nanoseconds since the Unix epoch: the publish timestamp carried in each
 /// message (wall clock, so a consumer in another process on the same host
 /// can read it too).
-pub fn epoch_nanos() -> u64 {
+pub(super) fn epoch_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -120,7 +120,7 @@ pub fn epoch_nanos() -> u64 {
 /// The latency of a message stamped at `sent` (epoch nanoseconds), in
 /// microseconds, or `None` for a stamp from the future or over an hour old
 /// (not ours, or clocks apart).
-pub fn latency_micros(sent: u64, now: u64) -> Option<u64> {
+pub(super) fn latency_micros(sent: u64, now: u64) -> Option<u64> {
     let nanos = now.checked_sub(sent)?;
     let micros = nanos / 1000;
     (micros <= MAX_LATENCY_US).then_some(micros)
@@ -128,7 +128,7 @@ pub fn latency_micros(sent: u64, now: u64) -> Option<u64> {
 
 /// CPU time (user + system, all threads) and peak memory of this process.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Usage {
+pub(super) struct Usage {
     /// User plus system CPU time.
     pub cpu: Duration,
     /// Peak resident set size in KiB (`VmHWM` on Linux, else
@@ -139,7 +139,7 @@ pub struct Usage {
 impl Usage {
     /// `getrusage(RUSAGE_SELF)` now (zero if the call fails, which it
     /// cannot for RUSAGE_SELF).
-    pub fn now() -> Self {
+    pub(super) fn now() -> Self {
         let Ok(u) = getrusage(UsageWho::RUSAGE_SELF) else {
             return Self::default();
         };
@@ -155,7 +155,7 @@ impl Usage {
     }
 
     /// CPU used between `earlier` and `self`.
-    pub fn cpu_since(&self, earlier: &Usage) -> Duration {
+    pub(super) fn cpu_since(&self, earlier: &Usage) -> Duration {
         self.cpu.saturating_sub(earlier.cpu)
     }
 }

@@ -19,11 +19,11 @@ use tokio::time::Instant;
 use super::stats::{Counters, epoch_nanos, latency_micros};
 
 /// The header that carries the publish time when the body is too small.
-pub const STAMP_HEADER: &str = "carehare-perf-ts";
+pub(super) const STAMP_HEADER: &str = "carehare-perf-ts";
 
 /// Where the publish time goes, if anywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stamp {
+pub(super) enum Stamp {
     /// Not stamped (sequential runs: latency would only measure the phase).
     None,
     /// The first 8 bytes of the body, little-endian epoch nanoseconds.
@@ -34,7 +34,7 @@ pub enum Stamp {
 
 impl Stamp {
     /// How a body of `size` bytes is stamped, if `measure`.
-    pub fn for_size(size: usize, measure: bool) -> Self {
+    pub(super) fn for_size(size: usize, measure: bool) -> Self {
         match (measure, size >= 8) {
             (false, _) => Stamp::None,
             (true, true) => Stamp::Body,
@@ -44,7 +44,7 @@ impl Stamp {
 }
 
 /// One producer's job.
-pub struct Producer {
+pub(super) struct Producer {
     /// Its connection.
     pub connection: Connection,
     /// Routing key on the default exchange.
@@ -66,7 +66,7 @@ pub struct Producer {
 impl Producer {
     /// Publishes until its count is done or `stop_producers`, then waits
     /// for the outstanding confirms. Returns when the last one came.
-    pub async fn run(self, counters: Arc<Counters>) -> Result<Instant, Error> {
+    pub(super) async fn run(self, counters: Arc<Counters>) -> Result<Instant, Error> {
         let publisher = self.connection.publisher(self.window);
         // Unstamped bodies are one shared buffer: each publish only bumps
         // a reference count.
@@ -162,7 +162,7 @@ fn settle(result: Result<(), Error>, counters: &Counters) -> Result<(), Error> {
 }
 
 /// One consumer's job.
-pub struct Consumer {
+pub(super) struct Consumer {
     /// The consumer, already registered with RabbitMQ.
     pub consumer: AckingConsumer,
     /// Ack (multiple) every this many deliveries.
@@ -177,7 +177,7 @@ impl Consumer {
     /// Consumes until `target` messages were consumed by all consumers or
     /// `stop` turns true; acks what it holds and closes. Returns when it
     /// took its last message.
-    pub async fn run(
+    pub(super) async fn run(
         self,
         counters: Arc<Counters>,
         mut stop: watch::Receiver<bool>,
