@@ -82,7 +82,10 @@ fn shown(result: &Result<ConnectOptions, UrlError>) -> Vec<String> {
 }
 
 /// The parser's source files (its tests are in a file of their own).
-const URI_SOURCES: &[&str] = &[include_str!("../../crates/carehare-client/src/uri/mod.rs")];
+const URI_SOURCES: &[&str] = &[
+    include_str!("../../crates/carehare-client/src/uri/mod.rs"),
+    include_str!("../../crates/carehare-client/src/uri/query.rs"),
+];
 
 /// Text that may show up whatever the input: the string literals of
 /// the `uri` module outside its tests (error messages, split at `{...}`

@@ -10,15 +10,14 @@
 //! Nothing here ever puts the URL, the user name or the password into an
 //! error message: a URL may carry a password.
 
-use std::net::Ipv6Addr;
-use std::path::PathBuf;
-use std::str::FromStr;
-use std::time::Duration;
+mod query;
 
-use carehare_core::Auth;
+use std::net::Ipv6Addr;
+use std::str::FromStr;
+
 use percent_encoding::percent_decode;
 
-use crate::options::{ClientCert, ConnectOptions, TlsOptions};
+use crate::options::{ConnectOptions, TlsOptions};
 
 /// Default port of `amqp://`.
 const AMQP_PORT: u16 = 5672;
@@ -32,11 +31,6 @@ const MAX_VHOST_LEN: usize = 255;
 /// Added to errors that a password with special characters may cause.
 const ENCODE_HINT: &str = "if the user name or password contains '@', ':', '/', '?', '#' or '%', \
                            percent-encode it (%40, %3A, %2F, %3F, %23, %25)";
-
-/// The query parameters [`ConnectOptions::from_url`] understands.
-const SUPPORTED: &str = "heartbeat, frame_max, channel_max, connection_timeout, auth_mechanism, \
-                         name, connection_name, cacertfile, certfile, keyfile, \
-                         server_name_indication, verify";
 
 /// Why a URL could not be turned into [`ConnectOptions`].
 ///
@@ -61,7 +55,10 @@ pub enum UrlError {
     #[error("invalid URL: invalid vhost: {0}")]
     InvalidVhost(&'static str),
     /// A query parameter this client does not know (possibly a typo).
-    #[error("invalid URL: unknown query parameter \"{0}\" (supported: {SUPPORTED})")]
+    #[error(
+        "invalid URL: unknown query parameter \"{0}\" (supported: {supported})",
+        supported = query::supported()
+    )]
     UnknownParameter(String),
     /// A query parameter given twice (`name` and `connection_name` count as
     /// the same parameter).
@@ -135,18 +132,7 @@ impl ConnectOptions {
     /// Query parameters, each at most once (unknown ones are errors, to
     /// catch typos; `+` means a space, encode a literal `+` as `%2B`):
     ///
-    /// | parameter | meaning |
-    /// |---|---|
-    /// | `heartbeat` | heartbeat proposal in seconds (0 disables) |
-    /// | `frame_max` | largest frame, 0 (no limit) or at least 4096 |
-    /// | `channel_max` | highest channel number (0: no limit) |
-    /// | `connection_timeout` | in **milliseconds**, at least 1 |
-    /// | `auth_mechanism` | `plain` (default), `amqplain` or `external` |
-    /// | `name`, `connection_name` | connection name shown in the management UI |
-    /// | `cacertfile` | PEM file of CA certificates (`amqps` only) |
-    /// | `certfile`, `keyfile` | client certificate chain and key, PEM, both or neither (`amqps` only) |
-    /// | `server_name_indication` | name to verify the server certificate against (`amqps` only) |
-    /// | `verify` | only `verify_peer`, which is always on (`amqps` only) |
+    #[doc = query::doc_table!()]
     ///
     /// Everything else keeps its value from [`ConnectOptions::default`].
     ///
@@ -301,8 +287,8 @@ fn parse(input: &str) -> Result<ConnectOptions, UrlError> {
     opts.amqp.virtual_host = parse_vhost(path)?;
 
     let params = match query {
-        Some(query) => parse_query(query, tls)?,
-        None => Params::default(),
+        Some(query) => query::parse(query, tls)?,
+        None => query::Params::default(),
     };
     params.apply(&mut opts, authority.user, authority.password)?;
     Ok(opts)
@@ -459,244 +445,6 @@ fn parse_vhost(path: &str) -> Result<String, UrlError> {
         return Err(UrlError::InvalidVhost("the name is longer than 255 bytes"));
     }
     Ok(vhost)
-}
-
-/// The query parameters, as given.
-#[derive(Default)]
-struct Params {
-    heartbeat: Option<u16>,
-    frame_max: Option<u32>,
-    channel_max: Option<u16>,
-    connection_timeout: Option<Duration>,
-    auth_mechanism: Option<Mechanism>,
-    connection_name: Option<String>,
-    cacertfile: Option<PathBuf>,
-    certfile: Option<PathBuf>,
-    keyfile: Option<PathBuf>,
-    server_name: Option<String>,
-}
-
-#[derive(Clone, Copy)]
-enum Mechanism {
-    Plain,
-    AmqPlain,
-    External,
-}
-
-fn parse_query(query: &str, tls: bool) -> Result<Params, UrlError> {
-    let mut params = Params::default();
-    let mut seen: Vec<&'static str> = Vec::new();
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = decode_query(raw_name)
-            .map_err(|why| UrlError::Parse(format!("a query parameter name {why}")))?;
-        let Some(key) = known_parameter(&name) else {
-            if name.contains('@') {
-                // Most likely the end of a password containing '?'.
-                return Err(UrlError::Parse(format!(
-                    "a query parameter name contains '@'; {ENCODE_HINT}"
-                )));
-            }
-            return Err(UrlError::UnknownParameter(name));
-        };
-        let value = decode_query(raw_value).map_err(|why| {
-            UrlError::Parse(format!("the value of query parameter \"{name}\" {why}"))
-        })?;
-        if !tls && is_tls_parameter(key) {
-            return Err(UrlError::TlsParamWithoutTls(key));
-        }
-        // `name` and `connection_name` are one parameter.
-        let slot = if key == "name" {
-            "connection_name"
-        } else {
-            key
-        };
-        if seen.contains(&slot) {
-            return Err(UrlError::DuplicateParameter(name));
-        }
-        seen.push(slot);
-
-        let invalid = |reason: &str| UrlError::InvalidParameter {
-            name: name.clone(),
-            value: value.clone(),
-            reason: reason.to_owned(),
-        };
-        match key {
-            "heartbeat" => {
-                params.heartbeat = Some(number(&value, u16::MAX).map_err(|why| invalid(&why))?)
-            }
-            "channel_max" => {
-                params.channel_max = Some(number(&value, u16::MAX).map_err(|why| invalid(&why))?)
-            }
-            "frame_max" => {
-                let frame_max = number(&value, u32::MAX).map_err(|why| invalid(&why))?;
-                if frame_max != 0 && frame_max < 4096 {
-                    return Err(invalid("must be 0 (no limit) or at least 4096"));
-                }
-                params.frame_max = Some(frame_max);
-            }
-            "connection_timeout" => {
-                let ms = number(&value, u64::MAX).map_err(|why| invalid(&why))?;
-                if ms == 0 {
-                    return Err(invalid("must be at least 1 (milliseconds)"));
-                }
-                params.connection_timeout = Some(Duration::from_millis(ms));
-            }
-            "auth_mechanism" => {
-                let mechanism = if value.eq_ignore_ascii_case("plain") {
-                    Mechanism::Plain
-                } else if value.eq_ignore_ascii_case("amqplain") {
-                    Mechanism::AmqPlain
-                } else if value.eq_ignore_ascii_case("external") {
-                    Mechanism::External
-                } else {
-                    return Err(invalid("expected plain, amqplain or external"));
-                };
-                params.auth_mechanism = Some(mechanism);
-            }
-            "name" | "connection_name" => params.connection_name = Some(value),
-            "cacertfile" | "certfile" | "keyfile" => {
-                if value.is_empty() {
-                    return Err(invalid("expected a file path"));
-                }
-                let path = Some(PathBuf::from(value));
-                match key {
-                    "cacertfile" => params.cacertfile = path,
-                    "certfile" => params.certfile = path,
-                    _ => params.keyfile = path,
-                }
-            }
-            "server_name_indication" => {
-                if value.eq_ignore_ascii_case("disable") {
-                    return Err(invalid(
-                        "disabling SNI is not supported; the server certificate is always \
-                         verified",
-                    ));
-                }
-                if rustls::pki_types::ServerName::try_from(value.as_str()).is_err() {
-                    return Err(invalid("not a valid DNS name or IP address"));
-                }
-                params.server_name = Some(value);
-            }
-            "verify" => {
-                if value != "verify_peer" {
-                    return Err(invalid(
-                        "only verify_peer is supported: carehare always verifies the server \
-                         certificate",
-                    ));
-                }
-            }
-            _ => unreachable!("known_parameter returned {key}"),
-        }
-    }
-    Ok(params)
-}
-
-fn known_parameter(name: &str) -> Option<&'static str> {
-    [
-        "heartbeat",
-        "frame_max",
-        "channel_max",
-        "connection_timeout",
-        "auth_mechanism",
-        "name",
-        "connection_name",
-        "cacertfile",
-        "certfile",
-        "keyfile",
-        "server_name_indication",
-        "verify",
-    ]
-    .into_iter()
-    .find(|known| *known == name)
-}
-
-fn is_tls_parameter(key: &str) -> bool {
-    matches!(
-        key,
-        "cacertfile" | "certfile" | "keyfile" | "server_name_indication" | "verify"
-    )
-}
-
-/// A decimal number from 0 to `max`, digits only.
-fn number<T>(value: &str, max: T) -> Result<T, String>
-where
-    T: FromStr + std::fmt::Display,
-{
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("expected a whole number".into());
-    }
-    // Only digits: parsing fails only when the number is too large.
-    value
-        .parse::<T>()
-        .map_err(|_| format!("too large (at most {max})"))
-}
-
-impl Params {
-    fn apply(
-        self,
-        opts: &mut ConnectOptions,
-        user: Option<String>,
-        password: Option<String>,
-    ) -> Result<(), UrlError> {
-        if let Some(heartbeat) = self.heartbeat {
-            opts.amqp.heartbeat = heartbeat;
-        }
-        if let Some(frame_max) = self.frame_max {
-            opts.amqp.frame_max = frame_max;
-        }
-        if let Some(channel_max) = self.channel_max {
-            opts.amqp.channel_max = channel_max;
-        }
-        if let Some(timeout) = self.connection_timeout {
-            opts.connection_timeout = timeout;
-        }
-        if self.connection_name.is_some() {
-            opts.amqp.connection_name = self.connection_name;
-        }
-
-        let username = user.unwrap_or_else(|| DEFAULT_USER.into());
-        let password = password.unwrap_or_else(|| DEFAULT_PASSWORD.into());
-        opts.amqp.auth = match self.auth_mechanism.unwrap_or(Mechanism::Plain) {
-            Mechanism::Plain => Auth::plain(username, password),
-            Mechanism::AmqPlain => Auth::AmqPlain { username, password },
-            // The certificate names the user; the URL's credentials go unused.
-            Mechanism::External => Auth::External,
-        };
-
-        let client_cert = match (self.certfile, self.keyfile) {
-            (None, None) => None,
-            (Some(cert_file), Some(key_file)) => Some(ClientCert {
-                cert_file,
-                key_file,
-            }),
-            (Some(_), None) => {
-                return Err(UrlError::IncompleteClientCert {
-                    present: "certfile",
-                    missing: "keyfile",
-                });
-            }
-            (None, Some(_)) => {
-                return Err(UrlError::IncompleteClientCert {
-                    present: "keyfile",
-                    missing: "certfile",
-                });
-            }
-        };
-        // TLS parameters only get this far with amqps, so `tls` is set.
-        if let Some(tls) = opts.tls.as_mut() {
-            if self.cacertfile.is_some() {
-                tls.ca_file = self.cacertfile;
-            }
-            if client_cert.is_some() {
-                tls.client_cert = client_cert;
-            }
-            if self.server_name.is_some() {
-                tls.server_name = self.server_name;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -1,4 +1,10 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use carehare_core::Auth;
+
 use super::*;
+use crate::options::ClientCert;
 
 fn parse(url: &str) -> ConnectOptions {
     ConnectOptions::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"))
@@ -538,4 +544,15 @@ fn from_urls_errors_never_show_passwords() {
     let e = ConnectOptions::from_urls(["amqp://u:hunter2@a", "amqp://u:hunter3@b"]).unwrap_err();
     assert!(!e.to_string().contains("hunter"), "{e}");
     assert!(!format!("{e:?}").contains("hunter"), "{e:?}");
+}
+
+/// The error for an unknown name lists every name, in table order.
+#[test]
+fn unknown_parameter_lists_every_name() {
+    assert_eq!(
+        err("amqp://h?heartbeet=5").to_string(),
+        "invalid URL: unknown query parameter \"heartbeet\" (supported: heartbeat, frame_max, \
+         channel_max, connection_timeout, auth_mechanism, name, connection_name, cacertfile, \
+         certfile, keyfile, server_name_indication, verify)"
+    );
 }
