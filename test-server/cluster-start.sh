@@ -3,9 +3,10 @@
 #   carehare-c1@localhost  amqp 127.0.0.1:5781  dist 25781
 #   carehare-c2@localhost  amqp 127.0.0.1:5782  dist 25782
 #   carehare-c3@localhost  amqp 127.0.0.1:5783  dist 25783
-# c2 and c3 are joined to c1. Idempotent: running nodes are reused, stopped ones started
-# (in parallel), and a node not yet in the cluster is joined. Users, vhosts and
-# permissions (the same as the main test node's) are (re)applied every time.
+# Each node is node.sh's node cN (started through cluster-node.sh); c2 and c3 are joined
+# to c1. Idempotent: running nodes are reused, stopped ones started (in parallel), and a
+# node not yet in the cluster is joined. Users, vhosts and permissions (the same as the
+# test broker's, without its EXTERNAL user) are (re)applied every time.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,11 +28,14 @@ flock -w 600 9 || die "timed out waiting for another cluster-start.sh/cluster-st
 
 started_at=$SECONDS
 ctl() { # node seconds tool args...
-    local n="$1" secs="$2" tool="$3"
-    shift 3
-    HOME="$base/node$n/home" LC_ALL=C.UTF-8 ERL_EPMD_ADDRESS=127.0.0.1 \
-        RABBITMQ_NODENAME="carehare-c$n@localhost" \
-        timeout "$secs" "$CAREHARE_RABBITMQ_BIN/$tool" -n "carehare-c$n@localhost" "$@" 9>&-
+    local n="$1" secs="$2"
+    shift 2
+    (
+        CLUSTER_NODE="$n"
+        # shellcheck source-path=SCRIPTDIR source=cluster-env.sh
+        source "$here/cluster-env.sh"
+        CAREHARE_CLI_TIMEOUT="$secs" carehare_cluster_cli "$@" 9>&-
+    )
 }
 
 # ---- start the three nodes in parallel ----
@@ -65,37 +69,7 @@ running="$(ctl 1 30 rabbitmqctl -q eval 'length(rabbit_nodes:all_running()).' 2>
 [[ "$running" == 3 ]] || die "the cluster has ${running:-?} running nodes, expected 3"
 
 # ---- users, vhosts, permissions (cluster-wide: import on c1) ----
-pw_hash() { # rabbit_password_hashing_sha256: base64(salt || sha256(salt || password))
-    local d
-    d="$(mktemp -d)"
-    openssl rand -out "$d/salt" 4
-    { cat "$d/salt"; printf '%s' "$1"; } | openssl dgst -sha256 -binary >"$d/digest"
-    cat "$d/salt" "$d/digest" | openssl base64 -A
-    rm -rf "$d"
-}
-defs="$base/definitions.json"
-perms=()
-sep=""
-for u in guest carehare; do
-    for v in / carehare-test; do
-        perms+=("$sep{\"user\":\"$u\",\"vhost\":\"$v\",\"configure\":\".*\",\"write\":\".*\",\"read\":\".*\"}")
-        sep=","
-    done
-done
-cat >"$defs" <<JSON
-{
-  "users": [
-    {"name": "guest", "password_hash": "$(pw_hash guest)", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"]},
-    {"name": "carehare", "password_hash": "$(pw_hash carehare-pw)", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"]}
-  ],
-  "vhosts": [{"name": "/"}, {"name": "carehare-test"}],
-  "permissions": [${perms[*]}]
-}
-JSON
-if ! out="$(ctl 1 120 rabbitmqctl -q import_definitions "$defs" 2>&1)"; then
-    printf '%s\n' "$out" >&2
-    die "could not import users/vhosts/permissions from $defs"
-fi
+"$here/node.sh" users c1 9>&-
 
 log "cluster up in $((SECONDS - started_at))s: amqp://127.0.0.1:5781 :5782 :5783 (carehare-c1/c2/c3@localhost)"
 log "  users carehare/carehare-pw, guest/guest; vhosts / and carehare-test"

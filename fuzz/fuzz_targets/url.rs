@@ -81,16 +81,26 @@ fn shown(result: &Result<ConnectOptions, UrlError>) -> Vec<String> {
     }
 }
 
+/// The parser's source files (its tests are in a file of their own).
+const URI_SOURCES: &[&str] = &[
+    include_str!("../../crates/carehare-client/src/uri/mod.rs"),
+    include_str!("../../crates/carehare-client/src/uri/query.rs"),
+];
+
 /// Text that may show up whatever the input: the string literals of
-/// `uri.rs` outside its tests (error messages, split at `{...}`
+/// the `uri` module outside its tests (error messages, split at `{...}`
 /// placeholders), and the `Debug` form of a few fixed options (field
 /// names, defaults such as `guest` and `localhost`, `<redacted>`).
 fn wording() -> &'static [String] {
     static WORDING: OnceLock<Vec<String>> = OnceLock::new();
     WORDING.get_or_init(|| {
-        let source = include_str!("../../crates/carehare-client/src/uri.rs");
-        let code = source.split("#[cfg(test)]").next().unwrap_or(source);
-        let mut wording = string_literals(code);
+        let mut wording: Vec<String> = URI_SOURCES
+            .iter()
+            .flat_map(|source| {
+                let code = source.split("#[cfg(test)]").next().unwrap_or(source);
+                string_literals(code)
+            })
+            .collect();
         let defaults = ConnectOptions::default();
         let mut tls = ConnectOptions {
             tls: Some(TlsOptions {
@@ -122,7 +132,7 @@ fn wording() -> &'static [String] {
 }
 
 /// The `"..."` literals in Rust source, unescaped, each split at its
-/// `{...}` format placeholders. Good enough for `uri.rs`: no raw strings,
+/// `{...}` format placeholders. Good enough for the `uri` module: no raw strings,
 /// and a `'"'` char literal would only add a harmless extra piece.
 fn string_literals(code: &str) -> Vec<String> {
     let mut pieces = Vec::new();
@@ -149,7 +159,7 @@ fn string_literals(code: &str) -> Vec<String> {
                 _ => literal.push(c),
             }
         }
-        // "{x}" and "{x:?}" are arguments; "{{" never occurs in uri.rs.
+        // "{x}" and "{x:?}" are arguments; "{{" never occurs in the `uri` module.
         let mut piece = String::new();
         let mut in_placeholder = false;
         for c in literal.chars() {
