@@ -22,6 +22,8 @@
 //! Each operation takes one short lock on the shared core, queues its
 //! frames and wakes the driver: there is no task hop.
 
+#![deny(unreachable_pub)]
+
 mod address;
 mod connect;
 mod driver;

@@ -20,6 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use carehare_core::frame::Frame;
+use carehare_core::method::{ConnectionTune, Method};
+use carehare_core::testing;
 use futures_io::{AsyncRead, AsyncWrite};
 
 use crate::runtime::{BoxFuture, Runtime, Stream};
@@ -242,3 +245,108 @@ impl AsyncWrite for End {
         Poll::Ready(Ok(()))
     }
 }
+
+/// The server's side of one simulated socket: it plays the handshake from
+/// the core's test harness, then the test's script.
+pub(crate) struct FakeBroker {
+    io: End,
+    from_client: testing::ClientOutput,
+}
+
+impl FakeBroker {
+    /// Accepts `io` and sends the server's whole handshake (`tune`
+    /// proposed) at once: the client answers each step in order.
+    pub(crate) fn accept(io: End, tune: ConnectionTune) -> Self {
+        let mut broker = Self {
+            io,
+            from_client: testing::ClientOutput::new(),
+        };
+        broker.send(&testing::handshake_frames(tune));
+        broker
+    }
+
+    /// Writes `bytes` to the client.
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
+        // An in-memory write never waits.
+        let mut tx = self.io.tx.lock().unwrap();
+        tx.data.extend(bytes);
+        if let Some(w) = tx.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// Reads until the client's next method (heartbeats and content are
+    /// skipped); `None` when the client closed the socket.
+    pub(crate) async fn next_method(&mut self) -> Option<(u16, Method)> {
+        use futures_util::AsyncReadExt;
+        loop {
+            if let Some(method) = self.from_client.next_method() {
+                return Some(method);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.io.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.from_client.extend(&chunk[..n]);
+        }
+    }
+
+    /// Reads the client's side of the handshake, checking each step.
+    pub(crate) async fn expect_handshake(&mut self) {
+        use futures_util::AsyncReadExt;
+        let mut header = [0u8; 8];
+        self.io.read_exact(&mut header).await.unwrap();
+        self.from_client.extend(&header);
+        self.from_client.expect_protocol_header();
+        for name in [
+            "connection.start-ok",
+            "connection.tune-ok",
+            "connection.open",
+        ] {
+            let (channel, method) = self.next_method().await.unwrap();
+            assert_eq!((channel, method.name()), (0, name), "{method:?}");
+        }
+    }
+
+    /// Reads until the client closes the socket, counting its heartbeats.
+    pub(crate) async fn count_heartbeats_until_eof(&mut self) -> usize {
+        use futures_util::AsyncReadExt;
+        let mut heartbeats = 0;
+        loop {
+            while let Some(frame) = self.from_client.next_frame() {
+                heartbeats += usize::from(matches!(frame, Frame::Heartbeat { .. }));
+            }
+            let mut chunk = [0u8; 4096];
+            match self.io.read(&mut chunk).await {
+                Ok(0) | Err(_) => return heartbeats,
+                Ok(n) => self.from_client.extend(&chunk[..n]),
+            }
+        }
+    }
+}
+
+/// A simulated runtime whose every connect reaches a new [`FakeBroker`]
+/// running `script` (spawned on the same runtime), which starts by
+/// sending the handshake with `tune` proposed.
+pub(crate) fn with_broker<F, Fut>(tune: ConnectionTune, script: F) -> Arc<SimRuntime>
+where
+    F: Fn(FakeBroker) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let spawner: Arc<Mutex<Option<std::sync::Weak<SimRuntime>>>> = Arc::default();
+    let weak = spawner.clone();
+    let runtime = SimRuntime::new(Box::new(move |_address| {
+        let (client, server) = duplex();
+        let broker = FakeBroker::accept(server, tune.clone());
+        if let Some(rt) = weak.lock().unwrap().as_ref().and_then(|w| w.upgrade()) {
+            rt.spawn(Box::pin(script(broker)));
+        }
+        Ok(Box::new(client) as Box<dyn Stream>)
+    }));
+    *spawner.lock().unwrap() = Some(Arc::downgrade(&runtime));
+    runtime
+}
+
+#[cfg(test)]
+mod tests;
