@@ -15,9 +15,9 @@ use crate::method::{
 use crate::types::{Secret, ShortStr};
 
 impl Connection {
-    pub(super) fn on_start(&mut self, now: Instant, start: ConnectionStart) {
+    pub(super) fn on_start(&mut self, start: ConnectionStart) {
         if (start.version_major, start.version_minor) != (0, 9) {
-            self.unexpected_method(now, 0, "connection.start (not 0-9)");
+            self.unexpected_method(0, "connection.start (not 0-9)");
             return;
         }
         self.server_properties = start.server_properties;
@@ -48,7 +48,7 @@ impl Connection {
     pub(super) fn on_tune(&mut self, now: Instant, tune: ConnectionTune) {
         let frame_max = negotiate(self.config.frame_max, tune.frame_max);
         if frame_max != 0 && frame_max < FRAME_MIN_SIZE {
-            self.violation(now, ProtocolViolation::InvalidTune("frame_max below 4096"));
+            self.violation(ProtocolViolation::InvalidTune("frame_max below 4096"));
             return;
         }
         let channel_max = negotiate(self.config.channel_max, tune.channel_max);

@@ -426,7 +426,7 @@ impl Connection {
     /// fault the core detects itself.
     pub fn close_for_violation(&mut self, now: Instant, violation: ProtocolViolation) {
         self.tick(now);
-        self.violation(now, violation);
+        self.violation(violation);
     }
 
     // ---- D. Outputs -------------------------------------------------------
@@ -623,13 +623,10 @@ impl Connection {
                 Err(error) => {
                     // The stream is out of sync: nothing after this can be read.
                     self.read_buf.clear();
-                    self.violation(
-                        now,
-                        ProtocolViolation::Decode {
-                            channel: channel_hint,
-                            error,
-                        },
-                    );
+                    self.violation(ProtocolViolation::Decode {
+                        channel: channel_hint,
+                        error,
+                    });
                     return;
                 }
             };
@@ -640,12 +637,12 @@ impl Connection {
             let channel = raw.channel;
             // A heartbeat is checked before parsing so the right fault is reported.
             if raw.kind == FrameType::Heartbeat && channel != 0 {
-                self.violation(now, ProtocolViolation::HeartbeatOnChannel(channel));
+                self.violation(ProtocolViolation::HeartbeatOnChannel(channel));
                 continue;
             }
             match raw.parse() {
                 Ok(frame) => self.handle_frame(now, frame),
-                Err(error) => self.violation(now, ProtocolViolation::Decode { channel, error }),
+                Err(error) => self.violation(ProtocolViolation::Decode { channel, error }),
             }
         }
     }
@@ -675,34 +672,28 @@ impl Connection {
         match frame {
             Frame::Heartbeat { .. } => {}
             Frame::Method { channel: 0, method } => self.handle_connection_method(now, method),
-            Frame::Header { channel: 0, .. } => self.violation(
-                now,
-                ProtocolViolation::UnexpectedFrame {
+            Frame::Header { channel: 0, .. } => {
+                self.violation(ProtocolViolation::UnexpectedFrame {
                     channel: 0,
                     what: "content header",
-                },
-            ),
-            Frame::Body { channel: 0, .. } => self.violation(
-                now,
-                ProtocolViolation::UnexpectedFrame {
-                    channel: 0,
-                    what: "content body",
-                },
-            ),
+                })
+            }
+            Frame::Body { channel: 0, .. } => self.violation(ProtocolViolation::UnexpectedFrame {
+                channel: 0,
+                what: "content body",
+            }),
             frame => {
                 let channel = frame.channel();
                 if !self.is_open() || self.channels.get(channel).is_none() {
-                    self.violation(now, ProtocolViolation::UnknownChannel(channel));
+                    self.violation(ProtocolViolation::UnknownChannel(channel));
                     return;
                 }
                 match frame {
-                    Frame::Method { method, .. } => {
-                        self.handle_channel_method(now, channel, method)
-                    }
+                    Frame::Method { method, .. } => self.handle_channel_method(channel, method),
                     Frame::Header { header, .. } => {
-                        self.handle_header(now, channel, header.properties, header.body_size)
+                        self.handle_header(channel, header.properties, header.body_size)
                     }
-                    Frame::Body { payload, .. } => self.handle_body(now, channel, payload),
+                    Frame::Body { payload, .. } => self.handle_body(channel, payload),
                     Frame::Heartbeat { .. } => {}
                 }
             }
@@ -729,7 +720,7 @@ impl Connection {
                 };
                 self.finish(error);
             }
-            (State::AwaitingStart, Method::ConnectionStart(start)) => self.on_start(now, start),
+            (State::AwaitingStart, Method::ConnectionStart(start)) => self.on_start(start),
             (State::AwaitingTune, Method::ConnectionTune(tune)) => self.on_tune(now, tune),
             (State::AwaitingOpenOk, Method::ConnectionOpenOk(_)) => {
                 self.state = State::Open;
@@ -750,14 +741,14 @@ impl Connection {
             (State::Open, Method::ConnectionUpdateSecretOk(m)) => {
                 match self.connection_ops.pop_front() {
                     Some(op) => self.complete(op, 0, Ok(Reply::Method(m.into()))),
-                    None => self.unexpected_method(now, 0, ConnectionUpdateSecretOk::NAME),
+                    None => self.unexpected_method(0, ConnectionUpdateSecretOk::NAME),
                 }
             }
-            (_, other) => self.unexpected_method(now, 0, other.name()),
+            (_, other) => self.unexpected_method(0, other.name()),
         }
     }
 
-    fn handle_channel_method(&mut self, now: Instant, channel: ChannelId, method: Method) {
+    fn handle_channel_method(&mut self, channel: ChannelId, method: Method) {
         let Some(ch) = self.channels.get_mut(channel) else {
             return;
         };
@@ -777,13 +768,10 @@ impl Connection {
             return;
         }
         if ch.content.is_some() {
-            self.violation(
-                now,
-                ProtocolViolation::UnexpectedFrame {
-                    channel,
-                    what: "method frame while content was expected",
-                },
-            );
+            self.violation(ProtocolViolation::UnexpectedFrame {
+                channel,
+                what: "method frame while content was expected",
+            });
             return;
         }
         let ids = (method.class_id(), method.method_id());
@@ -870,17 +858,11 @@ impl Connection {
                 }
                 self.complete(p.op, channel, Ok(Reply::Method(method)));
             }
-            other => self.unexpected_method(now, channel, other.name()),
+            other => self.unexpected_method(channel, other.name()),
         }
     }
 
-    fn handle_header(
-        &mut self,
-        now: Instant,
-        channel: ChannelId,
-        properties: BasicProperties,
-        body_size: u64,
-    ) {
+    fn handle_header(&mut self, channel: ChannelId, properties: BasicProperties, body_size: u64) {
         let max = self.config.max_body_size;
         let Some(ch) = self.channels.get_mut(channel) else {
             return;
@@ -891,14 +873,11 @@ impl Connection {
         match &mut ch.content {
             Some(a) if a.header.is_none() => {
                 if body_size > max {
-                    self.violation(
-                        now,
-                        ProtocolViolation::BodyTooLarge {
-                            channel,
-                            size: body_size,
-                            max,
-                        },
-                    );
+                    self.violation(ProtocolViolation::BodyTooLarge {
+                        channel,
+                        size: body_size,
+                        max,
+                    });
                     return;
                 }
                 a.header = Some((properties, body_size));
@@ -906,17 +885,14 @@ impl Connection {
                     self.finish_content(channel);
                 }
             }
-            _ => self.violation(
-                now,
-                ProtocolViolation::UnexpectedFrame {
-                    channel,
-                    what: "content header without a content method",
-                },
-            ),
+            _ => self.violation(ProtocolViolation::UnexpectedFrame {
+                channel,
+                what: "content header without a content method",
+            }),
         }
     }
 
-    fn handle_body(&mut self, now: Instant, channel: ChannelId, payload: Bytes) {
+    fn handle_body(&mut self, channel: ChannelId, payload: Bytes) {
         let Some(ch) = self.channels.get_mut(channel) else {
             return;
         };
@@ -931,7 +907,7 @@ impl Connection {
             }) => {
                 let declared = *size;
                 if body.len() + payload.len() as u64 > declared {
-                    self.violation(now, ProtocolViolation::BodyOverrun { channel, declared });
+                    self.violation(ProtocolViolation::BodyOverrun { channel, declared });
                     return;
                 }
                 body.push(payload);
@@ -939,13 +915,10 @@ impl Connection {
                     self.finish_content(channel);
                 }
             }
-            _ => self.violation(
-                now,
-                ProtocolViolation::UnexpectedFrame {
-                    channel,
-                    what: "content body without a content header",
-                },
-            ),
+            _ => self.violation(ProtocolViolation::UnexpectedFrame {
+                channel,
+                what: "content body without a content header",
+            }),
         }
     }
 
@@ -968,12 +941,12 @@ impl Connection {
         }
     }
 
-    fn unexpected_method(&mut self, now: Instant, channel: ChannelId, method: &'static str) {
-        self.violation(now, ProtocolViolation::UnexpectedMethod { channel, method });
+    fn unexpected_method(&mut self, channel: ChannelId, method: &'static str) {
+        self.violation(ProtocolViolation::UnexpectedMethod { channel, method });
     }
 
     /// The server broke the protocol: close with the matching code.
-    fn violation(&mut self, _now: Instant, violation: ProtocolViolation) {
+    fn violation(&mut self, violation: ProtocolViolation) {
         if matches!(self.state, State::Closing { .. } | State::Closed) {
             return;
         }
