@@ -12,6 +12,9 @@
 use std::time::Duration;
 
 use crate::types::ChannelId;
+// Defined next to `ShortStr`, so that `types` needs nothing from here.
+#[doc(inline)]
+pub use crate::types::ShortStrTooLong;
 
 /// AMQP reply codes used by the core.
 pub mod reply_code {
@@ -124,14 +127,6 @@ impl DecodeError {
             | Self::HeartbeatPayload(_) => reply_code::FRAME_ERROR,
         }
     }
-}
-
-/// A string was too long to be an AMQP `shortstr`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("string of {len} bytes is longer than the 255 bytes a shortstr allows")]
-pub struct ShortStrTooLong {
-    /// The length in bytes.
-    pub len: usize,
 }
 
 /// The server broke the protocol. The core has queued a `connection.close`
