@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use crate::types::ChannelId;
+use crate::types::{ChannelId, ShortStr};
 // Defined next to `ShortStr`, so that `types` needs nothing from here.
 #[doc(inline)]
 pub use crate::types::ShortStrTooLong;
@@ -235,6 +235,18 @@ pub struct CloseReason {
     pub class_id: u16,
     /// Method that failed, or 0.
     pub method_id: u16,
+}
+
+impl CloseReason {
+    /// The reason a `connection.close` or `channel.close` carries.
+    pub(crate) fn new(code: u16, text: &ShortStr, class_id: u16, method_id: u16) -> Self {
+        Self {
+            code,
+            text: text.to_string(),
+            class_id,
+            method_id,
+        }
+    }
 }
 
 impl std::fmt::Display for CloseReason {
