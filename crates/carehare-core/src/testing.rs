@@ -204,7 +204,8 @@ impl ClientOutput {
     }
 
     /// The next whole frame, or `None` until more bytes arrive. Panics on
-    /// bytes that are not a valid frame.
+    /// bytes that are not a valid frame, such as a protocol header not yet
+    /// taken with [`expect_protocol_header`](Self::expect_protocol_header).
     pub fn next_frame(&mut self) -> Option<Frame> {
         match decode_frame(&mut self.buf, 0) {
             Ok(frame) => frame,
