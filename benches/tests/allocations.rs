@@ -13,10 +13,9 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use carehare_benches::{CHANNEL, FRAME_MAX, carehare_decode_all, deliver_stream};
-use carehare_core::frame::{decode_frame, encode_method};
-use carehare_core::method::{
-    ChannelOpenOk, ConnectionOpenOk, ConnectionStart, ConnectionTune, Method,
-};
+use carehare_core::frame::decode_frame;
+use carehare_core::method::ConnectionTune;
+use carehare_core::testing::Broker;
 use carehare_core::{Connection, ConnectionConfig, Event};
 
 struct Counting;
@@ -83,12 +82,6 @@ fn decode_frame_allocations_per_small_message() {
     assert_eq!(allocs, 0, "{allocs} allocations for {N} messages");
 }
 
-fn feed(conn: &mut Connection, now: Instant, m: impl Into<Method>, channel: u16) {
-    let mut out = BytesMut::new();
-    encode_method(&mut out, channel, &m.into());
-    conn.handle_input(now, &out);
-}
-
 /// The whole path a driver takes: `Connection::handle_input` (copy into the
 /// read buffer, decode, channel state machine, content assembly) and
 /// `poll_event` for each `Event::Delivery`, after a scripted handshake.
@@ -96,41 +89,16 @@ fn feed(conn: &mut Connection, now: Instant, m: impl Into<Method>, channel: u16)
 fn handle_input_allocations_per_small_message() {
     let _g = SERIAL.lock();
     let mut now = Instant::now();
-    let mut conn = Connection::new(ConnectionConfig::default(), now);
-    let mut sink = Vec::new();
-    conn.poll_transmit(&mut sink);
-    feed(
-        &mut conn,
-        now,
-        ConnectionStart {
-            version_major: 0,
-            version_minor: 9,
-            mechanisms: "PLAIN".into(),
-            locales: "en_US".into(),
-            ..Default::default()
-        },
-        0,
-    );
-    feed(
-        &mut conn,
-        now,
-        ConnectionTune {
-            channel_max: 2047,
-            frame_max: FRAME_MAX,
-            heartbeat: 0,
-        },
-        0,
-    );
-    feed(&mut conn, now, ConnectionOpenOk::default(), 0);
-    while conn.poll_event().is_some() {}
-    let (ch, _) = conn.open_channel().expect("open_channel");
-    assert_eq!(ch, CHANNEL);
-    feed(&mut conn, now, ChannelOpenOk::default(), ch);
-    while conn.poll_event().is_some() {}
+    // carehare-core's scripted broker runs (and checks) the handshake.
+    let mut broker = Broker::new_at(ConnectionConfig::default(), now);
+    broker.handshake_with(ConnectionTune {
+        channel_max: 2047,
+        frame_max: FRAME_MAX,
+        heartbeat: 0,
+    });
+    assert_eq!(broker.open_channel(), CHANNEL);
+    let mut conn = broker.conn;
     assert!(conn.is_open());
-    sink.clear();
-    conn.poll_transmit(&mut sink);
-    assert!(!sink.is_empty(), "the client answered the handshake");
 
     // A driver reads in chunks; feed 64 KiB reads, as a socket would give.
     let stream = deliver_stream(N, BODY);

@@ -10,19 +10,17 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use carehare_client::carehare_core::frame::{
-    FRAME_BODY, Frame, PROTOCOL_HEADER, decode_frame, encode_method,
-};
+use carehare_client::carehare_core::frame::FRAME_BODY;
 use carehare_client::carehare_core::method::{
-    ConnectionClose, ConnectionCloseOk, ConnectionOpenOk, ConnectionStart, ConnectionTune, Method,
+    ConnectionClose, ConnectionCloseOk, ConnectionTune, Method,
 };
+use carehare_client::carehare_core::testing::{self, ClientOutput};
 use carehare_client::{
     Connection, ConnectionError, Error, ExchangeOptions, FieldTable, QueueOptions, Runtime,
     UsageError, connect_with_runtime,
@@ -327,91 +325,43 @@ pub async fn channel_max_exhaustion_gives_typed_errors_and_leaks_nothing(rt: Arc
 
 // ---- A server that breaks the protocol ------------------------------------------
 
-/// A scripted AMQP server's side of one connection, over a blocking socket.
-struct FakeServer {
-    sock: TcpStream,
-    buf: BytesMut,
-}
-
-impl FakeServer {
-    fn send(&mut self, method: impl Into<Method>) {
-        let mut out = BytesMut::new();
-        encode_method(&mut out, 0, &method.into());
-        self.sock.write_all(&out).unwrap();
-    }
-
-    /// The next method frame from the client (other frames are skipped).
-    fn next_method(&mut self) -> Method {
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(frame) = decode_frame(&mut self.buf, 131_072).unwrap() {
-                if let Frame::Method { method, .. } = frame {
-                    return method;
-                }
-                continue;
-            }
-            let n = self.sock.read(&mut chunk).expect("the client's next frame");
-            assert!(n > 0, "the client closed the socket");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Reads methods until one named `name`.
-    fn expect(&mut self, name: &str) -> Method {
-        loop {
-            let m = self.next_method();
-            if m.name() == name {
-                return m;
-            }
-        }
-    }
-}
-
-/// Serves one connection on `listener`: a handshake with frame_max 4096,
-/// then a body frame header on channel 1 that claims 1 MiB, and nothing
-/// more. Returns the client's `connection.close`, after answering it.
+/// Serves one connection on `listener`: carehare-core's scripted handshake
+/// (`carehare_core::testing::serve_handshake`) with frame_max 4096, then a
+/// body frame header on channel 1 that claims 1 MiB, and nothing more.
+/// Returns the client's `connection.close`, after answering it.
 fn serve_oversized_frame(listener: &TcpListener) -> ConnectionClose {
-    let (sock, _) = listener.accept().unwrap();
+    let (mut sock, _) = listener.accept().unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut server = FakeServer {
-        sock,
-        buf: BytesMut::new(),
-    };
-    let mut header = [0u8; 8];
-    server.sock.read_exact(&mut header).unwrap();
-    assert_eq!(header, PROTOCOL_HEADER);
-    server.send(ConnectionStart {
-        version_major: 0,
-        version_minor: 9,
-        server_properties: FieldTable::default(),
-        mechanisms: "PLAIN".into(),
-        locales: "en_US".into(),
-    });
-    server.expect("connection.start-ok");
-    server.send(ConnectionTune {
+    let mut from_client = ClientOutput::new();
+    let tune = ConnectionTune {
         channel_max: 10,
         frame_max: 4096,
         heartbeat: 0,
-    });
-    server.expect("connection.tune-ok");
-    server.expect("connection.open");
-    server.send(ConnectionOpenOk::default());
+    };
+    testing::serve_handshake(&mut sock, &mut from_client, tune).unwrap();
     // Let the client see the open connection first.
     std::thread::sleep(Duration::from_millis(100));
     let mib: u32 = 1 << 20;
     let mut frame_header = vec![FRAME_BODY, 0, 1];
     frame_header.extend_from_slice(&mib.to_be_bytes());
-    server.sock.write_all(&frame_header).unwrap();
-    let Method::ConnectionClose(close) = server.expect("connection.close") else {
-        unreachable!("expect returns the named method")
+    sock.write_all(&frame_header).unwrap();
+    // Whatever else the client sends first, the close must follow.
+    let close = loop {
+        let (_, method) = from_client
+            .read_method(&mut sock)
+            .expect("the client's connection.close");
+        if let Method::ConnectionClose(close) = method {
+            break close;
+        }
     };
-    server.send(ConnectionCloseOk::default());
+    sock.write_all(&testing::method_bytes(0, ConnectionCloseOk::default()))
+        .unwrap();
     close
 }
 
 /// A fake server (a std thread speaking AMQP through carehare-core's
-/// encoders) negotiates frame_max 4096, then sends the 7-byte header of a
+/// scripted broker) negotiates frame_max 4096, then sends the 7-byte header of a
 /// body frame claiming 1 MiB. The client must not wait for (or allocate)
 /// the megabyte: it closes with 501 FRAME_ERROR, and `closed()` is
 /// `ConnectionError::Protocol` with reply code 501.

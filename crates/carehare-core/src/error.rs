@@ -11,7 +11,10 @@
 
 use std::time::Duration;
 
-use crate::types::ChannelId;
+use crate::types::{ChannelId, ShortStr};
+// Defined next to `ShortStr`, so that `types` needs nothing from here.
+#[doc(inline)]
+pub use crate::types::ShortStrTooLong;
 
 /// AMQP reply codes used by the core.
 pub mod reply_code {
@@ -126,14 +129,6 @@ impl DecodeError {
     }
 }
 
-/// A string was too long to be an AMQP `shortstr`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("string of {len} bytes is longer than the 255 bytes a shortstr allows")]
-pub struct ShortStrTooLong {
-    /// The length in bytes.
-    pub len: usize,
-}
-
 /// The server broke the protocol. The core has queued a `connection.close`
 /// carrying [`reply_code`](Self::reply_code).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -240,6 +235,18 @@ pub struct CloseReason {
     pub class_id: u16,
     /// Method that failed, or 0.
     pub method_id: u16,
+}
+
+impl CloseReason {
+    /// The reason a `connection.close` or `channel.close` carries.
+    pub(crate) fn new(code: u16, text: &ShortStr, class_id: u16, method_id: u16) -> Self {
+        Self {
+            code,
+            text: text.to_string(),
+            class_id,
+            method_id,
+        }
+    }
 }
 
 impl std::fmt::Display for CloseReason {

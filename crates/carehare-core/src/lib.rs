@@ -97,6 +97,10 @@ mod heartbeat;
 pub mod method;
 pub mod properties;
 pub mod table;
+// Unstable helpers for carehare's own tests, not public API (see its docs).
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 pub mod types;
 mod wire;
 

@@ -10,7 +10,13 @@ pub use amq_protocol_types::{
     AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString,
 };
 
-use crate::error::ShortStrTooLong;
+/// A string was too long to be an AMQP `shortstr`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("string of {len} bytes is longer than the 255 bytes a shortstr allows")]
+pub struct ShortStrTooLong {
+    /// The length in bytes.
+    pub len: usize,
+}
 
 /// An AMQP `shortstr`: UTF-8, at most 255 bytes, backed by [`Bytes`] so that
 /// decoding one out of a frame does not allocate.

@@ -1,7 +1,5 @@
 //! The core driven by a scripted fake broker, with simulated time.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -9,9 +7,13 @@ use carehare_core::error::{ChannelError, ConnectionError, ProtocolViolation, Usa
 use carehare_core::frame::{FRAME_END, Frame, encode_content};
 use carehare_core::method::*;
 use carehare_core::properties::{BASIC_CLASS_ID, BasicProperties, ContentHeader};
-use carehare_core::types::{AMQPValue, FieldTable};
+use carehare_core::testing::Broker;
+use carehare_core::types::{AMQPValue, FieldTable, ShortStr};
 use carehare_core::{Auth, ConnectionConfig, ContentMethod, Event, Reply};
-use common::{Broker, s};
+
+fn s(v: &'static str) -> ShortStr {
+    ShortStr::from_static(v)
+}
 
 fn broker() -> Broker {
     Broker::new(ConnectionConfig::default())
@@ -1260,4 +1262,114 @@ fn server_consumer_cancel_and_flow() {
             },
         ]
     );
+}
+
+// ---- The harness's pieces agree with the broker ----------------------------
+
+#[test]
+fn handshake_frames_fed_at_once_open_the_connection() {
+    use carehare_core::testing::{ClientOutput, handshake_frames, server_tune};
+    let now = std::time::Instant::now();
+    let mut conn = carehare_core::Connection::new(ConnectionConfig::default(), now);
+    conn.handle_input(now, &handshake_frames(server_tune()));
+    assert!(conn.is_open());
+    let mut out = ClientOutput::new();
+    out.drain(&mut conn);
+    out.expect_protocol_header();
+    let names: Vec<&str> = std::iter::from_fn(|| out.next_method())
+        .map(|(_, m)| m.name())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "connection.start-ok",
+            "connection.tune-ok",
+            "connection.open"
+        ]
+    );
+    assert!(out.partial().is_empty());
+}
+
+#[test]
+fn open_connection_leaves_nothing_to_poll() {
+    use carehare_core::testing::{ClientOutput, content_bytes, open_connection_with};
+    let now = std::time::Instant::now();
+    let tune = ConnectionTune {
+        channel_max: 10,
+        frame_max: 131_072,
+        heartbeat: 0,
+    };
+    let mut conn = open_connection_with(ConnectionConfig::default(), now, tune);
+    assert!(conn.is_open());
+    assert_eq!(conn.tuning().map(|t| t.channel_max), Some(10));
+    assert!(!conn.has_transmit());
+    assert_eq!(conn.poll_event(), None);
+    // A message in one go, then a fault the client answers with a close.
+    let (ch, _) = conn.open_channel().expect("open_channel");
+    conn.handle_input(
+        now,
+        &carehare_core::testing::method_bytes(ch, ChannelOpenOk::default()),
+    );
+    let deliver = BasicDeliver {
+        delivery_tag: 1,
+        ..Default::default()
+    };
+    let props = BasicProperties::default();
+    conn.handle_input(now, &content_bytes(ch, deliver, &props, b"hi", 131_072));
+    let events: Vec<Event> = std::iter::from_fn(|| conn.poll_event()).collect();
+    assert!(
+        matches!(events.as_slice(), [Event::Completed { .. }, Event::Delivery { delivery, .. }] if &delivery.body[..] == b"hi"),
+        "{events:?}"
+    );
+    conn.handle_input(
+        now,
+        &carehare_core::testing::method_bytes(ch, BasicQosOk {}),
+    );
+    let mut out = ClientOutput::new();
+    out.drain(&mut conn);
+    assert!(matches!(out.next_method(), Some((c, Method::ChannelOpen(_))) if c == ch));
+    out.expect_connection_close(503);
+}
+
+/// The core on one side of a blocking "transport", so that
+/// `serve_handshake` can be checked without a socket.
+struct Loopback {
+    conn: carehare_core::Connection,
+    now: std::time::Instant,
+}
+
+impl std::io::Read for Loopback {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Reads are at most 4096 bytes; the handshake's frames are smaller.
+        let mut out = Vec::new();
+        self.conn.poll_transmit(&mut out);
+        assert!(out.len() <= buf.len(), "a larger read than the test allows");
+        buf[..out.len()].copy_from_slice(&out);
+        Ok(out.len())
+    }
+}
+
+impl std::io::Write for Loopback {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.conn.handle_input(self.now, data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn serve_handshake_opens_a_client_over_a_transport() {
+    use carehare_core::testing::{ClientOutput, serve_handshake, server_tune};
+    let now = std::time::Instant::now();
+    let mut io = Loopback {
+        conn: carehare_core::Connection::new(ConnectionConfig::default(), now),
+        now,
+    };
+    let mut from_client = ClientOutput::new();
+    serve_handshake(&mut io, &mut from_client, server_tune()).expect("in memory");
+    assert!(io.conn.is_open());
+    assert!(from_client.partial().is_empty());
 }

@@ -1,19 +1,42 @@
-//! Per-channel state: lifecycle, pending replies and message assembly.
+//! A channel's rules: what each frame the server sends on it means, given
+//! where the channel is in its life, the replies it waits for and the
+//! message it is assembling. The connection routes frames here and applies
+//! the [`Outcome`]; it never looks inside a channel.
+//!
+//! Invariants:
+//! - `pending` holds the commands waiting for a reply, in the order they
+//!   were sent: replies on one channel come in that order, so a reply only
+//!   ever completes the front one.
+//! - While `Closing`, `pending` and `content` are empty (failed or dropped
+//!   when our `channel.close` was queued) and no command is accepted; only
+//!   `close` and `close-ok` still mean anything.
+//! - `content` is set only from a content method to the last frame of its
+//!   body; any other method in between breaks the protocol.
+//! - `next_publish_seq` is set from the moment `confirm.select` is queued,
+//!   since the broker counts publishes from when it reads it.
+//! - [`Channels`] holds each allocated id once, within `1..=channel_max` of
+//!   the allocation, and `hint` is never above the lowest free id.
 
-use std::collections::VecDeque;
+mod assembly;
+
+use std::collections::{VecDeque, vec_deque};
 
 // Keys are channel ids we allocate: no need for SipHash's DoS resistance.
 use rustc_hash::FxHashMap as HashMap;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use tracing::{debug, warn};
 
-use crate::event::{ContentMethod, Delivery};
+use crate::error::{ChannelError, CloseReason, ProtocolViolation};
+use crate::event::{ContentMethod, Event, Reply};
+use crate::method::{self, BasicCancelOk, ChannelCloseOk, ChannelFlowOk, Method};
 use crate::properties::BasicProperties;
 use crate::types::{ChannelId, OpId};
+use assembly::{Assembly, Progress};
 
 /// Where a channel is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lifecycle {
+enum Lifecycle {
     /// `channel.open` sent.
     Opening,
     /// `open-ok` received.
@@ -22,90 +45,72 @@ pub(crate) enum Lifecycle {
     Closing(OpId),
 }
 
-/// A command waiting for its reply. Replies on one channel come in the
-/// order the commands were sent.
+/// A command waiting for its reply.
 #[derive(Debug)]
-pub(crate) struct Pending {
-    pub(crate) op: OpId,
-    pub(crate) replies: &'static [(u16, u16)],
+struct Pending {
+    op: OpId,
+    replies: &'static [(u16, u16)],
 }
 
-/// A message whose method has arrived and whose content is still coming.
-#[derive(Debug)]
-pub(crate) struct Assembly {
-    pub(crate) method: ContentMethod,
-    /// Set for `basic.get-ok`: the op its message completes.
-    pub(crate) get_op: Option<OpId>,
-    pub(crate) header: Option<(BasicProperties, u64)>,
-    pub(crate) body: Body,
-}
-
-/// Body bytes so far. One frame's worth stays a zero-copy slice; only a body
-/// split over several frames is copied into one buffer.
+/// What the connection must do after a channel took a frame, in this
+/// order: send `reply` on the channel, free the id if `free`, complete each
+/// op of `failed` with its error, then queue `event`.
 #[derive(Debug, Default)]
-pub(crate) enum Body {
-    #[default]
-    Empty,
-    One(Bytes),
-    Many(BytesMut),
+#[must_use]
+pub(crate) struct Outcome {
+    /// The channel's answer: `close-ok`, `cancel-ok` or `flow-ok`.
+    pub(crate) reply: Option<Method>,
+    /// The channel is over; its id may be reused.
+    pub(crate) free: bool,
+    /// Commands that will never get their reply, and why.
+    pub(crate) failed: Option<(Unanswered, ChannelError)>,
+    /// What to tell the driver.
+    pub(crate) event: Option<Event>,
 }
 
-impl Body {
-    pub(crate) fn len(&self) -> u64 {
-        match self {
-            Body::Empty => 0,
-            Body::One(b) => b.len() as u64,
-            Body::Many(b) => b.len() as u64,
-        }
-    }
-
-    pub(crate) fn push(&mut self, piece: Bytes) {
-        *self = match std::mem::take(self) {
-            Body::Empty => Body::One(piece),
-            Body::One(first) => {
-                let mut all = BytesMut::with_capacity(first.len() + piece.len());
-                all.extend_from_slice(&first);
-                all.extend_from_slice(&piece);
-                Body::Many(all)
-            }
-            Body::Many(mut all) => {
-                all.extend_from_slice(&piece);
-                Body::Many(all)
-            }
-        }
-    }
-
-    pub(crate) fn freeze(self) -> Bytes {
-        match self {
-            Body::Empty => Bytes::new(),
-            Body::One(b) => b,
-            Body::Many(b) => b.freeze(),
+impl Outcome {
+    fn event(event: Event) -> Self {
+        Self {
+            event: Some(event),
+            ..Self::default()
         }
     }
 }
 
-impl Assembly {
-    pub(crate) fn into_delivery(self, properties: BasicProperties) -> Delivery {
-        Delivery {
-            method: self.method,
-            properties,
-            body: self.body.freeze(),
+/// The ops a channel will never answer, in the order they must fail: our
+/// `channel.close`, a `basic.get` whose message was arriving, then the
+/// pending commands.
+#[derive(Debug)]
+pub(crate) struct Unanswered {
+    first: [Option<OpId>; 2],
+    pending: vec_deque::IntoIter<Pending>,
+}
+
+impl Iterator for Unanswered {
+    type Item = OpId;
+
+    fn next(&mut self) -> Option<OpId> {
+        if let Some(op) = self.first.iter_mut().find_map(Option::take) {
+            return Some(op);
         }
+        self.pending.next().map(|p| p.op)
     }
 }
 
 #[derive(Debug)]
 pub(crate) struct Channel {
-    pub(crate) lifecycle: Lifecycle,
-    pub(crate) pending: VecDeque<Pending>,
-    pub(crate) content: Option<Assembly>,
+    id: ChannelId,
+    lifecycle: Lifecycle,
+    pending: VecDeque<Pending>,
+    content: Option<Assembly>,
     /// Next publish sequence number once `confirm.select` was sent.
-    pub(crate) next_publish_seq: Option<u64>,
+    next_publish_seq: Option<u64>,
 }
 
 impl Channel {
-    fn new() -> Self {
+    fn new(id: ChannelId) -> Self {
         Self {
+            id,
             lifecycle: Lifecycle::Opening,
             pending: VecDeque::new(),
             content: None,
@@ -116,6 +121,234 @@ impl Channel {
     /// Whether commands may be sent on it.
     pub(crate) fn accepts_commands(&self) -> bool {
         matches!(self.lifecycle, Lifecycle::Opening | Lifecycle::Open)
+    }
+
+    // ---- Commands the connection queued on this channel -------------------
+
+    /// `method` was queued on this channel; `op`, when given, waits for its
+    /// reply.
+    pub(crate) fn on_sent(&mut self, method: &Method, op: Option<OpId>) {
+        if let Method::ConfirmSelect(_) = method {
+            // The broker counts publishes from the moment it reads
+            // confirm.select, so the count starts when we send it.
+            self.next_publish_seq.get_or_insert(1);
+        }
+        if let (Some(op), Some(replies)) = (op, method::reply_ids(method)) {
+            self.pending.push_back(Pending { op, replies });
+        }
+    }
+
+    /// A `basic.publish` was queued: its sequence number, in confirm mode.
+    pub(crate) fn on_publish(&mut self) -> Option<u64> {
+        self.next_publish_seq.as_mut().map(|seq| {
+            let this = *seq;
+            *seq += 1;
+            this
+        })
+    }
+
+    /// Our `channel.close` was queued, waited for by `op`: the pending
+    /// commands are returned to be failed, and a message in progress is
+    /// dropped.
+    pub(crate) fn on_close_sent(&mut self, op: OpId) -> Unanswered {
+        self.lifecycle = Lifecycle::Closing(op);
+        self.content = None;
+        Unanswered {
+            first: [None, None],
+            pending: std::mem::take(&mut self.pending).into_iter(),
+        }
+    }
+
+    /// The connection is ending: every op still waiting on this channel.
+    pub(crate) fn into_unanswered(self) -> Unanswered {
+        let closing = match self.lifecycle {
+            Lifecycle::Closing(op) => Some(op),
+            _ => None,
+        };
+        Unanswered {
+            first: [closing, self.content.and_then(|a| a.get_op())],
+            pending: self.pending.into_iter(),
+        }
+    }
+
+    // ---- Frames from the server ------------------------------------------
+
+    /// A method frame on this channel.
+    pub(crate) fn on_method(&mut self, method: Method) -> Result<Outcome, ProtocolViolation> {
+        let channel = self.id;
+        if let Lifecycle::Closing(op) = self.lifecycle {
+            return Ok(match method {
+                Method::ChannelCloseOk(m) => {
+                    debug!(channel, "channel closed");
+                    Outcome {
+                        free: true,
+                        ..Outcome::event(Event::Completed {
+                            op,
+                            channel,
+                            result: Ok(Reply::Method(m.into())),
+                        })
+                    }
+                }
+                // Both sides closed at once; our close-ok still comes.
+                Method::ChannelClose(_) => Outcome {
+                    reply: Some(ChannelCloseOk {}.into()),
+                    ..Outcome::default()
+                },
+                _ => Outcome::default(),
+            });
+        }
+        if self.content.is_some() {
+            return Err(ProtocolViolation::UnexpectedFrame {
+                channel,
+                what: "method frame while content was expected",
+            });
+        }
+        let ids = (method.class_id(), method.method_id());
+        let front_matches = self
+            .pending
+            .front()
+            .is_some_and(|p| p.replies.contains(&ids));
+        let confirming = self.next_publish_seq.is_some();
+        Ok(match method {
+            Method::ChannelClose(close) => {
+                let reason = CloseReason::new(
+                    close.reply_code,
+                    &close.reply_text,
+                    close.class_id,
+                    close.method_id,
+                );
+                warn!(channel, code = reason.code, text = %reason.text, "server closed a channel");
+                let pending = std::mem::take(&mut self.pending);
+                Outcome {
+                    reply: Some(ChannelCloseOk {}.into()),
+                    free: true,
+                    failed: Some((
+                        Unanswered {
+                            first: [None, None],
+                            pending: pending.into_iter(),
+                        },
+                        ChannelError::ClosedByServer(reason.clone()),
+                    )),
+                    event: Some(Event::ChannelClosed { channel, reason }),
+                }
+            }
+            Method::BasicDeliver(m) => {
+                self.content = Some(Assembly::new(ContentMethod::Deliver(m), None));
+                Outcome::default()
+            }
+            Method::BasicReturn(m) => {
+                self.content = Some(Assembly::new(ContentMethod::Return(m), None));
+                Outcome::default()
+            }
+            Method::BasicGetOk(m) if front_matches => {
+                let op = self.pending.pop_front().map(|p| p.op);
+                self.content = Some(Assembly::new(ContentMethod::GetOk(m), op));
+                Outcome::default()
+            }
+            Method::BasicAck(m) if confirming => Outcome::event(Event::Ack {
+                channel,
+                delivery_tag: m.delivery_tag,
+                multiple: m.multiple,
+            }),
+            Method::BasicNack(m) if confirming => Outcome::event(Event::Nack {
+                channel,
+                delivery_tag: m.delivery_tag,
+                multiple: m.multiple,
+            }),
+            Method::BasicCancel(m) => Outcome {
+                reply: (!m.no_wait).then(|| {
+                    BasicCancelOk {
+                        consumer_tag: m.consumer_tag.clone(),
+                    }
+                    .into()
+                }),
+                ..Outcome::event(Event::ConsumerCancelled {
+                    channel,
+                    consumer_tag: m.consumer_tag,
+                })
+            },
+            Method::ChannelFlow(m) => Outcome {
+                reply: Some(ChannelFlowOk { active: m.active }.into()),
+                ..Outcome::event(Event::Flow {
+                    channel,
+                    active: m.active,
+                })
+            },
+            method if front_matches => {
+                let Some(p) = self.pending.pop_front() else {
+                    return Ok(Outcome::default());
+                };
+                if let Method::ChannelOpenOk(_) = method {
+                    self.lifecycle = Lifecycle::Open;
+                }
+                Outcome::event(Event::Completed {
+                    op: p.op,
+                    channel,
+                    result: Ok(Reply::Method(method)),
+                })
+            }
+            other => {
+                return Err(ProtocolViolation::UnexpectedMethod {
+                    channel,
+                    method: other.name(),
+                });
+            }
+        })
+    }
+
+    /// A content header frame on this channel.
+    pub(crate) fn on_header(
+        &mut self,
+        properties: BasicProperties,
+        body_size: u64,
+        max_body_size: u64,
+    ) -> Result<Outcome, ProtocolViolation> {
+        if let Lifecycle::Closing(_) = self.lifecycle {
+            return Ok(Outcome::default());
+        }
+        let Some(content) = &mut self.content else {
+            return Err(ProtocolViolation::UnexpectedFrame {
+                channel: self.id,
+                what: "content header without a content method",
+            });
+        };
+        let progress = content.on_header(self.id, properties, body_size, max_body_size)?;
+        Ok(self.after(progress))
+    }
+
+    /// A content body frame on this channel.
+    pub(crate) fn on_body(&mut self, piece: Bytes) -> Result<Outcome, ProtocolViolation> {
+        if let Lifecycle::Closing(_) = self.lifecycle {
+            return Ok(Outcome::default());
+        }
+        let Some(content) = &mut self.content else {
+            return Err(ProtocolViolation::UnexpectedFrame {
+                channel: self.id,
+                what: "content body without a content header",
+            });
+        };
+        let progress = content.on_body(self.id, piece)?;
+        Ok(self.after(progress))
+    }
+
+    /// Hands a complete message out: to the `basic.get` waiting for it, or
+    /// as a delivery.
+    fn after(&mut self, progress: Progress) -> Outcome {
+        if progress == Progress::Incomplete {
+            return Outcome::default();
+        }
+        let Some((get_op, delivery)) = self.content.take().and_then(Assembly::finish) else {
+            return Outcome::default();
+        };
+        let channel = self.id;
+        Outcome::event(match get_op {
+            Some(op) => Event::Completed {
+                op,
+                channel,
+                result: Ok(Reply::Message(delivery)),
+            },
+            None => Event::Delivery { channel, delivery },
+        })
     }
 }
 
@@ -137,7 +370,7 @@ impl Channels {
         let id = (start..=channel_max)
             .chain(1..start)
             .find(|id| !self.map.contains_key(id))?;
-        self.map.insert(id, Channel::new());
+        self.map.insert(id, Channel::new(id));
         self.hint = id.saturating_add(1);
         Some(id)
     }
@@ -152,10 +385,6 @@ impl Channels {
 
     pub(crate) fn get_mut(&mut self, id: ChannelId) -> Option<&mut Channel> {
         self.map.get_mut(&id)
-    }
-
-    pub(crate) fn get(&self, id: ChannelId) -> Option<&Channel> {
-        self.map.get(&id)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -189,13 +418,21 @@ mod tests {
     }
 
     #[test]
-    fn body_pieces_join() {
-        let mut b = Body::default();
-        b.push(Bytes::from_static(b"ab"));
-        assert!(matches!(b, Body::One(_)));
-        b.push(Bytes::from_static(b"cd"));
-        b.push(Bytes::from_static(b"e"));
-        assert_eq!(b.len(), 5);
-        assert_eq!(&b.freeze()[..], b"abcde");
+    fn unanswered_ops_are_the_get_in_progress_then_the_pending_ones() {
+        let mut ch = Channel::new(1);
+        ch.on_sent(&method::BasicGet::default().into(), Some(OpId(1)));
+        ch.on_sent(&method::BasicQos::default().into(), Some(OpId(2)));
+        let outcome = ch.on_method(method::BasicGetOk::default().into());
+        assert!(matches!(outcome, Ok(Outcome { event: None, .. })));
+        assert_eq!(ch.into_unanswered().collect::<Vec<_>>(), [OpId(1), OpId(2)]);
+    }
+
+    #[test]
+    fn a_closing_channel_leaves_only_its_close_unanswered() {
+        let mut ch = Channel::new(1);
+        ch.on_sent(&method::BasicQos::default().into(), Some(OpId(1)));
+        assert_eq!(ch.on_close_sent(OpId(2)).collect::<Vec<_>>(), [OpId(1)]);
+        assert!(!ch.accepts_commands());
+        assert_eq!(ch.into_unanswered().collect::<Vec<_>>(), [OpId(2)]);
     }
 }

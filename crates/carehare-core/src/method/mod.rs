@@ -10,6 +10,8 @@
 mod field;
 #[cfg(test)]
 pub(crate) use field::arb as field_arb;
+// Declared first: its macros read the annotations in `methods!`.
+#[macro_use]
 mod replies;
 
 use bytes::{Bytes, BytesMut};
@@ -19,13 +21,12 @@ use crate::types::{FieldTable, Secret, ShortStr};
 use crate::wire::{Dec, Enc};
 use field::Field;
 
-pub(crate) use replies::client_may_send;
-pub use replies::reply_ids;
-
 macro_rules! methods {
     ($(
         $(#[$doc:meta])*
-        $variant:ident = ($class:literal, $method:literal) $name:literal {
+        $variant:ident = ($class:literal, $method:literal) $name:literal
+            $( [ $($client:tt)* ] )?
+        {
             $( $(#[$fdoc:meta])* $field:ident : $ty:ty ),* $(,)?
         }
     )*) => {
@@ -128,6 +129,37 @@ macro_rules! methods {
             }
         }
 
+        /// The `(class_id, method_id)` pairs that answer `method` when a
+        /// client sends it, or `None` when it gets no reply (asynchronous
+        /// methods, and `no_wait`).
+        ///
+        /// `basic.get` has two possible answers; every other method has one.
+        #[allow(unused_variables)] // `m` is read only for `unless no_wait`
+        pub fn reply_ids(method: &Method) -> Option<&'static [(u16, u16)]> {
+            match method {
+                $( Method::$variant(m) => reply_ids_of!(m; $($($client)*)?), )*
+            }
+        }
+
+        /// Whether a client may send this method through the generic
+        /// `call`/`send` commands: connection-class and channel open/close
+        /// methods have commands of their own, publishes need content, and
+        /// server-only methods are refused.
+        pub(crate) fn client_may_send(method: &Method) -> bool {
+            match method {
+                $( Method::$variant(_) => may_send_of!($($($client)*)?), )*
+            }
+        }
+
+        /// Every method with default arguments, and again with `no_wait`
+        /// set when it has that field.
+        #[cfg(test)]
+        pub(crate) fn every_method() -> Vec<(Method, Option<Method>)> {
+            vec![$(
+                (Method::$variant($variant::default()), with_no_wait!($variant; $($field)*)),
+            )*]
+        }
+
         #[cfg(test)]
         pub(crate) fn arbitrary_method() -> proptest::strategy::BoxedStrategy<Method> {
             use proptest::prelude::*;
@@ -159,7 +191,7 @@ methods! {
         locales: Bytes,
     }
     /// The client's answer to `start`.
-    ConnectionStartOk = (10, 11) "connection.start-ok" {
+    ConnectionStartOk = (10, 11) "connection.start-ok" [core -> ConnectionTune] {
         /// Product, version, platform, capabilities, connection name.
         client_properties: FieldTable,
         /// The chosen SASL mechanism.
@@ -175,7 +207,7 @@ methods! {
         challenge: Bytes,
     }
     /// A SASL challenge response.
-    ConnectionSecureOk = (10, 21) "connection.secure-ok" {
+    ConnectionSecureOk = (10, 21) "connection.secure-ok" [core -> ConnectionTune] {
         /// The response (redacted in `Debug`).
         response: Secret,
     }
@@ -198,7 +230,7 @@ methods! {
         heartbeat: u16,
     }
     /// Opens a virtual host.
-    ConnectionOpen = (10, 40) "connection.open" {
+    ConnectionOpen = (10, 40) "connection.open" [core -> ConnectionOpenOk] {
         /// The vhost.
         virtual_host: ShortStr,
         /// Reserved (capabilities).
@@ -212,7 +244,7 @@ methods! {
         reserved_1: ShortStr,
     }
     /// Closes the connection, with a reason.
-    ConnectionClose = (10, 50) "connection.close" {
+    ConnectionClose = (10, 50) "connection.close" [core -> ConnectionCloseOk] {
         /// AMQP reply code.
         reply_code: u16,
         /// Human-readable reason.
@@ -232,7 +264,7 @@ methods! {
     /// RabbitMQ: publishing is unblocked.
     ConnectionUnblocked = (10, 61) "connection.unblocked" {}
     /// RabbitMQ: replaces the credential (e.g. an expiring OAuth token).
-    ConnectionUpdateSecret = (10, 70) "connection.update-secret" {
+    ConnectionUpdateSecret = (10, 70) "connection.update-secret" [core -> ConnectionUpdateSecretOk] {
         /// The new secret (redacted in `Debug`).
         new_secret: Secret,
         /// Why.
@@ -242,7 +274,7 @@ methods! {
     ConnectionUpdateSecretOk = (10, 71) "connection.update-secret-ok" {}
 
     /// Opens a channel.
-    ChannelOpen = (20, 10) "channel.open" {
+    ChannelOpen = (20, 10) "channel.open" [core -> ChannelOpenOk] {
         /// Reserved (out-of-band).
         reserved_1: ShortStr,
     }
@@ -252,17 +284,17 @@ methods! {
         reserved_1: Bytes,
     }
     /// Asks the peer to pause or resume sending content.
-    ChannelFlow = (20, 20) "channel.flow" {
+    ChannelFlow = (20, 20) "channel.flow" [send -> ChannelFlowOk] {
         /// Whether content may flow.
         active: bool,
     }
     /// Confirms `channel.flow`.
-    ChannelFlowOk = (20, 21) "channel.flow-ok" {
+    ChannelFlowOk = (20, 21) "channel.flow-ok" [send] {
         /// The flow state now.
         active: bool,
     }
     /// Closes a channel, with a reason.
-    ChannelClose = (20, 40) "channel.close" {
+    ChannelClose = (20, 40) "channel.close" [core -> ChannelCloseOk] {
         /// AMQP reply code.
         reply_code: u16,
         /// Human-readable reason.
@@ -276,7 +308,7 @@ methods! {
     ChannelCloseOk = (20, 41) "channel.close-ok" {}
 
     /// Declares an exchange.
-    ExchangeDeclare = (40, 10) "exchange.declare" {
+    ExchangeDeclare = (40, 10) "exchange.declare" [send -> ExchangeDeclareOk unless no_wait] {
         /// Reserved (ticket).
         reserved_1: u16,
         /// Exchange name.
@@ -299,7 +331,7 @@ methods! {
     /// The exchange is declared.
     ExchangeDeclareOk = (40, 11) "exchange.declare-ok" {}
     /// Deletes an exchange.
-    ExchangeDelete = (40, 20) "exchange.delete" {
+    ExchangeDelete = (40, 20) "exchange.delete" [send -> ExchangeDeleteOk unless no_wait] {
         /// Reserved (ticket).
         reserved_1: u16,
         /// Exchange name.
@@ -312,7 +344,7 @@ methods! {
     /// The exchange is deleted.
     ExchangeDeleteOk = (40, 21) "exchange.delete-ok" {}
     /// RabbitMQ: binds an exchange to an exchange.
-    ExchangeBind = (40, 30) "exchange.bind" {
+    ExchangeBind = (40, 30) "exchange.bind" [send -> ExchangeBindOk unless no_wait] {
         /// Reserved (ticket).
         reserved_1: u16,
         /// The exchange that receives.
@@ -329,7 +361,7 @@ methods! {
     /// RabbitMQ: the exchanges are bound.
     ExchangeBindOk = (40, 31) "exchange.bind-ok" {}
     /// RabbitMQ: unbinds an exchange from an exchange.
-    ExchangeUnbind = (40, 40) "exchange.unbind" {
+    ExchangeUnbind = (40, 40) "exchange.unbind" [send -> ExchangeUnbindOk unless no_wait] {
         /// Reserved (ticket).
         reserved_1: u16,
         /// The exchange that receives.
@@ -347,7 +379,7 @@ methods! {
     ExchangeUnbindOk = (40, 51) "exchange.unbind-ok" {}
 
     /// Declares a queue.
-    QueueDeclare = (50, 10) "queue.declare" {
+    QueueDeclare = (50, 10) "queue.declare" [send -> QueueDeclareOk unless no_wait] {
         /// Reserved (ticket).
         reserved_1: u16,
         /// Queue name; empty asks the server to name it.
@@ -375,7 +407,7 @@ methods! {
         consumer_count: u32,
     }
     /// Binds a queue to an exchange.
-    QueueBind = (50, 20) "queue.bind" {
+    QueueBind = (50, 20) "queue.bind" [send -> QueueBindOk unless no_wait] {
         /// Reserved (ticket).
         reserved_1: u16,
         /// Queue name.
@@ -392,7 +424,7 @@ methods! {
     /// The queue is bound.
     QueueBindOk = (50, 21) "queue.bind-ok" {}
     /// Removes all ready messages from a queue.
-    QueuePurge = (50, 30) "queue.purge" {
+    QueuePurge = (50, 30) "queue.purge" [send -> QueuePurgeOk unless no_wait] {
         /// Reserved (ticket).
         reserved_1: u16,
         /// Queue name.
@@ -406,7 +438,7 @@ methods! {
         message_count: u32,
     }
     /// Deletes a queue.
-    QueueDelete = (50, 40) "queue.delete" {
+    QueueDelete = (50, 40) "queue.delete" [send -> QueueDeleteOk unless no_wait] {
         /// Reserved (ticket).
         reserved_1: u16,
         /// Queue name.
@@ -424,7 +456,7 @@ methods! {
         message_count: u32,
     }
     /// Unbinds a queue from an exchange (there is no `no_wait` here).
-    QueueUnbind = (50, 50) "queue.unbind" {
+    QueueUnbind = (50, 50) "queue.unbind" [send -> QueueUnbindOk] {
         /// Reserved (ticket).
         reserved_1: u16,
         /// Queue name.
@@ -440,7 +472,7 @@ methods! {
     QueueUnbindOk = (50, 51) "queue.unbind-ok" {}
 
     /// Sets the prefetch window.
-    BasicQos = (60, 10) "basic.qos" {
+    BasicQos = (60, 10) "basic.qos" [send -> BasicQosOk] {
         /// Prefetch window in bytes, 0 for none.
         prefetch_size: u32,
         /// Prefetch window in messages, 0 for none.
@@ -451,7 +483,7 @@ methods! {
     /// The prefetch window is set.
     BasicQosOk = (60, 11) "basic.qos-ok" {}
     /// Starts a consumer.
-    BasicConsume = (60, 20) "basic.consume" {
+    BasicConsume = (60, 20) "basic.consume" [send -> BasicConsumeOk unless no_wait] {
         /// Reserved (ticket).
         reserved_1: u16,
         /// Queue name.
@@ -475,7 +507,7 @@ methods! {
         consumer_tag: ShortStr,
     }
     /// Cancels a consumer (also sent by RabbitMQ when a queue goes away).
-    BasicCancel = (60, 30) "basic.cancel" {
+    BasicCancel = (60, 30) "basic.cancel" [send -> BasicCancelOk unless no_wait] {
         /// The consumer tag.
         consumer_tag: ShortStr,
         /// No `cancel-ok` wanted.
@@ -524,7 +556,7 @@ methods! {
         routing_key: ShortStr,
     }
     /// Fetches one message.
-    BasicGet = (60, 70) "basic.get" {
+    BasicGet = (60, 70) "basic.get" [send -> BasicGetOk | BasicGetEmpty] {
         /// Reserved (ticket).
         reserved_1: u16,
         /// Queue name.
@@ -551,33 +583,33 @@ methods! {
         reserved_1: ShortStr,
     }
     /// Acknowledges deliveries (or, from the server, confirms publishes).
-    BasicAck = (60, 80) "basic.ack" {
+    BasicAck = (60, 80) "basic.ack" [send] {
         /// The delivery tag or publish sequence number.
         delivery_tag: u64,
         /// Also everything up to it.
         multiple: bool,
     }
     /// Rejects one delivery.
-    BasicReject = (60, 90) "basic.reject" {
+    BasicReject = (60, 90) "basic.reject" [send] {
         /// The delivery tag.
         delivery_tag: u64,
         /// Put it back in the queue.
         requeue: bool,
     }
     /// Redelivers unacked messages, without a reply.
-    BasicRecoverAsync = (60, 100) "basic.recover-async" {
+    BasicRecoverAsync = (60, 100) "basic.recover-async" [send] {
         /// Put them back in the queue.
         requeue: bool,
     }
     /// Redelivers unacked messages.
-    BasicRecover = (60, 110) "basic.recover" {
+    BasicRecover = (60, 110) "basic.recover" [send -> BasicRecoverOk] {
         /// Put them back in the queue.
         requeue: bool,
     }
     /// Unacked messages are redelivered.
     BasicRecoverOk = (60, 111) "basic.recover-ok" {}
     /// RabbitMQ: rejects deliveries (or, from the server, refuses publishes).
-    BasicNack = (60, 120) "basic.nack" {
+    BasicNack = (60, 120) "basic.nack" [send] {
         /// The delivery tag or publish sequence number.
         delivery_tag: u64,
         /// Also everything up to it.
@@ -587,7 +619,7 @@ methods! {
     }
 
     /// RabbitMQ: turns on publisher confirms.
-    ConfirmSelect = (85, 10) "confirm.select" {
+    ConfirmSelect = (85, 10) "confirm.select" [send -> ConfirmSelectOk unless no_wait] {
         /// No `select-ok` wanted.
         no_wait: bool,
     }
@@ -595,15 +627,15 @@ methods! {
     ConfirmSelectOk = (85, 11) "confirm.select-ok" {}
 
     /// Makes the channel transactional.
-    TxSelect = (90, 10) "tx.select" {}
+    TxSelect = (90, 10) "tx.select" [send -> TxSelectOk] {}
     /// The channel is transactional.
     TxSelectOk = (90, 11) "tx.select-ok" {}
     /// Commits the transaction.
-    TxCommit = (90, 20) "tx.commit" {}
+    TxCommit = (90, 20) "tx.commit" [send -> TxCommitOk] {}
     /// The transaction is committed.
     TxCommitOk = (90, 21) "tx.commit-ok" {}
     /// Rolls the transaction back.
-    TxRollback = (90, 30) "tx.rollback" {}
+    TxRollback = (90, 30) "tx.rollback" [send -> TxRollbackOk] {}
     /// The transaction is rolled back.
     TxRollbackOk = (90, 31) "tx.rollback-ok" {}
 }

@@ -1,0 +1,204 @@
+//! What the connection has to say: bytes for the transport and events for
+//! the driver, queued until the driver polls them.
+//!
+//! Invariants:
+//! - Bytes leave in the order they were queued: every piece of `chunks`
+//!   precedes `write_buf`.
+//! - A frame is queued whole or not at all: a frame refused for its size is
+//!   cut off again before anything else is queued.
+//! - Events leave in the order they were queued.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::{ChannelError, UsageError};
+use crate::event::{Event, Reply};
+use crate::frame::{self, PROTOCOL_HEADER, encode_heartbeat, encode_method};
+use crate::method::{BasicPublish, Method};
+use crate::properties::{BASIC_CLASS_ID, BasicProperties};
+use crate::types::{ChannelId, OpId};
+
+/// A body to publish: borrowed (copied into the write buffer) or shared
+/// (large pieces sent as slices of it).
+pub(super) enum BodyRef<'a> {
+    Slice(&'a [u8]),
+    Shared(&'a Bytes),
+}
+
+impl BodyRef<'_> {
+    fn len(&self) -> usize {
+        match self {
+            BodyRef::Slice(b) => b.len(),
+            BodyRef::Shared(b) => b.len(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Outbox {
+    /// Outgoing bytes that precede `write_buf`: sealed pieces of it and
+    /// large bodies, not copied (see `publish`).
+    chunks: VecDeque<Bytes>,
+    write_buf: BytesMut,
+    events: VecDeque<Event>,
+}
+
+impl Outbox {
+    /// An outbox holding the protocol header, which the client sends first.
+    pub(super) fn new() -> Self {
+        let mut write_buf = BytesMut::with_capacity(4096);
+        write_buf.extend_from_slice(&PROTOCOL_HEADER);
+        Self {
+            chunks: VecDeque::new(),
+            write_buf,
+            events: VecDeque::new(),
+        }
+    }
+
+    // ---- Bytes -------------------------------------------------------------
+
+    /// Queues a method frame the core itself sends (answers, handshake,
+    /// close): those are small and always fit.
+    pub(super) fn method(&mut self, channel: ChannelId, method: &Method) {
+        encode_method(&mut self.write_buf, channel, method);
+    }
+
+    /// Queues a method frame, refusing one larger than `frame_max` (e.g. a
+    /// declare with huge arguments) instead of letting the server kill the
+    /// connection for it.
+    pub(super) fn command(
+        &mut self,
+        channel: ChannelId,
+        method: &Method,
+        frame_max: u32,
+    ) -> Result<(), UsageError> {
+        let mark = self.write_buf.len();
+        encode_method(&mut self.write_buf, channel, method);
+        let size = self.write_buf.len() - mark;
+        if frame_max != 0 && size > frame_max as usize {
+            self.write_buf.truncate(mark);
+            return Err(UsageError::FrameTooLarge {
+                size,
+                max: frame_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues `basic.publish`, its content header and as many body frames
+    /// as `frame_max` needs; refuses a method or header frame over
+    /// `frame_max`, queueing nothing.
+    pub(super) fn publish(
+        &mut self,
+        channel: ChannelId,
+        publish: &BasicPublish,
+        properties: &BasicProperties,
+        body: BodyRef<'_>,
+        frame_max: u32,
+    ) -> Result<(), UsageError> {
+        let mark = self.write_buf.len();
+        frame::encode_basic_publish(&mut self.write_buf, channel, publish);
+        let method_len = self.write_buf.len() - mark;
+        if frame_max != 0 && method_len > frame_max as usize {
+            self.write_buf.truncate(mark);
+            return Err(UsageError::FrameTooLarge {
+                size: method_len,
+                max: frame_max,
+            });
+        }
+        // The header frame alone must fit too (huge `headers` tables): check
+        // it before any body piece is sealed into `chunks`.
+        let header_start = self.write_buf.len();
+        frame::encode_header_frame(
+            &mut self.write_buf,
+            channel,
+            BASIC_CLASS_ID,
+            properties,
+            body.len() as u64,
+        );
+        let header_len = self.write_buf.len() - header_start;
+        if frame_max != 0 && header_len > frame_max as usize {
+            self.write_buf.truncate(mark);
+            return Err(UsageError::FrameTooLarge {
+                size: header_len,
+                max: frame_max,
+            });
+        }
+        match body {
+            BodyRef::Slice(b) => frame::encode_body(&mut self.write_buf, channel, b, frame_max),
+            BodyRef::Shared(b) => frame::encode_body_chunks(
+                &mut self.write_buf,
+                &mut self.chunks,
+                channel,
+                b,
+                frame_max,
+            ),
+        }
+        Ok(())
+    }
+
+    /// Queues a heartbeat frame.
+    pub(super) fn heartbeat(&mut self) {
+        encode_heartbeat(&mut self.write_buf);
+    }
+
+    /// Appends every queued byte to `buf`, and returns how many.
+    pub(super) fn transmit(&mut self, buf: &mut Vec<u8>) -> usize {
+        let mut n = 0;
+        for chunk in self.chunks.drain(..) {
+            n += chunk.len();
+            buf.extend_from_slice(&chunk);
+        }
+        n += self.write_buf.len();
+        if !self.write_buf.is_empty() {
+            buf.extend_from_slice(&self.write_buf);
+            self.write_buf.clear();
+        }
+        n
+    }
+
+    /// Moves every queued piece to the back of `chunks`, in order, and
+    /// returns how many bytes they hold.
+    pub(super) fn transmit_chunks(&mut self, chunks: &mut VecDeque<Bytes>) -> usize {
+        let mut n = 0;
+        for chunk in self.chunks.drain(..) {
+            n += chunk.len();
+            chunks.push_back(chunk);
+        }
+        if !self.write_buf.is_empty() {
+            n += self.write_buf.len();
+            chunks.push_back(self.write_buf.split().freeze());
+        }
+        n
+    }
+
+    /// Whether bytes are queued.
+    pub(super) fn has_transmit(&self) -> bool {
+        !self.write_buf.is_empty() || !self.chunks.is_empty()
+    }
+
+    // ---- Events ------------------------------------------------------------
+
+    pub(super) fn event(&mut self, event: Event) {
+        self.events.push_back(event);
+    }
+
+    /// Queues [`Event::Completed`] for `op`.
+    pub(super) fn complete(
+        &mut self,
+        op: OpId,
+        channel: ChannelId,
+        result: Result<Reply, ChannelError>,
+    ) {
+        self.events.push_back(Event::Completed {
+            op,
+            channel,
+            result,
+        });
+    }
+
+    pub(super) fn next_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}

@@ -1,0 +1,45 @@
+//! Where a connection is in its life.
+//!
+//! Invariants:
+//! - The handshake moves `AwaitingStart` → `AwaitingTune` →
+//!   `AwaitingOpenOk` → `Open`, in that order only, one step per server
+//!   method.
+//! - `Closing` and `Closed` are entered only through the close path
+//!   (`close.rs`), from any state; `Closing` only moves on to `Closed`, and
+//!   `Closed` is final.
+
+use std::time::Instant;
+
+use crate::error::ConnectionError;
+
+#[derive(Debug)]
+pub(super) enum State {
+    /// Protocol header sent, waiting for `connection.start`.
+    AwaitingStart,
+    /// `start-ok` sent, waiting for `tune` (or a 403 close).
+    AwaitingTune,
+    /// `tune-ok` and `open` sent.
+    AwaitingOpenOk,
+    Open,
+    /// A `connection.close` went out; waiting for `close-ok`.
+    Closing {
+        deadline: Instant,
+        error: ConnectionError,
+    },
+    Closed,
+}
+
+impl State {
+    /// Whether the handshake is still under way.
+    pub(super) fn handshaking(&self) -> bool {
+        matches!(
+            self,
+            State::AwaitingStart | State::AwaitingTune | State::AwaitingOpenOk
+        )
+    }
+
+    /// Whether a close started or finished.
+    pub(super) fn ending(&self) -> bool {
+        matches!(self, State::Closing { .. } | State::Closed)
+    }
+}
