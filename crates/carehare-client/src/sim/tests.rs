@@ -24,7 +24,11 @@ fn tune(heartbeat: u16) -> ConnectionTune {
 }
 
 fn options(heartbeat: u16) -> ConnectOptions {
-    let mut options = ConnectOptions::default();
+    let mut options = ConnectOptions {
+        // An IP address: the simulated network has no resolver entries.
+        host: "127.0.0.1".into(),
+        ..ConnectOptions::default()
+    };
     options.amqp.heartbeat = heartbeat;
     options
 }
@@ -90,12 +94,21 @@ fn a_silent_server_is_declared_dead_after_two_heartbeat_intervals() {
     });
     let dead = ConnectionError::ClosedByHeartbeatMonitor(Duration::from_secs(4));
     assert_eq!(took, Duration::from_secs(4), "two intervals of silence");
-    assert!(matches!(declared, Err(Error::ConnectionClosed(ref e)) if *e == dead), "{declared:?}");
+    assert!(
+        matches!(declared, Err(Error::ConnectionClosed(ref e)) if *e == dead),
+        "{declared:?}"
+    );
     assert_eq!(closed, dead);
     // The client kept sending heartbeats every half interval meanwhile.
     sim.block_on(async {});
-    let sent = heartbeats.lock().unwrap().expect("the client closed the socket");
-    assert!((3..=4).contains(&sent), "{sent} heartbeats in 4 s at 1 per s");
+    let sent = heartbeats
+        .lock()
+        .unwrap()
+        .expect("the client closed the socket");
+    assert!(
+        (3..=4).contains(&sent),
+        "{sent} heartbeats in 4 s at 1 per s"
+    );
 }
 
 #[test]
@@ -139,8 +152,14 @@ fn close_without_close_ok_gives_up_after_the_close_timeout() {
         let closed = connection.close().await;
         (closed, connection.closed().await, clock.elapsed() - start)
     });
-    assert!(closed.is_ok(), "a close the server ignores is still ours: {closed:?}");
-    assert_eq!(outcome, ConnectionError::CloseTimeout(Duration::from_secs(7)));
+    assert!(
+        closed.is_ok(),
+        "a close the server ignores is still ours: {closed:?}"
+    );
+    assert_eq!(
+        outcome,
+        ConnectionError::CloseTimeout(Duration::from_secs(7))
+    );
     assert_eq!(took, Duration::from_secs(7));
 }
 
@@ -154,11 +173,20 @@ fn an_rpc_call_without_a_reply_times_out_on_time() {
         let rpc = connection.direct_reply_to().await.unwrap();
         let start = clock.elapsed();
         let result = rpc
-            .call("", "rpc", "ping", &Default::default(), Duration::from_secs(5))
+            .call(
+                "",
+                "rpc",
+                "ping",
+                &Default::default(),
+                Duration::from_secs(5),
+            )
             .await;
         (result, clock.elapsed() - start)
     });
-    assert!(matches!(result, Err(Error::Timeout(t)) if t == Duration::from_secs(5)), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::Timeout(t)) if t == Duration::from_secs(5)),
+        "{result:?}"
+    );
     assert_eq!(took, Duration::from_secs(5));
 }
 
@@ -166,7 +194,8 @@ fn an_rpc_call_without_a_reply_times_out_on_time() {
 fn a_driver_that_stops_answers_every_waiter_with_that_cause() {
     let sim = with_broker(tune(0), |broker| polite(broker, false));
     let runtime: Arc<dyn Runtime> = sim.clone();
-    let connection = sim.block_on(async move { connect_with_runtime(runtime, options(0)).await.unwrap() });
+    let connection =
+        sim.block_on(async move { connect_with_runtime(runtime, options(0)).await.unwrap() });
     let confirmation = connection.publish("x", "", "q");
     // Sent, and never confirmed.
     sim.block_on(async {});
@@ -179,7 +208,10 @@ fn a_driver_that_stops_answers_every_waiter_with_that_cause() {
         (confirmed, closed, declared)
     });
     let stopped = |r: &Result<_, Error>| {
-        matches!(r, Err(Error::ConnectionClosed(ConnectionError::DriverStopped)))
+        matches!(
+            r,
+            Err(Error::ConnectionClosed(ConnectionError::DriverStopped))
+        )
     };
     assert!(stopped(&confirmed), "{confirmed:?}");
     assert!(stopped(&declared.map(drop)));

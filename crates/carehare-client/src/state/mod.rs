@@ -222,7 +222,7 @@ impl Inner {
         match delivery.method {
             ContentMethod::Deliver(d) => {
                 let message = Message::delivered(d, delivery.properties, delivery.body);
-                if let Err(message) = self.rpc.route(channel, message)
+                if let Some(message) = self.rpc.route(channel, message)
                     && let Err(limit) = self.consumers.deliver(channel, message)
                 {
                     self.conn.close_for_violation(
@@ -518,4 +518,4 @@ impl Inner {
 }
 
 #[cfg(test)]
-mod tests_disabled {}
+mod tests;

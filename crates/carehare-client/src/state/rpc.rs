@@ -53,9 +53,9 @@ impl RpcRoutes {
 
     /// Hands `message` to its call if `channel` is an RPC channel;
     /// otherwise gives it back.
-    pub(crate) fn route(&mut self, channel: ChannelId, message: Message) -> Result<(), Message> {
+    pub(crate) fn route(&mut self, channel: ChannelId, message: Message) -> Option<Message> {
         let Some(waiters) = self.channels.get_mut(&channel) else {
-            return Err(message);
+            return Some(message);
         };
         let waiter = message
             .properties
@@ -69,7 +69,7 @@ impl RpcRoutes {
             // A reply after its call gave up: nobody wants it.
             None => debug!(channel, "direct reply-to: reply for no pending call"),
         }
-        Ok(())
+        None
     }
 
     /// `channel` ended: its calls fail with `why`.
