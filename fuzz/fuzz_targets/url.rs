@@ -84,6 +84,7 @@ fn shown(result: &Result<ConnectOptions, UrlError>) -> Vec<String> {
 /// The parser's source files (its tests are in a file of their own).
 const URI_SOURCES: &[&str] = &[
     include_str!("../../crates/carehare-client/src/uri/mod.rs"),
+    include_str!("../../crates/carehare-client/src/uri/decode.rs"),
     include_str!("../../crates/carehare-client/src/uri/query.rs"),
 ];
 

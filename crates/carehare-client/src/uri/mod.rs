@@ -10,13 +10,13 @@
 //! Nothing here ever puts the URL, the user name or the password into an
 //! error message: a URL may carry a password.
 
+mod decode;
 mod query;
 
 use std::net::Ipv6Addr;
 use std::str::FromStr;
 
-use percent_encoding::percent_decode;
-
+use self::decode::{DecodeError, ENCODE_HINT, decode};
 use crate::options::{ConnectOptions, TlsOptions};
 
 /// Default port of `amqp://`.
@@ -28,9 +28,6 @@ const DEFAULT_USER: &str = "guest";
 const DEFAULT_PASSWORD: &str = "guest";
 /// A vhost name is an AMQP short string.
 const MAX_VHOST_LEN: usize = 255;
-/// Added to errors that a password with special characters may cause.
-const ENCODE_HINT: &str = "if the user name or password contains '@', ':', '/', '?', '#' or '%', \
-                           percent-encode it (%40, %3A, %2F, %3F, %23, %25)";
 
 /// Why a URL could not be turned into [`ConnectOptions`].
 ///
@@ -445,44 +442,6 @@ fn parse_vhost(path: &str) -> Result<String, UrlError> {
         return Err(UrlError::InvalidVhost("the name is longer than 255 bytes"));
     }
     Ok(vhost)
-}
-
-#[derive(Debug, Clone, Copy)]
-enum DecodeError {
-    BadEscape,
-    NotUtf8,
-}
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DecodeError::BadEscape => "has a '%' not followed by two hex digits",
-            DecodeError::NotUtf8 => "is not valid UTF-8 after percent-decoding",
-        })
-    }
-}
-
-/// Percent-decodes `s`, which must be well-formed and decode to UTF-8.
-fn decode(s: &str) -> Result<String, DecodeError> {
-    decode_bytes(s.as_bytes())
-}
-
-/// As [`decode`], with `+` meaning a space (form encoding, for queries).
-fn decode_query(s: &str) -> Result<String, DecodeError> {
-    decode_bytes(s.replace('+', " ").as_bytes())
-}
-
-fn decode_bytes(bytes: &[u8]) -> Result<String, DecodeError> {
-    let mut rest = bytes;
-    while let Some(pos) = rest.iter().position(|&b| b == b'%') {
-        match rest.get(pos + 1..pos + 3) {
-            Some([hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
-                rest = &rest[pos + 3..];
-            }
-            _ => return Err(DecodeError::BadEscape),
-        }
-    }
-    String::from_utf8(percent_decode(bytes).collect()).map_err(|_| DecodeError::NotUtf8)
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use carehare_core::Auth;
 
-use super::{DEFAULT_PASSWORD, DEFAULT_USER, ENCODE_HINT, UrlError, decode_query};
+use super::decode::{ENCODE_HINT, decode_query};
+use super::{DEFAULT_PASSWORD, DEFAULT_USER, UrlError};
 use crate::options::{ClientCert, ConnectOptions};
 
 /// One query parameter.
