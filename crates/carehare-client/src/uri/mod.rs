@@ -11,6 +11,7 @@
 //! error message: a URL may carry a password.
 
 mod decode;
+mod params;
 mod query;
 
 use std::net::Ipv6Addr;
@@ -54,7 +55,7 @@ pub enum UrlError {
     /// A query parameter this client does not know (possibly a typo).
     #[error(
         "invalid URL: unknown query parameter \"{0}\" (supported: {supported})",
-        supported = query::supported()
+        supported = params::supported()
     )]
     UnknownParameter(String),
     /// A query parameter given twice (`name` and `connection_name` count as
@@ -129,7 +130,7 @@ impl ConnectOptions {
     /// Query parameters, each at most once (unknown ones are errors, to
     /// catch typos; `+` means a space, encode a literal `+` as `%2B`):
     ///
-    #[doc = query::doc_table!()]
+    #[doc = params::doc_table!()]
     ///
     /// Everything else keeps its value from [`ConnectOptions::default`].
     ///
@@ -285,7 +286,7 @@ fn parse(input: &str) -> Result<ConnectOptions, UrlError> {
 
     let params = match query {
         Some(query) => query::parse(query, tls)?,
-        None => query::Params::default(),
+        None => params::Params::default(),
     };
     params.apply(&mut opts, authority.user, authority.password)?;
     Ok(opts)
