@@ -85,6 +85,7 @@ fn shown(result: &Result<ConnectOptions, UrlError>) -> Vec<String> {
 const URI_SOURCES: &[&str] = &[
     include_str!("../../crates/carehare-client/src/uri/mod.rs"),
     include_str!("../../crates/carehare-client/src/uri/decode.rs"),
+    include_str!("../../crates/carehare-client/src/uri/error.rs"),
     include_str!("../../crates/carehare-client/src/uri/params.rs"),
     include_str!("../../crates/carehare-client/src/uri/query.rs"),
 ];

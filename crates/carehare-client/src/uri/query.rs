@@ -4,9 +4,13 @@
 use carehare_core::Auth;
 
 use super::decode::{ENCODE_HINT, decode_query};
+use super::error::UrlError;
 use super::params::{Mechanism, PARAMS, Params, lookup};
-use super::{DEFAULT_PASSWORD, DEFAULT_USER, UrlError};
 use crate::options::{ClientCert, ConnectOptions};
+
+/// User name and password used when the URL has none (RabbitMQ's defaults).
+const DEFAULT_USER: &str = "guest";
+const DEFAULT_PASSWORD: &str = "guest";
 
 pub(super) fn parse(query: &str, tls: bool) -> Result<Params, UrlError> {
     let mut params = Params::default();
