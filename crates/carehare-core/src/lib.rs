@@ -88,6 +88,8 @@
 //! // drain `poll_transmit` and `poll_event`, and sleep until `poll_timeout()`.
 //! ```
 
+#![deny(unreachable_pub)]
+
 mod channel;
 mod connection;
 pub mod error;

@@ -37,11 +37,29 @@ type ConfirmSender = oneshot::Sender<Result<(), Error>>;
 /// A message on its way out.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
-    pub(crate) exchange: ShortStr,
-    pub(crate) routing_key: ShortStr,
-    pub(crate) properties: BasicProperties,
-    pub(crate) body: Bytes,
-    pub(crate) mandatory: bool,
+    exchange: ShortStr,
+    routing_key: ShortStr,
+    properties: BasicProperties,
+    body: Bytes,
+    mandatory: bool,
+}
+
+impl Outgoing {
+    pub(crate) fn new(
+        exchange: ShortStr,
+        routing_key: ShortStr,
+        properties: BasicProperties,
+        body: Bytes,
+        mandatory: bool,
+    ) -> Self {
+        Self {
+            exchange,
+            routing_key,
+            properties,
+            body,
+            mandatory,
+        }
+    }
 }
 
 /// A slot in a publisher's window, freed when its publish is settled.

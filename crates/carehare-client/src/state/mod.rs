@@ -40,14 +40,14 @@ use crate::error::Error;
 use crate::message::Message;
 
 pub(crate) use blocking::Watch;
-pub(crate) use confirms::{ConfirmReceiver, Outgoing, Permit};
+pub(crate) use confirms::{ConfirmReceiver, Permit};
 pub(crate) use consumers::Token;
 pub(crate) use lifecycle::ConnectedReceiver;
 pub(crate) use ops::OpReceiver;
 pub(crate) use rpc::ReplyReceiver;
 
 use blocking::Blocking;
-use confirms::Confirms;
+use confirms::{Confirms, Outgoing};
 use consumers::Consumers;
 use lifecycle::Lifecycle;
 use ops::Ops;
@@ -387,13 +387,8 @@ impl Inner {
         let (exchange, routing_key) = self.confirms.names(exchange, routing_key)?;
         if mandatory || self.confirms.is_holding() || self.lifecycle.outcome().is_some() {
             self.check_usable()?;
-            let outgoing = Outgoing {
-                exchange,
-                routing_key,
-                properties: properties.clone(),
-                body,
-                mandatory,
-            };
+            let outgoing =
+                Outgoing::new(exchange, routing_key, properties.clone(), body, mandatory);
             Ok(self.confirms.enqueue(&mut self.conn, outgoing, permit))
         } else {
             Ok(self.confirms.publish_now(
@@ -441,13 +436,13 @@ impl Inner {
         };
         match self.conn.publish(channel, publish, properties, body) {
             Ok(Some(seq)) => {
-                let outgoing = Outgoing {
-                    exchange: publish.exchange.clone(),
-                    routing_key: publish.routing_key.clone(),
-                    properties: properties.clone(),
-                    body: body.clone(),
-                    mandatory: true,
-                };
+                let outgoing = Outgoing::new(
+                    publish.exchange.clone(),
+                    publish.routing_key.clone(),
+                    properties.clone(),
+                    body.clone(),
+                    true,
+                );
                 let confirm = self.confirms.track_rpc(channel, seq, outgoing);
                 Ok((reply, confirm))
             }
