@@ -10,7 +10,7 @@ use tracing::debug;
 
 use crate::address::{Address, attempt_limit};
 use crate::driver::Driver;
-use crate::error::{ConnectionError, Error};
+use crate::error::Error;
 use crate::handles::connection::Connection;
 use crate::options::ConnectOptions;
 use crate::runtime::{Runtime, Stream};
@@ -116,7 +116,10 @@ pub async fn connect_with_runtime(
             };
             match result {
                 Ok(connection) => return Ok(connection),
-                Err(error) if stops_at_once(&error) => return Err(error),
+                // A refusal every node of a cluster would repeat: trying
+                // the next node only delays the error (and repeats a bad
+                // password to every node).
+                Err(error) if !error.is_transient() => return Err(error),
                 Err(error) => {
                     debug!(%address, %error, "connect attempt failed");
                     attempts.push((address.clone(), error));
@@ -159,24 +162,6 @@ async fn resolve(
             address: address.to_string(),
             error: Arc::new(e),
         }),
-    }
-}
-
-/// Refusals every node of a cluster would repeat: trying the next node only
-/// delays the error (and repeats a bad password to every node). Users,
-/// permissions and vhosts are cluster-wide in RabbitMQ.
-fn stops_at_once(error: &Error) -> bool {
-    match error {
-        Error::Tls(_) | Error::Url(_) | Error::Usage(_) => true,
-        Error::ConnectionClosed(c) => match c {
-            ConnectionError::AuthenticationFailed(_)
-            | ConnectionError::MechanismNotOffered { .. }
-            | ConnectionError::InvalidVirtualHost(_) => true,
-            // 530 NOT_ALLOWED: no access to the vhost, or it does not exist.
-            ConnectionError::ClosedByServer(reason) => reason.code == 530,
-            _ => false,
-        },
-        _ => false,
     }
 }
 
@@ -239,6 +224,7 @@ mod tests {
 
     use super::*;
     use crate::address::AddressOrder;
+    use crate::error::ConnectionError;
     use crate::sim::{Connector, SimRuntime};
     use crate::uri::UrlError;
 
@@ -471,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn refusals_every_node_would_repeat_stop_at_once() {
+    fn refusals_every_node_would_repeat_are_not_transient() {
         use carehare_core::error::CloseReason;
         let reason = |code| CloseReason {
             code,
@@ -479,24 +465,36 @@ mod tests {
             class_id: 0,
             method_id: 0,
         };
-        assert!(stops_at_once(&Error::ConnectionClosed(
-            ConnectionError::AuthenticationFailed(reason(403))
-        )));
-        assert!(stops_at_once(&Error::ConnectionClosed(
-            ConnectionError::ClosedByServer(reason(530))
-        )));
-        assert!(stops_at_once(&Error::Url(UrlError::NoUrls)));
+        let closed = |e| Error::ConnectionClosed(e);
+        let permanent = [
+            closed(ConnectionError::AuthenticationFailed(reason(403))),
+            closed(ConnectionError::ClosedByServer(reason(403))),
+            closed(ConnectionError::ClosedByServer(reason(530))),
+            closed(ConnectionError::InvalidVirtualHost(300)),
+            closed(ConnectionError::ClosedByClient),
+            closed(ConnectionError::DriverStopped),
+            Error::Url(UrlError::NoUrls),
+            Error::ChannelClosedByServer(reason(404)),
+            Error::ServerSentNack,
+        ];
+        for e in &permanent {
+            assert!(!e.is_transient(), "{e:?}");
+        }
         // A node shutting down, a dead node, a slow node: try the next one.
-        assert!(!stops_at_once(&Error::ConnectionClosed(
-            ConnectionError::ClosedByServer(reason(320))
-        )));
-        assert!(!stops_at_once(&Error::ConnectionClosed(
-            ConnectionError::UnexpectedEof
-        )));
-        assert!(!stops_at_once(&Error::ConnectTimeout {
-            address: "a:1".into(),
-            timeout: Duration::from_secs(1)
-        }));
+        let transient = [
+            closed(ConnectionError::ClosedByServer(reason(320))),
+            closed(ConnectionError::UnexpectedEof),
+            closed(ConnectionError::ClosedByHeartbeatMonitor(
+                Duration::from_secs(4),
+            )),
+            Error::ConnectTimeout {
+                address: "a:1".into(),
+                timeout: Duration::from_secs(1),
+            },
+        ];
+        for e in &transient {
+            assert!(e.is_transient(), "{e:?}");
+        }
     }
 
     #[test]

@@ -112,6 +112,20 @@ pub enum Error {
         /// Each address tried (as configured), and its error.
         attempts: Vec<(Address, Error)>,
     },
+    /// The connection was lost before RabbitMQ confirmed this publish, so
+    /// it may or may not have been routed. Only from a
+    /// [`RecoveringPublisher`](crate::RecoveringPublisher) with
+    /// [`Republish::FailInDoubt`](crate::Republish::FailInDoubt); the
+    /// default publishes it again instead.
+    #[error(
+        "the connection was lost before the publish was confirmed: it may or may not have been routed"
+    )]
+    InDoubt,
+    /// The connection was down for longer than
+    /// [`RecoveryOptions::outage_timeout`](crate::RecoveryOptions::outage_timeout)
+    /// while this call waited for it.
+    #[error("no connection to RabbitMQ within {0:?}: recovery is still trying")]
+    RecoveryTimeout(std::time::Duration),
     /// carehare broke one of its own rules (a bug: please report it). The
     /// text says which. The connection may still be usable.
     #[error("internal error in carehare: {0}")]
@@ -131,6 +145,51 @@ fn list_attempts(attempts: &[(Address, Error)]) -> String {
 }
 
 impl Error {
+    /// Whether trying again later may succeed: the link or the broker went
+    /// away (a reset, EOF, heartbeat loss, a forced close such as 320, a
+    /// timeout). `false` for what a retry would only repeat: bad
+    /// credentials (403), a vhost that is missing or not allowed (530), a
+    /// SASL mechanism the server does not offer, TLS or URL settings, misuse,
+    /// and the outcome of one operation (a channel refusal, a nack, a
+    /// return). Also `false` when we ended the connection ourselves, or
+    /// when its runtime shut down.
+    ///
+    /// Connecting to several addresses stops at the first error that is not
+    /// transient, and a [`RecoveringConnection`](crate::RecoveringConnection)
+    /// gives up on it at once (unless told to retry everything).
+    ///
+    /// ```
+    /// use carehare_client::{CloseReason, ConnectionError, Error};
+    /// let forced = CloseReason { code: 320, text: "CONNECTION_FORCED".into(), class_id: 0, method_id: 0 };
+    /// assert!(Error::ConnectionClosed(ConnectionError::ClosedByServer(forced.clone())).is_transient());
+    /// let refused = CloseReason { code: 403, ..forced };
+    /// assert!(!Error::ConnectionClosed(ConnectionError::AuthenticationFailed(refused)).is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Connect { .. }
+            | Error::ConnectTimeout { .. }
+            | Error::Timeout(_)
+            | Error::RecoveryTimeout(_) => true,
+            Error::AllAddressesFailed { attempts } => {
+                attempts.iter().all(|(_, error)| error.is_transient())
+            }
+            Error::ConnectionClosed(c) => match c {
+                ConnectionError::AuthenticationFailed(_)
+                | ConnectionError::MechanismNotOffered { .. }
+                | ConnectionError::InvalidVirtualHost(_)
+                | ConnectionError::ClosedByClient
+                | ConnectionError::CloseTimeout(_)
+                | ConnectionError::DriverStopped => false,
+                // 403 ACCESS_REFUSED; 530 NOT_ALLOWED: no such vhost, or
+                // no access to it. Users and vhosts are cluster-wide.
+                ConnectionError::ClosedByServer(reason) => !matches!(reason.code, 403 | 530),
+                _ => true,
+            },
+            _ => false,
+        }
+    }
+
     /// The AMQP reply code, when RabbitMQ gave one.
     ///
     /// ```no_run

@@ -31,6 +31,7 @@ mod error;
 mod handles;
 mod message;
 mod options;
+mod recovery;
 mod runtime;
 #[cfg(test)]
 mod sim;
@@ -53,6 +54,11 @@ pub use handles::publisher::Publisher;
 pub use handles::rpc::{DIRECT_REPLY_TO, RpcClient};
 pub use message::{Message, Returned};
 pub use options::{ClientCert, ConnectOptions, TlsOptions};
+pub use recovery::{
+    Backoff, DeliveryTag, RecoveredMessage, RecoveringConfirmation, RecoveringConnection,
+    RecoveringConsumer, RecoveringPublisher, RecoveryEvent, RecoveryEvents, RecoveryOptions,
+    Republish, Setup,
+};
 pub use runtime::{BoxFuture, Runtime, Stream};
 pub use tls::TlsError;
 pub use uri::UrlError;
@@ -91,6 +97,46 @@ macro_rules! adapter_entry_points {
             options: $crate::ConnectOptions,
         ) -> Result<$crate::Connection, $crate::Error> {
             $crate::connect_with_runtime(::std::sync::Arc::new($runtime), options).await
+        }
+
+        /// Connects with `options`, runs `setup` (which declares the
+        /// topology), and from then on recovers the connection whenever it
+        /// is lost: see [`RecoveringConnection`].
+        ///
+        /// ```no_run
+        #[doc = concat!("# async fn f() -> Result<(), ", stringify!($krate), "::Error> {")]
+        #[doc = concat!("use ", stringify!($krate), "::{ConnectOptions, QueueOptions, RecoveryOptions};")]
+        /// let options = ConnectOptions::from_url("amqp://localhost/")?;
+        #[doc = concat!("let connection = ", stringify!($krate), "::connect_recovering(options, RecoveryOptions::default(), |c| {")]
+        ///     Box::pin(async move {
+        ///         c.queue_declare("jobs", QueueOptions { durable: true, ..Default::default() }).await?;
+        ///         Ok(())
+        ///     })
+        /// })
+        /// .await?;
+        /// let publisher = connection.publisher(100);
+        /// publisher.publish("hello", "", "jobs").await?.await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn connect_recovering<T, F>(
+            options: $crate::ConnectOptions,
+            recovery: $crate::RecoveryOptions,
+            setup: F,
+        ) -> Result<$crate::RecoveringConnection<T>, $crate::Error>
+        where
+            T: Clone + Send + Sync + 'static,
+            F: Fn($crate::Connection) -> $crate::BoxFuture<'static, Result<T, $crate::Error>>
+                + Send
+                + Sync
+                + 'static,
+        {
+            $crate::RecoveringConnection::connect(
+                ::std::sync::Arc::new($runtime),
+                options,
+                recovery,
+                setup,
+            )
+            .await
         }
     };
 }

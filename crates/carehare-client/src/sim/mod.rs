@@ -265,6 +265,23 @@ impl FakeBroker {
         broker
     }
 
+    /// Accepts `io` without sending anything.
+    pub(crate) fn silent(io: End) -> Self {
+        Self {
+            io,
+            from_client: testing::ClientOutput::new(),
+        }
+    }
+
+    /// Takes the client's protocol header.
+    pub(crate) async fn expect_protocol_header(&mut self) {
+        use futures_util::AsyncReadExt;
+        let mut header = [0u8; 8];
+        self.io.read_exact(&mut header).await.unwrap();
+        self.from_client.extend(&header);
+        self.from_client.expect_protocol_header();
+    }
+
     /// Writes `bytes` to the client.
     pub(crate) fn send(&mut self, bytes: &[u8]) {
         // An in-memory write never waits.
@@ -292,13 +309,28 @@ impl FakeBroker {
         }
     }
 
+    /// Reads until the next body frame (the content of the publish whose
+    /// method was just read); `None` when the client closed the socket.
+    pub(crate) async fn next_body(&mut self) -> Option<bytes::Bytes> {
+        use futures_util::AsyncReadExt;
+        loop {
+            while let Some(frame) = self.from_client.next_frame() {
+                if let Frame::Body { payload, .. } = frame {
+                    return Some(payload);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.io.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.from_client.extend(&chunk[..n]);
+        }
+    }
+
     /// Reads the client's side of the handshake, checking each step.
     pub(crate) async fn expect_handshake(&mut self) {
-        use futures_util::AsyncReadExt;
-        let mut header = [0u8; 8];
-        self.io.read_exact(&mut header).await.unwrap();
-        self.from_client.extend(&header);
-        self.from_client.expect_protocol_header();
+        self.expect_protocol_header().await;
         for name in [
             "connection.start-ok",
             "connection.tune-ok",
@@ -334,17 +366,38 @@ where
     F: Fn(FakeBroker) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let spawner: Arc<Mutex<Option<std::sync::Weak<SimRuntime>>>> = Arc::default();
-    let weak = spawner.clone();
-    let runtime = SimRuntime::new(Box::new(move |_address| {
-        let (client, server) = duplex();
+    with_network(move |_, _, server| {
         let broker = FakeBroker::accept(server, tune.clone());
-        if let Some(rt) = weak.lock().unwrap().as_ref().and_then(|w| w.upgrade()) {
-            rt.spawn(Box::pin(script(broker)));
-        }
+        Ok(Box::pin(script(broker)))
+    })
+}
+
+/// A simulated runtime whose connects are decided by `accept`: given the
+/// simulated time, how many connects came before, and the server's end of
+/// a fresh socket, it refuses (`Err`) or returns the server's script,
+/// which is spawned on the same runtime.
+pub(crate) fn with_network<F>(accept: F) -> Arc<SimRuntime>
+where
+    F: Fn(Duration, u32, End) -> io::Result<BoxFuture<'static, ()>> + Send + Sync + 'static,
+{
+    let slot: Arc<Mutex<Option<std::sync::Weak<SimRuntime>>>> = Arc::default();
+    let weak = slot.clone();
+    let count = Mutex::new(0u32);
+    let runtime = SimRuntime::new(Box::new(move |_address| {
+        let Some(rt) = weak.lock().unwrap().as_ref().and_then(|w| w.upgrade()) else {
+            return Err(io::ErrorKind::ConnectionRefused.into());
+        };
+        let n = {
+            let mut count = count.lock().unwrap();
+            *count += 1;
+            *count - 1
+        };
+        let (client, server) = duplex();
+        let script = accept(rt.elapsed(), n, server)?;
+        rt.spawn(script);
         Ok(Box::new(client) as Box<dyn Stream>)
     }));
-    *spawner.lock().unwrap() = Some(Arc::downgrade(&runtime));
+    *slot.lock().unwrap() = Some(Arc::downgrade(&runtime));
     runtime
 }
 

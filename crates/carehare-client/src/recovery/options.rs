@@ -1,0 +1,57 @@
+//! How a recovering connection recovers.
+
+use std::time::Duration;
+
+use super::backoff::Backoff;
+
+/// How a [`RecoveringConnection`](crate::RecoveringConnection) recovers.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut options = carehare_client::RecoveryOptions::default();
+/// options.outage_timeout = Some(Duration::from_secs(30));
+/// assert!(!options.retry_permanent);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RecoveryOptions {
+    /// The wait between reconnect attempts.
+    pub backoff: Backoff,
+    /// Also retry errors that are not [transient](crate::Error::is_transient):
+    /// bad credentials, a missing vhost, a refused `setup`. Off by default:
+    /// those give up at once with their typed error.
+    pub retry_permanent: bool,
+    /// How long a call that needs the connection (a declare, a consumer
+    /// re-subscribing, a publish) waits for recovery before it fails with
+    /// [`Error::RecoveryTimeout`](crate::Error::RecoveryTimeout). `None` (the default) waits until
+    /// recovery succeeds, gives up, or the connection is closed.
+    pub outage_timeout: Option<Duration>,
+    /// What a [`RecoveringPublisher`](crate::RecoveringPublisher) does with publishes that were not
+    /// confirmed when the link went down.
+    pub republish: Republish,
+}
+
+impl Default for RecoveryOptions {
+    fn default() -> Self {
+        Self {
+            backoff: Backoff::default(),
+            retry_permanent: false,
+            outage_timeout: None,
+            republish: Republish::Unconfirmed,
+        }
+    }
+}
+
+/// What a [`RecoveringPublisher`](crate::RecoveringPublisher) does with publishes that RabbitMQ had not
+/// confirmed when the connection was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Republish {
+    /// Publish them again on the next connection, in their original order
+    /// (the default): at-least-once, so a consumer may see a message twice.
+    #[default]
+    Unconfirmed,
+    /// Fail their confirmations with [`Error::InDoubt`](crate::Error::InDoubt), for callers that
+    /// decide for themselves.
+    FailInDoubt,
+}

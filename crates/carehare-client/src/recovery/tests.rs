@@ -1,0 +1,540 @@
+//! Recovery on simulated time, against fake brokers that go away and come
+//! back: re-publish order, in-doubt failures, consumers that re-subscribe
+//! with stale tags refused, giving up on permanent errors, backoff, close
+//! and the outage timeout.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use carehare_core::method::*;
+use carehare_core::properties::BasicProperties;
+use carehare_core::testing;
+use carehare_core::types::ShortStr;
+use futures_util::StreamExt;
+
+use super::*;
+use crate::error::ConnectionError;
+use crate::handles::consumer::ConsumerOptions;
+use crate::sim::{End, FakeBroker, SimRuntime, with_network};
+
+/// What every fake broker saw, by connection.
+#[derive(Default)]
+struct World {
+    /// Bodies published on each connection, in order.
+    published: Vec<Vec<String>>,
+    /// Delivery tags acked on each connection.
+    acked: Vec<Vec<u64>>,
+    /// Queue names consumed on each connection.
+    consumed: Vec<Vec<String>>,
+    /// Simulated times of every connect attempt.
+    attempts: Vec<Duration>,
+}
+
+/// How a fake broker behaves on one connection.
+#[derive(Clone, Copy)]
+struct Behaviour {
+    /// Ack at most this many publishes.
+    ack: usize,
+    /// Drop the socket after this many publishes.
+    drop_after_publishes: Option<usize>,
+    /// Deliver one message ("a") when a consumer starts, then drop the
+    /// socket once this many acks came (None: never).
+    deliver: bool,
+    drop_after_deliver: bool,
+}
+
+const POLITE: Behaviour = Behaviour {
+    ack: usize::MAX,
+    drop_after_publishes: None,
+    deliver: false,
+    drop_after_deliver: false,
+};
+
+fn options() -> ConnectOptions {
+    let mut options = ConnectOptions {
+        host: "127.0.0.1".into(),
+        ..ConnectOptions::default()
+    };
+    options.amqp.heartbeat = 0;
+    options
+}
+
+fn tune() -> ConnectionTune {
+    ConnectionTune {
+        heartbeat: 0,
+        ..testing::server_tune()
+    }
+}
+
+/// Plays one connection: answers opens, declares (naming server-named
+/// queues `amq.gen-N` for connection N), consumes, and publishes as
+/// `behaviour` says, recording everything in `world`.
+async fn broker(io: End, n: usize, behaviour: Behaviour, world: Arc<Mutex<World>>) {
+    let mut b = FakeBroker::accept(io, tune());
+    b.expect_handshake().await;
+    {
+        let mut w = world.lock().unwrap();
+        w.published.resize(n + 1, Vec::new());
+        w.acked.resize(n + 1, Vec::new());
+        w.consumed.resize(n + 1, Vec::new());
+    }
+    let mut publishes = 0;
+    loop {
+        let Some((channel, method)) = b.next_method().await else {
+            return;
+        };
+        let reply: Option<Method> = match method {
+            Method::ChannelOpen(_) => Some(ChannelOpenOk::default().into()),
+            Method::ConfirmSelect(_) => Some(ConfirmSelectOk {}.into()),
+            Method::BasicQos(_) => Some(BasicQosOk {}.into()),
+            Method::QueueDeclare(d) => {
+                let queue = if d.queue.is_empty() {
+                    ShortStr::new(format!("amq.gen-{n}")).unwrap()
+                } else {
+                    d.queue
+                };
+                Some(
+                    QueueDeclareOk {
+                        queue,
+                        message_count: 0,
+                        consumer_count: 0,
+                    }
+                    .into(),
+                )
+            }
+            Method::BasicConsume(c) => {
+                world.lock().unwrap().consumed[n].push(c.queue.to_string());
+                let ok = BasicConsumeOk {
+                    consumer_tag: ShortStr::from_static("amq.ctag-1"),
+                };
+                b.send(&testing::method_bytes(channel, ok));
+                if behaviour.deliver {
+                    let deliver = BasicDeliver {
+                        consumer_tag: ShortStr::from_static("amq.ctag-1"),
+                        delivery_tag: 1,
+                        redelivered: n > 0,
+                        ..Default::default()
+                    };
+                    let props = BasicProperties::default();
+                    b.send(&testing::content_bytes(
+                        channel, deliver, &props, b"a", 131_072,
+                    ));
+                    if behaviour.drop_after_deliver {
+                        return;
+                    }
+                }
+                None
+            }
+            Method::BasicAck(a) => {
+                world.lock().unwrap().acked[n].push(a.delivery_tag);
+                None
+            }
+            Method::BasicPublish(_) => {
+                publishes += 1;
+                // The body follows the method: take it from the raw frames.
+                let body = next_body(&mut b).await;
+                world.lock().unwrap().published[n].push(body);
+                if publishes <= behaviour.ack {
+                    let ack = BasicAck {
+                        delivery_tag: publishes as u64,
+                        multiple: false,
+                    };
+                    b.send(&testing::method_bytes(channel, ack));
+                }
+                if behaviour.drop_after_publishes == Some(publishes) {
+                    return;
+                }
+                None
+            }
+            Method::ChannelClose(_) => Some(ChannelCloseOk {}.into()),
+            Method::ConnectionClose(_) => {
+                b.send(&testing::method_bytes(0, ConnectionCloseOk {}));
+                return;
+            }
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            b.send(&testing::method_bytes(channel, reply));
+        }
+    }
+}
+
+/// The body of the publish whose method was just read.
+async fn next_body(b: &mut FakeBroker) -> String {
+    let body: Bytes = b.next_body().await.unwrap();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// A network where connection `n` (from 0) behaves as `plan(n)` says, and
+/// connects fail while the simulated time is in `down`.
+fn network(
+    world: &Arc<Mutex<World>>,
+    down: std::ops::Range<Duration>,
+    plan: impl Fn(usize) -> Behaviour + Send + Sync + 'static,
+) -> Arc<SimRuntime> {
+    let world = world.clone();
+    let accepted = Arc::new(Mutex::new(0usize));
+    with_network(move |now, _, io| {
+        world.lock().unwrap().attempts.push(now);
+        if down.contains(&now) {
+            return Err(std::io::ErrorKind::ConnectionRefused.into());
+        }
+        let n = {
+            let mut a = accepted.lock().unwrap();
+            *a += 1;
+            *a - 1
+        };
+        Ok(Box::pin(broker(io, n, plan(n), world.clone())))
+    })
+}
+
+/// Declares a server-named queue and hands its name on.
+fn declare_setup(c: Connection) -> BoxFuture<'static, Result<String, Error>> {
+    Box::pin(async move {
+        let ok = c.queue_declare("", Default::default()).await?;
+        Ok(ok.queue.to_string())
+    })
+}
+
+fn connect(sim: &Arc<SimRuntime>, recovery: RecoveryOptions) -> RecoveringConnection<String> {
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    sim.block_on(RecoveringConnection::connect(
+        runtime,
+        options(),
+        recovery,
+        declare_setup,
+    ))
+    .unwrap()
+}
+
+#[test]
+fn unconfirmed_publishes_go_out_again_in_order_on_the_next_connection() {
+    let world = Arc::new(Mutex::new(World::default()));
+    let first = Behaviour {
+        ack: 2,
+        drop_after_publishes: Some(5),
+        ..POLITE
+    };
+    let down = Duration::from_millis(1)..Duration::from_secs(2);
+    let sim = network(&world, down, move |n| if n == 0 { first } else { POLITE });
+    let connection = connect(&sim, RecoveryOptions::default());
+    let mut events = connection.events();
+    let publisher = connection.publisher(10);
+    let clock = sim.clone();
+    let outcomes = sim.block_on(async move {
+        let mut confirmations = Vec::new();
+        for i in 1..=5 {
+            confirmations.push(publisher.publish(format!("m{i}"), "", "q").await.unwrap());
+        }
+        let mut outcomes = Vec::new();
+        for c in confirmations {
+            outcomes.push((c.await, clock.elapsed()));
+        }
+        outcomes
+    });
+    for (i, (outcome, _)) in outcomes.iter().enumerate() {
+        assert!(outcome.is_ok(), "publish {}: {outcome:?}", i + 1);
+    }
+    let w = world.lock().unwrap();
+    assert_eq!(w.published[0], ["m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!(
+        w.published[1],
+        ["m3", "m4", "m5"],
+        "in doubt, again, in order"
+    );
+    // Recovered within the backoff's cap of the broker coming back.
+    let back = outcomes[4].1;
+    assert!(back >= Duration::from_secs(2), "{back:?}");
+    assert!(
+        back <= Duration::from_secs(2) + Duration::from_millis(800),
+        "{back:?}"
+    );
+    drop(w);
+    let seen: Vec<RecoveryEvent> = sim.block_on(async move {
+        let mut seen = Vec::new();
+        while let Some(e) = events.next().await {
+            let done = matches!(e, RecoveryEvent::Recovered { .. });
+            seen.push(e);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    assert!(
+        matches!(seen[0], RecoveryEvent::Disconnected { .. }),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(seen[1], RecoveryEvent::Connecting { attempt: 1 }),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(seen[seen.len() - 2], RecoveryEvent::Connected { .. }),
+        "{seen:?}"
+    );
+    match seen.last() {
+        Some(RecoveryEvent::Recovered { downtime }) => {
+            assert!(*downtime >= Duration::from_secs(2) - Duration::from_millis(1));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn fail_in_doubt_mode_fails_only_the_unconfirmed_publishes() {
+    let world = Arc::new(Mutex::new(World::default()));
+    let first = Behaviour {
+        ack: 2,
+        drop_after_publishes: Some(5),
+        ..POLITE
+    };
+    let sim = network(&world, Duration::ZERO..Duration::ZERO, move |n| {
+        if n == 0 { first } else { POLITE }
+    });
+    let recovery = RecoveryOptions {
+        republish: Republish::FailInDoubt,
+        ..RecoveryOptions::default()
+    };
+    let connection = connect(&sim, recovery);
+    let publisher = connection.publisher(10);
+    let outcomes = sim.block_on(async move {
+        let mut confirmations = Vec::new();
+        for i in 1..=5 {
+            confirmations.push(publisher.publish(format!("m{i}"), "", "q").await.unwrap());
+        }
+        let mut outcomes = Vec::new();
+        for c in confirmations {
+            outcomes.push(c.await);
+        }
+        // The publisher carries on on the new connection.
+        outcomes.push(publisher.publish("m6", "", "q").await.unwrap().await);
+        outcomes
+    });
+    assert!(outcomes[0].is_ok() && outcomes[1].is_ok(), "{outcomes:?}");
+    for o in &outcomes[2..5] {
+        assert!(matches!(o, Err(Error::InDoubt)), "{outcomes:?}");
+    }
+    assert!(outcomes[5].is_ok(), "{outcomes:?}");
+    assert_eq!(world.lock().unwrap().published[1], ["m6"]);
+}
+
+#[test]
+fn a_consumer_resubscribes_to_the_new_queue_name_and_refuses_stale_tags() {
+    let world = Arc::new(Mutex::new(World::default()));
+    let first = Behaviour {
+        deliver: true,
+        drop_after_deliver: true,
+        ..POLITE
+    };
+    let second = Behaviour {
+        deliver: true,
+        ..POLITE
+    };
+    let sim = network(&world, Duration::ZERO..Duration::ZERO, move |n| {
+        if n == 0 { first } else { second }
+    });
+    let connection = connect(&sim, RecoveryOptions::default());
+    let consumer =
+        Arc::new(connection.consumer(|queue: &String| queue.clone(), ConsumerOptions::default()));
+    let c = consumer.clone();
+    let (first_message, stale_ack, second_message, fresh_ack) = sim.block_on(async move {
+        let first = c.next().await.unwrap();
+        // The connection drops right after this delivery: the next
+        // message comes from the new connection.
+        let second = c.next().await.unwrap();
+        let stale = c.ack(first.tag);
+        let fresh = c.ack(second.tag);
+        (first, stale, second, fresh)
+    });
+    assert_eq!(first_message.tag.generation(), 1);
+    assert!(!first_message.redelivered);
+    assert_eq!(second_message.tag.generation(), 2);
+    assert!(
+        second_message.redelivered,
+        "RabbitMQ redelivers what was unacked"
+    );
+    assert!(!stale_ack, "a tag of a lost connection settles nothing");
+    assert!(fresh_ack);
+    sim.block_on(async {});
+    let w = world.lock().unwrap();
+    assert_eq!(w.consumed[0], ["amq.gen-0"]);
+    assert_eq!(
+        w.consumed[1],
+        ["amq.gen-1"],
+        "the name setup got on the new connection"
+    );
+    assert!(w.acked[0].is_empty());
+    assert_eq!(w.acked[1], [1]);
+}
+
+#[test]
+fn a_permanent_refusal_gives_up_at_once() {
+    let world = Arc::new(Mutex::new(World::default()));
+    let first = Behaviour {
+        drop_after_publishes: Some(1),
+        ack: 0,
+        ..POLITE
+    };
+    let w = world.clone();
+    let sim = with_network(move |now, n, io| {
+        w.lock().unwrap().attempts.push(now);
+        if n == 0 {
+            return Ok(Box::pin(broker(io, 0, first, w.clone())));
+        }
+        // The password changed meanwhile: 403 during the handshake.
+        Ok(Box::pin(async move {
+            let mut b = FakeBroker::silent(io);
+            b.send(&testing::method_bytes(0, testing::server_start()));
+            b.expect_protocol_header().await;
+            let _start_ok = b.next_method().await;
+            let close = ConnectionClose {
+                reply_code: 403,
+                reply_text: ShortStr::from_static("ACCESS_REFUSED - Login was refused"),
+                class_id: 0,
+                method_id: 0,
+            };
+            b.send(&testing::method_bytes(0, close));
+            while b.next_method().await.is_some() {}
+        }))
+    });
+    let connection = connect(&sim, RecoveryOptions::default());
+    let mut events = connection.events();
+    let publisher = connection.publisher(10);
+    let c = connection.clone();
+    let (published, after) = sim.block_on(async move {
+        let published = publisher.publish("m1", "", "q").await.unwrap().await;
+        (published, c.connection().await)
+    });
+    let refused = |e: &Error| matches!(e, Error::ConnectionClosed(ConnectionError::AuthenticationFailed(r)) if r.code == 403);
+    assert!(published.as_ref().is_err_and(refused), "{published:?}");
+    assert!(after.as_ref().is_err_and(refused), "{after:?}");
+    assert_eq!(world.lock().unwrap().attempts.len(), 2, "no retry loop");
+    let last = sim.block_on(async move {
+        let mut last = None;
+        while let Some(e) = events.next().await {
+            last = Some(e);
+        }
+        last
+    });
+    assert!(
+        matches!(last, Some(RecoveryEvent::GaveUp { ref cause }) if refused(cause)),
+        "{last:?}"
+    );
+}
+
+#[test]
+fn reconnects_back_off_with_jitter_up_to_the_cap() {
+    let world = Arc::new(Mutex::new(World::default()));
+    let first = Behaviour {
+        drop_after_publishes: Some(1),
+        ack: 0,
+        ..POLITE
+    };
+    let down = Duration::from_millis(1)..Duration::from_secs(5);
+    let sim = network(&world, down, move |n| if n == 0 { first } else { POLITE });
+    let connection = connect(&sim, RecoveryOptions::default());
+    let publisher = connection.publisher(10);
+    let result = sim.block_on(async move { publisher.publish("m1", "", "q").await.unwrap().await });
+    assert!(result.is_ok(), "{result:?}");
+    let attempts = world.lock().unwrap().attempts.clone();
+    let gaps: Vec<Duration> = attempts.windows(2).skip(1).map(|w| w[1] - w[0]).collect();
+    let backoff = Backoff::default();
+    for (i, gap) in gaps.iter().enumerate() {
+        // The first gap is the wait before the second attempt.
+        let most = backoff.delay(i as u32 + 1, 0.0);
+        let least = backoff.delay(i as u32 + 1, 1.0);
+        assert!(
+            *gap >= least && *gap <= most,
+            "attempt {i}: {gap:?} not in {least:?}..={most:?}"
+        );
+    }
+    assert!(gaps.len() >= 7, "a 5 s outage at <= 800 ms apart: {gaps:?}");
+    // Back within the cap of the broker's return.
+    let last = *attempts.last().unwrap();
+    assert!(
+        last >= Duration::from_secs(5) && last <= Duration::from_millis(5_800),
+        "{last:?}"
+    );
+}
+
+#[test]
+fn close_during_an_outage_returns_at_once_and_answers_every_waiter() {
+    let world = Arc::new(Mutex::new(World::default()));
+    let first = Behaviour {
+        drop_after_publishes: Some(1),
+        ack: 0,
+        ..POLITE
+    };
+    let down = Duration::from_millis(1)..Duration::MAX;
+    let sim = network(&world, down, move |_| first);
+    let connection = connect(&sim, RecoveryOptions::default());
+    let publisher = connection.publisher(10);
+    let consumer = connection.consumer(|q: &String| q.clone(), ConsumerOptions::default());
+    let c = connection.clone();
+    let clock = sim.clone();
+    let (published, consumed, closed, took) = sim.block_on(async move {
+        let confirmation = publisher.publish("m1", "", "q").await.unwrap();
+        // Let the outage start and a few reconnects fail.
+        let runtime = clock.clone();
+        runtime
+            .sleep_until(runtime.now() + Duration::from_secs(3))
+            .await;
+        let start = clock.elapsed();
+        let waiting = c.clone();
+        let closed = c.close().await;
+        let consumed = consumer.next().await.map(drop);
+        let published = confirmation.await;
+        drop(waiting);
+        (published, consumed, closed, clock.elapsed() - start)
+    });
+    let by_client = |r: &Result<(), Error>| {
+        matches!(
+            r,
+            Err(Error::ConnectionClosed(ConnectionError::ClosedByClient))
+        )
+    };
+    assert!(closed.is_ok(), "{closed:?}");
+    assert_eq!(
+        took,
+        Duration::ZERO,
+        "close and every waiter answer at once"
+    );
+    assert!(by_client(&published), "{published:?}");
+    assert!(by_client(&consumed), "{consumed:?}");
+}
+
+#[test]
+fn calls_waiting_for_recovery_fail_after_the_outage_timeout() {
+    let world = Arc::new(Mutex::new(World::default()));
+    let first = Behaviour {
+        drop_after_publishes: Some(1),
+        ack: 0,
+        ..POLITE
+    };
+    let down = Duration::from_millis(1)..Duration::MAX;
+    let sim = network(&world, down, move |_| first);
+    let recovery = RecoveryOptions {
+        outage_timeout: Some(Duration::from_secs(5)),
+        ..RecoveryOptions::default()
+    };
+    let connection = connect(&sim, recovery);
+    let publisher = connection.publisher(10);
+    let c = connection.clone();
+    let clock = sim.clone();
+    let (published, waited, took) = sim.block_on(async move {
+        let published = publisher.publish("m1", "", "q").await.unwrap().await;
+        let start = clock.elapsed();
+        let waited = c.connection().await.map(drop);
+        (published, waited, clock.elapsed() - start)
+    });
+    let timed_out = |r: &Result<(), Error>| matches!(r, Err(Error::RecoveryTimeout(t)) if *t == Duration::from_secs(5));
+    assert!(timed_out(&published), "{published:?}");
+    assert!(timed_out(&waited), "{waited:?}");
+    assert_eq!(took, Duration::from_secs(5));
+    sim.block_on(async move { connection.close().await })
+        .unwrap();
+}
