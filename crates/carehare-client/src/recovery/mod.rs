@@ -159,7 +159,7 @@ impl<T: Clone + Send + Sync + 'static> RecoveringConnection<T> {
     }
 
     /// Closes the connection and stops recovering. Every call waiting for
-    /// recovery fails at once with [`ConnectionError::ClosedByClient`].
+    /// recovery fails at once with [`ConnectionError::ClosedByClient`](crate::ConnectionError::ClosedByClient).
     pub async fn close(&self) -> Result<(), Error> {
         match self.shared.close() {
             Some(connection) => connection.close().await,
