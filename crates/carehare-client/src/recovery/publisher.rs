@@ -10,15 +10,18 @@
 //! [`Republish::FailInDoubt`] their confirmations fail with
 //! [`Error::InDoubt`].
 //!
-//! Invariants (of the task's `entries`):
-//! - in submission order; an entry leaves only when its caller's
-//!   confirmation is answered, and each caller is answered exactly once;
-//! - `inner` is `Some` exactly for entries sent on the live connection;
-//!   after a loss every entry is `None` until the next connection;
+//! Invariants (of the task's `Unsettled`):
+//! - `entries` is keyed by submission order; an entry leaves only when its
+//!   caller's confirmation is answered, and each caller is answered
+//!   exactly once;
+//! - `sent` holds one confirm future per entry sent on the live
+//!   connection, and only those: it is polled as a set, so a wakeup costs
+//!   what became ready, not the whole window; after a loss it is emptied
+//!   and every entry is in doubt until the next connection;
 //! - each entry holds its window slot, so the window bounds publishes
 //!   queued during an outage too.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +31,8 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use carehare_core::properties::BasicProperties;
 use futures_channel::oneshot;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use super::options::Republish;
 use super::shared::Recovery;
@@ -47,10 +52,66 @@ struct Job {
     _permit: Permit,
 }
 
-/// A job and, once sent on the live connection, that connection's confirm.
-struct Entry {
-    job: Job,
-    inner: Option<Confirmation>,
+/// The confirm of entry `seq` on the live connection.
+struct Sent {
+    seq: u64,
+    confirmation: Confirmation,
+}
+
+impl Future for Sent {
+    type Output = (u64, Result<(), Error>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let seq = self.seq;
+        Pin::new(&mut self.confirmation)
+            .poll(cx)
+            .map(|result| (seq, result))
+    }
+}
+
+/// Every unsettled publish, and the confirms awaited on the live
+/// connection.
+#[derive(Default)]
+struct Unsettled {
+    entries: BTreeMap<u64, Job>,
+    next_seq: u64,
+    sent: FuturesUnordered<Sent>,
+}
+
+impl Unsettled {
+    /// Sends every entry on `connection`, in order (after a loss, these
+    /// are the ones in doubt).
+    fn send_all(&mut self, connection: &Connection) {
+        for (seq, job) in &self.entries {
+            let confirmation = send_on(connection, job);
+            self.sent.push(Sent {
+                seq: *seq,
+                confirmation,
+            });
+        }
+    }
+
+    /// Adds and sends a new job.
+    fn send_new(&mut self, connection: &Connection, job: Job) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let confirmation = send_on(connection, &job);
+        self.entries.insert(seq, job);
+        self.sent.push(Sent { seq, confirmation });
+    }
+
+    /// The connection was lost: nothing is awaited any more.
+    fn lost(&mut self) {
+        self.sent = FuturesUnordered::new();
+    }
+
+    /// Answers every entry with `why`.
+    fn fail_all(&mut self, why: impl Fn() -> Error) {
+        self.lost();
+        for (_, job) in std::mem::take(&mut self.entries) {
+            let _ = job.tx.send(Err(why()));
+        }
+    }
 }
 
 #[derive(Default)]
@@ -280,7 +341,7 @@ enum Pass {
 
 /// The publisher's task.
 async fn run<T: Clone + Send + Sync + 'static>(shared: Arc<Recovery<T>>, queue: SharedQueue) {
-    let mut entries: VecDeque<Entry> = VecDeque::new();
+    let mut unsettled = Unsettled::default();
     let mut after = 0;
     loop {
         let live = shared.live(after).await;
@@ -288,30 +349,24 @@ async fn run<T: Clone + Send + Sync + 'static>(shared: Arc<Recovery<T>>, queue: 
             Ok(live) => live,
             Err(e @ Error::RecoveryTimeout(_)) => {
                 // The outage outlasted the timeout: what waits fails.
-                fail(&mut entries, &queue, &e, false);
+                fail(&mut unsettled, &queue, &e, false);
                 continue;
             }
             Err(e) => {
-                fail(&mut entries, &queue, &e, true);
+                fail(&mut unsettled, &queue, &e, true);
                 return;
             }
         };
         after = generation;
         // What was in doubt goes out again first, in order.
-        for entry in entries.iter_mut() {
-            entry.inner = Some(send_on(&connection, &entry.job));
-        }
-        let pass = std::future::poll_fn(|cx| pump(&connection, &mut entries, &queue, cx)).await;
+        unsettled.send_all(&connection);
+        let pass = std::future::poll_fn(|cx| pump(&connection, &mut unsettled, &queue, cx)).await;
         match pass {
             Pass::Done => return,
             Pass::Lost => {
-                for entry in entries.iter_mut() {
-                    entry.inner = None;
-                }
+                unsettled.lost();
                 if shared.options().republish == Republish::FailInDoubt {
-                    for entry in entries.drain(..) {
-                        let _ = entry.job.tx.send(Err(Error::InDoubt));
-                    }
+                    unsettled.fail_all(|| Error::InDoubt);
                 }
             }
         }
@@ -322,52 +377,44 @@ async fn run<T: Clone + Send + Sync + 'static>(shared: Arc<Recovery<T>>, queue: 
 /// loss.
 fn pump(
     connection: &Connection,
-    entries: &mut VecDeque<Entry>,
+    unsettled: &mut Unsettled,
     queue: &SharedQueue,
     cx: &mut Context<'_>,
 ) -> Poll<Pass> {
-    let handles_gone = {
+    let (jobs, handles_gone) = {
         let mut q = lock(queue);
-        for job in q.jobs.drain(..) {
-            let inner = Some(send_on(connection, &job));
-            entries.push_back(Entry { job, inner });
-        }
         q.waker = Some(cx.waker().clone());
-        q.handles_gone
+        (std::mem::take(&mut q.jobs), q.handles_gone)
     };
-    let mut lost = false;
-    let mut settled = Vec::new();
-    for (i, entry) in entries.iter_mut().enumerate() {
-        let Some(inner) = entry.inner.as_mut() else {
-            continue;
-        };
-        match Pin::new(inner).poll(cx) {
-            Poll::Pending => {}
-            Poll::Ready(Err(Error::ConnectionClosed(_))) => lost = true,
-            Poll::Ready(result) => settled.push((i, result)),
-        }
+    for job in jobs {
+        unsettled.send_new(connection, job);
     }
-    // Answer settled callers, keeping the rest in order.
-    for (i, result) in settled.into_iter().rev() {
-        if let Some(entry) = entries.remove(i) {
-            let _ = entry.job.tx.send(result);
+    // Take everything ready: confirms settled just before a loss still
+    // count, so they are not sent twice.
+    let mut lost = false;
+    while let Poll::Ready(Some((seq, result))) = unsettled.sent.poll_next_unpin(cx) {
+        match result {
+            Err(Error::ConnectionClosed(_)) => lost = true,
+            result => {
+                if let Some(job) = unsettled.entries.remove(&seq) {
+                    let _ = job.tx.send(result);
+                }
+            }
         }
     }
     if lost {
         return Poll::Ready(Pass::Lost);
     }
-    if handles_gone && entries.is_empty() && lock(queue).jobs.is_empty() {
+    if handles_gone && unsettled.entries.is_empty() && lock(queue).jobs.is_empty() {
         return Poll::Ready(Pass::Done);
     }
     Poll::Pending
 }
 
-/// Fails every entry, and every queued job, with `why`; with `stop`, new
-/// publishes fail too.
-fn fail(entries: &mut VecDeque<Entry>, queue: &SharedQueue, why: &Error, stop: bool) {
-    for entry in entries.drain(..) {
-        let _ = entry.job.tx.send(Err(why.clone()));
-    }
+/// Fails every unsettled publish, and every queued job, with `why`; with
+/// `stop`, new publishes fail too.
+fn fail(unsettled: &mut Unsettled, queue: &SharedQueue, why: &Error, stop: bool) {
+    unsettled.fail_all(|| why.clone());
     let mut q = lock(queue);
     for job in q.jobs.drain(..) {
         let _ = job.tx.send(Err(why.clone()));
