@@ -1,71 +1,71 @@
-//! The reconnect recipe: a publisher that survives the loss of its node.
+//! The reconnect recipe: publish through the loss of a node without losing
+//! a message, then count what arrived.
 //!
-//! carehare's `Connection` never reconnects by itself (see
-//! `docs/reconnect.md`): a lost connection fails every pending operation
-//! with a typed error, and what to do next is the application's decision.
-//! This module is that decision for the common case, "every message must
-//! reach the queue at least once":
+//! The reconnecting is the client's: a [`RecoveringConnection`]
+//! (`connect_recovering` in each adapter), given every node of the
+//! cluster, replaces a lost connection with one to whichever node answers,
+//! runs the application's `setup` again to declare its topology, and its
+//! [`RecoveringPublisher`] publishes again, in order, whatever RabbitMQ
+//! had not confirmed. What stays with the application (see
+//! `docs/reconnect.md`):
 //!
-//! 1. connect to any node of the cluster ([`ConnectOptions::from_urls`]
-//!    tries each in turn), retrying with exponential backoff;
-//! 2. publish with confirms, keeping every message until its confirm
-//!    arrives;
-//! 3. when the connection is lost (or a confirm does not come in time),
-//!    drop it, reconnect, and re-publish everything not confirmed.
+//! 1. an id on every message (`message_id`, and here the body too): a
+//!    message whose confirm was lost with the connection is published
+//!    again and may arrive twice;
+//! 2. what to do with a nack (RabbitMQ refused the message, the
+//!    connection is fine): [`publish_all`] publishes it again, a few times;
+//! 3. a consumer that tolerates duplicates: [`drain_ids`] counts them.
 //!
-//! A message whose confirm was lost in flight may already be in the queue:
-//! re-publishing it makes a duplicate, so consumers must be idempotent
-//! (here: each message carries an id in `message_id` and in its body).
 //! Nothing confirmed is ever lost when the queue is a quorum queue.
 //!
-//! [`ConnectOptions::from_urls`]: carehare_client::ConnectOptions::from_urls
+//! One setting is not the default: the first reconnect waits a second or
+//! two ([`recovery_options`]), for the reason given there.
+//!
+//! [`RecoveringConnection`]: carehare_client::RecoveringConnection
 
-use std::collections::{BTreeSet, VecDeque};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use carehare_client::carehare_core::types::ShortStr;
 use carehare_client::{
-    Address, BasicProperties, ConnectOptions, Connection, ConsumerOptions, Error, Runtime,
-    connect_with_runtime,
+    Address, BasicProperties, Error, RecoveringConnection, RecoveringConsumer, RecoveringPublisher,
+    RecoveryEvent, RecoveryOptions, Runtime,
 };
+use futures_util::StreamExt;
 use futures_util::future::{Either, join_all, select};
 
-/// How hard to try.
+/// Rounds of publishing the nacked messages of a batch again before
+/// [`publish_all`] gives up with [`Error::ServerSentNack`].
+pub const NACK_ROUNDS: u32 = 10;
+
+/// The pause before publishing nacked messages again: a queue that refuses
+/// (full, or electing a leader) is not hammered.
+pub const NACK_PAUSE: Duration = Duration::from_millis(200);
+
+/// The recovery options of the recipe: the defaults, except that the
+/// first reconnect waits 1 to 2 s (then up to 5 s), and that a call waits
+/// `outage_timeout` at most for a connection.
+///
+/// Why wait: with the defaults, the client is back on a surviving node
+/// within about 50 ms, before RabbitMQ 3.10 has elected the quorum queue's
+/// new leader, and the channel it then opens keeps nacking the publishes
+/// to that queue (seen on the local cluster after both a clean stop and a
+/// kill of the leader's node). A connection made a second later is fine.
 ///
 /// ```
-/// let settings = carehare_examples::reconnect::Settings::default();
-/// assert!(settings.backoff_max >= settings.backoff_initial);
+/// use std::time::Duration;
+/// let options = carehare_examples::reconnect::recovery_options(Duration::from_secs(60));
+/// assert!(options.backoff.delay(0, 1.0) >= Duration::from_secs(1));
 /// ```
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// The first wait after a failed connect.
-    pub backoff_initial: Duration,
-    /// Waits double up to this.
-    pub backoff_max: Duration,
-    /// Give up (with the last connect error) after trying this long without
-    /// a connection.
-    pub give_up_after: Duration,
-    /// A batch whose confirms take longer than this counts as a lost
-    /// connection: it is re-published on a new one. Heartbeats catch a dead
-    /// peer too, but only after two intervals.
-    pub confirm_timeout: Duration,
-    /// After this many rounds in a row in which RabbitMQ nacked every
-    /// message, reconnect (see [`ReliablePublisher::publish`]).
-    pub nack_rounds_before_reconnect: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-            give_up_after: Duration::from_secs(120),
-            confirm_timeout: Duration::from_secs(30),
-            nack_rounds_before_reconnect: 3,
-        }
-    }
+pub fn recovery_options(outage_timeout: Duration) -> RecoveryOptions {
+    let mut options = RecoveryOptions::default();
+    options.backoff.initial = Duration::from_secs(2);
+    options.backoff.max = Duration::from_secs(5);
+    options.outage_timeout = Some(outage_timeout);
+    options
 }
 
 /// What happened while publishing.
@@ -73,19 +73,63 @@ impl Default for Settings {
 pub struct Report {
     /// Messages confirmed by RabbitMQ.
     pub confirmed: usize,
-    /// Connections lost (each followed by a reconnect).
-    pub failovers: usize,
-    /// Publishes sent again after a failover or a nack.
-    pub republished: usize,
-    /// `basic.nack`s received (each message was re-published).
+    /// `basic.nack`s received (each message was published again).
     pub nacks: usize,
-    /// Fresh connections made because every publish kept being nacked.
-    pub reconnects_after_nacks: usize,
+    /// Connections lost (each followed by a recovery, or by giving up).
+    pub failovers: usize,
     /// Every address connected to, in order.
     pub connected_to: Vec<Address>,
-    /// For each failover: from noticing the loss to the first confirm on
-    /// the new connection.
+    /// For each recovery: from the loss to the new connection's `setup`
+    /// done.
     pub outages: Vec<Duration>,
+}
+
+impl Report {
+    /// Counts `event`.
+    pub fn record(&mut self, event: &RecoveryEvent) {
+        match event {
+            RecoveryEvent::Disconnected { .. } => self.failovers += 1,
+            RecoveryEvent::Connected { address } => self.connected_to.push(address.clone()),
+            RecoveryEvent::Recovered { downtime } => self.outages.push(*downtime),
+            _ => {}
+        }
+    }
+}
+
+/// The report shared by the publishing code and the event watcher.
+pub type SharedReport = Arc<Mutex<Report>>;
+
+/// Locks a report; a panic elsewhere leaves plain counters usable.
+pub fn lock(report: &SharedReport) -> MutexGuard<'_, Report> {
+    report.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A report that starts with the address `connection` is on, and the
+/// future that keeps it up to date from the connection's events, printing
+/// each on stderr; spawn it. It ends when the connection is gone.
+pub async fn watch<T: Clone + Send + Sync + 'static>(
+    connection: &RecoveringConnection<T>,
+) -> Result<(SharedReport, impl Future<Output = ()> + Send + 'static), Error> {
+    let mut events = connection.events();
+    let first = connection.connection().await?.address().clone();
+    let report = SharedReport::default();
+    lock(&report).connected_to.push(first);
+    let updated = report.clone();
+    let follow = async move {
+        while let Some(event) = events.next().await {
+            match &event {
+                RecoveryEvent::Disconnected { cause } => {
+                    eprintln!("connection lost ({cause}); recovering")
+                }
+                RecoveryEvent::Connected { address } => eprintln!("connected to {address}"),
+                RecoveryEvent::Recovered { downtime } => eprintln!("recovered after {downtime:?}"),
+                RecoveryEvent::GaveUp { cause } => eprintln!("recovery gave up: {cause}"),
+                _ => {}
+            }
+            lock(&updated).record(&event);
+        }
+    };
+    Ok((report, follow))
 }
 
 /// A message to publish reliably: an id (for the consumer to deduplicate
@@ -96,199 +140,6 @@ pub struct Outgoing {
     pub id: u64,
     /// The body.
     pub body: Bytes,
-}
-
-/// Publishes with confirms, reconnecting with backoff and re-publishing
-/// what was not confirmed. See the module docs.
-pub struct ReliablePublisher {
-    runtime: Arc<dyn Runtime>,
-    options: ConnectOptions,
-    settings: Settings,
-    connection: Option<Connection>,
-    report: Report,
-    /// When the current outage began, until the first confirm after it.
-    lost_at: Option<Instant>,
-}
-
-impl ReliablePublisher {
-    /// A publisher that connects (lazily) with `options`; give it every
-    /// node of the cluster ([`ConnectOptions::from_urls`]).
-    pub fn new(runtime: Arc<dyn Runtime>, options: ConnectOptions, settings: Settings) -> Self {
-        Self {
-            runtime,
-            options,
-            settings,
-            connection: None,
-            report: Report::default(),
-            lost_at: None,
-        }
-    }
-
-    /// What happened so far.
-    pub fn report(&self) -> &Report {
-        &self.report
-    }
-
-    /// The current connection, or a new one: every address is tried, and
-    /// the whole round again after a backoff, until `give_up_after`.
-    pub async fn connection(&mut self) -> Result<Connection, Error> {
-        if let Some(connection) = &self.connection {
-            return Ok(connection.clone());
-        }
-        let started = Instant::now();
-        let mut wait = self.settings.backoff_initial;
-        loop {
-            match connect_with_runtime(self.runtime.clone(), self.options.clone()).await {
-                Ok(connection) => {
-                    self.report.connected_to.push(connection.address().clone());
-                    self.connection = Some(connection.clone());
-                    return Ok(connection);
-                }
-                // Bad credentials or a missing vhost won't fix themselves.
-                Err(e @ Error::ConnectionClosed(_))
-                    if e.reply_code().is_some_and(|c| c == 403 || c == 530) =>
-                {
-                    return Err(e);
-                }
-                Err(e) if started.elapsed() + wait > self.settings.give_up_after => return Err(e),
-                Err(_) => {
-                    self.sleep(wait).await;
-                    wait = (wait * 2).min(self.settings.backoff_max);
-                }
-            }
-        }
-    }
-
-    /// Publishes `messages` to `exchange` with `routing_key` and returns
-    /// once RabbitMQ has confirmed every one of them, reconnecting and
-    /// re-publishing as often as needed. Fails only when no node can be
-    /// reached for `give_up_after`, or when RabbitMQ refuses the publish
-    /// itself (e.g. 404: no such exchange).
-    ///
-    /// Nacked messages are re-published after a backoff. When every message
-    /// of several rounds in a row is nacked, the connection is replaced: on
-    /// RabbitMQ 3.10 a channel opened on a surviving node while a quorum
-    /// queue was still electing its new leader was seen to nack every
-    /// later publish to that queue, for good; a new channel does not.
-    pub async fn publish(
-        &mut self,
-        exchange: &str,
-        routing_key: &str,
-        messages: impl IntoIterator<Item = Outgoing>,
-    ) -> Result<(), Error> {
-        let mut unconfirmed: VecDeque<Outgoing> = messages.into_iter().collect();
-        let mut first_round = true;
-        let mut nack_rounds = 0;
-        let mut nack_wait = self.settings.backoff_initial;
-        while !unconfirmed.is_empty() {
-            if !first_round {
-                self.report.republished += unconfirmed.len();
-            }
-            first_round = false;
-            let connection = self.connection().await?;
-            let confirmations: Vec<_> = unconfirmed
-                .iter()
-                .map(|m| {
-                    let properties = BasicProperties {
-                        message_id: ShortStr::new(m.id.to_string()).ok(),
-                        delivery_mode: Some(2),
-                        ..Default::default()
-                    };
-                    connection.publish_with(m.body.clone(), exchange, routing_key, &properties)
-                })
-                .collect();
-            let deadline = Instant::now() + self.settings.confirm_timeout;
-            let results =
-                match select(join_all(confirmations), self.runtime.sleep_until(deadline)).await {
-                    Either::Left((results, _)) => results,
-                    Either::Right(_) => {
-                        // Treat the silence as a dead node.
-                        self.lose_connection().await;
-                        continue;
-                    }
-                };
-            let mut lost = false;
-            let mut confirmed_any = false;
-            let mut nacked_any = false;
-            let mut retry = VecDeque::new();
-            for (message, result) in unconfirmed.drain(..).zip(results) {
-                match result {
-                    Ok(()) => {
-                        confirmed_any = true;
-                        self.report.confirmed += 1;
-                        if let Some(at) = self.lost_at.take() {
-                            self.report.outages.push(at.elapsed());
-                        }
-                    }
-                    Err(Error::ServerSentNack) => {
-                        nacked_any = true;
-                        self.report.nacks += 1;
-                        retry.push_back(message);
-                    }
-                    // The connection went (node stopped, network, heartbeat):
-                    // this message may or may not be in the queue.
-                    Err(Error::ConnectionClosed(_)) => {
-                        lost = true;
-                        retry.push_back(message);
-                    }
-                    Err(other) => return Err(other),
-                }
-            }
-            unconfirmed = retry;
-            if lost {
-                self.lose_connection().await;
-                continue;
-            }
-            if nacked_any && !confirmed_any {
-                nack_rounds += 1;
-                if nack_rounds >= self.settings.nack_rounds_before_reconnect {
-                    nack_rounds = 0;
-                    self.report.reconnects_after_nacks += 1;
-                    self.drop_connection().await;
-                }
-                // Don't hammer a queue that refuses: back off.
-                self.sleep(nack_wait).await;
-                nack_wait = (nack_wait * 2).min(self.settings.backoff_max);
-            } else {
-                nack_rounds = 0;
-                nack_wait = self.settings.backoff_initial;
-            }
-        }
-        Ok(())
-    }
-
-    /// Closes the current connection (if it is not gone already) and counts
-    /// a failover.
-    async fn lose_connection(&mut self) {
-        if self.connection.is_some() {
-            self.report.failovers += 1;
-            self.lost_at.get_or_insert_with(Instant::now);
-            self.drop_connection().await;
-        }
-    }
-
-    /// Closes the current connection, if any, within 2 s.
-    async fn drop_connection(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            // Best effort: a dead connection fails this at once.
-            let close = Box::pin(connection.close());
-            let limit = self
-                .runtime
-                .sleep_until(Instant::now() + Duration::from_secs(2));
-            let _ = select(close, limit).await;
-        }
-    }
-
-    /// Closes the connection.
-    pub async fn close(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            let _ = connection.close().await;
-        }
-    }
-
-    async fn sleep(&self, d: Duration) {
-        self.runtime.sleep_until(Instant::now() + d).await;
-    }
 }
 
 /// The messages `first..first + count`, each body `"message <id>"`.
@@ -307,6 +158,60 @@ pub fn numbered(first: u64, count: u64) -> Vec<Outgoing> {
         .collect()
 }
 
+/// Publishes `messages` (persistent, each with its id as `message_id`)
+/// and returns once RabbitMQ has confirmed every one. The publisher
+/// carries them over lost connections; nacked ones are published again
+/// after [`NACK_PAUSE`], for [`NACK_ROUNDS`] rounds at most. Fails when
+/// recovery gives up, or when RabbitMQ refuses the publish itself (e.g.
+/// 404: no such exchange).
+pub async fn publish_all<T: Clone + Send + Sync + 'static>(
+    runtime: &Arc<dyn Runtime>,
+    publisher: &RecoveringPublisher<T>,
+    exchange: &str,
+    routing_key: &str,
+    messages: Vec<Outgoing>,
+    report: &SharedReport,
+) -> Result<(), Error> {
+    let mut pending = messages;
+    let mut round = 1;
+    loop {
+        let mut confirmations = Vec::with_capacity(pending.len());
+        for m in &pending {
+            let properties = BasicProperties {
+                message_id: ShortStr::new(m.id.to_string()).ok(),
+                delivery_mode: Some(2),
+                ..Default::default()
+            };
+            confirmations.push(
+                publisher
+                    .publish_with(m.body.clone(), exchange, routing_key, &properties)
+                    .await?,
+            );
+        }
+        let results = join_all(confirmations).await;
+        let mut nacked = Vec::new();
+        for (message, result) in pending.into_iter().zip(results) {
+            match result {
+                Ok(()) => lock(report).confirmed += 1,
+                Err(Error::ServerSentNack) => {
+                    lock(report).nacks += 1;
+                    nacked.push(message);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if nacked.is_empty() {
+            return Ok(());
+        }
+        if round == NACK_ROUNDS {
+            return Err(Error::ServerSentNack);
+        }
+        round += 1;
+        runtime.sleep_until(runtime.now() + NACK_PAUSE).await;
+        pending = nacked;
+    }
+}
+
 /// What a consumer found in the queue.
 #[derive(Clone, Debug, Default)]
 pub struct Drained {
@@ -316,32 +221,22 @@ pub struct Drained {
     pub duplicates: usize,
 }
 
-/// Consumes `queue` until `expected` distinct ids were seen, then until the
-/// queue stays quiet for `quiet` (to count late duplicates), acking
-/// everything. Fails with [`Error::Timeout`] if the ids don't all arrive
-/// within `limit`.
-pub async fn drain_ids(
+/// Consumes with `consumer` until `expected` distinct ids were seen, then
+/// until the queue stays quiet for `quiet` (to count late duplicates),
+/// acking everything. Fails with [`Error::Timeout`] if the ids don't all
+/// arrive within `limit`.
+pub async fn drain_ids<T: Clone + Send + Sync + 'static>(
     runtime: &Arc<dyn Runtime>,
-    connection: &Connection,
-    queue: &str,
+    consumer: &RecoveringConsumer<T>,
     expected: usize,
     quiet: Duration,
     limit: Duration,
 ) -> Result<Drained, Error> {
-    let consumer = connection
-        .consumer(
-            queue,
-            ConsumerOptions {
-                prefetch_count: 500,
-                ..Default::default()
-            },
-        )
-        .await?;
     let mut drained = Drained::default();
-    let deadline = Instant::now() + limit;
+    let deadline = runtime.now() + limit;
     loop {
         let wait = if drained.ids.len() >= expected {
-            Instant::now() + quiet
+            runtime.now() + quiet
         } else {
             deadline
         };
@@ -360,8 +255,9 @@ pub async fn drain_ids(
             Some(id) if !drained.ids.insert(id) => drained.duplicates += 1,
             _ => {}
         }
-        consumer.ack(message.delivery_tag);
+        // `false` when its connection is gone: RabbitMQ delivers it again,
+        // and it counts as a duplicate then.
+        consumer.ack(message.tag);
     }
-    consumer.close().await;
     Ok(drained)
 }

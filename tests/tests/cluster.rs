@@ -1,7 +1,7 @@
 //! Tests on the local 3-node cluster (`test-server/cluster-start.sh`):
 //! quorum queues, streams read from an offset, and publishing through the
-//! loss of a quorum queue's leader with the reconnect recipe
-//! (`carehare_examples::reconnect`).
+//! loss of a quorum queue's leader on a recovering connection, with the
+//! reconnect recipe (`carehare_examples::reconnect`).
 //!
 //! They stop nodes: run under `flock -o /tmp/carehare-cluster.lock` (as
 //! `scripts/test` does); inside this binary they take turns ([`serial`]).
@@ -13,14 +13,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use carehare_examples::reconnect::{ReliablePublisher, Settings, drain_ids, numbered};
+use carehare_examples::reconnect::{
+    drain_ids, lock, numbered, publish_all, recovery_options, watch,
+};
 use carehare_tests::cluster::{
     DeleteQueue, NodeDown, leader_of, node_is_up, node_port, node_url, serial,
 };
 use carehare_tests::scenarios::unique;
 use carehare_tokio::{
     AMQPValue, Address, ConnectOptions, Connection, ConsumerOptions, Error, FieldTable, Message,
-    QueueOptions, Runtime, UsageError,
+    QueueOptions, RecoveryOptions, Runtime, UsageError,
 };
 use futures_util::FutureExt;
 
@@ -270,10 +272,10 @@ fn stream_is_read_from_first_a_number_and_a_timestamp() {
 
 /// Publishes N messages with confirms to a quorum queue while the node that
 /// leads it (and that the publisher is connected to) is stopped. The
-/// publisher is the reconnect recipe: it moves to another node with
-/// backoff and re-publishes what was not confirmed. Every confirmed message
-/// must then be consumed: lost = 0. Also: with that node down, a fresh
-/// connect skips it (`Connection::address`).
+/// publisher is the reconnect recipe: a recovering connection moves to
+/// another node with backoff and publishes again what was not confirmed.
+/// Every confirmed message must then be consumed: lost = 0. Also: with
+/// that node down, a fresh connect skips it.
 #[test]
 fn publishing_survives_the_quorum_leader_stopping() {
     publishing_survives_the_quorum_leader_going("stop");
@@ -310,25 +312,30 @@ fn publishing_survives_the_quorum_leader_going(how: &'static str) {
             ConnectOptions::from_urls([leader, others[0], others[1]].map(node_url)).unwrap();
         options.amqp.heartbeat = 5;
         options.address_timeout = Duration::from_secs(3);
-        let settings = Settings {
-            confirm_timeout: Duration::from_secs(15),
-            give_up_after: Duration::from_secs(60),
-            ..Default::default()
-        };
-        let mut publisher = ReliablePublisher::new(rt.clone(), options.clone(), settings);
+        let recovery = recovery_options(Duration::from_secs(60));
+        let connection = carehare_tokio::connect_recovering(options.clone(), recovery, |_| {
+            Box::pin(async { Ok(()) })
+        })
+        .await
+        .unwrap();
+        let (report, follow) = watch(&connection).await.unwrap();
+        tokio::spawn(follow);
+        let publisher = connection.publisher(1000);
 
         let mut sent = 0;
         // The longest a batch waited for its confirms: the stall a
         // publisher sees across the failover.
         let mut longest_batch = Duration::ZERO;
-        let mut publish = async |publisher: &mut ReliablePublisher, first: u64, n: u64| {
+        let mut publish = async |first: u64, n: u64| {
             let t = Instant::now();
-            publisher.publish("", &q, numbered(first, n)).await.unwrap();
+            publish_all(&rt, &publisher, "", &q, numbered(first, n), &report)
+                .await
+                .unwrap();
             longest_batch = longest_batch.max(t.elapsed());
         };
         // A third before the stop, in batches of 50.
         while sent < N / 3 {
-            publish(&mut publisher, sent, 50).await;
+            publish(sent, 50).await;
             sent += 50;
         }
         let stop_started = Instant::now();
@@ -338,25 +345,26 @@ fn publishing_survives_the_quorum_leader_going(how: &'static str) {
         // would otherwise finish before the node is down, and meet no
         // failover at all.
         while !down.is_stopped() {
-            publish(&mut publisher, sent, 20).await;
+            publish(sent, 20).await;
             sent += 20;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         down.wait_stopped();
         let stop_took = stop_started.elapsed();
-        let failovers_during_stop = publisher.report().failovers;
+        let failovers_during_stop = lock(&report).failovers;
         // At least one batch after the stop, so the publisher meets it.
         loop {
             let n = N.saturating_sub(sent).clamp(20, 100);
-            publish(&mut publisher, sent, n).await;
+            publish(sent, n).await;
             sent += n;
             if sent >= N {
                 break;
             }
         }
         let total = sent;
-        publisher.close().await;
-        let report = publisher.report().clone();
+        drop(publisher);
+        connection.close().await.unwrap();
+        let report = lock(&report).clone();
 
         let leader_address = Address::new("127.0.0.1", node_port(leader));
         assert_eq!(report.confirmed as u64, total, "{report:?}");
@@ -368,7 +376,13 @@ fn publishing_survives_the_quorum_leader_going(how: &'static str) {
         assert_ne!(report.connected_to.last(), Some(&leader_address));
 
         // Connect with one node down: the client skips to the next.
-        let skipping = carehare_tokio::connect_with(options.clone()).await.unwrap();
+        let reader =
+            carehare_tokio::connect_recovering(options.clone(), RecoveryOptions::default(), |_| {
+                Box::pin(async { Ok(()) })
+            })
+            .await
+            .unwrap();
+        let skipping = reader.connection().await.unwrap();
         assert_ne!(skipping.address(), &leader_address);
         assert!(
             others
@@ -378,29 +392,34 @@ fn publishing_survives_the_quorum_leader_going(how: &'static str) {
         let new_leader = leader_of(&q, others[0]);
         assert_ne!(new_leader, leader);
 
+        let queue = q.clone();
+        let consumer = reader.consumer(
+            move |_| queue.clone(),
+            ConsumerOptions {
+                prefetch_count: 500,
+                ..Default::default()
+            },
+        );
         let drained = drain_ids(
             &rt,
-            &skipping,
-            &q,
+            &consumer,
             total as usize,
             Duration::from_millis(500),
             Duration::from_secs(60),
         )
         .await
         .unwrap();
+        consumer.close().await;
         let expected: BTreeSet<u64> = (0..total).collect();
         let lost = expected.difference(&drained.ids).count();
         eprintln!(
-            "cluster failover ({how}): N={total} confirmed={} failovers={} republished={} nacks={} \
-             reconnects_after_nacks={} \
+            "cluster failover ({how}): N={total} confirmed={} failovers={} nacks={} \
              outages={:?} longest_batch={longest_batch:?} (leader c{leader} {how} took {stop_took:?}, \
              failovers noticed during the stop: {failovers_during_stop}; nodes {:?}) \
              lost={lost} duplicates={} new leader c{new_leader}",
             report.confirmed,
             report.failovers,
-            report.republished,
             report.nacks,
-            report.reconnects_after_nacks,
             report.outages,
             report
                 .connected_to
@@ -412,7 +431,7 @@ fn publishing_survives_the_quorum_leader_going(how: &'static str) {
         assert_eq!(lost, 0, "confirmed messages were lost");
         assert!(drained.ids.is_subset(&expected));
         skipping.queue_delete(&q, false, false).await.unwrap();
-        skipping.close().await.unwrap();
+        reader.close().await.unwrap();
         drop(setup);
         // `down` starts the node again.
         drop(down);

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use carehare_tokio::carehare_core::types::ShortStr;
-use carehare_tokio::{BasicProperties, ClientCert, ConnectOptions, Connection};
+use carehare_tokio::{
+    BasicProperties, ClientCert, ConnectOptions, Connection, RecoveringConnection, RecoveryOptions,
+};
 use clap::Args;
 
 use crate::error::CliError;
@@ -99,6 +101,22 @@ impl ConnArgs {
         carehare_tokio::connect_with(options)
             .await
             .map_err(CliError::Connect)
+    }
+
+    /// Connects with recovery: from then on a lost connection is replaced
+    /// (with backoff, for as long as it takes), until a reconnect is
+    /// refused for a reason retrying can't fix. The first connect fails
+    /// like [`connect`](Self::connect).
+    pub(crate) async fn connect_recovering(
+        &self,
+        connection_name: &str,
+    ) -> Result<RecoveringConnection, CliError> {
+        let options = self.options(connection_name)?;
+        carehare_tokio::connect_recovering(options, RecoveryOptions::default(), |_| {
+            Box::pin(async { Ok(()) })
+        })
+        .await
+        .map_err(CliError::Connect)
     }
 }
 

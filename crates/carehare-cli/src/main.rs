@@ -117,13 +117,15 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     let name = format!("carehare {}", cli.command.name());
-    if let Command::Perf(args) = cli.command {
-        return perf::run(&cli.conn, args).await;
+    // The long-running commands manage their own connections.
+    match cli.command {
+        Command::Perf(args) => return perf::run(&cli.conn, args).await,
+        Command::Consume(args) => return consume::run(&cli.conn, args).await,
+        _ => {}
     }
     let connection = cli.conn.connect(&name).await?;
     let result = match cli.command {
         Command::Publish(args) => publish::run(&connection, args).await,
-        Command::Consume(args) => consume::run(&connection, args).await,
         Command::Get(args) => get::run(&connection, args).await,
         Command::Declare(what) => admin::declare(&connection, what).await,
         Command::Delete(what) => admin::delete(&connection, what).await,
@@ -131,7 +133,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Unbind(what) => admin::bind(&connection, what, false).await,
         Command::Purge(args) => admin::purge(&connection, args).await,
         Command::Rpc(rpc) => rpc::run(&connection, rpc).await,
-        Command::Perf(_) => Ok(()),
+        Command::Perf(_) | Command::Consume(_) => Ok(()),
     };
     // A clean close, so RabbitMQ logs no "connection closed abruptly";
     // the command's own outcome wins over a failed close.

@@ -4,10 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -207,6 +207,164 @@ fn consume_count_prints_json_lines_and_acks() {
     assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
     assert_eq!(stdout(&o), "m3\n");
     ok(&["delete", "queue", &q]);
+}
+
+/// Runs `rabbitmqctl ARGS` against the test broker (through
+/// `test-server/env.sh`) and returns its output.
+fn rabbitmqctl(args: &str) -> String {
+    let script = format!(
+        "source '{}/../../test-server/env.sh' && rabbitmqctl {args}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rabbitmqctl {args}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// Waits until `queue` has no unacked messages, so that what was printed
+/// so far is settled.
+fn wait_until_settled(queue: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = rabbitmqctl(
+            "list_queues -p carehare-test name messages_unacknowledged --no-table-headers -q",
+        );
+        let unacked = list
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .find(|(name, _)| *name == queue)
+            .map(|(_, n)| n.trim().to_string());
+        if unacked.as_deref() == Some("0") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{queue} still has unacked messages: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits for `child` to exit, for at most `limit` (then kills it and
+/// fails: a hang is the failure), and collects its output.
+fn exit_within(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?}; stderr: {}", stderr(&o));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `consume` goes on after RabbitMQ closes its connection: `close` closes
+/// it (given the connection's name) while two of four messages are
+/// printed and acked; the other two are published while it reconnects.
+fn consume_survives_its_connection_being_closed(close: impl FnOnce(&str)) {
+    let q = unique("survives");
+    let name = unique("survives-conn");
+    ok(&["declare", "queue", &q]);
+    ok(&["publish", "-k", &q, "m0"]);
+    ok(&["publish", "-k", &q, "m1"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_carehare"))
+        .arg("--url")
+        .arg(format!("{URL}?name={name}"))
+        .args(["consume", &q, "--count", "4", "--timeout", "60s"])
+        .env_remove("AMQP_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    for _ in 0..2 {
+        assert_ne!(
+            out.read_line(&mut printed).unwrap(),
+            0,
+            "consume ended early"
+        );
+    }
+    assert_eq!(printed, "m0\nm1\n");
+    wait_until_settled(&q);
+    close(&name);
+    ok(&["publish", "-k", &q, "m2"]);
+    ok(&["publish", "-k", &q, "m3"]);
+    out.read_to_string(&mut printed).unwrap();
+    let o = exit_within(child, Duration::from_secs(90));
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    assert_eq!(printed, "m0\nm1\nm2\nm3\n");
+    let said = stderr(&o);
+    assert!(said.contains("connection lost"), "{said}");
+    assert!(said.contains("320 CONNECTION_FORCED"), "{said}");
+    assert!(said.contains("reconnected to 127.0.0.1:5672"), "{said}");
+    let declared = ok(&["declare", "queue", &q, "--passive"]);
+    assert!(declared.contains("messages=0"), "{declared}");
+    ok(&["delete", "queue", &q]);
+}
+
+#[test]
+fn consume_survives_rabbitmq_closing_its_connection() {
+    consume_survives_its_connection_being_closed(|name| {
+        // RabbitMQ 3.10 has no `user_provided_name` info key: find the
+        // name in the client properties.
+        let list = rabbitmqctl("list_connections pid client_properties --no-table-headers -q");
+        let needle = format!("\"{name}\"");
+        let pid = list
+            .lines()
+            .find(|l| l.contains(&needle))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no connection named {name} in {list}"));
+        rabbitmqctl(&format!("close_connection '{pid}' 'test: go away'"));
+    });
+}
+
+/// The same through `rabbitmqctl close_all_connections`, as an operator
+/// would do it. It closes every connection to the test vhost, other
+/// tests' too, so it only runs when asked for, on its own:
+/// `cargo test -p carehare-cli --test cli -- --ignored`.
+#[test]
+#[ignore = "closes every connection to the test vhost: run it on its own (-- --ignored)"]
+fn consume_survives_close_all_connections() {
+    consume_survives_its_connection_being_closed(|_| {
+        // Without -p it would close only the connections to vhost `/`.
+        rabbitmqctl("close_all_connections -p carehare-test 'test: everyone out'");
+    });
+}
+
+/// Recovery never retries what can't work: a wrong password or a missing
+/// vhost ends `consume` at once, with the connect code.
+#[test]
+fn consume_with_a_wrong_password_or_vhost_exits_3_at_once() {
+    let cases = [
+        (
+            "amqp://carehare:wrong@127.0.0.1:5672/carehare-test",
+            "ACCESS_REFUSED",
+        ),
+        (
+            "amqp://carehare:carehare-pw@127.0.0.1:5672/no-such-vhost",
+            "no-such-vhost",
+        ),
+    ];
+    for (url, says) in cases {
+        let child = Command::new(env!("CARGO_BIN_EXE_carehare"))
+            .args(["--url", url, "consume", "q"])
+            .env_remove("AMQP_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = exit_within(child, Duration::from_secs(30));
+        assert_eq!(o.status.code(), Some(3), "{url}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{url}: {}", stderr(&o));
+        assert_eq!(stdout(&o), "");
+    }
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! The reconnect recipe in action (see `docs/reconnect.md`): publish N
-//! messages with confirms to a quorum queue on a cluster, surviving node
-//! stops by reconnecting to another node with backoff and re-publishing
-//! what was not confirmed; then consume them all and count what was lost
-//! (must be 0) and duplicated.
+//! messages with confirms to a quorum queue on a cluster through a
+//! recovering connection, which survives node stops by reconnecting to
+//! another node and publishing again what was not confirmed; then consume
+//! them all and count what was lost (must be 0) and duplicated.
 //!
 //! ```sh
 //! test-server/cluster-start.sh
@@ -17,10 +17,28 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carehare_examples::reconnect::{ReliablePublisher, Settings, drain_ids, numbered};
-use carehare_tokio::{AMQPValue, ConnectOptions, Error, FieldTable, QueueOptions, Runtime};
+use carehare_examples::reconnect::{
+    drain_ids, lock, numbered, publish_all, recovery_options, watch,
+};
+use carehare_tokio::{
+    AMQPValue, ConnectOptions, ConsumerOptions, Error, FieldTable, QueueOptions, Runtime,
+};
 
 const BATCH: u64 = 100;
+const QUEUE: &str = "carehare-reconnect-example";
+
+fn quorum() -> QueueOptions {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    QueueOptions {
+        durable: true,
+        arguments,
+        ..Default::default()
+    }
+}
 
 fn main() -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -41,28 +59,33 @@ fn main() -> Result<(), Error> {
         // A dead node is noticed in seconds even without a TCP reset.
         options.amqp.heartbeat = 5;
         options.address_timeout = Duration::from_secs(3);
+        // Never wait forever: with no node reachable for 2 minutes, fail.
+        let recovery = recovery_options(Duration::from_secs(120));
         let rt: Arc<dyn Runtime> = Arc::new(carehare_tokio::Tokio::current());
 
-        let queue = "carehare-reconnect-example";
-        let setup = carehare_tokio::connect_with(options.clone()).await?;
-        let mut arguments = FieldTable::default();
-        arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-        setup
-            .queue_declare(queue, QueueOptions { durable: true, arguments, ..Default::default() })
-            .await?;
-        setup.queue_purge(queue).await?;
+        // `setup` runs on every connection: the declare is idempotent.
+        let connection = carehare_tokio::connect_recovering(options, recovery, |c| {
+            Box::pin(async move {
+                c.queue_declare(QUEUE, quorum()).await?;
+                Ok(())
+            })
+        })
+        .await?;
+        let (report, follow) = watch(&connection).await?;
+        tokio::spawn(follow);
+        connection.connection().await?.queue_purge(QUEUE).await?;
 
-        let mut publisher = ReliablePublisher::new(rt.clone(), options.clone(), Settings::default());
+        let publisher = connection.publisher(1000);
         let started = Instant::now();
         let mut next = 0;
         while next < total {
             let n = BATCH.min(total - next);
-            publisher.publish("", queue, numbered(next, n)).await?;
+            publish_all(&rt, &publisher, "", QUEUE, numbered(next, n), &report).await?;
             next += n;
             // Paced, so a node can be stopped while this runs.
             tokio::time::sleep(Duration::from_millis(50)).await;
             if next % 2_000 == 0 {
-                let r = publisher.report();
+                let r = lock(&report);
                 eprintln!(
                     "{next:>6}/{total} confirmed, on {}, {} failover(s)",
                     r.connected_to.last().map(|a| a.to_string()).unwrap_or_default(),
@@ -70,31 +93,35 @@ fn main() -> Result<(), Error> {
                 );
             }
         }
-        publisher.close().await;
-        let report = publisher.report().clone();
+        let published = started.elapsed();
+        let r = lock(&report).clone();
         println!(
-            "published {total} in {:.1}s: {} failover(s), {} re-published, {} nack(s) ({} reconnect(s) after nacks), outages {:?}, nodes {:?}",
-            started.elapsed().as_secs_f64(),
-            report.failovers,
-            report.republished,
-            report.nacks,
-            report.reconnects_after_nacks,
-            report.outages,
-            report.connected_to.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+            "published {total} in {:.1}s: {} confirmed, {} failover(s), {} nack(s), outages {:?}, nodes {:?}",
+            published.as_secs_f64(),
+            r.confirmed,
+            r.failovers,
+            r.nacks,
+            r.outages,
+            r.connected_to.iter().map(|a| a.to_string()).collect::<Vec<_>>()
         );
 
-        // Any live node will do for the check (setup's node may be gone).
-        let _ = setup.close().await;
-        let reader = carehare_tokio::connect_with(options).await?;
+        // The same connection reads them back, recovering too.
+        let consumer = connection.consumer(
+            |_| QUEUE.to_string(),
+            ConsumerOptions {
+                prefetch_count: 500,
+                ..Default::default()
+            },
+        );
         let drained = drain_ids(
             &rt,
-            &reader,
-            queue,
+            &consumer,
             total as usize,
             Duration::from_secs(1),
             Duration::from_secs(120),
         )
         .await;
+        consumer.close().await;
         let drained = match drained {
             Ok(d) => d,
             Err(Error::Timeout(_)) => {
@@ -109,8 +136,12 @@ fn main() -> Result<(), Error> {
             drained.ids.len(),
             drained.duplicates
         );
-        reader.queue_delete(queue, false, false).await?;
-        reader.close().await?;
+        connection
+            .connection()
+            .await?
+            .queue_delete(QUEUE, false, false)
+            .await?;
+        connection.close().await?;
         if lost > 0 {
             std::process::exit(1);
         }

@@ -1,11 +1,14 @@
 //! `carehare consume`: print deliveries as they come, settling each after
-//! it is printed.
+//! it is printed. It runs on a recovering connection, so a broker restart
+//! or a dropped link costs a reconnect, not the command.
 
 use std::time::Duration;
 
-use carehare_tokio::{Connection, ConsumerOptions};
+use carehare_tokio::{ConsumerOptions, Error, RecoveringConsumer, RecoveryEvent, RecoveryEvents};
 use clap::Args;
+use futures_util::StreamExt;
 
+use crate::common::ConnArgs;
 use crate::error::CliError;
 use crate::fields::{self, Untyped};
 use crate::output::{Format, write_message};
@@ -13,7 +16,8 @@ use crate::output::{Format, write_message};
 /// Consumes a queue and prints each message (body, or a JSON line with
 /// `--format json`). Each message is acked after it is printed, unless
 /// --requeue or --reject. Ctrl-C stops cleanly (unsettled messages are
-/// requeued).
+/// requeued). A lost connection is replaced and consuming goes on (a
+/// message whose ack was lost with it comes again, flagged redelivered).
 #[derive(Args, Debug)]
 pub(crate) struct ConsumeArgs {
     /// The queue.
@@ -21,7 +25,8 @@ pub(crate) struct ConsumeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     pub format: Format,
-    /// Stop after this many messages.
+    /// Stop after this many messages settled (acked, or nacked with
+    /// --requeue / --reject).
     #[arg(long, short = 'n')]
     pub count: Option<u64>,
     /// Unacked messages RabbitMQ may send ahead (capped by --count).
@@ -47,7 +52,7 @@ pub(crate) struct ConsumeArgs {
 }
 
 /// Runs `consume`.
-pub(crate) async fn run(connection: &Connection, args: ConsumeArgs) -> Result<(), CliError> {
+pub(crate) async fn run(conn: &ConnArgs, args: ConsumeArgs) -> Result<(), CliError> {
     let arguments = fields::table(&args.arguments, Untyped::Infer)?;
     let prefetch = match args.count {
         Some(n) => args
@@ -61,13 +66,28 @@ pub(crate) async fn run(connection: &Connection, args: ConsumeArgs) -> Result<()
         arguments,
         ..Default::default()
     };
-    let consumer = connection.consumer(&args.queue, options).await?;
+    let connection = conn.connect_recovering("carehare consume").await?;
+    let events = tokio::spawn(say_recovery(connection.events()));
+    let queue = args.queue.clone();
+    let consumer = connection.consumer(move |_| queue.clone(), options);
+    let outcome = consume(&consumer, &args).await;
+    consumer.close().await;
+    events.abort();
+    // A clean close, so RabbitMQ logs no "connection closed abruptly";
+    // the command's own outcome wins over a failed close.
+    let closed = connection.close().await;
+    outcome?;
+    closed.map_err(CliError::from)
+}
+
+/// Prints, settles and counts messages until done.
+async fn consume(consumer: &RecoveringConsumer<()>, args: &ConsumeArgs) -> Result<(), CliError> {
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut seen = 0u64;
     let mut stdout = std::io::stdout().lock();
-    let outcome = loop {
+    loop {
         if args.count.is_some_and(|n| seen >= n) {
-            break Ok(());
+            return Ok(());
         }
         let next = async {
             match deadline {
@@ -77,13 +97,13 @@ pub(crate) async fn run(connection: &Connection, args: ConsumeArgs) -> Result<()
         };
         let message = tokio::select! {
             m = next => m,
-            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         let message = match message {
             Some(Ok(m)) => m,
-            Some(Err(e)) => break Err(e.into()),
+            Some(Err(e)) => return Err(ended(e)),
             None => {
-                break match (args.count, args.timeout) {
+                return match (args.count, args.timeout) {
                     (Some(n), Some(timeout)) => Err(CliError::Timeout {
                         what: format!("only {seen} of {n} messages arrived"),
                         timeout,
@@ -92,18 +112,51 @@ pub(crate) async fn run(connection: &Connection, args: ConsumeArgs) -> Result<()
                 };
             }
         };
-        if let Err(e) = write_message(&mut stdout, args.format, &message, None) {
-            break Err(e);
-        }
-        if args.requeue {
-            consumer.nack(message.delivery_tag, true);
+        write_message(&mut stdout, args.format, &message, None)?;
+        let settled = if args.requeue {
+            consumer.nack(message.tag, true)
         } else if args.reject {
-            consumer.nack(message.delivery_tag, false);
+            consumer.nack(message.tag, false)
         } else {
-            consumer.ack(message.delivery_tag);
+            consumer.ack(message.tag)
+        };
+        // Not settled: its connection is gone, and RabbitMQ delivers it
+        // again, when it counts.
+        if settled {
+            seen += 1;
         }
-        seen += 1;
-    };
-    consumer.close().await;
-    outcome
+    }
+}
+
+/// The error that ended the consumer. A connection error here means
+/// recovery gave up (a reconnect was refused: a password or a vhost that
+/// is no longer valid), which is a failure to connect.
+fn ended(e: Error) -> CliError {
+    match e {
+        Error::ConnectionClosed(_)
+        | Error::AllAddressesFailed { .. }
+        | Error::Connect { .. }
+        | Error::ConnectTimeout { .. }
+        | Error::Tls(_)
+        | Error::Url(_) => CliError::Connect(e),
+        other => CliError::Amqp(other),
+    }
+}
+
+/// Says on stderr when the connection is lost and when it is back.
+async fn say_recovery(mut events: RecoveryEvents) {
+    let mut address = None;
+    while let Some(event) = events.next().await {
+        match event {
+            RecoveryEvent::Disconnected { cause } => {
+                eprintln!("carehare: connection lost ({cause}); reconnecting");
+            }
+            RecoveryEvent::Connected { address: a } => address = Some(a),
+            RecoveryEvent::Recovered { downtime } => match address.take() {
+                Some(a) => eprintln!("carehare: reconnected to {a} after {downtime:.1?}"),
+                None => eprintln!("carehare: reconnected after {downtime:.1?}"),
+            },
+            _ => {}
+        }
+    }
 }
