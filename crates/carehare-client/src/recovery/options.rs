@@ -29,6 +29,13 @@ pub struct RecoveryOptions {
     /// What a [`RecoveringPublisher`](crate::RecoveringPublisher) does with publishes that were not
     /// confirmed when the link went down.
     pub republish: Republish,
+    /// How many connections one message may be in doubt on before it fails
+    /// with [`Error::InDoubt`](crate::Error::InDoubt) instead of going out
+    /// again. It bounds a publish that itself makes RabbitMQ close the
+    /// connection (e.g. `541 INTERNAL_ERROR` for a reply to a direct
+    /// reply-to caller that is gone), which would otherwise be re-sent on
+    /// every new connection. Default 5.
+    pub max_republish: u32,
 }
 
 impl Default for RecoveryOptions {
@@ -38,6 +45,7 @@ impl Default for RecoveryOptions {
             retry_permanent: false,
             outage_timeout: None,
             republish: Republish::Unconfirmed,
+            max_republish: 5,
         }
     }
 }

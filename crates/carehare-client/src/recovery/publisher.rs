@@ -50,6 +50,8 @@ struct Job {
     mandatory: bool,
     tx: oneshot::Sender<Result<(), Error>>,
     _permit: Permit,
+    /// Connections this job was in doubt on.
+    in_doubt: u32,
 }
 
 /// The confirm of entry `seq` on the live connection.
@@ -88,6 +90,25 @@ impl Unsettled {
                 seq: *seq,
                 confirmation,
             });
+        }
+    }
+
+    /// The connection was lost with every entry unconfirmed: each is in
+    /// doubt once more, and those in doubt more than `limit` times fail.
+    fn in_doubt(&mut self, limit: u32) {
+        self.lost();
+        let given_up: Vec<u64> = self
+            .entries
+            .iter_mut()
+            .filter_map(|(seq, job)| {
+                job.in_doubt += 1;
+                (job.in_doubt > limit).then_some(*seq)
+            })
+            .collect();
+        for seq in given_up {
+            if let Some(job) = self.entries.remove(&seq) {
+                let _ = job.tx.send(Err(Error::InDoubt));
+            }
         }
     }
 
@@ -270,6 +291,7 @@ impl<T: Clone + Send + Sync + 'static> RecoveringPublisher<T> {
             mandatory,
             tx,
             _permit: permit,
+            in_doubt: 0,
         };
         let mut q = lock(&self.queue);
         if let Some(e) = &q.task_gone {
@@ -364,9 +386,10 @@ async fn run<T: Clone + Send + Sync + 'static>(shared: Arc<Recovery<T>>, queue: 
         match pass {
             Pass::Done => return,
             Pass::Lost => {
-                unsettled.lost();
                 if shared.options().republish == Republish::FailInDoubt {
                     unsettled.fail_all(|| Error::InDoubt);
+                } else {
+                    unsettled.in_doubt(shared.options().max_republish);
                 }
             }
         }

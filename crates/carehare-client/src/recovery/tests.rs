@@ -44,6 +44,8 @@ struct Behaviour {
     /// socket once this many acks came (None: never).
     deliver: bool,
     drop_after_deliver: bool,
+    /// Close the connection with 541 on a publish of this body.
+    poison: Option<&'static str>,
 }
 
 const POLITE: Behaviour = Behaviour {
@@ -51,6 +53,7 @@ const POLITE: Behaviour = Behaviour {
     drop_after_publishes: None,
     deliver: false,
     drop_after_deliver: false,
+    poison: None,
 };
 
 fn options() -> ConnectOptions {
@@ -136,7 +139,19 @@ async fn broker(io: End, n: usize, behaviour: Behaviour, world: Arc<Mutex<World>
                 publishes += 1;
                 // The body follows the method: take it from the raw frames.
                 let body = next_body(&mut b).await;
+                let poisoned = behaviour.poison == Some(body.as_str());
                 world.lock().unwrap().published[n].push(body);
+                if poisoned {
+                    let close = ConnectionClose {
+                        reply_code: 541,
+                        reply_text: ShortStr::from_static("INTERNAL_ERROR"),
+                        class_id: 60,
+                        method_id: 40,
+                    };
+                    b.send(&testing::method_bytes(0, close));
+                    while b.next_method().await.is_some() {}
+                    return;
+                }
                 if publishes <= behaviour.ack {
                     let ack = BasicAck {
                         delivery_tag: publishes as u64,
@@ -537,4 +552,31 @@ fn calls_waiting_for_recovery_fail_after_the_outage_timeout() {
     assert_eq!(took, Duration::from_secs(5));
     sim.block_on(async move { connection.close().await })
         .unwrap();
+}
+
+#[test]
+fn a_publish_that_kills_every_connection_fails_after_max_republish() {
+    let world = Arc::new(Mutex::new(World::default()));
+    let poisoned = Behaviour {
+        poison: Some("poison"),
+        ..POLITE
+    };
+    let sim = network(&world, Duration::ZERO..Duration::ZERO, move |_| poisoned);
+    let connection = connect(&sim, RecoveryOptions::default());
+    let publisher = connection.publisher(10);
+    let (poison, after) = sim.block_on(async move {
+        let poison = publisher.publish("poison", "", "q").await.unwrap().await;
+        let after = publisher.publish("fine", "", "q").await.unwrap().await;
+        (poison, after)
+    });
+    assert!(matches!(poison, Err(Error::InDoubt)), "{poison:?}");
+    assert!(after.is_ok(), "the publisher goes on: {after:?}");
+    let w = world.lock().unwrap();
+    let sends = w
+        .published
+        .iter()
+        .flatten()
+        .filter(|b| *b == "poison")
+        .count();
+    assert_eq!(sends, 6, "sent once, then again on 5 connections");
 }
