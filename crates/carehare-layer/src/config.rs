@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use carehare_tokio::{ConnectOptions, TlsOptions};
+use carehare_tokio::{ConnectOptions, RecoveryOptions, TlsOptions};
 
 use crate::Error;
 
@@ -64,8 +64,15 @@ pub struct Config {
     pub connect_options: Option<ConnectOptions>,
     /// The direct exchange that carries group messages. Default: `groups`.
     pub groups_exchange: String,
-    /// Wait between failed connection attempts. Default: 1 s.
-    pub reconnect_delay: Duration,
+    /// How the layer reconnects (Rust-only): the backoff between attempts
+    /// (default: 50 ms doubling to 800 ms, jittered), whether errors that
+    /// retrying can't fix are retried anyway (`retry_permanent`, default
+    /// `false`: bad credentials or a missing vhost end the layer at once
+    /// with [`Error::Connect`](crate::Error::Connect)), and how long an
+    /// operation waits for a connection (`outage_timeout`, default: as
+    /// long as it takes). The first connection is retried with the same
+    /// backoff.
+    pub recovery: RecoveryOptions,
     /// This layer's queue name. Default: `None`, a random
     /// `channels_<12 letters>` as in Python; set it only to debug or test.
     pub queue_name: Option<String>,
@@ -83,7 +90,7 @@ impl Default for Config {
             tls: None,
             connect_options: None,
             groups_exchange: "groups".into(),
-            reconnect_delay: Duration::from_secs(1),
+            recovery: RecoveryOptions::default(),
             queue_name: None,
         }
     }

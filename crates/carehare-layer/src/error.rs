@@ -3,7 +3,8 @@
 /// Everything a layer operation can fail with.
 ///
 /// Disconnections are not errors: operations wait for the layer to
-/// reconnect. Only [`Closed`](Error::Closed) ends the layer for good.
+/// reconnect. Two errors end the layer for good: [`Closed`](Error::Closed)
+/// and [`Connect`](Error::Connect).
 ///
 /// ```no_run
 /// # async fn f(layer: carehare_layer::Layer, channel: &str) -> Result<(), carehare_layer::Error> {
@@ -44,6 +45,17 @@ pub enum Error {
     /// The layer was closed: every pending and later operation fails so.
     #[error("the channel layer is closed")]
     Closed,
+    /// RabbitMQ refused the layer with an error that retrying can't fix
+    /// (see [`carehare_tokio::Error::is_transient`]): bad credentials, a
+    /// missing or forbidden vhost, TLS settings, or a refused declaration
+    /// of the layer's exchange or queue, whether on the first connection
+    /// or on a reconnect. The layer has stopped: every pending and later
+    /// operation fails so, at once, until it is closed. (With
+    /// [`RecoveryOptions::retry_permanent`](carehare_tokio::RecoveryOptions::retry_permanent)
+    /// in [`Config::recovery`](crate::Config::recovery), those errors are
+    /// retried instead.)
+    #[error("RabbitMQ refused the channel layer: {0}")]
+    Connect(carehare_tokio::Error),
     /// The message could not be encoded with msgpack.
     #[error("could not encode the message: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
@@ -59,7 +71,9 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// RabbitMQ refused an operation, e.g. a binding to a groups exchange
-    /// that was deleted.
+    /// that was deleted (or the connection stayed down longer than
+    /// [`RecoveryOptions::outage_timeout`](carehare_tokio::RecoveryOptions::outage_timeout),
+    /// when one is set).
     #[error(transparent)]
     Broker(#[from] carehare_tokio::Error),
 }

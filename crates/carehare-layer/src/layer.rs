@@ -1,14 +1,16 @@
 //! The layer: its handle, its operations, and the background task that
-//! keeps a connection (reconnecting forever) and routes messages.
+//! connects (a [`RecoveringConnection`], which reconnects and runs
+//! [`setup`] again after a loss) and routes messages.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use carehare_tokio::{
-    AMQPValue, AckingConsumer, ConnectOptions, Connection, ConsumerOptions, ExchangeOptions,
-    FieldTable, QueueOptions,
+    AMQPValue, BoxFuture, Connection, ConnectionError, ConsumerOptions, ExchangeOptions,
+    FieldTable, QueueOptions, RecoveringConnection, RecoveringPublisher,
 };
+use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -23,20 +25,33 @@ use crate::{Config, Error, names};
 /// At most one back-pressure warning and one local-expiry warning this often.
 const WARNING_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Unconfirmed publishes (`send`, `group_send`) at once; more wait.
+const PUBLISH_WINDOW: usize = 1000;
+
+/// What `setup` hands the consumer: the queue's name.
+type Topology = String;
+
 /// The layer's view of its connection.
 #[derive(Clone)]
 enum ConnState {
-    /// Connecting or reconnecting: operations wait.
-    Down,
-    /// Usable; the number tells connections apart.
-    Up(Connection, u64),
+    /// The first connection is being made: operations wait.
+    Connecting,
+    /// Connected once; from then on the recovering connection (and its
+    /// publisher) wait out outages themselves.
+    Up(
+        RecoveringConnection<Topology>,
+        RecoveringPublisher<Topology>,
+    ),
+    /// RabbitMQ refused the layer with an error that retrying can't fix:
+    /// operations fail with [`Error::Connect`].
+    Failed(carehare_tokio::Error),
     /// `close()` was called: operations fail with [`Error::Closed`].
     Closed,
 }
 
 struct Shared {
     config: Config,
-    options: ConnectOptions,
+    options: carehare_tokio::ConnectOptions,
     queue_name: String,
     /// `<queue_name>!`, the prefix of this layer's channels.
     prefix: String,
@@ -45,9 +60,10 @@ struct Shared {
     /// `local_capacity` permits: one per message held in memory.
     permits: Arc<Semaphore>,
     conn: watch::Sender<ConnState>,
-    closing: watch::Sender<bool>,
+    /// Set when the layer ends: closed, or failed for good.
+    stopping: watch::Sender<bool>,
     /// Held while group membership and bindings change together, so a
-    /// reconnect binds exactly the groups that have local members.
+    /// `setup` binds exactly the groups that have local members.
     bindings: tokio::sync::Mutex<()>,
     /// Signalled when a message is buffered (for the expiry task).
     buffered: Notify,
@@ -59,10 +75,10 @@ impl Shared {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets the connection state, never leaving `Closed`.
+    /// Sets the connection state, never leaving `Closed` or `Failed`.
     fn set_conn(&self, state: ConnState) {
         self.conn.send_if_modified(|s| {
-            if matches!(s, ConnState::Closed) {
+            if matches!(s, ConnState::Closed | ConnState::Failed(_)) {
                 return false;
             }
             *s = state;
@@ -70,55 +86,134 @@ impl Shared {
         });
     }
 
-    fn generation(&self) -> Option<u64> {
-        match &*self.conn.borrow() {
-            ConnState::Up(_, g) => Some(*g),
-            _ => None,
-        }
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
     }
 
-    /// Marks connection `generation` unusable (an operation saw it die
-    /// before the reader task did).
-    fn mark_down(&self, generation: u64) {
-        self.conn.send_if_modified(|s| match s {
-            ConnState::Up(_, g) if *g == generation => {
-                *s = ConnState::Down;
-                true
-            }
-            _ => false,
-        });
-    }
-
-    fn is_closing(&self) -> bool {
-        *self.closing.borrow()
-    }
-
-    /// Resolves once `close()` was called (or every handle dropped).
-    async fn closing(&self) {
-        let mut rx = self.closing.subscribe();
+    /// Resolves once the layer ends: `close()` was called (or every handle
+    /// dropped), or it failed for good.
+    async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
         let _ = rx.wait_for(|c| *c).await;
     }
 
-    /// Starts closing: no more deliveries, every receive fails.
-    fn begin_close(&self) {
-        self.closing.send_replace(true);
-        self.conn.send_replace(ConnState::Closed);
+    /// Ends the layer: no more deliveries, every receive fails.
+    fn stop(&self) {
+        self.stopping.send_replace(true);
         // Dropped outside the lock: dropping acks.
         let dropped = self.local().close();
         drop(dropped);
     }
 
-    async fn wait_connection(&self) -> Result<(Connection, u64), Error> {
+    /// Starts closing.
+    fn begin_close(&self) {
+        self.conn.send_replace(ConnState::Closed);
+        self.stop();
+    }
+
+    /// RabbitMQ refused the layer for good (bad credentials, a missing
+    /// vhost, a refused declaration...): every operation, pending or
+    /// later, fails with [`Error::Connect`].
+    fn fail(&self, cause: carehare_tokio::Error) {
+        let failed = self.conn.send_if_modified(|s| match s {
+            ConnState::Closed | ConnState::Failed(_) => false,
+            _ => {
+                *s = ConnState::Failed(cause.clone());
+                true
+            }
+        });
+        if failed {
+            error!(queue = self.queue_name, error = %cause, "RabbitMQ refused the channel layer; it stops");
+            // After the state: woken receivers read it.
+            self.stop();
+        }
+    }
+
+    /// Why operations fail once the layer has ended.
+    fn end_error(&self) -> Error {
+        match &*self.conn.borrow() {
+            ConnState::Failed(cause) => Error::Connect(cause.clone()),
+            _ => Error::Closed,
+        }
+    }
+
+    /// The recovering connection and its publisher, waiting for the first
+    /// connection.
+    async fn up(
+        &self,
+    ) -> Result<
+        (
+            RecoveringConnection<Topology>,
+            RecoveringPublisher<Topology>,
+        ),
+        Error,
+    > {
         let mut rx = self.conn.subscribe();
         let state = rx
-            .wait_for(|s| !matches!(s, ConnState::Down))
+            .wait_for(|s| !matches!(s, ConnState::Connecting))
             .await
             .map_err(|_| Error::Closed)?
             .clone();
         match state {
-            ConnState::Up(conn, generation) => Ok((conn, generation)),
+            ConnState::Up(rc, publisher) => Ok((rc, publisher)),
+            ConnState::Failed(cause) => Err(Error::Connect(cause)),
             _ => Err(Error::Closed),
         }
+    }
+
+    /// What an error from the recovering connection means for the layer:
+    /// its end (closed, or recovery gave up: then the layer fails), or the
+    /// failure of one operation.
+    fn classify(&self, rc: &RecoveringConnection<Topology>, e: carehare_tokio::Error) -> Error {
+        if self.is_stopping() {
+            return self.end_error();
+        }
+        match ended(rc) {
+            Some(cause) => {
+                self.fail(cause);
+                self.end_error()
+            }
+            None => Error::Broker(e),
+        }
+    }
+
+    /// A connection that is up, waiting while (re)connecting.
+    async fn live_connection(&self) -> Result<Connection, Error> {
+        loop {
+            let (rc, _) = self.up().await?;
+            let conn = rc.connection().await.map_err(|e| self.classify(&rc, e))?;
+            if conn.closed().now_or_never().is_none() {
+                return Ok(conn);
+            }
+            // Lost a moment ago; recovery is about to notice.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Unbinds the queue from `group`, logging a refusal.
+    async fn unbind(&self, conn: &Connection, group: &str) {
+        debug!(queue = self.queue_name, group, "unbinding");
+        match conn
+            .queue_unbind(
+                &self.queue_name,
+                &self.config.groups_exchange,
+                group,
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(()) | Err(carehare_tokio::Error::ConnectionClosed(_)) => {}
+            Err(e) => error!("RabbitMQ refused to unbind from group {group}: {e}"),
+        }
+    }
+}
+
+/// The error the recovering connection ended with (closed, or gave up), if
+/// it has ended.
+fn ended(rc: &RecoveringConnection<Topology>) -> Option<carehare_tokio::Error> {
+    match rc.connection().now_or_never() {
+        Some(Err(carehare_tokio::Error::RecoveryTimeout(_))) | Some(Ok(_)) | None => None,
+        Some(Err(cause)) => Some(cause),
     }
 }
 
@@ -137,8 +232,11 @@ impl Drop for CloseOnDrop {
 ///
 /// Each layer owns one exclusive RabbitMQ queue; its channels are
 /// `<queue>!<random>`. Groups are bindings of that queue to the groups
-/// exchange. A background task keeps the connection, reconnecting forever,
-/// and routes incoming messages to channel buffers.
+/// exchange. A background task connects (retrying until RabbitMQ answers),
+/// keeps the connection recovering after losses, and routes incoming
+/// messages to channel buffers. An error that retrying can't fix (bad
+/// credentials, a missing vhost) ends the layer: every operation then
+/// fails with [`Error::Connect`].
 ///
 /// Cheap to clone; the layer closes when [`close`](Self::close) is called
 /// or the last clone is dropped.
@@ -176,7 +274,8 @@ impl std::fmt::Debug for Layer {
 
 impl Layer {
     /// Starts a layer: checks `config`, picks the queue name and starts
-    /// connecting in the background (operations wait for the connection).
+    /// connecting in the background (operations wait for the connection;
+    /// if RabbitMQ refuses it for good, they fail with [`Error::Connect`]).
     /// Must be called within a tokio runtime.
     ///
     /// ```no_run
@@ -205,8 +304,8 @@ impl Layer {
             local: Mutex::new(Local::default()),
             local_expiry: config.effective_local_expiry(),
             permits: Arc::new(Semaphore::new(usize::from(config.local_capacity))),
-            conn: watch::Sender::new(ConnState::Down),
-            closing: watch::Sender::new(false),
+            conn: watch::Sender::new(ConnState::Connecting),
+            stopping: watch::Sender::new(false),
             bindings: tokio::sync::Mutex::new(()),
             buffered: Notify::new(),
             tasks: Mutex::new(Vec::new()),
@@ -263,7 +362,8 @@ impl Layer {
     /// `carehare_connection`: it was connected at some point, and may
     /// drop at any time (then operations fail with
     /// [`carehare_tokio::Error::ConnectionClosed`], and the layer
-    /// reconnects).
+    /// reconnects). Don't close it: the layer takes a connection closed by
+    /// its own side as the end, and fails with [`Error::Connect`].
     ///
     /// ```no_run
     /// # async fn f(layer: carehare_layer::Layer) -> Result<(), Box<dyn std::error::Error>> {
@@ -273,14 +373,17 @@ impl Layer {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Closed`] once the layer is closed.
+    /// [`Error::Closed`] once the layer is closed; [`Error::Connect`] once
+    /// RabbitMQ refused it for good.
     pub async fn connection(&self) -> Result<Connection, Error> {
-        self.shared.wait_connection().await.map(|(c, _)| c)
+        self.shared.live_connection().await
     }
 
     /// Sends `message` (anything that serializes to a map, like Python's
     /// `dict`) to `channel`, of this or any other layer on the broker.
-    /// Waits while the layer reconnects.
+    /// Waits while the layer reconnects; a publish the connection lost
+    /// before RabbitMQ confirmed it is sent again on the next one (so,
+    /// rarely, twice).
     ///
     /// ```no_run
     /// # async fn f(layer: carehare_layer::Layer, channel: &str) -> Result<(), carehare_layer::Error> {
@@ -294,8 +397,9 @@ impl Layer {
     /// [`Error::ChannelFull`] when the recipient's queue is at
     /// `remote_capacity`; [`Error::InvalidChannelName`];
     /// [`Error::InvalidMessage`] / [`Error::Encode`] for a message that is
-    /// not a map; [`Error::Closed`]; [`Error::Broker`] if RabbitMQ refuses
-    /// the publish otherwise.
+    /// not a map; [`Error::Closed`]; [`Error::Connect`] if RabbitMQ refused
+    /// the layer for good; [`Error::Broker`] if RabbitMQ refuses the
+    /// publish otherwise.
     pub async fn send<M: Serialize + ?Sized>(
         &self,
         channel: &str,
@@ -325,7 +429,8 @@ impl Layer {
     ///
     /// # Errors
     /// [`Error::InvalidGroupName`], [`Error::InvalidMessage`] /
-    /// [`Error::Encode`], [`Error::Closed`], [`Error::Broker`].
+    /// [`Error::Encode`], [`Error::Closed`], [`Error::Connect`],
+    /// [`Error::Broker`].
     pub async fn group_send<M: Serialize + ?Sized>(
         &self,
         group: &str,
@@ -345,25 +450,24 @@ impl Layer {
         }
     }
 
-    /// Publishes, waiting for a connection; a publish the connection
-    /// dropped is sent again on the next one.
+    /// Publishes with confirms, waiting for a connection; the publisher
+    /// sends again, on the next connection, what a lost one had not
+    /// confirmed.
     async fn publish(
         &self,
         body: Bytes,
         exchange: &str,
         routing_key: &str,
     ) -> Result<(), Published> {
-        loop {
-            let (conn, generation) = self.shared.wait_connection().await?;
-            match conn.publish(body.clone(), exchange, routing_key).await {
-                Ok(()) => return Ok(()),
-                Err(carehare_tokio::Error::ServerSentNack) => return Err(Published::Nack),
-                Err(carehare_tokio::Error::ConnectionClosed(e)) => {
-                    debug!("publish lost its connection ({e}); waiting for the next one");
-                    self.shared.mark_down(generation);
-                }
-                Err(e) => return Err(Published::Other(Error::Broker(e))),
-            }
+        let (rc, publisher) = self.shared.up().await?;
+        let confirmation = publisher
+            .publish(body, exchange, routing_key)
+            .await
+            .map_err(|e| self.shared.classify(&rc, e))?;
+        match confirmation.await {
+            Ok(()) => Ok(()),
+            Err(carehare_tokio::Error::ServerSentNack) => Err(Published::Nack),
+            Err(e) => Err(Published::Other(self.shared.classify(&rc, e))),
         }
     }
 
@@ -387,8 +491,10 @@ impl Layer {
     ///
     /// # Errors
     /// [`Error::Closed`] when the layer is closed (also for calls already
-    /// waiting); [`Error::Decode`] if the message does not fit `M` (it is
-    /// consumed); [`Error::InvalidChannelName`]; [`Error::ForeignChannel`].
+    /// waiting); [`Error::Connect`] when RabbitMQ refused it for good (also
+    /// for calls already waiting); [`Error::Decode`] if the message does
+    /// not fit `M` (it is consumed); [`Error::InvalidChannelName`];
+    /// [`Error::ForeignChannel`].
     pub async fn receive<M: DeserializeOwned>(&self, channel: &str) -> Result<M, Error> {
         let body = self.receive_raw(channel).await?;
         Ok(rmp_serde::from_slice(&body)?)
@@ -411,7 +517,8 @@ impl Layer {
         let waiting = {
             let mut local = self.shared.local();
             if local.closed {
-                return Err(Error::Closed);
+                drop(local);
+                return Err(self.shared.end_error());
             }
             local.take_or_wait(channel)
         };
@@ -427,7 +534,7 @@ impl Layer {
         };
         match (&mut guard.rx).await {
             Ok(delivery) => Ok(delivery.body.clone()),
-            Err(_) => Err(Error::Closed),
+            Err(_) => Err(self.shared.end_error()),
         }
     }
 
@@ -444,26 +551,32 @@ impl Layer {
     ///
     /// # Errors
     /// [`Error::InvalidGroupName`], [`Error::InvalidChannelName`],
-    /// [`Error::ForeignChannel`], [`Error::Closed`]; [`Error::Broker`] if
-    /// RabbitMQ refuses the binding (then the channel is not added).
+    /// [`Error::ForeignChannel`], [`Error::Closed`], [`Error::Connect`];
+    /// [`Error::Broker`] if RabbitMQ refuses the binding (then the channel
+    /// is not added).
     pub async fn group_add(&self, group: &str, channel: &str) -> Result<(), Error> {
         names::check_group(group)?;
         self.check_local(channel)?;
+        let mut added = false;
         loop {
-            let (conn, generation) = self.shared.wait_connection().await?;
+            let conn = self.shared.live_connection().await?;
             let _bindings = self.shared.bindings.lock().await;
-            if self.shared.generation() != Some(generation) {
-                continue;
-            }
-            let is_new = {
+            {
                 let mut local = self.shared.local();
                 if local.closed {
-                    return Err(Error::Closed);
+                    drop(local);
+                    return Err(self.shared.end_error());
                 }
-                local.group_add(group, channel)
-            };
-            if !is_new {
-                return Ok(());
+                if !added {
+                    if !local.group_add(group, channel) {
+                        // The group had local members: it is bound.
+                        return Ok(());
+                    }
+                    added = true;
+                } else if !local.members(group).contains(&channel.to_string()) {
+                    // Discarded meanwhile.
+                    return Ok(());
+                }
             }
             debug!(queue = self.shared.queue_name, group, "binding");
             let result = conn
@@ -474,19 +587,22 @@ impl Layer {
                     FieldTable::default(),
                 )
                 .await;
-            return match result {
-                Ok(()) => Ok(()),
-                Err(carehare_tokio::Error::ConnectionClosed(_)) if self.shared.is_closing() => {
-                    Err(Error::Closed)
+            match result {
+                Ok(()) => return Ok(()),
+                // The connection went: a `setup` that read the groups
+                // before this one joined may have run already, so bind
+                // again on the next connection (binding twice is harmless).
+                Err(carehare_tokio::Error::ConnectionClosed(_)) => {
+                    if self.shared.is_stopping() {
+                        return Err(self.shared.end_error());
+                    }
                 }
-                // The reconnect binds it: it is a member now.
-                Err(carehare_tokio::Error::ConnectionClosed(_)) => Ok(()),
                 Err(e) => {
                     self.shared.local().group_discard(group, channel);
                     error!("RabbitMQ refused to bind to group {group}: {e}");
-                    Err(Error::Broker(e))
+                    return Err(Error::Broker(e));
                 }
-            };
+            }
         }
     }
 
@@ -510,22 +626,28 @@ impl Layer {
         if !self.shared.local().group_discard(group, channel) {
             return Ok(());
         }
-        let conn = match &*self.shared.conn.borrow() {
-            ConnState::Up(conn, _) => conn.clone(),
+        let rc = match &*self.shared.conn.borrow() {
+            ConnState::Up(rc, _) => rc.clone(),
             _ => return Ok(()),
         };
-        debug!(queue = self.shared.queue_name, group, "unbinding");
-        match conn
-            .queue_unbind(
-                &self.shared.queue_name,
-                &self.shared.config.groups_exchange,
-                group,
-                FieldTable::default(),
-            )
-            .await
-        {
-            Ok(()) | Err(carehare_tokio::Error::ConnectionClosed(_)) => {}
-            Err(e) => error!("RabbitMQ refused to unbind from group {group}: {e}"),
+        match rc.connection().now_or_never() {
+            Some(Ok(conn)) => self.shared.unbind(&conn, group).await,
+            Some(Err(_)) => {}
+            None => {
+                // Reconnecting: a `setup` that read the groups before this
+                // discard may have bound the group again. Unbind it once
+                // connected, unless it has local members again by then.
+                let (shared, group) = (self.shared.clone(), group.to_string());
+                tokio::spawn(async move {
+                    let Ok(conn) = shared.live_connection().await else {
+                        return;
+                    };
+                    let _bindings = shared.bindings.lock().await;
+                    if shared.local().members(&group).is_empty() {
+                        shared.unbind(&conn, &group).await;
+                    }
+                });
+            }
         }
         Ok(())
     }
@@ -624,148 +746,181 @@ fn int_value(n: u64) -> AMQPValue {
     }
 }
 
-/// Connects, declares the exchange and the queue, binds the groups and
-/// starts consuming. The bindings lock is returned held: the caller
-/// publishes the connection before letting group changes through.
-async fn connect(
-    shared: &Shared,
-) -> Result<(Connection, AckingConsumer, tokio::sync::MutexGuard<'_, ()>), String> {
-    let conn = carehare_tokio::connect_with(shared.options.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let setup = async {
-        // Spurious declarations (as on reconnect) are harmless.
-        conn.exchange_declare(
-            &shared.config.groups_exchange,
-            "direct",
-            ExchangeOptions::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        // As Python does: refuse a queue that still exists (a previous
-        // connection's, not yet deleted), and retry later.
-        let passive = QueueOptions {
-            passive: true,
-            ..QueueOptions::default()
-        };
-        match conn.queue_declare(&shared.queue_name, passive).await {
-            Ok(_) => {
-                return Err(format!(
-                    "queue {} still exists (a previous connection's?); refusing to redeclare it",
-                    shared.queue_name
-                ));
+/// A connection closed by this side: what ends `setup` when the layer
+/// stops while it runs (it is not transient: recovery stops).
+fn closed_by_client() -> carehare_tokio::Error {
+    carehare_tokio::Error::ConnectionClosed(ConnectionError::ClosedByClient)
+}
+
+/// The layer's `setup`, run on every (re)connect: declares the groups
+/// exchange and the queue (waiting while a previous connection's queue of
+/// the same name still exists) and binds every group with a local member.
+/// Holds only a weak reference: recovery outlives no layer.
+fn setup(
+    shared: Weak<Shared>,
+) -> impl Fn(Connection) -> BoxFuture<'static, Result<Topology, carehare_tokio::Error>>
++ Send
++ Sync
++ 'static {
+    move |conn| {
+        let shared = shared.clone();
+        Box::pin(async move {
+            let shared = shared.upgrade().ok_or_else(closed_by_client)?;
+            if shared.is_stopping() {
+                return Err(closed_by_client());
             }
-            Err(e) if e.reply_code() == Some(404) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        conn.queue_declare(
-            &shared.queue_name,
-            QueueOptions {
-                exclusive: true,
-                arguments: queue_arguments(&shared.config),
-                ..QueueOptions::default()
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let bindings = shared.bindings.lock().await;
-        let groups = shared.local().groups();
-        let binds = groups.iter().map(|group| {
-            conn.queue_bind(
-                &shared.queue_name,
-                &shared.config.groups_exchange,
-                group,
-                FieldTable::default(),
-            )
-        });
-        for result in futures_util::future::join_all(binds).await {
-            result.map_err(|e| format!("binding groups: {e}"))?;
-        }
-        let consumer = conn
-            .consumer(
-                &shared.queue_name,
-                ConsumerOptions {
-                    prefetch_count: shared.config.local_capacity,
-                    ..ConsumerOptions::default()
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((consumer, bindings))
-    };
-    match setup.await {
-        Ok((consumer, bindings)) => Ok((conn, consumer, bindings)),
-        Err(e) => {
-            close_quietly(&conn).await;
-            Err(e)
-        }
+            declare(&shared, &conn, true).await?;
+            info!(
+                queue = shared.queue_name,
+                address = %conn.address(),
+                "Connected to RabbitMQ"
+            );
+            Ok(shared.queue_name.clone())
+        })
     }
 }
 
-async fn close_quietly(conn: &Connection) {
-    let _ = conn.close().await;
-}
-
-/// The background task: connect, consume until the connection ends,
-/// reconnect; until the layer closes.
-async fn run(shared: Arc<Shared>) {
-    let mut generation = 0u64;
-    loop {
-        if shared.is_closing() {
-            break;
-        }
-        let connected = tokio::select! {
-            result = connect(&shared) => result,
-            () = shared.closing() => break,
-        };
-        let (conn, consumer, bindings) = match connected {
-            Ok(c) => c,
-            Err(e) => {
-                warn!("Failure connecting to RabbitMQ: {e}. Retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(shared.config.reconnect_delay) => continue,
-                    () = shared.closing() => break,
-                }
-            }
-        };
-        generation += 1;
-        shared.set_conn(ConnState::Up(conn.clone(), generation));
-        drop(bindings);
-        info!(
-            queue = shared.queue_name,
-            address = %conn.address(),
-            "Connected to RabbitMQ"
-        );
-        let connected_at = Instant::now();
-        let consumer = Arc::new(consumer);
-        let why = consume(&shared, &conn, &consumer).await;
-        shared.mark_down(generation);
-        close_quietly(&conn).await;
-        match why {
-            None => break,
-            Some(e) => warn!("Disconnected from RabbitMQ: {e}. Will reconnect."),
-        }
-        // A connection that fails at once (say, the consumer is refused)
-        // must not turn into a busy loop.
-        if connected_at.elapsed() < shared.config.reconnect_delay {
-            tokio::select! {
-                () = tokio::time::sleep(shared.config.reconnect_delay) => {}
-                () = shared.closing() => break,
-            }
-        }
-    }
-    shared.conn.send_replace(ConnState::Closed);
-}
-
-/// Routes deliveries into the local buffers until the connection or the
-/// consumer ends (returns why) or the layer closes (returns `None`).
-async fn consume(
+/// Declares the exchange and the queue and binds the groups; with
+/// `fresh`, first waits until no queue of the same name exists.
+async fn declare(
     shared: &Shared,
     conn: &Connection,
-    consumer: &Arc<AckingConsumer>,
-) -> Option<String> {
-    let closed = conn.closed();
-    tokio::pin!(closed);
+    fresh: bool,
+) -> Result<(), carehare_tokio::Error> {
+    // Spurious declarations (as on reconnect) are harmless.
+    conn.exchange_declare(
+        &shared.config.groups_exchange,
+        "direct",
+        ExchangeOptions::default(),
+    )
+    .await?;
+    if fresh {
+        wait_for_queue_name(shared, conn).await?;
+    }
+    conn.queue_declare(
+        &shared.queue_name,
+        QueueOptions {
+            exclusive: true,
+            arguments: queue_arguments(&shared.config),
+            ..QueueOptions::default()
+        },
+    )
+    .await?;
+    let _bindings = shared.bindings.lock().await;
+    let groups = shared.local().groups();
+    let binds = groups.iter().map(|group| {
+        conn.queue_bind(
+            &shared.queue_name,
+            &shared.config.groups_exchange,
+            group,
+            FieldTable::default(),
+        )
+    });
+    for result in futures_util::future::join_all(binds).await {
+        result?;
+    }
+    Ok(())
+}
+
+/// As Python does: refuses a queue that still exists (a previous
+/// connection's, not yet deleted), and waits until it is gone.
+async fn wait_for_queue_name(
+    shared: &Shared,
+    conn: &Connection,
+) -> Result<(), carehare_tokio::Error> {
+    let passive = QueueOptions {
+        passive: true,
+        ..QueueOptions::default()
+    };
+    let backoff = &shared.config.recovery.backoff;
+    let mut attempt = 0;
+    loop {
+        match conn
+            .queue_declare(&shared.queue_name, passive.clone())
+            .await
+        {
+            Err(e) if e.reply_code() == Some(404) => return Ok(()),
+            // 405 RESOURCE_LOCKED: another connection's exclusive queue.
+            Err(e) if e.reply_code() == Some(405) => {
+                warn!(queue = shared.queue_name, error = %e, "the queue name is taken; waiting");
+            }
+            Err(e) => return Err(e),
+            Ok(_) => warn!(
+                queue = shared.queue_name,
+                "the queue still exists (a previous connection's?); refusing to redeclare it, waiting"
+            ),
+        }
+        let delay = backoff.delay(attempt, fastrand::f64());
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shared.stopped() => return Err(closed_by_client()),
+        }
+    }
+}
+
+/// Makes the first connection. A [`RecoveringConnection`] starts from a
+/// connection and `setup` that worked, so until then failures that may
+/// pass (RabbitMQ not up yet) are retried here, with the same backoff, as
+/// long as it takes; others are returned.
+async fn first_connect(
+    shared: &Arc<Shared>,
+) -> Result<RecoveringConnection<Topology>, carehare_tokio::Error> {
+    let recovery = shared.config.recovery.clone();
+    let mut attempt = 0;
+    loop {
+        let connected = carehare_tokio::connect_recovering(
+            shared.options.clone(),
+            recovery.clone(),
+            setup(Arc::downgrade(shared)),
+        )
+        .await;
+        match connected {
+            Ok(rc) => return Ok(rc),
+            Err(e) if e.is_transient() || recovery.retry_permanent => {
+                let delay = recovery.backoff.delay(attempt, fastrand::f64());
+                attempt = attempt.saturating_add(1);
+                warn!(error = %e, ?delay, "Failure connecting to RabbitMQ. Retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The background task: connects, then routes deliveries until the layer
+/// stops; if RabbitMQ refuses the layer for good, fails it.
+async fn run(shared: Arc<Shared>) {
+    let connected = tokio::select! {
+        connected = first_connect(&shared) => connected,
+        () = shared.stopped() => return,
+    };
+    let rc = match connected {
+        Ok(rc) => rc,
+        Err(cause) => return shared.fail(cause),
+    };
+    shared.set_conn(ConnState::Up(rc.clone(), rc.publisher(PUBLISH_WINDOW)));
+    if !shared.is_stopping()
+        && let Some(cause) = consume(&shared, &rc).await
+    {
+        shared.fail(cause);
+    }
+    let _ = rc.close().await;
+}
+
+/// Routes deliveries into the local buffers until the layer stops (returns
+/// `None`) or the recovering connection ends (returns why).
+async fn consume(
+    shared: &Shared,
+    rc: &RecoveringConnection<Topology>,
+) -> Option<carehare_tokio::Error> {
+    let options = ConsumerOptions {
+        prefetch_count: shared.config.local_capacity,
+        ..ConsumerOptions::default()
+    };
+    let subscribe = || Arc::new(rc.consumer(Topology::clone, options.clone()));
+    let mut consumer = subscribe();
+    let mut attempt = 0;
     loop {
         if shared.permits.available_permits() == 0 {
             let mut local = shared.local();
@@ -785,29 +940,65 @@ async fn consume(
                 Ok(p) => p,
                 Err(_) => return None,
             },
-            e = &mut closed => return Some(e.to_string()),
-            () = shared.closing() => return None,
+            () = shared.stopped() => return None,
         };
         let message = tokio::select! {
             m = consumer.next() => m,
-            e = &mut closed => return Some(e.to_string()),
-            () = shared.closing() => return None,
+            () = shared.stopped() => return None,
         };
         let message = match message {
-            Ok(m) => m,
-            Err(e) => return Some(e.to_string()),
+            Ok(m) => {
+                attempt = 0;
+                m
+            }
+            // An `outage_timeout` ran out: keep waiting.
+            Err(carehare_tokio::Error::RecoveryTimeout(_)) => continue,
+            // The queue was deleted, or RabbitMQ refused the consumer:
+            // declare the queue again, then consume anew (after a wait,
+            // so a refusal can't spin).
+            Err(
+                e @ (carehare_tokio::Error::ConsumerCancelledByServer
+                | carehare_tokio::Error::ChannelClosedByServer(_)),
+            ) => {
+                if let Some(cause) = ended(rc) {
+                    return Some(cause);
+                }
+                warn!(queue = shared.queue_name, error = %e, "the consumer ended; declaring the queue again");
+                let delay = shared
+                    .config
+                    .recovery
+                    .backoff
+                    .delay(attempt, fastrand::f64());
+                attempt = attempt.saturating_add(1);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shared.stopped() => return None,
+                }
+                match rc.connection().await {
+                    Ok(conn) => {
+                        if let Err(e) = declare(shared, &conn, false).await {
+                            warn!(queue = shared.queue_name, error = %e, "declaring the queue again failed");
+                        }
+                    }
+                    Err(carehare_tokio::Error::RecoveryTimeout(_)) => {}
+                    Err(cause) => return (!shared.is_stopping()).then_some(cause),
+                }
+                consumer = subscribe();
+                continue;
+            }
+            Err(cause) => return (!shared.is_stopping()).then_some(cause),
         };
         let (recipient, body) = match wire::take_recipient(&message.body) {
             Ok(r) => r,
             Err(e) => {
                 warn!("Dropping a message that is not a channel-layer message: {e}");
-                consumer.ack(message.delivery_tag);
+                consumer.ack(message.tag);
                 continue;
             }
         };
         let delivery = Delivery::new(
             Bytes::from(body),
-            Some((consumer.clone(), message.delivery_tag)),
+            Some((consumer.clone(), message.tag)),
             Some(permit),
         );
         let mut local = shared.local();
@@ -846,11 +1037,11 @@ async fn expire_locally(shared: Arc<Shared>, expiry: Duration) {
         match next {
             Some(deadline) => tokio::select! {
                 () = tokio::time::sleep_until(deadline) => {}
-                () = shared.closing() => return,
+                () = shared.stopped() => return,
             },
             None => tokio::select! {
                 () = shared.buffered.notified() => {}
-                () = shared.closing() => return,
+                () = shared.stopped() => return,
             },
         }
     }

@@ -48,11 +48,14 @@
 //! - At most `local_capacity` messages are held in memory (the consumer's
 //!   prefetch); messages not received within `local_expiry` are acked and
 //!   dropped, with a rate-limited warning.
-//! - A background task reconnects forever (1 s between failed attempts),
+//! - The connection is a [`carehare_tokio::RecoveringConnection`]: after
+//!   a loss it reconnects with a jittered backoff ([`Config::recovery`]),
 //!   declaring everything again and restoring group bindings; operations
 //!   wait for the new connection instead of failing. On a cluster
 //!   ([`Config::hosts`], or a host name that resolves to every node), it
-//!   reconnects to another node when its node goes away.
+//!   reconnects to another node when its node goes away. An error that
+//!   retrying can't fix (bad credentials, a missing vhost) stops the
+//!   layer at once: operations fail with [`Error::Connect`].
 //! - [`Layer::close`] ends every pending and later [`Layer::receive`] with
 //!   [`Error::Closed`].
 //!

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use carehare_tokio::AckingConsumer;
+use carehare_tokio::{DeliveryTag, RecoveringConsumer};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::time::Instant;
 
@@ -25,14 +25,14 @@ pub(crate) struct Delivery {
     pub(crate) body: Bytes,
     /// When it arrived, for local expiry.
     pub(crate) at: Instant,
-    ack: Option<(Arc<AckingConsumer>, u64)>,
+    ack: Option<(Arc<RecoveringConsumer<String>>, DeliveryTag)>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Delivery {
     pub(crate) fn new(
         body: Bytes,
-        ack: Option<(Arc<AckingConsumer>, u64)>,
+        ack: Option<(Arc<RecoveringConsumer<String>>, DeliveryTag)>,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
         Self {
@@ -46,8 +46,8 @@ impl Delivery {
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        // A no-op once the consumer's channel is gone: then RabbitMQ
-        // deleted (exclusive queue) or requeued the message already.
+        // A no-op for a message of a lost connection: RabbitMQ deleted
+        // (exclusive queue) or requeued it already.
         if let Some((consumer, tag)) = self.ack.take() {
             consumer.ack(tag);
         }

@@ -33,13 +33,11 @@ fn stop_node(port: u16, how: &'static str) -> NodeDown {
 }
 
 fn config(ports: &[u16]) -> Config {
-    let mut config = Config::with_hosts(
+    Config::with_hosts(
         ports
             .iter()
             .map(|p| format!("amqp://guest:guest@127.0.0.1:{p}/")),
-    );
-    config.reconnect_delay = Duration::from_millis(200);
-    config
+    )
 }
 
 async fn port_of(layer: &Layer) -> u16 {

@@ -603,6 +603,111 @@ async fn waits_out_a_queue_name_conflict() {
     layer.close().await;
 }
 
+/// Asserts that every operation of `layer` fails at once with
+/// `Error::Connect`, whose cause `is` says what it must be, and that a
+/// receive already waiting fails so too.
+async fn fails_for_good(
+    layer: &Layer,
+    waiting: tokio::task::JoinHandle<Result<Chat, Error>>,
+    is: impl Fn(&carehare_layer::carehare_tokio::Error) -> bool,
+) {
+    let channel = layer.new_channel();
+    let check = |result: Result<(), Error>, what: &str| match result {
+        Err(Error::Connect(cause)) => {
+            assert!(!cause.is_transient(), "{what}: {cause}");
+            assert!(is(&cause), "{what}: {cause:?}");
+        }
+        other => panic!("{what}: expected Error::Connect, got {other:?}"),
+    };
+    check(within(10, layer.send(&channel, &chat("x"))).await, "send");
+    check(
+        within(5, waiting).await.unwrap().map(drop),
+        "a waiting receive",
+    );
+    check(
+        within(5, layer.receive::<Chat>(&channel)).await.map(drop),
+        "receive",
+    );
+    check(
+        within(5, layer.group_send("g", &chat("x"))).await,
+        "group_send",
+    );
+    check(within(5, layer.group_add("g", &channel)).await, "group_add");
+    check(within(5, layer.connection()).await.map(drop), "connection");
+    layer.close().await;
+    assert!(matches!(
+        layer.send(&channel, &chat("x")).await,
+        Err(Error::Closed)
+    ));
+}
+
+/// A receive on a new channel of `layer`, waiting in a task.
+fn waiting_receive(layer: &Layer) -> tokio::task::JoinHandle<Result<Chat, Error>> {
+    let (layer, channel) = (layer.clone(), layer.new_channel());
+    tokio::spawn(async move { layer.receive::<Chat>(&channel).await })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_fails_at_once_with_a_typed_error() {
+    let mut wrong = config();
+    wrong.host = "amqp://guest:wrong-password@127.0.0.1:5672".into();
+    let layer = Layer::new(wrong).unwrap();
+    let waiting = waiting_receive(&layer);
+    fails_for_good(&layer, waiting, |cause| {
+        matches!(
+            cause,
+            carehare_layer::carehare_tokio::Error::ConnectionClosed(
+                carehare_layer::carehare_tokio::ConnectionError::AuthenticationFailed(_)
+            )
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_vhost_fails_at_once_with_a_typed_error() {
+    let mut unknown = config();
+    unknown.host = format!("{}/{}", common::URL, unique("no-such-vhost"));
+    let layer = Layer::new(unknown).unwrap();
+    let waiting = waiting_receive(&layer);
+    fails_for_good(&layer, waiting, |cause| cause.reply_code() == Some(530)).await;
+}
+
+/// After a reconnect, RabbitMQ refuses the layer's `setup` for good (its
+/// groups exchange was redeclared as another type meanwhile): the layer
+/// stops, and its operations fail at once, as on a first connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setup_refused_after_a_reconnect_fails_at_once_with_a_typed_error() {
+    let name = unique("layer-refused");
+    let exchange = unique("groups-refused");
+    let mut named = config();
+    named.host = format!("{}?connection_name={name}", common::URL);
+    named.groups_exchange = exchange.clone();
+    let layer = common::connected(Layer::new(named).unwrap()).await;
+    let channel = layer.new_channel();
+    layer.send(&channel, &chat("before")).await.unwrap();
+    assert_eq!(recv(&layer, &channel, 10).await, chat("before"));
+    let waiting = waiting_receive(&layer);
+
+    let other = carehare_layer::carehare_tokio::connect(common::URL)
+        .await
+        .unwrap();
+    other.exchange_delete(&exchange, false).await.unwrap();
+    other
+        .exchange_declare(&exchange, "fanout", Default::default())
+        .await
+        .unwrap();
+    let closed_name = name.clone();
+    tokio::task::spawn_blocking(move || {
+        carehare_tests::close_connection_named(&closed_name, "test: reconnect please")
+    })
+    .await
+    .unwrap();
+    fails_for_good(&layer, waiting, |cause| cause.reply_code() == Some(406)).await;
+    let _ = other.exchange_delete(&exchange, false).await;
+    other.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_every_handle_closes_the_layer() {
     let layer = layer().await;

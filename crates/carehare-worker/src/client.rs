@@ -1,19 +1,21 @@
 //! The client side: RPC calls to an [`RpcWorker`](crate::RpcWorker) and
 //! messages to a [`QueueWorker`](crate::QueueWorker).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use carehare_tokio::carehare_core::types::ShortStr;
-use carehare_tokio::{BasicProperties, Connection, RpcClient};
+use carehare_tokio::{
+    BasicProperties, Connection, RecoveringConnection, RecoveringPublisher, RpcClient,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::connection::ConnectionParameters;
+use crate::connection::{ConnectionParameters, watch_recovery};
 use crate::error::{CallError, WorkerError};
 use crate::wire;
 
@@ -23,6 +25,9 @@ use crate::wire;
 /// assert_eq!(carehare_worker::DEFAULT_CALL_TIMEOUT.as_secs(), 30);
 /// ```
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Unconfirmed [`Client::send`]s at once; more wait.
+const SEND_WINDOW: usize = 1000;
 
 /// Calls RPC routes and sends messages to queue routes, in the Python
 /// library's wire format.
@@ -50,16 +55,22 @@ pub struct Client {
 }
 
 #[derive(Debug)]
-struct Inner {
-    /// Where to reconnect; `None` for a client made from a connection,
-    /// which never reconnects.
-    params: Option<ConnectionParameters>,
-    /// The session calls use; replaced when it is lost.
-    current: Mutex<Arc<Session>>,
-    /// Held while reconnecting, so that concurrent calls share one attempt.
-    reconnecting: tokio::sync::Mutex<()>,
-    /// `close()` was called: no more reconnecting.
-    closed: AtomicBool,
+enum Inner {
+    /// From [`Client::connect`]: the session is the topology, opened
+    /// again on every reconnect.
+    Recovering {
+        rc: RecoveringConnection<Arc<Session>>,
+        publisher: RecoveringPublisher<Arc<Session>>,
+        /// The latest session seen, for [`Client::connection`] during an
+        /// outage.
+        latest: Mutex<Arc<Session>>,
+        /// Reconnect attempts in the current outage.
+        attempts: Arc<AtomicU32>,
+        /// `close()` was called.
+        closed: AtomicBool,
+    },
+    /// From [`Client::from_connection`]: never reconnects.
+    Fixed(Arc<Session>),
 }
 
 /// A connection with its direct reply-to channel.
@@ -67,62 +78,12 @@ struct Inner {
 struct Session {
     connection: Connection,
     rpc: RpcClient,
-    /// The connection ended, or the reply channel did.
-    broken: Arc<AtomicBool>,
-    /// Dropped with the session: ends the task watching the connection.
-    _watching: oneshot::Sender<()>,
 }
 
 impl Session {
     async fn open(connection: Connection) -> Result<Self, carehare_tokio::Error> {
         let rpc = connection.direct_reply_to().await?;
-        let broken = Arc::new(AtomicBool::new(false));
-        let (watching, dropped) = oneshot::channel::<()>();
-        // Notices a lost connection at once, so the next call reconnects
-        // instead of failing. It holds a handle only while the session
-        // lives, so dropping the client still closes the connection.
-        let watched = connection.clone();
-        let flag = broken.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = watched.closed() => flag.store(true, Ordering::Release),
-                _ = dropped => {}
-            }
-        });
-        Ok(Self {
-            connection,
-            rpc,
-            broken,
-            _watching: watching,
-        })
-    }
-
-    fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Acquire)
-    }
-
-    /// Notes a call's error that means this session can't serve calls any
-    /// more: the connection or the reply channel is gone.
-    fn note(&self, e: &carehare_tokio::Error) {
-        use carehare_tokio::Error as E;
-        if matches!(
-            e,
-            E::ConnectionClosed(_)
-                | E::ConsumerClosed
-                | E::ConsumerCancelledByServer
-                | E::ChannelClosedByServer(_)
-        ) {
-            self.broken.store(true, Ordering::Release);
-        }
-    }
-}
-
-impl Inner {
-    fn current(&self) -> Arc<Session> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        Ok(Self { connection, rpc })
     }
 }
 
@@ -130,11 +91,14 @@ impl Client {
     /// Connects (retrying as `params`' [`RetryPolicy`](crate::RetryPolicy)
     /// says) and opens the direct reply-to channel.
     ///
-    /// Such a client reconnects by itself: when its connection is lost (say
+    /// Such a client recovers by itself: when its connection is lost (say
     /// the cluster node it was on goes down), calls already waiting fail
-    /// with [`CallError::Amqp`] (`ConnectionClosed`), and the next call
-    /// connects again (to any of `params`' addresses, retrying as the
-    /// policy says, within the call's timeout) before publishing.
+    /// with [`CallError::Amqp`] (`ConnectionClosed`), it reconnects in the
+    /// background (to any of `params`' addresses, with the policy's
+    /// backoff) and opens the reply channel again, and calls made meanwhile
+    /// wait for that, within their timeout. If recovery gives up (an error
+    /// that retrying can't fix, such as bad credentials), every call fails
+    /// with [`CallError::Connect`].
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), carehare_worker::WorkerError> {
@@ -147,11 +111,24 @@ impl Client {
     /// [`WorkerError::Connect`] when connecting (or opening the reply
     /// channel) failed.
     pub async fn connect(params: &ConnectionParameters) -> Result<Self, WorkerError> {
-        let connection = params.connect().await?;
-        let session = Session::open(connection)
+        let setup = |connection: Connection| -> carehare_tokio::BoxFuture<'static, _> {
+            Box::pin(async move { Session::open(connection).await.map(Arc::new) })
+        };
+        let rc = params
+            .connect_recovering(params.retry().recovery_options(), setup)
+            .await
+            .map_err(|(attempts, last)| WorkerError::Connect { attempts, last })?;
+        let session = rc
+            .topology()
             .await
             .map_err(|last| WorkerError::Connect { attempts: 1, last })?;
-        Ok(Self::with_session(session, Some(params.clone())))
+        Ok(Self::with_inner(Inner::Recovering {
+            attempts: watch_recovery(&rc, "Client"),
+            publisher: rc.publisher(SEND_WINDOW),
+            rc,
+            latest: Mutex::new(session),
+            closed: AtomicBool::new(false),
+        }))
     }
 
     /// A client over an existing connection. It does not reconnect: once
@@ -168,74 +145,60 @@ impl Client {
     /// # Errors
     /// If the direct reply-to channel can't be opened.
     pub async fn from_connection(connection: Connection) -> Result<Self, carehare_tokio::Error> {
-        Ok(Self::with_session(Session::open(connection).await?, None))
+        let session = Session::open(connection).await?;
+        Ok(Self::with_inner(Inner::Fixed(Arc::new(session))))
     }
 
-    fn with_session(session: Session, params: Option<ConnectionParameters>) -> Self {
+    fn with_inner(inner: Inner) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                params,
-                current: Mutex::new(Arc::new(session)),
-                reconnecting: tokio::sync::Mutex::new(()),
-                closed: AtomicBool::new(false),
-            }),
+            inner: Arc::new(inner),
             timeout: DEFAULT_CALL_TIMEOUT,
             max_message_size: wire::DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 
-    /// The session to use, reconnecting first if the current one is lost
-    /// (and this client can), by `deadline`.
+    /// The session to call on, waiting for recovery until `deadline`.
     async fn session(
         &self,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Arc<Session>, CallError> {
-        let current = self.inner.current();
-        let Some(params) = &self.inner.params else {
-            return Ok(current);
-        };
-        if !current.is_broken() || self.inner.closed.load(Ordering::Acquire) {
-            return Ok(current);
+        match &*self.inner {
+            Inner::Fixed(session) => Ok(session.clone()),
+            Inner::Recovering { rc, .. } => {
+                match tokio::time::timeout_at(deadline, rc.topology()).await {
+                    Err(_) => Err(CallError::Timeout(timeout)),
+                    Ok(Ok(session)) => Ok(session),
+                    Ok(Err(e)) => Err(self.failure(e)),
+                }
+            }
         }
-        let _reconnecting = tokio::time::timeout_at(deadline, self.inner.reconnecting.lock())
-            .await
-            .map_err(|_| CallError::Timeout(timeout))?;
-        // Another call may have reconnected while this one waited.
-        let current = self.inner.current();
-        if !current.is_broken() || self.inner.closed.load(Ordering::Acquire) {
-            return Ok(current);
+    }
+
+    /// What an error means: the end of a recovering client's connection
+    /// (closed: [`CallError::Amqp`]; recovery gave up:
+    /// [`CallError::Connect`]), or this call's failure.
+    fn failure(&self, e: carehare_tokio::Error) -> CallError {
+        let Inner::Recovering {
+            rc,
+            attempts,
+            closed,
+            ..
+        } = &*self.inner
+        else {
+            return CallError::from(e);
+        };
+        if closed.load(Ordering::Acquire) {
+            return CallError::Amqp(e);
         }
-        tracing::info!("the client lost its connection; reconnecting");
-        let connected = tokio::time::timeout_at(deadline, async {
-            let connection = params.connect_counted().await?;
-            Session::open(connection).await.map_err(|e| (1, e))
-        })
-        .await;
-        let session = match connected {
-            Err(_) => return Err(CallError::Timeout(timeout)),
-            Ok(Err((attempts, last))) => return Err(CallError::Connect { attempts, last }),
-            Ok(Ok(session)) => Arc::new(session),
-        };
-        let old = {
-            let mut slot = self.inner.current.lock().unwrap_or_else(|e| e.into_inner());
-            if self.inner.closed.load(Ordering::Acquire) {
-                None
-            } else {
-                Some(std::mem::replace(&mut *slot, session.clone()))
+        match rc.connection().now_or_never() {
+            Some(Err(carehare_tokio::Error::RecoveryTimeout(_))) | Some(Ok(_)) | None => {
+                CallError::from(e)
             }
-        };
-        match old {
-            // Closed while reconnecting: don't keep the new connection.
-            None => {
-                close_soon(session.connection.clone());
-                Ok(self.inner.current())
-            }
-            Some(old) => {
-                tracing::info!("the client reconnected");
-                close_soon(old.connection.clone());
-                Ok(session)
-            }
+            Some(Err(last)) => CallError::Connect {
+                attempts: attempts.load(Ordering::Relaxed),
+                last,
+            },
         }
     }
 
@@ -264,7 +227,8 @@ impl Client {
     }
 
     /// The current connection (after a reconnect, the new one; it may have
-    /// been lost since, and is replaced by the next call).
+    /// been lost since: a client from [`connect`](Self::connect) replaces
+    /// it in the background).
     ///
     /// ```no_run
     /// # async fn f(client: carehare_worker::Client) {
@@ -272,7 +236,16 @@ impl Client {
     /// # }
     /// ```
     pub fn connection(&self) -> Connection {
-        self.inner.current().connection.clone()
+        match &*self.inner {
+            Inner::Fixed(session) => session.connection.clone(),
+            Inner::Recovering { rc, latest, .. } => {
+                let mut latest = latest.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(Ok(session)) = rc.topology().now_or_never() {
+                    *latest = session;
+                }
+                latest.connection.clone()
+            }
+        }
     }
 
     /// Calls `route` with `data` and waits (up to the client's timeout) for
@@ -286,9 +259,11 @@ impl Client {
     ///
     /// # Errors
     /// [`CallError::ErrorReply`] when the worker answered with an error,
-    /// [`CallError::Timeout`], [`CallError::Returned`] when no queue is
-    /// named `route`, [`CallError::MalformedReply`] when the reply is not in
-    /// the format (or does not fit `R`), and [`CallError::Amqp`] otherwise.
+    /// [`CallError::Timeout`] (also when the connection was not recovered
+    /// in time), [`CallError::Returned`] when no queue is named `route`,
+    /// [`CallError::MalformedReply`] when the reply is not in the format
+    /// (or does not fit `R`), [`CallError::Connect`] when recovery gave up,
+    /// and [`CallError::Amqp`] otherwise.
     pub async fn call<D, R>(&self, route: &str, data: &D) -> Result<R, CallError>
     where
         D: Serialize + ?Sized,
@@ -333,13 +308,10 @@ impl Client {
             .rpc
             .call("", route, body, &properties, left)
             .await
-            .map_err(|e| {
-                session.note(&e);
-                match e {
-                    // The timeout the caller chose, not what was left of it.
-                    carehare_tokio::Error::Timeout(_) => CallError::Timeout(timeout),
-                    e => CallError::from(e),
-                }
+            .map_err(|e| match e {
+                // The timeout the caller chose, not what was left of it.
+                carehare_tokio::Error::Timeout(_) => CallError::Timeout(timeout),
+                e => self.failure(e),
             })?;
         match wire::decode_reply(&reply.body, self.max_message_size) {
             Ok(Ok(data)) => Ok(data),
@@ -350,7 +322,10 @@ impl Client {
 
     /// Sends `data` to the queue `route` (for a [`QueueWorker`](crate::QueueWorker)),
     /// as a persistent message, and waits for RabbitMQ's confirm (up to the
-    /// client's timeout).
+    /// client's timeout). A client from [`connect`](Self::connect) waits
+    /// for a lost connection to be recovered, and sends the message again
+    /// on the new one if the lost one had not confirmed it (so, rarely, it
+    /// arrives twice).
     ///
     /// ```no_run
     /// # async fn f(client: carehare_worker::Client) -> Result<(), carehare_worker::CallError> {
@@ -360,7 +335,8 @@ impl Client {
     ///
     /// # Errors
     /// [`CallError::Returned`] when no queue is named `route`,
-    /// [`CallError::Timeout`] without a confirm in time, and
+    /// [`CallError::Timeout`] without a confirm in time (the message may
+    /// still be sent), [`CallError::Connect`] when recovery gave up, and
     /// [`CallError::Amqp`] otherwise (e.g. [`Error::ServerSentNack`](carehare_tokio::Error::ServerSentNack)).
     pub async fn send<D: Serialize + ?Sized>(
         &self,
@@ -374,19 +350,27 @@ impl Client {
             ..Default::default()
         };
         let deadline = Instant::now() + self.timeout;
-        let session = self.session(deadline, self.timeout).await?;
-        let confirm = session
-            .connection
-            .publish_mandatory(body, "", route, &properties);
-        match tokio::time::timeout_at(deadline, confirm).await {
-            Ok(result) => result.map_err(|e| {
-                // A channel error here is the publish channel's, which the
-                // next publish replaces: only a lost connection counts.
-                if matches!(e, carehare_tokio::Error::ConnectionClosed(_)) {
-                    session.note(&e);
-                }
-                CallError::from(e)
-            }),
+        let sent = match &*self.inner {
+            Inner::Fixed(session) => {
+                let confirm = session
+                    .connection
+                    .publish_mandatory(body, "", route, &properties);
+                tokio::time::timeout_at(deadline, confirm).await
+            }
+            // The publisher waits for recovery, and sends again what a lost
+            // connection had not confirmed.
+            Inner::Recovering { publisher, .. } => {
+                let confirm = async {
+                    publisher
+                        .publish_mandatory(body, "", route, &properties)
+                        .await?
+                        .await
+                };
+                tokio::time::timeout_at(deadline, confirm).await
+            }
+        };
+        match sent {
+            Ok(result) => result.map_err(|e| self.failure(e)),
             Err(_) => Err(CallError::Timeout(self.timeout)),
         }
     }
@@ -400,18 +384,18 @@ impl Client {
     /// # }
     /// ```
     pub async fn close(&self) {
-        self.inner.closed.store(true, Ordering::Release);
-        let connection = self.inner.current().connection.clone();
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close()).await;
+        let closing = async {
+            match &*self.inner {
+                Inner::Fixed(session) => session.connection.close().await,
+                Inner::Recovering { rc, closed, .. } => {
+                    closed.store(true, Ordering::Release);
+                    rc.close().await
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
 }
 
 /// How long closing a connection may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Closes a connection that is no longer used, in the background.
-fn close_soon(connection: Connection) {
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close()).await;
-    });
-}

@@ -1,21 +1,48 @@
-//! Where to connect, and how hard to try.
+//! Where to connect, and how hard to try; and what every connection of
+//! the crate shares: a first connection made with retries, then watched
+//! while it recovers.
 
 use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use carehare_tokio::carehare_core::{Auth, ConnectionConfig};
-use carehare_tokio::{ConnectOptions, Connection, ConnectionError, Error};
+use carehare_tokio::{
+    Backoff, ConnectOptions, Connection, Error, RecoveringConnection, RecoveryEvent,
+    RecoveryOptions,
+};
+use futures_util::StreamExt;
 
 use crate::error::WorkerError;
 
-/// How connecting is retried: up to `max_attempts` attempts, waiting
-/// `initial_delay` after the first failure, doubling each time up to
-/// `max_delay`.
+/// How connecting is retried, and how fast a lost connection is
+/// recovered.
 ///
-/// The default (12 attempts, 200 ms doubling to 5 s, about 36 s in all)
-/// mirrors Python's `amqp_worker`, which tries 12 times, 5 s apart. Errors
-/// that retrying cannot fix (bad credentials, a missing virtual host, a bad
-/// URL or TLS setup) fail at once.
+/// - `max_attempts` bounds the first connection: [`QueueWorker::run`](crate::QueueWorker::run),
+///   [`RpcWorker::run`](crate::RpcWorker::run), [`Client::connect`](crate::Client::connect)
+///   and [`ConnectionParameters::connect`] give up after that many
+///   attempts. It also bounds the wait for a route's queue whose node is
+///   down (see [`QueueType`](crate::QueueType)).
+/// - `initial_delay` and `max_delay` are the [`Backoff`] between attempts,
+///   for the first connection and for recovery alike (see
+///   [`recovery_options`](Self::recovery_options)): each wait is
+///   [`delay_after`](Self::delay_after) with up to half of it taken off at
+///   random, so that many workers cut off at once don't all come back in
+///   the same instant.
+///
+/// Once connected, a worker or client recovers a lost connection for as
+/// long as the errors may pass (the broker or the node is down,
+/// restarting, unreachable): `max_attempts` does not limit that. Errors
+/// that retrying cannot fix (bad credentials, a missing virtual host, a
+/// bad URL or TLS setup; see
+/// [`Error::is_transient`](carehare_tokio::Error::is_transient)) fail at
+/// once, when connecting first and when recovering.
+///
+/// The default (12 attempts, 200 ms doubling to 5 s, at most about 36 s
+/// in all) mirrors Python's `amqp_worker`, which tries 12 times, 5 s
+/// apart.
 ///
 /// ```
 /// use std::time::Duration;
@@ -58,17 +85,51 @@ impl RetryPolicy {
         }
     }
 
-    /// The wait after failed attempt number `attempt` (1-based).
+    /// The longest wait after failed attempt number `attempt` (1-based);
+    /// the actual wait is between half of it and all of it.
     ///
     /// ```
     /// let policy = carehare_worker::RetryPolicy::default();
     /// assert!(policy.delay_after(2) > policy.delay_after(1));
     /// ```
     pub fn delay_after(&self, attempt: u32) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(30);
-        self.initial_delay
-            .saturating_mul(1u32 << doublings)
-            .min(self.max_delay)
+        self.backoff().delay(attempt.saturating_sub(1), 0.0)
+    }
+
+    /// The backoff: `initial_delay` doubling to `max_delay`, with
+    /// [`Backoff`]'s default jitter and reset.
+    ///
+    /// ```
+    /// let backoff = carehare_worker::RetryPolicy::default().backoff();
+    /// assert_eq!(backoff.max, std::time::Duration::from_secs(5));
+    /// ```
+    pub fn backoff(&self) -> Backoff {
+        let mut backoff = Backoff::default();
+        backoff.initial = self.initial_delay;
+        backoff.max = self.max_delay;
+        backoff
+    }
+
+    /// The [`RecoveryOptions`] workers and clients recover with: this
+    /// policy's [`backoff`](Self::backoff), the rest as
+    /// [`RecoveryOptions::default`] (permanent errors are not retried,
+    /// calls wait for recovery as long as it takes, unconfirmed publishes
+    /// are sent again).
+    ///
+    /// ```
+    /// let options = carehare_worker::RetryPolicy::default().recovery_options();
+    /// assert!(!options.retry_permanent);
+    /// ```
+    pub fn recovery_options(&self) -> RecoveryOptions {
+        let mut options = RecoveryOptions::default();
+        options.backoff = self.backoff();
+        options
+    }
+
+    /// The wait before attempt `attempt + 1`, jittered.
+    pub(crate) fn jittered_delay_after(&self, attempt: u32) -> Duration {
+        self.backoff()
+            .delay(attempt.saturating_sub(1), fastrand::f64())
     }
 }
 
@@ -273,23 +334,95 @@ impl ConnectionParameters {
 
     /// [`connect`](Self::connect), failing with the number of attempts and
     /// the last error.
-    pub(crate) async fn connect_counted(&self) -> Result<Connection, (u32, Error)> {
-        let mut attempt = 0;
+    async fn connect_counted(&self) -> Result<Connection, (u32, Error)> {
+        self.first(|| carehare_tokio::connect_with(self.options.clone()))
+            .await
+    }
+
+    /// Connects with recovery: the first connection (and `setup`) retried
+    /// as the [`RetryPolicy`] says; after that, recovery as `recovery`
+    /// says. Fails with the number of attempts and the last error.
+    pub(crate) async fn connect_recovering<T, F>(
+        &self,
+        recovery: RecoveryOptions,
+        setup: F,
+    ) -> Result<RecoveringConnection<T>, (u32, Error)>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn(Connection) -> carehare_tokio::BoxFuture<'static, Result<T, Error>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.first(|| {
+            carehare_tokio::connect_recovering(
+                self.options.clone(),
+                recovery.clone(),
+                setup.clone(),
+            )
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it succeeds, fails with an error that retrying
+    /// can't fix, or the policy's attempts run out.
+    async fn first<T, F, Fut>(&self, attempt: F) -> Result<T, (u32, Error)>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let mut attempts = 0;
         loop {
-            attempt += 1;
-            match carehare_tokio::connect_with(self.options.clone()).await {
-                Ok(connection) => return Ok(connection),
-                Err(e) if attempt < self.retry.max_attempts && is_retryable(&e) => {
-                    let delay = self.retry.delay_after(attempt);
+            attempts += 1;
+            match attempt().await {
+                Ok(connected) => return Ok(connected),
+                Err(e) if attempts < self.retry.max_attempts && e.is_transient() => {
+                    let delay = self.retry.jittered_delay_after(attempts);
                     tracing::info!(
-                        "connecting failed (attempt {attempt}): {e}; retrying in {delay:?}"
+                        attempt = attempts,
+                        error = %e,
+                        ?delay,
+                        "connecting failed; retrying"
                     );
                     tokio::time::sleep(delay).await;
                 }
-                Err(last) => return Err((attempt, last)),
+                Err(last) => return Err((attempts, last)),
             }
         }
     }
+}
+
+/// Follows a recovering connection's events: logs them under `name`, and
+/// counts the reconnect attempts of the current outage (for
+/// [`WorkerError::Connect`] and [`CallError::Connect`](crate::CallError::Connect)
+/// when recovery gives up). Ends with the connection.
+pub(crate) fn watch_recovery<T>(rc: &RecoveringConnection<T>, name: &'static str) -> Arc<AtomicU32>
+where
+    T: Clone + Send + Sync + 'static,
+{
+    let attempts = Arc::new(AtomicU32::new(0));
+    let counted = attempts.clone();
+    let mut events = rc.events();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            match event {
+                RecoveryEvent::Disconnected { cause } => {
+                    tracing::warn!(error = %cause, "{name}: the connection was lost; reconnecting");
+                }
+                RecoveryEvent::Connecting { attempt } => counted.store(attempt, Ordering::Relaxed),
+                RecoveryEvent::Connected { address } => {
+                    tracing::info!(%address, "{name} reconnected");
+                }
+                RecoveryEvent::Recovered { .. } => counted.store(0, Ordering::Relaxed),
+                RecoveryEvent::GaveUp { cause } => {
+                    tracing::error!(error = %cause, "{name}: reconnecting failed for good; giving up");
+                }
+                _ => {}
+            }
+        }
+    });
+    attempts
 }
 
 /// Whether RabbitMQ refused to declare or consume a queue because it is
@@ -303,36 +436,12 @@ pub(crate) fn is_queue_unavailable(e: &Error) -> bool {
     matches!(e, Error::ChannelClosedByServer(reason) if reason.code == 404)
 }
 
-/// Whether trying again may help: the broker is down, starting, restarting
-/// or unreachable. Bad credentials, a missing vhost, bad TLS or URL, or a
-/// refused declaration will fail the same way again.
-pub(crate) fn is_retryable(e: &Error) -> bool {
-    match e {
-        Error::Connect { .. } | Error::ConnectTimeout { .. } => true,
-        e if is_queue_unavailable(e) => true,
-        // Several addresses: another try may find one of them back.
-        Error::AllAddressesFailed { attempts } => attempts.iter().any(|(_, e)| is_retryable(e)),
-        Error::ConnectionClosed(c) => match c {
-            ConnectionError::AuthenticationFailed(_)
-            | ConnectionError::MechanismNotOffered { .. }
-            | ConnectionError::InvalidVirtualHost(_)
-            | ConnectionError::Protocol(_) => false,
-            // 530 NOT_ALLOWED: no such vhost, or no access to it.
-            ConnectionError::ClosedByServer(reason) => reason.code != 530,
-            _ => true,
-        },
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
+    use carehare_tokio::Error;
     use carehare_tokio::carehare_core::error::CloseReason;
-    use carehare_tokio::{Address, Error};
 
-    use super::{is_queue_unavailable, is_retryable};
+    use super::{RetryPolicy, is_queue_unavailable};
 
     fn channel_closed(code: u16, text: &str) -> Error {
         Error::ChannelClosedByServer(CloseReason {
@@ -344,32 +453,29 @@ mod tests {
     }
 
     #[test]
-    fn a_queue_on_a_node_that_is_down_is_retried_a_refused_one_is_not() {
+    fn a_queue_on_a_node_that_is_down_is_unavailable_a_refused_one_is_not() {
         let down = channel_closed(
             404,
             "NOT_FOUND - home node 'rabbit@b' of durable queue 'q' in vhost '/' is down or inaccessible",
         );
-        assert!(is_queue_unavailable(&down) && is_retryable(&down));
+        assert!(is_queue_unavailable(&down));
         let refused = channel_closed(406, "PRECONDITION_FAILED - inequivalent arg 'durable'");
-        assert!(!is_queue_unavailable(&refused) && !is_retryable(&refused));
+        assert!(!is_queue_unavailable(&refused));
     }
 
     #[test]
-    fn every_address_failing_is_retried_if_one_may_come_back() {
-        let refused = Error::Connect {
-            address: "127.0.0.1:5781".into(),
-            error: Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
-        };
-        let all = Error::AllAddressesFailed {
-            attempts: vec![(Address::new("127.0.0.1", 5781), refused)],
-        };
-        assert!(is_retryable(&all));
-        let refused_everywhere = Error::AllAddressesFailed {
-            attempts: vec![(
-                Address::new("127.0.0.1", 5781),
-                channel_closed(406, "not a connect error"),
-            )],
-        };
-        assert!(!is_retryable(&refused_everywhere));
+    fn the_policy_is_the_recovery_backoff() {
+        let policy = RetryPolicy::default();
+        let options = policy.recovery_options();
+        assert_eq!(options.backoff.initial, policy.initial_delay);
+        assert_eq!(options.backoff.max, policy.max_delay);
+        for attempt in 1..20 {
+            let longest = policy.delay_after(attempt);
+            let wait = policy.jittered_delay_after(attempt);
+            assert!(
+                wait <= longest && wait >= longest / 2,
+                "{attempt}: {wait:?}"
+            );
+        }
     }
 }

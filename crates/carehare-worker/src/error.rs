@@ -27,7 +27,10 @@ use serde::{Deserialize, Serialize};
 pub enum WorkerError {
     /// Connecting failed `attempts` times (or once, for an error that
     /// retrying cannot fix: bad credentials, a bad URL, a missing vhost);
-    /// `last` is the last attempt's error.
+    /// `last` is the last attempt's error. From a running worker
+    /// ([`WorkerHandle::join`](crate::WorkerHandle::join)): recovering its
+    /// lost connection failed with such an error, after `attempts`
+    /// reconnect attempts.
     #[error("could not connect to RabbitMQ after {attempts} attempt(s): {last}")]
     Connect {
         /// How many attempts were made.
@@ -109,10 +112,10 @@ pub enum CallError {
     /// the type asked for).
     #[error("malformed reply: {0}")]
     MalformedReply(DecodeError),
-    /// The client had lost its connection and could not connect again
-    /// (`attempts` attempts, as its [`RetryPolicy`](crate::RetryPolicy)
-    /// allows, within the call's timeout); the request was not sent. The
-    /// next call tries again.
+    /// The client lost its connection and recovering it failed, after
+    /// `attempts` reconnect attempts, with an error that retrying can't
+    /// fix (bad credentials, a missing vhost...); the request was not
+    /// sent. The client stays unusable: every call fails so.
     #[error("could not reconnect to RabbitMQ after {attempts} attempt(s): {last}")]
     Connect {
         /// How many attempts were made.

@@ -66,8 +66,11 @@
 //! connection drops mid-handler, the message is delivered again. Each
 //! route's prefetch bounds its concurrency. [`WorkerHandle::stop`] is
 //! graceful: running handlers finish and are acked, prefetched messages go
-//! back to the queue. A lost connection is re-established with the
-//! [`RetryPolicy`], and every route set up again.
+//! back to the queue. A lost connection is recovered (a
+//! [`RecoveringConnection`](carehare_tokio::RecoveringConnection), with
+//! the [`RetryPolicy`]'s backoff) and every route set up again; an error
+//! that retrying can't fix (bad credentials, a missing vhost, a refused
+//! route) ends the worker instead, at once.
 //!
 //! ## Clusters
 //!
@@ -79,8 +82,7 @@
 //! queue lives on one node: choose [`QueueType::Quorum`] (with
 //! [`QueueWorker::queue_type`] or [`RouteOptions::queue_type`]) for routes
 //! that must keep working while a node is down. A [`Client`] made with
-//! [`Client::connect`] reconnects on its next call after losing its
-//! connection.
+//! [`Client::connect`] recovers its connection too.
 
 #![deny(unreachable_pub)]
 

@@ -156,7 +156,8 @@ impl QueueWorker {
     /// Connects (retrying as the [`RetryPolicy`](crate::RetryPolicy) says),
     /// declares every route's queue, starts consuming, and returns the
     /// handle that stops the worker. If the connection is lost later, the
-    /// worker reconnects on its own, with the same retry policy.
+    /// worker reconnects on its own (with the policy's backoff, for as long
+    /// as the errors may pass) and declares every route's queue again.
     ///
     /// ```no_run
     /// # async fn f(worker: carehare_worker::QueueWorker) -> Result<(), carehare_worker::WorkerError> {

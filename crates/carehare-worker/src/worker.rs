@@ -1,21 +1,23 @@
-//! The machinery both workers share: sessions (a connection with its
-//! routes), route loops, message processing, graceful stop and reconnects.
+//! The machinery both workers share: the recovering connection and its
+//! `setup`, route loops, message processing, graceful stop.
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use carehare_tokio::carehare_core::types::ShortStr;
 use carehare_tokio::{
-    AMQPValue, AckingConsumer, BasicProperties, Connection, ConsumerOptions, Error,
-    ExchangeOptions, FieldTable, Message, QueueOptions,
+    AMQPValue, BasicProperties, Connection, ConnectionError, ConsumerOptions, Error,
+    ExchangeOptions, FieldTable, QueueOptions, RecoveredMessage, RecoveringConnection,
+    RecoveringConsumer, RecoveringPublisher, Republish,
 };
 use futures_util::FutureExt;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
-use crate::connection::{ConnectionParameters, is_queue_unavailable, is_retryable};
+use crate::connection::{ConnectionParameters, is_queue_unavailable, watch_recovery};
 use crate::error::{RpcError, WorkerError};
 use crate::handler::{BoxFuture, Failure, QueueHandler, RpcHandler};
 use crate::wire;
@@ -31,9 +33,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLY_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long cancelled handlers get to unwind.
 const ABORT_WAIT: Duration = Duration::from_secs(1);
-/// A session lost sooner than this after it started makes the next
-/// reconnect wait (backing off as the retry policy says).
-const QUICK_LOSS: Duration = Duration::from_secs(5);
 
 /// Per-route settings, for [`QueueWorker::route_with`](crate::QueueWorker::route_with)
 /// and [`RpcWorker::route_with`](crate::RpcWorker::route_with).
@@ -143,6 +142,9 @@ pub(crate) struct WorkerCore {
     pub(crate) max_message_size: usize,
     /// The type of routes' queues whose options don't say.
     pub(crate) queue_type: QueueType,
+    /// The route whose declaration RabbitMQ refused in the latest `setup`,
+    /// and why: what a failed start or a recovery that gave up reports.
+    refused: Mutex<Option<(String, Error)>>,
 }
 
 impl WorkerCore {
@@ -154,6 +156,30 @@ impl WorkerCore {
             shutdown_timeout: Duration::from_secs(30),
             max_message_size: wire::DEFAULT_MAX_MESSAGE_SIZE,
             queue_type: QueueType::Classic,
+            refused: Mutex::new(None),
+        }
+    }
+
+    /// Notes that RabbitMQ refused `queue`'s declaration (or the RPC
+    /// dead-letter exchange's), if `e` is such a refusal.
+    fn note_refusal(&self, queue: &str, e: &Error) {
+        if matches!(e, Error::ChannelClosedByServer(_) | Error::Usage(_)) {
+            *self.refused.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((queue.to_string(), e.clone()));
+        }
+    }
+
+    /// Why connecting (with `attempts` attempts, the last failing with
+    /// `last`) ended for good: a refused route, or the connection.
+    fn connect_error(&self, attempts: u32, last: Error) -> WorkerError {
+        match self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some((queue, source)) => WorkerError::Route { queue, source },
+            None => WorkerError::Connect { attempts, last },
         }
     }
 
@@ -212,8 +238,10 @@ impl WorkerHandle {
     }
 
     /// Waits until the worker ends on its own, which it only does when it
-    /// lost its connection and could not reconnect (the retry policy ran
-    /// out), or a route could no longer be set up.
+    /// lost its connection and could not recover it (an error that
+    /// retrying can't fix, such as bad credentials), or a route could no
+    /// longer be set up (RabbitMQ refused it, or its queue's node stayed
+    /// down for the retry policy's attempts).
     ///
     /// ```no_run
     /// # async fn f(handle: carehare_worker::WorkerHandle) {
@@ -251,25 +279,36 @@ async fn join(task: JoinHandle<Result<(), WorkerError>>) -> Result<(), WorkerErr
     }
 }
 
-/// Connects, sets up every route and starts consuming; then supervises the
-/// worker in a task until it is stopped.
+/// Connects, sets up every route (in `setup`, which runs again on every
+/// reconnect) and starts consuming; then supervises the worker in a task
+/// until it is stopped.
 pub(crate) async fn run(core: WorkerCore) -> Result<WorkerHandle, WorkerError> {
     check_routes(&core)?;
     let core = Arc::new(core);
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let session = match start_with_retry(&core, &mut stop_rx).await {
-        Ok(session) => session,
-        Err(Start::Failed(e)) => return Err(e),
-        // Nobody can have sent a stop yet: the sender is ours.
-        Err(Start::Stopped) => return Err(WorkerError::Internal("stopped while starting".into())),
-    };
-    tracing::info!(
-        "{} consuming {} route(s) on {}",
-        core.name(),
-        core.routes.len(),
-        session.connection.address()
-    );
-    let task = tokio::spawn(supervise(core, session, stop_rx));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut recovery = core.params.retry().recovery_options();
+    // A reply the lost connection had not confirmed is not sent again on
+    // the next: its caller was often on the node that went away, and
+    // RabbitMQ closes a connection that replies to a caller on a node that
+    // is down (541 INTERNAL_ERROR), so the reply would close every new
+    // connection in turn. The request was not acked either: it is
+    // delivered again (if its queue survived) and answered then.
+    recovery.republish = Republish::FailInDoubt;
+    let rc = core
+        .params
+        .connect_recovering(recovery, setup(core.clone(), stop_rx.clone()))
+        .await
+        .map_err(|(attempts, last)| core.connect_error(attempts, last))?;
+    let attempts = watch_recovery(&rc, core.name());
+    if let Some(Ok(connection)) = rc.connection().now_or_never() {
+        tracing::info!(
+            routes = core.routes.len(),
+            address = %connection.address(),
+            "{} consuming",
+            core.name()
+        );
+    }
+    let task = tokio::spawn(supervise(core, rc, attempts, stop_rx));
     Ok(WorkerHandle {
         stop: stop_tx,
         task,
@@ -288,29 +327,80 @@ async fn stop_signalled(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-enum Start {
-    Stopped,
-    Failed(WorkerError),
+/// A connection closed by this side: what ends a `setup` interrupted by a
+/// stop (not transient: recovery ends).
+fn closed_by_client() -> Error {
+    Error::ConnectionClosed(ConnectionError::ClosedByClient)
 }
 
-/// Why a session could not start.
-enum SetupError {
-    /// Connecting failed, or the connection died during setup.
-    Connect(Error),
-    /// RabbitMQ refused a declaration or a consumer: permanent.
-    Route { queue: String, source: Error },
+/// The worker's `setup`, run on every (re)connect: declares the RPC
+/// dead-letter exchange (RPC workers) and every route's queue.
+fn setup(
+    core: Arc<WorkerCore>,
+    stop: watch::Receiver<bool>,
+) -> impl Fn(Connection) -> carehare_tokio::BoxFuture<'static, Result<(), Error>>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |connection| {
+        let (core, mut stop) = (core.clone(), stop.clone());
+        Box::pin(async move {
+            if core.kind == Kind::Rpc {
+                let options = ExchangeOptions {
+                    auto_delete: true,
+                    ..Default::default()
+                };
+                connection
+                    .exchange_declare(RPC_DLX, "headers", options)
+                    .await
+                    .inspect_err(|e| core.note_refusal(RPC_DLX, e))?;
+            }
+            for route in &core.routes {
+                declare_route(&core, &connection, route, &mut stop)
+                    .await
+                    .inspect_err(|e| core.note_refusal(&route.queue, e))?;
+            }
+            Ok(())
+        })
+    }
 }
 
-fn setup_error(queue: &str, e: Error) -> SetupError {
-    match e {
-        // A classic queue whose node is down or stopping: retrying helps
-        // once it is back (or, for a transient queue, once it is deleted).
-        e if is_queue_unavailable(&e) => SetupError::Connect(e),
-        Error::ChannelClosedByServer(_) | Error::Usage(_) => SetupError::Route {
-            queue: queue.to_string(),
-            source: e,
-        },
-        other => SetupError::Connect(other),
+/// Declares a route's queue. A classic queue whose node is down (`404
+/// NOT_FOUND`) is tried again, as the retry policy says: it comes back
+/// with its node. A stop interrupts the wait.
+async fn declare_route(
+    core: &WorkerCore,
+    connection: &Connection,
+    route: &Route,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let policy = core.params.retry();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let declared = connection
+            .queue_declare(&route.queue, queue_options(core, route))
+            .await;
+        match declared {
+            Ok(_) => return Ok(()),
+            Err(e) if is_queue_unavailable(&e) && attempts < policy.max_attempts => {
+                let delay = policy.jittered_delay_after(attempts);
+                tracing::info!(
+                    queue = route.queue,
+                    attempt = attempts,
+                    error = %e,
+                    ?delay,
+                    "the queue is unavailable (its node is down?); retrying"
+                );
+                tokio::select! {
+                    biased;
+                    () = stop_signalled(stop) => return Err(closed_by_client()),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -358,227 +448,200 @@ fn check_routes(core: &WorkerCore) -> Result<(), WorkerError> {
     Ok(())
 }
 
-/// Starts a session, retrying connection failures as the retry policy
-/// says. A stop interrupts it.
-async fn start_with_retry(
-    core: &Arc<WorkerCore>,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<Session, Start> {
-    let retry = core.params.retry();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let result = tokio::select! {
-            biased;
-            () = stop_signalled(stop) => return Err(Start::Stopped),
-            result = Session::start(core.clone()) => result,
-        };
-        let e = match result {
-            Ok(session) => return Ok(session),
-            Err(SetupError::Route { queue, source }) => {
-                return Err(Start::Failed(WorkerError::Route { queue, source }));
-            }
-            Err(SetupError::Connect(e)) => e,
-        };
-        if attempt >= retry.max_attempts || !is_retryable(&e) {
-            return Err(Start::Failed(WorkerError::Connect {
-                attempts: attempt,
-                last: e,
-            }));
-        }
-        let delay = retry.delay_after(attempt);
-        tracing::info!(
-            "{}: connecting failed (attempt {attempt}): {e}; retrying in {delay:?}",
-            core.name()
-        );
-        tokio::select! {
-            biased;
-            () = stop_signalled(stop) => return Err(Start::Stopped),
-            () = tokio::time::sleep(delay) => {}
-        }
-    }
-}
-
-/// Runs until stopped, reconnecting (and setting every route up again)
-/// when the connection is lost.
+/// Runs the routes until stopped, or until one ends for good (recovery
+/// gave up, or RabbitMQ refused a route): then stops the others
+/// gracefully, closes the connection, and ends with why.
 async fn supervise(
     core: Arc<WorkerCore>,
-    mut session: Session,
+    rc: RecoveringConnection<()>,
+    attempts: Arc<AtomicU32>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
-    // Sessions lost soon after they started, in a row: reconnecting backs
-    // off on those, so a route that keeps failing can't spin.
-    let mut quick_losses = 0;
-    loop {
-        let started = Instant::now();
-        let lost = tokio::select! {
-            biased;
-            () = stop_signalled(&mut stop) => None,
-            Some(ended) = session.routes.join_next(), if !session.routes.is_empty() => {
-                Some(match ended {
-                    Ok(report) => match report.lost {
-                        Some(e) => format!("the consumer of {:?} ended: {e}", report.queue),
-                        None => format!("the consumer of {:?} ended", report.queue),
-                    },
-                    Err(e) => format!("a route task failed: {e}"),
-                })
-            }
-            why = session.connection.closed() => Some(format!("the connection closed: {why}")),
-        };
-        let abandoned = session.shutdown(&core).await;
-        let Some(why) = lost else {
-            tracing::info!("{} stopped", core.name());
-            return if abandoned == 0 {
-                Ok(())
-            } else {
-                Err(WorkerError::ShutdownTimedOut { abandoned })
-            };
-        };
-        tracing::warn!("{}: {why}; reconnecting", core.name());
-        if started.elapsed() < QUICK_LOSS {
-            quick_losses += 1;
-            let delay = core.params.retry().delay_after(quick_losses);
-            tokio::select! {
-                biased;
-                () = stop_signalled(&mut stop) => return Ok(()),
-                () = tokio::time::sleep(delay) => {}
-            }
-        } else {
-            quick_losses = 0;
-        }
-        session = match start_with_retry(&core, &mut stop).await {
-            Ok(session) => session,
-            Err(Start::Stopped) => return Ok(()),
-            Err(Start::Failed(e)) => {
-                tracing::error!("{}: giving up: {e}", core.name());
-                return Err(e);
-            }
-        };
-        tracing::info!(
-            "{} reconnected, to {}",
-            core.name(),
-            session.connection.address()
-        );
+    // Replies: at most one per running handler.
+    let window = core
+        .routes
+        .iter()
+        .map(|r| usize::from(r.options.prefetch))
+        .sum();
+    let publisher = rc.publisher(window);
+    let (stop_routes, routes_stopped) = watch::channel(false);
+    let mut routes = JoinSet::new();
+    for route in &core.routes {
+        routes.spawn(route_loop(
+            core.clone(),
+            route.clone(),
+            rc.clone(),
+            publisher.clone(),
+            routes_stopped.clone(),
+        ));
     }
-}
-
-/// One connection with a consumer per route.
-struct Session {
-    connection: Connection,
-    routes: JoinSet<RouteReport>,
-    stop: watch::Sender<bool>,
+    let first_end = tokio::select! {
+        biased;
+        () = stop_signalled(&mut stop) => None,
+        Some(ended) = routes.join_next() => Some(ended),
+    };
+    let _ = stop_routes.send(true);
+    let mut abandoned = 0;
+    let mut failure = None;
+    let mut note = |ended: Result<RouteReport, JoinError>| match ended {
+        Ok(report) => {
+            abandoned += report.abandoned;
+            if failure.is_none() {
+                failure = report.end.map(|end| match end {
+                    RouteEnd::Refused(source) => WorkerError::Route {
+                        queue: report.queue,
+                        source,
+                    },
+                    RouteEnd::Ended(last) => {
+                        core.connect_error(attempts.load(Ordering::Relaxed), last)
+                    }
+                });
+            }
+        }
+        Err(e) => {
+            failure.get_or_insert(WorkerError::Internal(format!("a route task failed: {e}")));
+        }
+    };
+    if let Some(ended) = first_end {
+        note(ended);
+    }
+    let limit = core.shutdown_timeout + ABORT_WAIT + CLOSE_TIMEOUT + Duration::from_secs(1);
+    let joined = tokio::time::timeout(limit, async {
+        while let Some(ended) = routes.join_next().await {
+            note(ended);
+        }
+    })
+    .await;
+    if joined.is_err() {
+        abandoned += routes.len();
+        routes.abort_all();
+    }
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, rc.close()).await;
+    match failure {
+        Some(e) => {
+            tracing::error!(error = %e, "{}: giving up", core.name());
+            Err(e)
+        }
+        None if abandoned > 0 => Err(WorkerError::ShutdownTimedOut { abandoned }),
+        None => {
+            tracing::info!("{} stopped", core.name());
+            Ok(())
+        }
+    }
 }
 
 /// How a route loop ended.
 struct RouteReport {
     queue: String,
-    /// Why the consumer ended, if it was not asked to stop.
-    lost: Option<Error>,
+    /// Why it ended, if it was not asked to stop.
+    end: Option<RouteEnd>,
     /// Handlers cancelled at the shutdown timeout.
     abandoned: usize,
 }
 
-impl Session {
-    async fn start(core: Arc<WorkerCore>) -> Result<Session, SetupError> {
-        let connection = carehare_tokio::connect_with(core.params.options().clone())
-            .await
-            .map_err(SetupError::Connect)?;
-        if core.kind == Kind::Rpc {
-            let options = ExchangeOptions {
-                auto_delete: true,
-                ..Default::default()
-            };
-            connection
-                .exchange_declare(RPC_DLX, "headers", options)
-                .await
-                .map_err(|e| setup_error(RPC_DLX, e))?;
-        }
-        let mut consumers = Vec::with_capacity(core.routes.len());
-        for route in &core.routes {
-            connection
-                .queue_declare(&route.queue, queue_options(&core, route))
-                .await
-                .map_err(|e| setup_error(&route.queue, e))?;
-            let options = ConsumerOptions {
-                prefetch_count: route.options.prefetch,
-                ..Default::default()
-            };
-            let consumer = connection
-                .consumer(&route.queue, options)
-                .await
-                .map_err(|e| setup_error(&route.queue, e))?;
-            consumers.push(Arc::new(consumer));
-        }
-        let (stop, stop_rx) = watch::channel(false);
-        let mut routes = JoinSet::new();
-        for (route, consumer) in core.routes.iter().zip(consumers) {
-            routes.spawn(route_loop(
-                core.clone(),
-                route.clone(),
-                consumer,
-                connection.clone(),
-                stop_rx.clone(),
-            ));
-        }
-        Ok(Session {
-            connection,
-            routes,
-            stop,
-        })
-    }
+/// Why a route loop ended by itself.
+enum RouteEnd {
+    /// RabbitMQ refused the route's consumer or queue.
+    Refused(Error),
+    /// The recovering connection ended (recovery gave up): why.
+    Ended(Error),
+}
 
-    /// Stops every route (each lets its handlers finish, then closes its
-    /// consumer), then closes the connection. Returns how many handlers had
-    /// to be cancelled.
-    async fn shutdown(mut self, core: &WorkerCore) -> usize {
-        let _ = self.stop.send(true);
-        let mut abandoned = 0;
-        let limit = core.shutdown_timeout + ABORT_WAIT + CLOSE_TIMEOUT + Duration::from_secs(1);
-        let routes = &mut self.routes;
-        let joined = tokio::time::timeout(limit, async {
-            while let Some(ended) = routes.join_next().await {
-                if let Ok(report) = ended {
-                    abandoned += report.abandoned;
-                }
-            }
-        })
-        .await;
-        if joined.is_err() {
-            abandoned += self.routes.len();
-            self.routes.abort_all();
-        }
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.connection.close()).await;
-        abandoned
+/// The error the recovering connection ended with (recovery gave up, or
+/// it was closed), if it has ended.
+fn ended(rc: &RecoveringConnection<()>) -> Option<Error> {
+    match rc.connection().now_or_never() {
+        Some(Err(Error::RecoveryTimeout(_))) | Some(Ok(_)) | None => None,
+        Some(Err(cause)) => Some(cause),
     }
 }
 
-/// Takes messages from one route's consumer and handles each in its own
-/// task; the prefetch bounds how many run at once.
+/// Takes messages from one route's consumer (which re-subscribes after
+/// every reconnect) and handles each in its own task; the prefetch bounds
+/// how many run at once, across reconnects too.
 async fn route_loop(
     core: Arc<WorkerCore>,
     route: Arc<Route>,
-    consumer: Arc<AckingConsumer>,
-    connection: Connection,
+    rc: RecoveringConnection<()>,
+    publisher: RecoveringPublisher<()>,
     mut stop: watch::Receiver<bool>,
 ) -> RouteReport {
+    let options = ConsumerOptions {
+        prefetch_count: route.options.prefetch,
+        ..Default::default()
+    };
+    let subscribe = || {
+        let queue = route.queue.clone();
+        Arc::new(rc.consumer(move |_: &()| queue.clone(), options.clone()))
+    };
+    // Handlers still running when the connection was lost finish while
+    // the new subscription delivers: the permits keep them within the
+    // prefetch together.
+    let permits = Arc::new(Semaphore::new(usize::from(route.options.prefetch.max(1))));
+    let mut consumer = subscribe();
     let mut tasks = JoinSet::new();
-    let lost = loop {
-        tokio::select! {
+    let mut attempt = 0;
+    let end = loop {
+        let next = async {
+            let permit = permits.clone().acquire_owned().await.ok();
+            (permit, consumer.next().await)
+        };
+        let (permit, next) = tokio::select! {
             biased;
             () = stop_signalled(&mut stop) => break None,
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => log_join(&route.queue, joined),
-            next = consumer.next() => match next {
-                Ok(message) => {
-                    tasks.spawn(process(
-                        core.clone(),
-                        route.clone(),
-                        consumer.clone(),
-                        connection.clone(),
-                        message,
-                    ));
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                log_join(&route.queue, joined);
+                continue;
+            }
+            next = next => next,
+        };
+        match next {
+            Ok(message) => {
+                attempt = 0;
+                tasks.spawn(process(
+                    core.clone(),
+                    route.clone(),
+                    consumer.clone(),
+                    publisher.clone(),
+                    message,
+                    permit,
+                ));
+            }
+            // An outage timeout ran out: keep waiting.
+            Err(Error::RecoveryTimeout(_)) => {}
+            Err(e) => {
+                if let Some(cause) = ended(&rc) {
+                    break Some(RouteEnd::Ended(cause));
                 }
-                Err(e) => break Some(e),
-            },
+                // Its queue was deleted (its node went down), or is on a
+                // node that is down: declare it again (here, or on its
+                // node when it is back), then consume anew.
+                let gone =
+                    matches!(e, Error::ConsumerCancelledByServer) || is_queue_unavailable(&e);
+                if !gone {
+                    break Some(RouteEnd::Refused(e));
+                }
+                tracing::warn!(queue = route.queue, error = %e, "the consumer ended; declaring the queue again");
+                attempt += 1;
+                let delay = core.params.retry().jittered_delay_after(attempt);
+                tokio::select! {
+                    biased;
+                    () = stop_signalled(&mut stop) => break None,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                match rc.connection().await {
+                    Ok(connection) => {
+                        match declare_route(&core, &connection, &route, &mut stop).await {
+                            // Lost meanwhile: recovery declares it.
+                            Ok(()) | Err(Error::ConnectionClosed(_)) => {}
+                            Err(e) => break Some(RouteEnd::Refused(e)),
+                        }
+                    }
+                    Err(Error::RecoveryTimeout(_)) => {}
+                    Err(cause) => break Some(RouteEnd::Ended(cause)),
+                }
+                consumer = subscribe();
+            }
         }
     };
     let abandoned = drain(&route.queue, &mut tasks, core.shutdown_timeout).await;
@@ -586,7 +649,7 @@ async fn route_loop(
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, consumer.close()).await;
     RouteReport {
         queue: route.queue.clone(),
-        lost,
+        end,
         abandoned,
     }
 }
@@ -642,16 +705,19 @@ async fn guarded<T>(
     result.unwrap_or_else(|panic| Err(Failure::Handler(RpcError::panic(&*panic))))
 }
 
-/// Handles one message and settles it.
+/// Handles one message and settles it (a message of a connection lost
+/// since can't be: RabbitMQ delivers it again). The permit is the
+/// handler's slot in the route's prefetch.
 async fn process(
     core: Arc<WorkerCore>,
     route: Arc<Route>,
-    consumer: Arc<AckingConsumer>,
-    connection: Connection,
-    message: Message,
+    consumer: Arc<RecoveringConsumer<()>>,
+    publisher: RecoveringPublisher<()>,
+    message: RecoveredMessage,
+    _permit: Option<OwnedSemaphorePermit>,
 ) {
     let queue = route.queue.as_str();
-    let tag = message.delivery_tag;
+    let tag = message.tag;
     let json = wire::gunzip(&message.body, core.max_message_size);
     let limit = route.options.handler_timeout;
     match &route.handler {
@@ -661,16 +727,16 @@ async fn process(
                 Err(e) => Err(Failure::Malformed(e)),
             };
             match outcome {
-                Ok(()) => consumer.ack(tag),
+                Ok(()) => settled(queue, consumer.ack(tag)),
                 Err(Failure::Malformed(e)) => {
                     tracing::warn!("{queue}: rejecting a malformed message (not requeued): {e}");
-                    consumer.reject(tag, false);
+                    settled(queue, consumer.nack(tag, false));
                 }
                 Err(Failure::Handler(e)) => {
                     tracing::error!(
                         "{queue}: the handler failed: {e}; rejecting the message (not requeued)"
                     );
-                    consumer.reject(tag, false);
+                    settled(queue, consumer.nack(tag, false));
                 }
             }
         }
@@ -717,7 +783,14 @@ async fn process(
                             .map(|d| d.as_secs()),
                         ..Default::default()
                     };
-                    let confirm = connection.publish_with(body, "", reply_to, &properties);
+                    // On the live connection (not sent again if it is
+                    // lost before RabbitMQ confirms: see `run`).
+                    let confirm = async {
+                        publisher
+                            .publish_with(body, "", reply_to, &properties)
+                            .await?
+                            .await
+                    };
                     let sent = match tokio::time::timeout(REPLY_CONFIRM_TIMEOUT, confirm).await {
                         Ok(sent) => sent.map_err(|e| e.to_string()),
                         Err(_) => Err(format!("not confirmed within {REPLY_CONFIRM_TIMEOUT:?}")),
@@ -726,7 +799,7 @@ async fn process(
                         tracing::error!(
                             "{queue}: could not send the reply to {reply_to}: {e}; rejecting the request"
                         );
-                        consumer.reject(tag, false);
+                        settled(queue, consumer.nack(tag, false));
                         return;
                     }
                 }
@@ -735,10 +808,21 @@ async fn process(
                 }
             }
             if malformed {
-                consumer.reject(tag, false);
+                settled(queue, consumer.nack(tag, false));
             } else {
-                consumer.ack(tag);
+                settled(queue, consumer.ack(tag));
             }
         }
+    }
+}
+
+/// Notes a message that could not be settled: it came on a connection
+/// lost since, and RabbitMQ delivers it again.
+fn settled(queue: &str, done: bool) {
+    if !done {
+        tracing::debug!(
+            queue,
+            "the message's connection was lost: it will be delivered again"
+        );
     }
 }

@@ -469,8 +469,9 @@ async fn connecting_retries_with_backoff_then_fails_with_a_typed_error() {
             }) => {}
             other => panic!("expected Connect after 3 attempts, got {other:?}"),
         }
+        // 50 ms then 100 ms, each jittered down by at most half.
         assert!(
-            started.elapsed() >= Duration::from_millis(150),
+            started.elapsed() >= Duration::from_millis(75),
             "it waited between attempts"
         );
         match Client::connect(&params).await {
@@ -478,12 +479,32 @@ async fn connecting_retries_with_backoff_then_fails_with_a_typed_error() {
             other => panic!("expected Connect, got {other:?}"),
         }
 
-        // Bad credentials fail at once: retrying can't fix them.
+        // Bad credentials and a missing vhost fail at once: retrying
+        // can't fix them.
         let bad = ConnectionParameters::new("127.0.0.1", 5672, "guest", "wrong-password");
-        let mut worker = QueueWorker::new(bad);
+        let mut worker = QueueWorker::new(bad.clone());
         worker.route("never", |_: u32| async {});
         match worker.run().await {
+            Err(WorkerError::Connect { attempts: 1, last }) => {
+                assert!(!last.is_transient(), "{last}");
+                assert_eq!(last.reply_code(), Some(403), "{last}");
+            }
+            other => panic!("expected Connect after 1 attempt, got {other:?}"),
+        }
+        match Client::connect(&bad).await {
             Err(WorkerError::Connect { attempts: 1, .. }) => {}
+            other => panic!("expected Connect after 1 attempt, got {other:?}"),
+        }
+        let vhost = unique("no-such-vhost");
+        let missing =
+            ConnectionParameters::from_url(&format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"))
+                .unwrap();
+        let mut worker = QueueWorker::new(missing);
+        worker.route("never", |_: u32| async {});
+        match worker.run().await {
+            Err(WorkerError::Connect { attempts: 1, last }) => {
+                assert_eq!(last.reply_code(), Some(530), "{last}");
+            }
             other => panic!("expected Connect after 1 attempt, got {other:?}"),
         }
     })
@@ -563,6 +584,109 @@ async fn the_worker_reconnects_after_losing_its_connection() {
         handle.stop().await.expect("stop");
         delete(&client.connection(), &[&queue]).await;
         client.close().await;
+    })
+    .await;
+}
+
+/// A TCP forwarder to the test broker that the test can cut: while cut
+/// (`false`), it drops every connection through it, open or new.
+async fn forwarder() -> (u16, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (open, rx) = tokio::sync::watch::channel(true);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut rx = rx.clone();
+            tokio::spawn(async move {
+                if !*rx.borrow() {
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5672").await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = rx.wait_for(|open| !*open) => {}
+                }
+            });
+        }
+    });
+    (port, open)
+}
+
+/// RabbitMQ refuses a route when the worker sets it up again after a
+/// reconnect (its queue was redeclared with other settings while the
+/// worker was away): the worker stops at once (it does not retry what
+/// can't succeed) and `join` says which route and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_route_refused_after_a_reconnect_ends_the_worker_with_a_typed_error() {
+    within(LIMIT, "test", async {
+        let queue = unique("refused-later");
+        let (port, open) = forwarder().await;
+        let through = ConnectionParameters::new("127.0.0.1", port, "guest", "guest");
+        let mut worker = QueueWorker::new(through);
+        worker.route(&queue, |_: u32| async {});
+        let handle = worker.run().await.expect("run");
+        // The worker is cut off, and keeps trying to reconnect.
+        open.send_replace(false);
+        let connection = connect().await;
+        within(Duration::from_secs(10), "the consumer gone", async {
+            while connection
+                .queue_declare(
+                    &queue,
+                    QueueOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap()
+                .consumer_count
+                > 0
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        connection.queue_delete(&queue, false, false).await.unwrap();
+        // Not durable: the worker's durable declaration is refused.
+        declare(&connection, &queue).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!handle.is_finished(), "the worker waits for the broker");
+        open.send_replace(true);
+        match within(Duration::from_secs(20), "the worker's end", handle.join()).await {
+            Err(WorkerError::Route { queue: q, source }) => {
+                assert_eq!(q, queue);
+                assert_eq!(source.reply_code(), Some(406), "{source}");
+            }
+            other => panic!("expected Route, got {other:?}"),
+        }
+        delete(&connection, &[&queue]).await;
+    })
+    .await;
+}
+
+/// The same when the route's queue is deleted while the worker consumes
+/// it and someone declares it again with other settings: the worker
+/// declares it again, is refused, and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_route_whose_queue_comes_back_different_ends_the_worker_with_a_typed_error() {
+    within(LIMIT, "test", async {
+        let queue = unique("refused-redeclared");
+        let mut worker = QueueWorker::new(params());
+        worker.route(&queue, |_: u32| async {});
+        let handle = worker.run().await.expect("run");
+        let connection = connect().await;
+        connection.queue_delete(&queue, false, false).await.unwrap();
+        declare(&connection, &queue).await;
+        match within(Duration::from_secs(20), "the worker's end", handle.join()).await {
+            Err(WorkerError::Route { queue: q, source }) => {
+                assert_eq!(q, queue);
+                assert_eq!(source.reply_code(), Some(406), "{source}");
+            }
+            other => panic!("expected Route, got {other:?}"),
+        }
+        delete(&connection, &[&queue]).await;
     })
     .await;
 }

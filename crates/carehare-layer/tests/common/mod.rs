@@ -27,12 +27,10 @@ pub fn broker() {
     });
 }
 
-/// A config for the test broker, reconnecting quickly.
+/// A config for the test broker.
 pub fn config() -> Config {
     broker();
-    let mut config = Config::new(URL);
-    config.reconnect_delay = Duration::from_millis(200);
-    config
+    Config::new(URL)
 }
 
 /// A layer on the test broker, connected.
