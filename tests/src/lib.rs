@@ -15,6 +15,7 @@ pub mod locks;
 pub mod proxy;
 pub mod publish;
 pub mod python;
+pub mod recovery;
 pub mod scenarios;
 
 use std::collections::VecDeque;
