@@ -11,9 +11,11 @@
 pub mod cluster;
 pub mod consume;
 pub mod faults;
+pub mod locks;
 pub mod proxy;
 pub mod publish;
 pub mod python;
+pub mod recovery;
 pub mod scenarios;
 
 use std::collections::VecDeque;
@@ -326,6 +328,12 @@ impl Blocking {
 /// # Panics
 /// If the command fails: the test cannot go on.
 pub fn rabbitmqctl(args: &str) -> String {
+    try_rabbitmqctl(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`rabbitmqctl`] that returns its failure instead of panicking (for
+/// drop guards).
+pub fn try_rabbitmqctl(args: &str) -> Result<String, String> {
     let script = format!(
         "source '{}/../test-server/env.sh' && rabbitmqctl {args}",
         env!("CARGO_MANIFEST_DIR")
@@ -334,13 +342,14 @@ pub fn rabbitmqctl(args: &str) -> String {
         .arg("-c")
         .arg(&script)
         .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .map_err(|e| format!("rabbitmqctl {args}: bash: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "rabbitmqctl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Force-closes the connection whose client-provided name is `name`.

@@ -453,6 +453,12 @@ impl Proxy {
     pub fn connections(&self) -> usize {
         lock(&self.shared.conns).len()
     }
+
+    /// The number of connections forwarded since the start, live or not:
+    /// how many times a client connected (and the upstream accepted).
+    pub fn served(&self) -> u64 {
+        self.shared.next_id.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Proxy {
@@ -749,6 +755,7 @@ mod tests {
         wait_until("one connection", || proxy.connections() == 1);
         drop(b);
         wait_until("no connection", || proxy.connections() == 0);
+        assert_eq!(proxy.served(), 2);
     }
 
     #[test]

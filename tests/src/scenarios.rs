@@ -117,6 +117,7 @@ macro_rules! scenarios {
         $crate::publish_scenarios!($block_on, $runtime);
         $crate::consume_scenarios!($block_on, $runtime);
         $crate::fault_scenarios!($block_on, $runtime);
+        $crate::recovery_scenarios!($block_on, $runtime);
     };
 }
 

@@ -222,6 +222,15 @@ async fn supervise<T: Clone + Send + Sync + 'static>(
                 Err(e) => Err(e),
             };
             let Some(rec) = shared.upgrade() else { return };
+            if rec.ended().is_some() {
+                // Closed while this attempt ran: nothing to install, retry
+                // or give up on, and no event to announce.
+                drop(rec);
+                if let Ok((connection, _)) = result {
+                    let _ = connection.close().await;
+                }
+                return;
+            }
             match result {
                 Ok((connection, topology)) => {
                     connected_at = runtime.now();

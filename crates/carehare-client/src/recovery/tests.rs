@@ -13,7 +13,7 @@ use carehare_core::method::*;
 use carehare_core::properties::BasicProperties;
 use carehare_core::testing;
 use carehare_core::types::ShortStr;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 use super::*;
 use crate::error::ConnectionError;
@@ -520,6 +520,73 @@ fn close_during_an_outage_returns_at_once_and_answers_every_waiter() {
     );
     assert!(by_client(&published), "{published:?}");
     assert!(by_client(&consumed), "{consumed:?}");
+}
+
+#[test]
+fn close_during_a_hanging_reconnect_ends_recovery_without_another_event() {
+    let world = Arc::new(Mutex::new(World::default()));
+    let first = Behaviour {
+        drop_after_publishes: Some(1),
+        ack: 0,
+        ..POLITE
+    };
+    let w = world.clone();
+    let sim = with_network(move |now, n, io| {
+        w.lock().unwrap().attempts.push(now);
+        if n == 0 {
+            return Ok(Box::pin(broker(io, 0, first, w.clone())));
+        }
+        // Accepts, then never answers: the attempt waits for its timeout.
+        Ok(Box::pin(async move {
+            let mut b = FakeBroker::silent(io);
+            b.expect_protocol_header().await;
+            while b.next_method().await.is_some() {}
+        }))
+    });
+    let mut opts = options();
+    opts.connection_timeout = Duration::from_secs(5);
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    let connection = sim
+        .block_on(RecoveringConnection::connect(
+            runtime,
+            opts,
+            RecoveryOptions::default(),
+            declare_setup,
+        ))
+        .unwrap();
+    let mut events = connection.events();
+    let publisher = connection.publisher(10);
+    let c = connection.clone();
+    let clock = sim.clone();
+    sim.block_on(async move {
+        // The connection drops after this publish; the reconnect hangs.
+        let _in_doubt = publisher.publish("m1", "", "q").await.unwrap();
+        clock
+            .sleep_until(clock.now() + Duration::from_secs(1))
+            .await;
+        c.close().await.unwrap();
+        // Long past the attempt's timeout and any backoff.
+        clock
+            .sleep_until(clock.now() + Duration::from_secs(60))
+            .await;
+    });
+    let seen: Vec<RecoveryEvent> =
+        std::iter::from_fn(|| events.next().now_or_never().flatten()).collect();
+    assert!(
+        matches!(
+            seen.as_slice(),
+            [
+                RecoveryEvent::Disconnected { .. },
+                RecoveryEvent::Connecting { attempt: 1 }
+            ]
+        ),
+        "nothing after the close: {seen:?}"
+    );
+    assert_eq!(
+        world.lock().unwrap().attempts.len(),
+        2,
+        "no attempt after close"
+    );
 }
 
 #[test]
