@@ -405,8 +405,10 @@ async fn the_client_reconnects_on_its_next_call_after_losing_its_connection() {
         let slow = unique("reconnecting-client-slow");
         let mut worker = RpcWorker::new(params());
         worker.route(&route, |n: u32| async move { n + 1 });
+        // Long enough that the call is still waiting when rabbitmqctl
+        // (seconds on a loaded machine) closes the client's connection.
         worker.route(&slow, |n: u32| async move {
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::time::sleep(Duration::from_secs(8)).await;
             n
         });
         let handle = worker.run().await.expect("run");
