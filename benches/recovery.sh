@@ -37,6 +37,8 @@ if [[ -z ${ONLY_REPORT:-} ]]; then
   flock -o "$broker_lock" test-server/start.sh >/dev/null
   flock -o -w 1200 "$cluster_lock" test-server/cluster-start.sh >/dev/null
   : >"$results"
+  # The commit measured, for the report (ONLY_REPORT may come later).
+  git describe --always --dirty >"$out/commit"
   for run in $(seq 1 "$runs"); do
     # Alternate which client goes first.
     if ((run % 2)); then clients="carehare lapin"; else clients="lapin carehare"; fi
@@ -61,7 +63,7 @@ fi
 
 rabbit=$( (source test-server/env.sh && rabbitmqctl version 2>/dev/null) | tail -1 || echo unknown)
 lapin=$(awk '/^name = "lapin"$/ {getline; gsub(/[^0-9.]/, ""); print}' benches/Cargo.lock)
-commit=$(git rev-parse --short HEAD)
+commit=$(cat "$out/commit" 2>/dev/null || git describe --always --dirty)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 date=$(date -u -r "$results" +%Y-%m-%d)
 command="RUNS=$runs benches/recovery.sh"
@@ -76,7 +78,7 @@ block = (
     f"Measured {date} at commit `{commit}`: RabbitMQ {rabbit} on the same machine, "
     f"lapin {lapin}, carehare-tokio from this tree, both on tokio's multi-threaded runtime; "
     f"{cores}, shared with other builds and tests, so timings are noisy.\n\n"
-    f"{body}\n\n![First confirm after the broker is reachable again, per run](recovery.svg)\n"
+    f"{body}\n\n![First confirm after the broker's port opened again, per run](recovery.svg)\n"
     "<!-- recovery-table:end -->"
 )
 doc = pathlib.Path("docs/reliability.md")

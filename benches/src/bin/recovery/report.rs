@@ -174,12 +174,13 @@ pub fn markdown(runs: &[Value], command: Option<&str>) -> String {
     s
 }
 
-/// Time to the first confirm after the broker was reachable again, one dot
-/// per run, a panel per scenario; the 1 s target dashed.
+/// Time from the broker's port accepting connections again to the first
+/// confirm, one dot per run, a panel per scenario; the 1 s target dashed.
 pub fn svg(runs: &[Value]) -> String {
     let (w, h) = (720.0, 360.0);
     let (left, right, top, bottom) = (60.0, 20.0, 40.0, 60.0);
-    let all: Vec<f64> = runs.iter().filter_map(|r| num(r, "ttr_ms")).collect();
+    const KEY: &str = "ttr_from_open_ms";
+    let all: Vec<f64> = runs.iter().filter_map(|r| num(r, KEY)).collect();
     let hi = (all.iter().copied().fold(1000.0, f64::max) / 1000.0)
         .ceil()
         .max(1.0);
@@ -204,7 +205,7 @@ pub fn svg(runs: &[Value]) -> String {
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">First confirm after the broker is reachable again (s), one dot per run</text>"#,
+        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">First confirm after the broker's port opened again (s), one dot per run</text>"#,
         w / 2.0
     );
     // Y axis: a line and a label every second (or every few when tall).
@@ -249,7 +250,7 @@ pub fn svg(runs: &[Value]) -> String {
             for (k, r) in of(runs, scenario, client).iter().enumerate() {
                 // Spread a column's dots a little so equal values show.
                 let dx = (k as f64 - 2.0) * 4.0;
-                match num(r, "ttr_ms").filter(|_| recovered(r)) {
+                match num(r, KEY).filter(|_| recovered(r)) {
                     Some(ms) => {
                         let _ = writeln!(
                             s,
