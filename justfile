@@ -14,6 +14,13 @@ test:
 bench:
     benches/run.sh
 
+# Recovery side by side with lapin: broker restart, link cuts, cluster node
+# kill, RUNS runs each (default 5); writes the table into
+# docs/reliability.md and docs/recovery.svg. ~25 min; restarts the broker
+# and kills cluster nodes (under their locks).
+recovery-bench RUNS="5":
+    RUNS={{RUNS}} benches/recovery.sh
+
 # Start (or reuse) the private RabbitMQ node on 127.0.0.1.
 broker-start:
     test-server/start.sh
