@@ -11,7 +11,10 @@
 //!   connection end);
 //! - `held` is non-empty only while `holding` (RabbitMQ blocked us), and is
 //!   sent in order, before anything newer, when it unblocks;
-//! - a `Permit` lives exactly as long as its publish is unsettled.
+//! - a `Permit` lives exactly as long as its publish is unsettled;
+//! - a channel that nacked `RETIRE_AFTER_NACKS` publishes in a row is
+//!   retired: it leaves `exchanges` (the next publish opens a fresh
+//!   channel) and is closed once its last publish is settled.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -171,6 +174,14 @@ struct Held {
     permit: Option<Permit>,
 }
 
+/// Nacks in a row after which a publish channel is replaced. RabbitMQ
+/// 3.10 nacks every publish, for good, on a channel that first published
+/// to a quorum queue while the queue had no leader (e.g. just after its
+/// leader's node died); a fresh channel publishes fine once the queue has
+/// elected a new leader. Other runs of nacks (a full queue with
+/// `x-overflow=reject-publish`) only cost a channel open now and then.
+const RETIRE_AFTER_NACKS: u32 = 64;
+
 /// A publish channel: one per exchange, in confirm mode.
 struct PublishChannel {
     /// The exchange this channel publishes to; `None` for an RPC channel,
@@ -178,6 +189,10 @@ struct PublishChannel {
     exchange: Option<String>,
     /// Unconfirmed publishes by sequence number.
     pending: BTreeMap<u64, PendingConfirm>,
+    /// Publishes nacked since the last ack.
+    nacks_in_a_row: u32,
+    /// Replaced: closed once `pending` is empty.
+    retired: bool,
 }
 
 #[derive(Default)]
@@ -335,6 +350,8 @@ impl Confirms {
             PublishChannel {
                 exchange: Some(exchange.to_string()),
                 pending: BTreeMap::new(),
+                nacks_in_a_row: 0,
+                retired: false,
             },
         );
         Ok(ch)
@@ -347,6 +364,8 @@ impl Confirms {
             PublishChannel {
                 exchange: None,
                 pending: BTreeMap::new(),
+                nacks_in_a_row: 0,
+                retired: false,
             },
         );
     }
@@ -369,17 +388,50 @@ impl Confirms {
     }
 
     /// Settles one confirm, or all up to `tag` when `multiple`.
-    pub(crate) fn settle(&mut self, channel: ChannelId, tag: u64, multiple: bool, ack: bool) {
+    pub(crate) fn settle(
+        &mut self,
+        conn: &mut Connection,
+        channel: ChannelId,
+        tag: u64,
+        multiple: bool,
+        ack: bool,
+    ) {
         let Some(p) = self.publishers.get_mut(&channel) else {
             return;
         };
+        let mut settled: u32 = 0;
         if multiple {
             let rest = p.pending.split_off(&(tag.saturating_add(1)));
             for (_, c) in std::mem::replace(&mut p.pending, rest) {
                 c.settle(ack);
+                settled = settled.saturating_add(1);
             }
         } else if let Some(c) = p.pending.remove(&tag) {
             c.settle(ack);
+            settled = 1;
+        }
+        if ack {
+            p.nacks_in_a_row = 0;
+        } else {
+            p.nacks_in_a_row = p.nacks_in_a_row.saturating_add(settled);
+        }
+        if !p.retired
+            && p.nacks_in_a_row >= RETIRE_AFTER_NACKS
+            && let Some(exchange) = &p.exchange
+        {
+            warn!(
+                channel,
+                nacks = p.nacks_in_a_row,
+                "publish channel nacks everything; publishing on a fresh one"
+            );
+            p.retired = true;
+            if self.exchanges.get(exchange) == Some(&channel) {
+                self.exchanges.remove(exchange);
+            }
+        }
+        if p.retired && p.pending.is_empty() {
+            self.publishers.remove(&channel);
+            let _ = conn.close_channel(channel);
         }
     }
 
@@ -409,7 +461,10 @@ impl Confirms {
     /// next publish to its exchange opens a fresh channel.
     pub(crate) fn channel_closed(&mut self, channel: ChannelId, why: &Error) {
         if let Some(p) = self.publishers.remove(&channel) {
-            if let Some(exchange) = &p.exchange {
+            // A retired channel's exchange may be on a fresh channel now.
+            if let Some(exchange) = &p.exchange
+                && self.exchanges.get(exchange) == Some(&channel)
+            {
                 self.exchanges.remove(exchange);
             }
             for (_, c) in p.pending {

@@ -183,12 +183,16 @@ impl Inner {
                 channel,
                 delivery_tag,
                 multiple,
-            } => self.confirms.settle(channel, delivery_tag, multiple, true),
+            } => self
+                .confirms
+                .settle(&mut self.conn, channel, delivery_tag, multiple, true),
             Event::Nack {
                 channel,
                 delivery_tag,
                 multiple,
-            } => self.confirms.settle(channel, delivery_tag, multiple, false),
+            } => self
+                .confirms
+                .settle(&mut self.conn, channel, delivery_tag, multiple, false),
             Event::ConsumerCancelled {
                 channel,
                 consumer_tag,

@@ -273,3 +273,81 @@ fn a_stopped_driver_answers_every_waiter_with_that_cause() {
         Error::ConnectionClosed(ConnectionError::DriverStopped)
     ));
 }
+
+#[test]
+fn a_channel_that_nacks_everything_is_replaced_and_closed_once_settled() {
+    let shared = open_shared();
+    let mut c: Vec<_> = (0..65).map(|_| publish(&shared, "", false, "x")).collect();
+    let mut inner = shared.lock();
+    let old = inner.confirms.channel_of("").unwrap();
+    feed(&mut inner, old, ChannelOpenOk::default());
+    feed(&mut inner, old, ConfirmSelectOk {});
+    sent(&mut inner);
+    for tag in 1..=64 {
+        let nack = BasicNack {
+            delivery_tag: tag,
+            multiple: false,
+            requeue: false,
+        };
+        feed(&mut inner, old, nack);
+    }
+    assert!(matches!(
+        settled(&mut c[0]),
+        Some(Err(Error::ServerSentNack))
+    ));
+    assert_eq!(
+        inner.confirms.channel_of(""),
+        None,
+        "retired after 64 nacks in a row"
+    );
+    assert_eq!(
+        inner.confirms.unsettled(old),
+        1,
+        "its last publish still waits"
+    );
+    drop(inner);
+    let _fresh = publish(&shared, "", false, "y");
+    let mut inner = shared.lock();
+    let fresh = inner.confirms.channel_of("").unwrap();
+    assert_ne!(fresh, old, "the next publish opens a fresh channel");
+    let mut out = testing::ClientOutput::new();
+    out.extend(&sent(&mut inner));
+    assert!(
+        std::iter::from_fn(|| out.next_method())
+            .all(|(ch, m)| ch != old || !matches!(m, Method::ChannelClose(_))),
+        "not closed while a publish on it is unsettled"
+    );
+    feed(
+        &mut inner,
+        old,
+        BasicAck {
+            delivery_tag: 65,
+            multiple: false,
+        },
+    );
+    assert!(matches!(settled(&mut c[64]), Some(Ok(()))));
+    let mut out = testing::ClientOutput::new();
+    out.extend(&sent(&mut inner));
+    let closes: Vec<u16> = std::iter::from_fn(|| out.next_method())
+        .filter(|(_, m)| matches!(m, Method::ChannelClose(_)))
+        .map(|(ch, _)| ch)
+        .collect();
+    assert_eq!(closes, [old], "closed once its last publish is settled");
+}
+
+#[test]
+fn a_few_nacks_keep_the_channel() {
+    let shared = open_shared();
+    let _c: Vec<_> = (0..10).map(|_| publish(&shared, "", false, "x")).collect();
+    let mut inner = shared.lock();
+    let ch = inner.confirms.channel_of("").unwrap();
+    feed(&mut inner, ch, ChannelOpenOk::default());
+    feed(&mut inner, ch, ConfirmSelectOk {});
+    let nack = BasicNack {
+        delivery_tag: 10,
+        multiple: true,
+        requeue: false,
+    };
+    feed(&mut inner, ch, nack);
+    assert_eq!(inner.confirms.channel_of(""), Some(ch));
+}
