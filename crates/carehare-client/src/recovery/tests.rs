@@ -8,9 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use carehare_core::method::*;
-use carehare_core::properties::BasicProperties;
 use carehare_core::testing;
 use carehare_core::types::ShortStr;
 use futures_util::{FutureExt, StreamExt};
@@ -18,43 +16,7 @@ use futures_util::{FutureExt, StreamExt};
 use super::*;
 use crate::error::ConnectionError;
 use crate::handles::consumer::ConsumerOptions;
-use crate::sim::{End, FakeBroker, SimRuntime, with_network};
-
-/// What every fake broker saw, by connection.
-#[derive(Default)]
-struct World {
-    /// Bodies published on each connection, in order.
-    published: Vec<Vec<String>>,
-    /// Delivery tags acked on each connection.
-    acked: Vec<Vec<u64>>,
-    /// Queue names consumed on each connection.
-    consumed: Vec<Vec<String>>,
-    /// Simulated times of every connect attempt.
-    attempts: Vec<Duration>,
-}
-
-/// How a fake broker behaves on one connection.
-#[derive(Clone, Copy)]
-struct Behaviour {
-    /// Ack at most this many publishes.
-    ack: usize,
-    /// Drop the socket after this many publishes.
-    drop_after_publishes: Option<usize>,
-    /// Deliver one message ("a") when a consumer starts, then drop the
-    /// socket once this many acks came (None: never).
-    deliver: bool,
-    drop_after_deliver: bool,
-    /// Close the connection with 541 on a publish of this body.
-    poison: Option<&'static str>,
-}
-
-const POLITE: Behaviour = Behaviour {
-    ack: usize::MAX,
-    drop_after_publishes: None,
-    deliver: false,
-    drop_after_deliver: false,
-    poison: None,
-};
+use crate::sim::{Behaviour, FakeBroker, POLITE, SimRuntime, World, serve, with_network};
 
 fn options() -> ConnectOptions {
     let mut options = ConnectOptions {
@@ -70,117 +32,6 @@ fn tune() -> ConnectionTune {
         heartbeat: 0,
         ..testing::server_tune()
     }
-}
-
-/// Plays one connection: answers opens, declares (naming server-named
-/// queues `amq.gen-N` for connection N), consumes, and publishes as
-/// `behaviour` says, recording everything in `world`.
-async fn broker(io: End, n: usize, behaviour: Behaviour, world: Arc<Mutex<World>>) {
-    let mut b = FakeBroker::accept(io, tune());
-    b.expect_handshake().await;
-    {
-        let mut w = world.lock().unwrap();
-        w.published.resize(n + 1, Vec::new());
-        w.acked.resize(n + 1, Vec::new());
-        w.consumed.resize(n + 1, Vec::new());
-    }
-    let mut publishes = 0;
-    loop {
-        let Some((channel, method)) = b.next_method().await else {
-            return;
-        };
-        let reply: Option<Method> = match method {
-            Method::ChannelOpen(_) => Some(ChannelOpenOk::default().into()),
-            Method::ConfirmSelect(_) => Some(ConfirmSelectOk {}.into()),
-            Method::BasicQos(_) => Some(BasicQosOk {}.into()),
-            Method::QueueDeclare(d) => {
-                let queue = if d.queue.is_empty() {
-                    ShortStr::new(format!("amq.gen-{n}")).unwrap()
-                } else {
-                    d.queue
-                };
-                Some(
-                    QueueDeclareOk {
-                        queue,
-                        message_count: 0,
-                        consumer_count: 0,
-                    }
-                    .into(),
-                )
-            }
-            Method::BasicConsume(c) => {
-                world.lock().unwrap().consumed[n].push(c.queue.to_string());
-                let ok = BasicConsumeOk {
-                    consumer_tag: ShortStr::from_static("amq.ctag-1"),
-                };
-                b.send(&testing::method_bytes(channel, ok));
-                if behaviour.deliver {
-                    let deliver = BasicDeliver {
-                        consumer_tag: ShortStr::from_static("amq.ctag-1"),
-                        delivery_tag: 1,
-                        redelivered: n > 0,
-                        ..Default::default()
-                    };
-                    let props = BasicProperties::default();
-                    b.send(&testing::content_bytes(
-                        channel, deliver, &props, b"a", 131_072,
-                    ));
-                    if behaviour.drop_after_deliver {
-                        return;
-                    }
-                }
-                None
-            }
-            Method::BasicAck(a) => {
-                world.lock().unwrap().acked[n].push(a.delivery_tag);
-                None
-            }
-            Method::BasicPublish(_) => {
-                publishes += 1;
-                // The body follows the method: take it from the raw frames.
-                let body = next_body(&mut b).await;
-                let poisoned = behaviour.poison == Some(body.as_str());
-                world.lock().unwrap().published[n].push(body);
-                if poisoned {
-                    let close = ConnectionClose {
-                        reply_code: 541,
-                        reply_text: ShortStr::from_static("INTERNAL_ERROR"),
-                        class_id: 60,
-                        method_id: 40,
-                    };
-                    b.send(&testing::method_bytes(0, close));
-                    while b.next_method().await.is_some() {}
-                    return;
-                }
-                if publishes <= behaviour.ack {
-                    let ack = BasicAck {
-                        delivery_tag: publishes as u64,
-                        multiple: false,
-                    };
-                    b.send(&testing::method_bytes(channel, ack));
-                }
-                if behaviour.drop_after_publishes == Some(publishes) {
-                    return;
-                }
-                None
-            }
-            Method::ChannelClose(_) => Some(ChannelCloseOk {}.into()),
-            Method::ConnectionClose(_) => {
-                b.send(&testing::method_bytes(0, ConnectionCloseOk {}));
-                return;
-            }
-            _ => None,
-        };
-        if let Some(reply) = reply {
-            b.send(&testing::method_bytes(channel, reply));
-        }
-    }
-}
-
-/// The body of the publish whose method was just read.
-async fn next_body(b: &mut FakeBroker) -> String {
-    let body: Bytes = b.next_body().await.unwrap();
-    String::from_utf8(body.to_vec()).unwrap()
 }
 
 /// A network where connection `n` (from 0) behaves as `plan(n)` says, and
@@ -202,7 +53,12 @@ fn network(
             *a += 1;
             *a - 1
         };
-        Ok(Box::pin(broker(io, n, plan(n), world.clone())))
+        Ok(Box::pin(serve(
+            FakeBroker::accept(io, tune()),
+            n,
+            plan(n),
+            world.clone(),
+        )))
     })
 }
 
@@ -398,7 +254,12 @@ fn a_permanent_refusal_gives_up_at_once() {
     let sim = with_network(move |now, n, io| {
         w.lock().unwrap().attempts.push(now);
         if n == 0 {
-            return Ok(Box::pin(broker(io, 0, first, w.clone())));
+            return Ok(Box::pin(serve(
+                FakeBroker::accept(io, tune()),
+                0,
+                first,
+                w.clone(),
+            )));
         }
         // The password changed meanwhile: 403 during the handshake.
         Ok(Box::pin(async move {
@@ -534,7 +395,12 @@ fn close_during_a_hanging_reconnect_ends_recovery_without_another_event() {
     let sim = with_network(move |now, n, io| {
         w.lock().unwrap().attempts.push(now);
         if n == 0 {
-            return Ok(Box::pin(broker(io, 0, first, w.clone())));
+            return Ok(Box::pin(serve(
+                FakeBroker::accept(io, tune()),
+                0,
+                first,
+                w.clone(),
+            )));
         }
         // Accepts, then never answers: the attempt waits for its timeout.
         Ok(Box::pin(async move {

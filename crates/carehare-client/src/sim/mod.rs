@@ -21,8 +21,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use carehare_core::frame::Frame;
-use carehare_core::method::{ConnectionTune, Method};
+use carehare_core::method::*;
+use carehare_core::properties::BasicProperties;
 use carehare_core::testing;
+use carehare_core::types::ShortStr;
 use futures_io::{AsyncRead, AsyncWrite};
 
 use crate::runtime::{BoxFuture, Runtime, Stream};
@@ -399,6 +401,155 @@ where
     }));
     *slot.lock().unwrap() = Some(Arc::downgrade(&runtime));
     runtime
+}
+
+// ---- A scripted broker for tests that need the whole conversation ----
+
+/// What every fake broker saw, by connection.
+#[derive(Default)]
+pub(crate) struct World {
+    /// Bodies published on each connection, in order.
+    pub(crate) published: Vec<Vec<String>>,
+    /// Delivery tags acked on each connection.
+    pub(crate) acked: Vec<Vec<u64>>,
+    /// Queue names consumed on each connection.
+    pub(crate) consumed: Vec<Vec<String>>,
+    /// Simulated times of every connect attempt.
+    pub(crate) attempts: Vec<Duration>,
+}
+
+/// How a fake broker behaves on one connection.
+#[derive(Clone, Copy)]
+pub(crate) struct Behaviour {
+    /// Ack at most this many publishes.
+    pub(crate) ack: usize,
+    /// Drop the socket after this many publishes.
+    pub(crate) drop_after_publishes: Option<usize>,
+    /// Deliver one message ("a") when a consumer starts...
+    pub(crate) deliver: bool,
+    /// ...and drop the socket right after it.
+    pub(crate) drop_after_deliver: bool,
+    /// Close the connection with 541 on a publish of this body.
+    pub(crate) poison: Option<&'static str>,
+}
+
+/// Answers everything and acks every publish.
+pub(crate) const POLITE: Behaviour = Behaviour {
+    ack: usize::MAX,
+    drop_after_publishes: None,
+    deliver: false,
+    drop_after_deliver: false,
+    poison: None,
+};
+
+/// Plays connection `n` after the handshake `b` sent: answers opens,
+/// declares (naming server-named queues `amq.gen-N`), consumes, and
+/// publishes as `behaviour` says, recording everything in `world`.
+pub(crate) async fn serve(
+    mut b: FakeBroker,
+    n: usize,
+    behaviour: Behaviour,
+    world: Arc<Mutex<World>>,
+) {
+    b.expect_handshake().await;
+    {
+        let mut w = world.lock().unwrap();
+        w.published.resize(n + 1, Vec::new());
+        w.acked.resize(n + 1, Vec::new());
+        w.consumed.resize(n + 1, Vec::new());
+    }
+    let mut publishes = 0;
+    loop {
+        let Some((channel, method)) = b.next_method().await else {
+            return;
+        };
+        let reply: Option<Method> = match method {
+            Method::ChannelOpen(_) => Some(ChannelOpenOk::default().into()),
+            Method::ConfirmSelect(_) => Some(ConfirmSelectOk {}.into()),
+            Method::BasicQos(_) => Some(BasicQosOk {}.into()),
+            Method::QueueDeclare(d) => {
+                let queue = if d.queue.is_empty() {
+                    ShortStr::new(format!("amq.gen-{n}")).unwrap()
+                } else {
+                    d.queue
+                };
+                Some(
+                    QueueDeclareOk {
+                        queue,
+                        message_count: 0,
+                        consumer_count: 0,
+                    }
+                    .into(),
+                )
+            }
+            Method::BasicConsume(c) => {
+                world.lock().unwrap().consumed[n].push(c.queue.to_string());
+                let ok = BasicConsumeOk {
+                    consumer_tag: ShortStr::from_static("amq.ctag-1"),
+                };
+                b.send(&testing::method_bytes(channel, ok));
+                if behaviour.deliver {
+                    let deliver = BasicDeliver {
+                        consumer_tag: ShortStr::from_static("amq.ctag-1"),
+                        delivery_tag: 1,
+                        redelivered: n > 0,
+                        ..Default::default()
+                    };
+                    let props = BasicProperties::default();
+                    b.send(&testing::content_bytes(
+                        channel, deliver, &props, b"a", 131_072,
+                    ));
+                    if behaviour.drop_after_deliver {
+                        return;
+                    }
+                }
+                None
+            }
+            Method::BasicAck(a) => {
+                world.lock().unwrap().acked[n].push(a.delivery_tag);
+                None
+            }
+            Method::BasicPublish(_) => {
+                publishes += 1;
+                // The body follows the method: take it from the raw frames.
+                let body = b.next_body().await.unwrap();
+                let body = String::from_utf8(body.to_vec()).unwrap();
+                let poisoned = behaviour.poison == Some(body.as_str());
+                world.lock().unwrap().published[n].push(body);
+                if poisoned {
+                    let close = ConnectionClose {
+                        reply_code: 541,
+                        reply_text: ShortStr::from_static("INTERNAL_ERROR"),
+                        class_id: 60,
+                        method_id: 40,
+                    };
+                    b.send(&testing::method_bytes(0, close));
+                    while b.next_method().await.is_some() {}
+                    return;
+                }
+                if publishes <= behaviour.ack {
+                    let ack = BasicAck {
+                        delivery_tag: publishes as u64,
+                        multiple: false,
+                    };
+                    b.send(&testing::method_bytes(channel, ack));
+                }
+                if behaviour.drop_after_publishes == Some(publishes) {
+                    return;
+                }
+                None
+            }
+            Method::ChannelClose(_) => Some(ChannelCloseOk {}.into()),
+            Method::ConnectionClose(_) => {
+                b.send(&testing::method_bytes(0, ConnectionCloseOk {}));
+                return;
+            }
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            b.send(&testing::method_bytes(channel, reply));
+        }
+    }
 }
 
 #[cfg(test)]

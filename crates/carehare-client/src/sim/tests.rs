@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use carehare_core::method::*;
 use carehare_core::testing;
-use carehare_core::types::ShortStr;
 
-use super::{FakeBroker, SimRuntime, duplex, with_broker};
+use super::{Behaviour, POLITE, SimRuntime, duplex, serve, with_broker};
 use crate::connect::connect_with_runtime;
 use crate::error::{ConnectionError, Error};
 use crate::options::ConnectOptions;
@@ -31,43 +30,6 @@ fn options(heartbeat: u16) -> ConnectOptions {
     };
     options.amqp.heartbeat = heartbeat;
     options
-}
-
-/// Answers what a client opens and closes; never acks, never delivers.
-async fn polite(mut broker: FakeBroker, ack_publishes: bool) {
-    broker.expect_handshake().await;
-    let mut published = 0;
-    while let Some((channel, method)) = broker.next_method().await {
-        let reply: Option<Method> = match method {
-            Method::ChannelOpen(_) => Some(ChannelOpenOk::default().into()),
-            Method::ConfirmSelect(_) => Some(ConfirmSelectOk {}.into()),
-            Method::BasicConsume(_) => Some(
-                BasicConsumeOk {
-                    consumer_tag: ShortStr::from_static("amq.ctag-1"),
-                }
-                .into(),
-            ),
-            Method::BasicPublish(_) if ack_publishes => {
-                published += 1;
-                Some(
-                    BasicAck {
-                        delivery_tag: published,
-                        multiple: false,
-                    }
-                    .into(),
-                )
-            }
-            Method::ChannelClose(_) => Some(ChannelCloseOk {}.into()),
-            Method::ConnectionClose(_) => {
-                broker.send(&testing::method_bytes(0, ConnectionCloseOk {}));
-                return;
-            }
-            _ => None,
-        };
-        if let Some(reply) = reply {
-            broker.send(&testing::method_bytes(channel, reply));
-        }
-    }
 }
 
 #[test]
@@ -165,7 +127,7 @@ fn close_without_close_ok_gives_up_after_the_close_timeout() {
 
 #[test]
 fn an_rpc_call_without_a_reply_times_out_on_time() {
-    let sim = with_broker(tune(0), |broker| polite(broker, true));
+    let sim = with_broker(tune(0), |broker| serve(broker, 0, POLITE, Arc::default()));
     let runtime: Arc<dyn Runtime> = sim.clone();
     let clock = sim.clone();
     let (result, took) = sim.block_on(async move {
@@ -192,7 +154,10 @@ fn an_rpc_call_without_a_reply_times_out_on_time() {
 
 #[test]
 fn a_driver_that_stops_answers_every_waiter_with_that_cause() {
-    let sim = with_broker(tune(0), |broker| polite(broker, false));
+    let sim = with_broker(tune(0), |broker| {
+        let never_ack = Behaviour { ack: 0, ..POLITE };
+        serve(broker, 0, never_ack, Arc::default())
+    });
     let runtime: Arc<dyn Runtime> = sim.clone();
     let connection =
         sim.block_on(async move { connect_with_runtime(runtime, options(0)).await.unwrap() });
