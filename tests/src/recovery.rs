@@ -1094,7 +1094,7 @@ pub async fn a_password_changed_while_connected_gives_up_with_403(rt: Arc<dyn Ru
     let kinds: Vec<String> = seen.iter().map(|(_, e)| format!("{e:?}")).collect();
     let [
         (lost_at, RecoveryEvent::Disconnected { cause: lost }),
-        (_, RecoveryEvent::Connecting { attempt: 1 }),
+        (_, RecoveryEvent::Connecting { attempt: 1, .. }),
         (gave_up_at, RecoveryEvent::GaveUp { cause }),
     ] = seen.as_slice()
     else {

@@ -39,6 +39,16 @@ pub async fn connect_with_runtime(
     runtime: Arc<dyn Runtime>,
     options: ConnectOptions,
 ) -> Result<Connection, Error> {
+    connect_observed(runtime, options, &|_| {}).await
+}
+
+/// [`connect_with_runtime`], calling `trying` with each address before it
+/// is tried (recovery reports it as an event).
+pub(crate) async fn connect_observed(
+    runtime: Arc<dyn Runtime>,
+    options: ConnectOptions,
+    trying: &(dyn Fn(&Address) + Sync),
+) -> Result<Connection, Error> {
     let deadline = runtime.now() + options.connection_timeout;
     // TLS settings are checked before any network traffic.
     let tls_settings = match &options.tls {
@@ -61,6 +71,7 @@ pub async fn connect_with_runtime(
             attempts.push((address, error));
             continue;
         }
+        trying(&address);
         // The certificate is checked against this address's host name.
         let tls = match &tls_settings {
             Some((config, t)) => Some((config.clone(), tls::server_name(t, &address.host)?)),

@@ -410,7 +410,9 @@ where
                 RecoveryEvent::Disconnected { cause } => {
                     tracing::warn!(error = %cause, "{name}: the connection was lost; reconnecting");
                 }
-                RecoveryEvent::Connecting { attempt } => counted.store(attempt, Ordering::Relaxed),
+                RecoveryEvent::Connecting { attempt, .. } => {
+                    counted.store(attempt, Ordering::Relaxed)
+                }
                 RecoveryEvent::Connected { address } => {
                     tracing::info!(%address, "{name} reconnected");
                 }

@@ -153,6 +153,17 @@ impl<T: Clone + Send + Sync + 'static> RecoveringConsumer<T> {
         }
     }
 
+    /// Subscribes now, if not subscribed yet, instead of on the first
+    /// [`next`](Self::next): e.g. so that the consumer is registered with
+    /// RabbitMQ before publishing starts. Waits for recovery like `next`.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a cancelled call leaves the consumer subscribed or
+    /// not, and the next call carries on.
+    pub async fn subscribe(&self) -> Result<(), Error> {
+        self.subscription().await.map(drop)
+    }
+
     /// Forgets the subscription on `generation`.
     fn lost(&self, generation: u64) {
         let mut sub = self.lock();

@@ -4,7 +4,11 @@
 //! - each subscriber holds at most `CAPACITY` events: when a slow
 //!   subscriber's queue is full, its oldest event is dropped and counted,
 //!   so a subscriber that never reads costs bounded memory;
-//! - a subscriber whose stream was dropped is forgotten at the next event.
+//! - a subscriber whose stream was dropped is forgotten at the next event;
+//! - until the first connection is up (when it is made in the background),
+//!   `early` keeps the events so far (at most `CAPACITY`), and a new
+//!   subscriber starts with them: a stream taken right after `connect`
+//!   misses none of the first connect's events.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -23,16 +27,26 @@ const CAPACITY: usize = 64;
 ///
 /// ```
 /// use carehare_client::RecoveryEvent;
-/// let event = RecoveryEvent::Connecting { attempt: 1 };
-/// assert!(matches!(event, RecoveryEvent::Connecting { attempt: 1 }));
+/// # fn f(event: RecoveryEvent) {
+/// match event {
+///     RecoveryEvent::Connecting { address, attempt } => println!("attempt {attempt}: {address}"),
+///     RecoveryEvent::GaveUp { cause } => eprintln!("gave up: {cause}"),
+///     _ => {}
+/// }
+/// # }
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum RecoveryEvent {
-    /// Reconnect attempt `attempt` (from 1) is about to start, after its
-    /// backoff; each attempt tries every configured address in order.
+    /// Attempt `attempt` (from 1) is about to try `address`, after its
+    /// backoff. Each attempt tries every configured address in turn (see
+    /// [`ConnectOptions`](crate::ConnectOptions)), so an attempt brings one
+    /// such event per address it tries.
     Connecting {
-        /// Which attempt of this outage.
+        /// The address about to be tried.
+        address: Address,
+        /// Which attempt of this outage (or of the first connect, with
+        /// [`RecoveryOptions::retry_first_connect`](crate::RecoveryOptions::retry_first_connect)).
         attempt: u32,
     },
     /// A new connection is up and `setup` succeeded on it.
@@ -45,7 +59,8 @@ pub enum RecoveryEvent {
         /// Why.
         cause: Error,
     },
-    /// Recovered: consumers and publishers carry on.
+    /// Recovered: consumers and publishers carry on. Not sent after the
+    /// first connection, which recovers nothing.
     Recovered {
         /// From the loss to the new connection's `setup` done.
         downtime: Duration,
@@ -70,17 +85,46 @@ struct Queue {
 #[derive(Default)]
 pub(super) struct Subscribers {
     queues: Vec<Weak<Mutex<Queue>>>,
+    /// The events before the first connection, while it is being made in
+    /// the background.
+    early: Option<VecDeque<RecoveryEvent>>,
 }
 
 impl Subscribers {
+    /// Subscribers for a connection whose first connect is still to come:
+    /// they replay its events to late subscribers.
+    pub(super) fn replaying() -> Self {
+        Self {
+            queues: Vec::new(),
+            early: Some(VecDeque::new()),
+        }
+    }
+
     pub(super) fn subscribe(&mut self) -> RecoveryEvents {
-        let queue = Arc::new(Mutex::new(Queue::default()));
+        let events = self.early.clone().unwrap_or_default();
+        let closed = events
+            .iter()
+            .any(|e| matches!(e, RecoveryEvent::GaveUp { .. }));
+        let queue = Arc::new(Mutex::new(Queue {
+            events,
+            closed,
+            ..Queue::default()
+        }));
         self.queues.push(Arc::downgrade(&queue));
         RecoveryEvents { queue }
     }
 
     pub(super) fn send(&mut self, event: RecoveryEvent) {
         let last = matches!(event, RecoveryEvent::GaveUp { .. });
+        if matches!(event, RecoveryEvent::Connected { .. }) {
+            self.early = None;
+        }
+        if let Some(early) = &mut self.early {
+            if early.len() == CAPACITY {
+                early.pop_front();
+            }
+            early.push_back(event.clone());
+        }
         self.queues.retain(|weak| {
             let Some(queue) = weak.upgrade() else {
                 return false;

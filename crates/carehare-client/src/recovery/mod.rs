@@ -33,7 +33,7 @@ pub use events::{RecoveryEvent, RecoveryEvents};
 pub use options::{RecoveryOptions, Republish};
 pub use publisher::{RecoveringConfirmation, RecoveringPublisher};
 
-use crate::connect::connect_with_runtime;
+use crate::connect::{connect_observed, connect_with_runtime};
 use crate::error::Error;
 use crate::handles::connection::Connection;
 use crate::options::ConnectOptions;
@@ -50,7 +50,9 @@ pub type Setup<T> = Arc<dyn Fn(Connection) -> BoxFuture<'static, Result<T, Error
 ///
 /// Made by `connect_recovering` in each adapter crate (or
 /// [`RecoveringConnection::connect`] with a runtime). The first connect and
-/// `setup` must succeed: their error is returned as is. After that, a lost
+/// `setup` must succeed: their error is returned as is (unless
+/// [`RecoveryOptions::retry_first_connect`] is set, which makes the first
+/// connection in the background, like a reconnect). After that, a lost
 /// connection is replaced, `setup` runs again on the new one, and
 /// [`consumer`](Self::consumer)s and [`publisher`](Self::publisher)s carry
 /// on. What is recovered and what is not is in `docs/reconnect.md`.
@@ -105,17 +107,23 @@ impl<T: Clone + Send + Sync + 'static> RecoveringConnection<T> {
         F: Fn(Connection) -> BoxFuture<'static, Result<T, Error>> + Send + Sync + 'static,
     {
         let setup: Setup<T> = Arc::new(setup);
-        let connection = connect_with_runtime(runtime.clone(), options.clone()).await?;
-        let topology = setup(connection.clone()).await?;
-        let address = connection.address().clone();
-        let (shared, handles_gone) = Recovery::new(runtime.clone(), recovery, connection, topology);
-        info!(%address, "connected; recovery is on");
+        let first = if recovery.retry_first_connect {
+            None
+        } else {
+            let connection = connect_with_runtime(runtime.clone(), options.clone()).await?;
+            let topology = setup(connection.clone()).await?;
+            info!(address = %connection.address(), "connected; recovery is on");
+            Some((connection, topology))
+        };
+        let background = first.is_none();
+        let (shared, handles_gone) = Recovery::new(runtime.clone(), recovery, first);
         let supervisor = supervise(
             Arc::downgrade(&shared),
             handles_gone,
             runtime.clone(),
             options,
             setup,
+            background,
         );
         runtime.spawn(Box::pin(supervisor));
         Ok(Self { shared })
@@ -153,7 +161,9 @@ impl<T: Clone + Send + Sync + 'static> RecoveringConnection<T> {
     }
 
     /// Lifecycle events from now on: connecting, connected, disconnected,
-    /// recovered, gave up.
+    /// recovered, gave up. While a first connection made in the background
+    /// ([`RecoveryOptions::retry_first_connect`]) is not up yet, the stream
+    /// also starts with that connect's events so far.
     pub fn events(&self) -> RecoveryEvents {
         self.shared.subscribe()
     }
@@ -169,49 +179,69 @@ impl<T: Clone + Send + Sync + 'static> RecoveringConnection<T> {
 }
 
 /// The supervisor: waits for the live connection to end, then reconnects
-/// with backoff and re-runs `setup`, until closed or given up. Holds only
-/// a weak reference, so it ends once every handle is gone.
+/// with backoff and re-runs `setup`, until closed or given up. With
+/// `first`, there is no connection yet: it makes the first one the same
+/// way, at once. Holds only a weak reference, so it ends once every handle
+/// is gone.
 async fn supervise<T: Clone + Send + Sync + 'static>(
     shared: std::sync::Weak<Recovery<T>>,
     mut handles_gone: oneshot::Receiver<()>,
     runtime: Arc<dyn Runtime>,
     options: ConnectOptions,
     setup: Setup<T>,
+    mut first: bool,
 ) {
     let mut connected_at = runtime.now();
     let mut attempt: u32 = 0;
     loop {
-        // Wait for the live connection to end.
-        let Some(current) = shared.upgrade().and_then(|s| s.current()) else {
-            return;
+        let lost_at = if first {
+            runtime.now()
+        } else {
+            // Wait for the live connection to end.
+            let Some(current) = shared.upgrade().and_then(|s| s.current()) else {
+                return;
+            };
+            let cause = match select(Box::pin(current.closed()), &mut handles_gone).await {
+                Either::Left((cause, _)) => cause,
+                // Every handle is gone: let go of the connection, which closes.
+                Either::Right(_) => return,
+            };
+            drop(current);
+            let Some(rec) = shared.upgrade() else { return };
+            let lost_at = runtime.now();
+            if let AfterLoss::Stop = rec.lost(cause) {
+                return;
+            }
+            if lost_at.saturating_duration_since(connected_at) >= rec.options().backoff.reset_after
+            {
+                attempt = 0;
+            }
+            lost_at
         };
-        let cause = match select(Box::pin(current.closed()), &mut handles_gone).await {
-            Either::Left((cause, _)) => cause,
-            // Every handle is gone: let go of the connection, which closes.
-            Either::Right(_) => return,
-        };
-        drop(current);
-        let Some(rec) = shared.upgrade() else { return };
-        let lost_at = runtime.now();
-        if let AfterLoss::Stop = rec.lost(cause) {
-            return;
-        }
-        if lost_at.saturating_duration_since(connected_at) >= rec.options().backoff.reset_after {
-            attempt = 0;
-        }
-        drop(rec);
         // Reconnect until it works, is closed, or gives up.
         loop {
             let Some(rec) = shared.upgrade() else { return };
-            let delay = rec.options().backoff.delay(attempt, fastrand::f64());
+            // A first connect starts at once; a reconnect after a backoff.
+            let delay = if first && attempt == 0 {
+                std::time::Duration::ZERO
+            } else {
+                rec.options().backoff.delay(attempt, fastrand::f64())
+            };
             attempt = attempt.saturating_add(1);
-            rec.emit(RecoveryEvent::Connecting { attempt });
             drop(rec);
             runtime.sleep_until(runtime.now() + delay).await;
             if shared.upgrade().is_none_or(|rec| rec.ended().is_some()) {
                 return;
             }
-            let result = match connect_with_runtime(runtime.clone(), options.clone()).await {
+            let trying = |address: &crate::Address| {
+                if let Some(rec) = shared.upgrade() {
+                    rec.emit(RecoveryEvent::Connecting {
+                        address: address.clone(),
+                        attempt,
+                    });
+                }
+            };
+            let result = match connect_observed(runtime.clone(), options.clone(), &trying).await {
                 Ok(connection) => match setup(connection.clone()).await {
                     Ok(topology) => Ok((connection, topology)),
                     Err(e) => {
@@ -241,6 +271,7 @@ async fn supervise<T: Clone + Send + Sync + 'static>(
                         let _ = stale.close().await;
                         return;
                     }
+                    first = false;
                     break;
                 }
                 Err(e) if e.is_transient() || rec.options().retry_permanent => {

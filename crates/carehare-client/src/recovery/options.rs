@@ -36,6 +36,14 @@ pub struct RecoveryOptions {
     /// reply-to caller that is gone), which would otherwise be re-sent on
     /// every new connection. Default 5.
     pub max_republish: u32,
+    /// Make the first connection like a reconnect: `connect` returns at
+    /// once, the connection is made in the background (retried with the
+    /// backoff while RabbitMQ is not up yet), and calls wait for it as
+    /// they wait during an outage. The lifecycle stream reports it:
+    /// `Connecting`, then `Connected`, or `GaveUp` on a permanent error.
+    /// Off by default: `connect` then returns the first connect's error
+    /// (or `setup`'s) as is.
+    pub retry_first_connect: bool,
 }
 
 impl Default for RecoveryOptions {
@@ -46,6 +54,7 @@ impl Default for RecoveryOptions {
             outage_timeout: None,
             republish: Republish::Unconfirmed,
             max_republish: 5,
+            retry_first_connect: false,
         }
     }
 }

@@ -4,7 +4,9 @@
 //! Invariants (of [`State`]):
 //! - `generation` counts connections: it grows by one each time `setup`
 //!   succeeds on a new connection, and `live` holds that connection (and
-//!   the topology `setup` returned) until it is lost;
+//!   the topology `setup` returned) until it is lost; generation 0 (no
+//!   connection yet) exists only while a first connect made in the
+//!   background is under way;
 //! - once `ended` is set (closed by the user, or given up), `live` is
 //!   `None` for good and every waiter is answered with the end's error;
 //! - every waiter for a connection is woken on each change of `live`.
@@ -59,24 +61,30 @@ impl<T> State<T> {
 }
 
 impl<T> Recovery<T> {
-    /// State around the first connection (generation 1), and the signal
+    /// State around the first connection (generation 1), or before it
+    /// (generation 0, when it is made in the background), and the signal
     /// that every handle is gone.
     pub(super) fn new(
         runtime: Arc<dyn Runtime>,
         options: RecoveryOptions,
-        connection: Connection,
-        topology: T,
+        first: Option<(Connection, T)>,
     ) -> (Arc<Self>, oneshot::Receiver<()>) {
+        let generation = u64::from(first.is_some());
+        let events = if first.is_some() {
+            Subscribers::default()
+        } else {
+            Subscribers::replaying()
+        };
         let (alive, gone) = oneshot::channel();
         let shared = Arc::new(Self {
             runtime,
             options,
             state: Mutex::new(State {
-                live: Some((connection, topology)),
-                generation: 1,
+                live: first,
+                generation,
                 ended: None,
                 waiters: Vec::new(),
-                events: Subscribers::default(),
+                events,
             }),
             _handles_alive: alive,
         });
@@ -154,6 +162,8 @@ impl<T> Recovery<T> {
 
     /// A new connection is up and `setup` ran on it: it becomes the live
     /// one. If the user closed meanwhile, it is handed back, to be closed.
+    /// The first connection (made in the background) recovers nothing, so
+    /// it brings no `Recovered` event.
     pub(super) fn install(
         &self,
         connection: Connection,
@@ -168,9 +178,15 @@ impl<T> Recovery<T> {
         state.live = Some((connection, topology));
         state.generation += 1;
         state.wake_all();
-        info!(%address, ?downtime, "recovered");
-        state.events.send(RecoveryEvent::Connected { address });
-        state.events.send(RecoveryEvent::Recovered { downtime });
+        state.events.send(RecoveryEvent::Connected {
+            address: address.clone(),
+        });
+        if state.generation == 1 {
+            info!(%address, "connected; recovery is on");
+        } else {
+            info!(%address, ?downtime, "recovered");
+            state.events.send(RecoveryEvent::Recovered { downtime });
+        }
         Ok(())
     }
 

@@ -140,7 +140,7 @@ fn unconfirmed_publishes_go_out_again_in_order_on_the_next_connection() {
         "{seen:?}"
     );
     assert!(
-        matches!(seen[1], RecoveryEvent::Connecting { attempt: 1 }),
+        matches!(seen[1], RecoveryEvent::Connecting { attempt: 1, .. }),
         "{seen:?}"
     );
     assert!(
@@ -443,7 +443,7 @@ fn close_during_a_hanging_reconnect_ends_recovery_without_another_event() {
             seen.as_slice(),
             [
                 RecoveryEvent::Disconnected { .. },
-                RecoveryEvent::Connecting { attempt: 1 }
+                RecoveryEvent::Connecting { attempt: 1, .. }
             ]
         ),
         "nothing after the close: {seen:?}"
@@ -512,4 +512,128 @@ fn a_publish_that_kills_every_connection_fails_after_max_republish() {
         .filter(|b| *b == "poison")
         .count();
     assert_eq!(sends, 6, "sent once, then again on 5 connections");
+}
+
+/// Two addresses, so that events name each one tried.
+fn two_addresses() -> ConnectOptions {
+    let mut options = options();
+    options.extra_addresses = vec![crate::Address::new("127.0.0.2", 5672)];
+    options
+}
+
+#[test]
+fn retry_first_connect_connects_in_the_background_and_reports_each_address() {
+    let world = Arc::new(Mutex::new(World::default()));
+    let down = Duration::ZERO..Duration::from_secs(2);
+    let sim = network(&world, down, |_| POLITE);
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    let recovery = RecoveryOptions {
+        retry_first_connect: true,
+        ..RecoveryOptions::default()
+    };
+    let clock = sim.clone();
+    let (connection, returned_at) = sim.block_on(async move {
+        let c = RecoveringConnection::connect(runtime, two_addresses(), recovery, declare_setup)
+            .await
+            .unwrap();
+        (c, clock.elapsed())
+    });
+    assert_eq!(returned_at, Duration::ZERO, "connect returns at once");
+    let mut events = connection.events();
+    let publisher = connection.publisher(10);
+    let clock = sim.clone();
+    let (published, queue, at) = sim.block_on(async move {
+        let published = publisher.publish("m1", "", "q").await.unwrap().await;
+        (published, connection.topology().await, clock.elapsed())
+    });
+    assert!(published.is_ok(), "{published:?}");
+    assert_eq!(
+        queue.unwrap(),
+        "amq.gen-0",
+        "setup ran once, on the first connection"
+    );
+    assert!(at >= Duration::from_secs(2), "{at:?}");
+    assert!(
+        at <= Duration::from_secs(2) + Duration::from_millis(800),
+        "{at:?}"
+    );
+    let seen: Vec<RecoveryEvent> =
+        std::iter::from_fn(|| events.next().now_or_never().flatten()).collect();
+    // Every attempt tries both addresses, in order; the first has no
+    // backoff before it.
+    let tried: Vec<(String, u32)> = seen
+        .iter()
+        .filter_map(|e| match e {
+            RecoveryEvent::Connecting { address, attempt } => Some((address.to_string(), *attempt)),
+            _ => None,
+        })
+        .collect();
+    assert!(tried.len() >= 4, "{seen:?}");
+    assert_eq!(tried[0], ("127.0.0.1:5672".to_string(), 1));
+    assert_eq!(tried[1], ("127.0.0.2:5672".to_string(), 1));
+    assert_eq!(tried[2], ("127.0.0.1:5672".to_string(), 2));
+    assert_eq!(world.lock().unwrap().attempts[0], Duration::ZERO);
+    assert!(
+        matches!(seen.last(), Some(RecoveryEvent::Connected { .. })),
+        "the first connection recovers nothing: {seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, RecoveryEvent::Recovered { .. }))
+    );
+}
+
+#[test]
+fn retry_first_connect_gives_up_on_a_permanent_refusal_and_calls_get_it() {
+    let world = Arc::new(Mutex::new(World::default()));
+    let w = world.clone();
+    let sim = with_network(move |now, _, io| {
+        w.lock().unwrap().attempts.push(now);
+        Ok(Box::pin(async move {
+            let mut b = FakeBroker::silent(io);
+            b.send(&testing::method_bytes(0, testing::server_start()));
+            b.expect_protocol_header().await;
+            let _start_ok = b.next_method().await;
+            let close = ConnectionClose {
+                reply_code: 530,
+                reply_text: ShortStr::from_static("NOT_ALLOWED - vhost nope not found"),
+                class_id: 0,
+                method_id: 0,
+            };
+            b.send(&testing::method_bytes(0, close));
+            while b.next_method().await.is_some() {}
+        }))
+    });
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    let recovery = RecoveryOptions {
+        retry_first_connect: true,
+        ..RecoveryOptions::default()
+    };
+    let connection = sim
+        .block_on(RecoveringConnection::connect(
+            runtime,
+            options(),
+            recovery,
+            declare_setup,
+        ))
+        .unwrap();
+    let events = connection.events();
+    let publisher = connection.publisher(10);
+    let (published, topology) = sim.block_on(async move {
+        let published = publisher.publish("m1", "", "q").await.map(|_| ());
+        (published, connection.topology().await)
+    });
+    let refused = |e: &Error| e.reply_code() == Some(530) && !e.is_transient();
+    assert!(published.as_ref().is_err_and(refused), "{published:?}");
+    assert!(topology.as_ref().is_err_and(refused), "{topology:?}");
+    assert_eq!(world.lock().unwrap().attempts.len(), 1, "no retry loop");
+    let seen: Vec<RecoveryEvent> = sim.block_on(async move { events.collect().await });
+    assert!(
+        matches!(
+            seen.as_slice(),
+            [RecoveryEvent::Connecting { attempt: 1, .. }, RecoveryEvent::GaveUp { cause }] if refused(cause)
+        ),
+        "a late subscriber still sees the first connect's events, then the end: {seen:?}"
+    );
 }
