@@ -34,7 +34,8 @@ type Topology = String;
 /// The layer's view of its connection.
 #[derive(Clone)]
 enum ConnState {
-    /// The first connection is being made: operations wait.
+    /// The recovering connection is being made (which is quick: it makes
+    /// its first connection in the background): operations wait.
     Connecting,
     /// Connected once; from then on the recovering connection (and its
     /// publisher) wait out outages themselves.
@@ -859,42 +860,20 @@ async fn wait_for_queue_name(
     }
 }
 
-/// Makes the first connection. A [`RecoveringConnection`] starts from a
-/// connection and `setup` that worked, so until then failures that may
-/// pass (RabbitMQ not up yet) are retried here, with the same backoff, as
-/// long as it takes; others are returned.
-async fn first_connect(
-    shared: &Arc<Shared>,
-) -> Result<RecoveringConnection<Topology>, carehare_tokio::Error> {
-    let recovery = shared.config.recovery.clone();
-    let mut attempt = 0;
-    loop {
-        let connected = carehare_tokio::connect_recovering(
-            shared.options.clone(),
-            recovery.clone(),
-            setup(Arc::downgrade(shared)),
-        )
-        .await;
-        match connected {
-            Ok(rc) => return Ok(rc),
-            Err(e) if e.is_transient() || recovery.retry_permanent => {
-                let delay = recovery.backoff.delay(attempt, fastrand::f64());
-                attempt = attempt.saturating_add(1);
-                warn!(error = %e, ?delay, "Failure connecting to RabbitMQ. Retrying");
-                tokio::time::sleep(delay).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// The background task: connects, then routes deliveries until the layer
 /// stops; if RabbitMQ refuses the layer for good, fails it.
 async fn run(shared: Arc<Shared>) {
-    let connected = tokio::select! {
-        connected = first_connect(&shared) => connected,
-        () = shared.stopped() => return,
-    };
+    // The first connection too is made by the recovering connection, in
+    // the background: retried while RabbitMQ is not up yet, given up (and
+    // the layer failed) on a refusal that retrying can't fix.
+    let mut recovery = shared.config.recovery.clone();
+    recovery.retry_first_connect = true;
+    let connected = carehare_tokio::connect_recovering(
+        shared.options.clone(),
+        recovery,
+        setup(Arc::downgrade(&shared)),
+    )
+    .await;
     let rc = match connected {
         Ok(rc) => rc,
         Err(cause) => return shared.fail(cause),
