@@ -123,7 +123,8 @@ fn command(o: &Opts, peer: &str, size: usize) -> Command {
     match peer {
         _ if cli.is_some() => {
             cmd = Command::new(cli.expect("checked"));
-            cmd.args(["perf", "--sequential"])
+            // Plain connections: the other clients don't recover either.
+            cmd.args(["perf", "--no-recovery", "--sequential"])
                 .args(&workload)
                 .arg("--json")
                 .env("AMQP_URL", &o.url);

@@ -27,7 +27,7 @@ struct Run {
 
 fn run(cli: &PathBuf, r: &Run) -> Option<Value> {
     let out = Command::new(cli)
-        .arg("perf")
+        .args(["perf", "--no-recovery"])
         .args(&r.args)
         .args(["--json", "--quiet"])
         .output()

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use carehare_tokio::carehare_core::types::ShortStr;
 use carehare_tokio::{
-    BasicProperties, ClientCert, ConnectOptions, Connection, RecoveringConnection, RecoveryOptions,
+    BasicProperties, BoxFuture, ClientCert, ConnectOptions, Connection, RecoveringConnection,
+    RecoveryOptions,
 };
 use clap::Args;
 
@@ -111,12 +112,27 @@ impl ConnArgs {
         &self,
         connection_name: &str,
     ) -> Result<RecoveringConnection, CliError> {
+        self.connect_recovering_with(connection_name, |_| Box::pin(async { Ok(()) }))
+            .await
+    }
+
+    /// [`connect_recovering`](Self::connect_recovering) with a `setup`
+    /// that declares what the command needs, again after every reconnect.
+    pub(crate) async fn connect_recovering_with<F>(
+        &self,
+        connection_name: &str,
+        setup: F,
+    ) -> Result<RecoveringConnection, CliError>
+    where
+        F: Fn(Connection) -> BoxFuture<'static, Result<(), carehare_tokio::Error>>
+            + Send
+            + Sync
+            + 'static,
+    {
         let options = self.options(connection_name)?;
-        carehare_tokio::connect_recovering(options, RecoveryOptions::default(), |_| {
-            Box::pin(async { Ok(()) })
-        })
-        .await
-        .map_err(CliError::Connect)
+        carehare_tokio::connect_recovering(options, RecoveryOptions::default(), setup)
+            .await
+            .map_err(CliError::Connect)
     }
 }
 

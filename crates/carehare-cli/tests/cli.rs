@@ -642,6 +642,7 @@ fn check_side(side: &Value, messages: u64) {
 #[test]
 fn perf_sequential_json_is_sane() {
     let v = perf_json(&[
+        "--no-recovery",
         "--sequential",
         "--count",
         "2000",
@@ -657,6 +658,7 @@ fn perf_sequential_json_is_sane() {
     assert_eq!(v["tool"], "carehare");
     assert_eq!(v["config"]["count"], 2000);
     assert_eq!(v["config"]["sequential"], true);
+    assert_eq!(v["config"]["recovery"], false);
     assert_eq!(v["config"]["confirm"], 100);
     check_side(&v["publish"], 2000);
     check_side(&v["consume"], 2000);
@@ -728,6 +730,75 @@ fn perf_duration_run_on_a_quorum_queue_prints_the_table() {
     assert!(
         out.contains("latency, publish to consume (µs): p50"),
         "{out}"
+    );
+}
+
+/// The pids of the broker's connections whose client properties name
+/// `name`.
+fn connection_pids(name: &str) -> Vec<String> {
+    let list = rabbitmqctl("list_connections pid client_properties --no-table-headers -q");
+    let needle = format!("\"{name}\"");
+    list.lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// `perf` runs on recovering connections: RabbitMQ closing both of them
+/// mid-run costs no confirmed message, and the run still ends well.
+#[test]
+fn perf_carries_on_when_rabbitmq_closes_its_connections() {
+    let name = unique("perf-recovers");
+    let child = Command::new(env!("CARGO_BIN_EXE_carehare"))
+        .arg("--url")
+        .arg(format!("{URL}?name={name}"))
+        .args([
+            "perf",
+            "--connections",
+            "2",
+            "--count",
+            "8000",
+            "--rate",
+            "1000",
+        ])
+        .args(["--json", "--quiet"])
+        .env_remove("AMQP_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pids = loop {
+        let pids = connection_pids(&name);
+        if pids.len() == 2 {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "perf's connections: {pids:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Mid-publish: 8,000 messages at 1,000 msg/s take 8 s, and each
+    // rabbitmqctl call about one.
+    for pid in &pids {
+        rabbitmqctl(&format!("close_connection '{pid}' 'test: go away'"));
+    }
+    let o = exit_within(child, Duration::from_secs(90));
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["config"]["recovery"], true);
+    assert_eq!(
+        v["publish"]["messages"], 8000,
+        "every publish confirmed: {v}"
+    );
+    assert!(
+        v["consume"]["messages"].as_u64().unwrap() >= 8000,
+        "every confirmed message consumed: {v}"
+    );
+    let said = stderr(&o);
+    assert_eq!(said.matches("320 CONNECTION_FORCED").count(), 2, "{said}");
+    assert_eq!(
+        said.matches("reconnected to 127.0.0.1:5672").count(),
+        2,
+        "{said}"
     );
 }
 

@@ -144,7 +144,7 @@ fn ended(e: Error) -> CliError {
 }
 
 /// Says on stderr when the connection is lost and when it is back.
-async fn say_recovery(mut events: RecoveryEvents) {
+pub(crate) async fn say_recovery(mut events: RecoveryEvents) {
     let mut address = None;
     while let Some(event) = events.next().await {
         match event {

@@ -68,6 +68,12 @@ pub(crate) struct PerfArgs {
     /// Publish persistent messages (delivery-mode 2).
     #[arg(long)]
     pub persistent: bool,
+    /// Run on plain connections: a lost connection ends the run. By
+    /// default the run's connections recover (unconfirmed publishes go out
+    /// again, consumers re-subscribe), which costs some CPU per message;
+    /// use this to compare with clients that don't recover.
+    #[arg(long)]
+    pub no_recovery: bool,
     /// Runtime threads: 1 runs everything on one thread (the least CPU per
     /// message); more uses tokio's multi-threaded scheduler.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
@@ -87,8 +93,8 @@ Output: msg/s in and out, latency from publish to consume (p50/p95/p99/max, not 
 In --sequential runs each phase has its own time and CPU; otherwise both rows show \
 the whole run's CPU, divided by the messages consumed (published, without consumers).
 
-The benchmark workload:
-  carehare perf --sequential --count 100000 --size 12 --confirm 1000 --prefetch 300 --multi-ack-every 30";
+The benchmark workload (on plain connections, as the clients it is compared with):
+  carehare perf --no-recovery --sequential --count 100000 --size 12 --confirm 1000 --prefetch 300 --multi-ack-every 30";
 
 impl PerfArgs {
     pub(super) fn validate(&self) -> Result<(), CliError> {
@@ -149,6 +155,7 @@ impl PerfArgs {
             "queue": self.queue,
             "sequential": self.sequential,
             "persistent": self.persistent,
+            "recovery": !self.no_recovery,
             "threads": self.threads,
         })
     }
@@ -172,6 +179,9 @@ impl PerfArgs {
         }
         if self.sequential {
             s += ", sequential";
+        }
+        if self.no_recovery {
+            s += ", no recovery";
         }
         s
     }

@@ -6,12 +6,14 @@
 //! all `--count` messages are published (and confirmed) first, then
 //! consumed: each phase gets its own wall time and CPU time.
 //!
-//! It runs on plain connections, not recovering ones: a benchmark measures
-//! the client, and a `RecoveringPublisher` adds a task hop and bookkeeping
-//! per message (about twice the CPU per published message at a window of
-//! 1,000). A lost connection ends the run.
+//! It runs on recovering connections, so a run carries on through a broker
+//! restart or a lost link (unconfirmed publishes go out again, consumers
+//! re-subscribe). `--no-recovery` runs on plain connections instead, to
+//! measure the plain client beside clients that don't recover; a lost
+//! connection then ends the run.
 
 mod args;
+mod link;
 mod report;
 mod stats;
 mod worker;
@@ -21,14 +23,19 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use carehare_tokio::carehare_core::types::LongString;
-use carehare_tokio::{AMQPValue, Connection, ConsumerOptions, Error, FieldTable, QueueOptions};
+use carehare_tokio::{
+    AMQPValue, BoxFuture, Connection, ConsumerOptions, Error, FieldTable, QueueOptions,
+};
+use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::commands::admin::QueueType;
+use crate::commands::consume::say_recovery;
 use crate::common::ConnArgs;
 use crate::error::CliError;
+use link::Link;
 use report::{Percentiles, Report, Side};
 use stats::{Counters, Usage};
 use worker::{Consumer, Producer, Stamp};
@@ -49,9 +56,14 @@ pub(crate) fn runtime(args: &PerfArgs) -> std::io::Result<tokio::runtime::Runtim
     }
 }
 
-/// A queue of the run.
+/// A queue of the run, and how to declare it.
+#[derive(Clone)]
 struct RunQueue {
     name: String,
+    /// `--queue`: used as it is if it exists (a declare with other
+    /// arguments would be refused with 406), made if missing.
+    existing_ok: bool,
+    options: QueueOptions,
     /// Created by the run (not --queue) and not exclusive: delete it at
     /// the end.
     delete: bool,
@@ -61,82 +73,83 @@ fn long_string(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
 }
 
-/// Declares the run's queues on `connection`.
-async fn declare_queues(
-    connection: &Connection,
-    args: &PerfArgs,
-) -> Result<Vec<RunQueue>, CliError> {
+/// The run's queues. Their names are chosen here, so that declaring them
+/// again (as a recovering connection's `setup` does after every reconnect)
+/// names the same queues.
+fn plan_queues(args: &PerfArgs) -> Vec<RunQueue> {
     let mut arguments = FieldTable::default();
     if args.queue_type != QueueType::Classic {
         arguments.insert("x-queue-type".into(), long_string(args.queue_type.name()));
     }
     let replicated = args.queue_type != QueueType::Classic;
     if let Some(name) = &args.queue {
-        // An existing queue is used as it is (a declare with other
-        // arguments would be refused with 406); a missing one is made.
-        let passive = QueueOptions {
-            passive: true,
-            ..Default::default()
-        };
-        match connection.queue_declare(name, passive).await {
-            Err(Error::ChannelClosedByServer(r)) if r.code == 404 => {
-                let options = QueueOptions {
-                    durable: replicated,
-                    arguments,
-                    ..Default::default()
-                };
-                connection.queue_declare(name, options).await?;
-            }
-            other => {
-                other?;
-            }
-        }
-        return Ok(vec![RunQueue {
+        return vec![RunQueue {
             name: name.clone(),
+            existing_ok: true,
+            options: QueueOptions {
+                durable: replicated,
+                arguments,
+                ..Default::default()
+            },
             delete: false,
-        }]);
+        }];
     }
     // A transient queue: exclusive (gone with the connection) when one
-    // connection uses it; otherwise deleted at the end, and expiring after
-    // an hour unused in case the run is killed. Streams take no x-expires.
+    // plain connection uses it; otherwise deleted at the end, and expiring
+    // after an hour unused in case the run is killed. Streams take no
+    // x-expires. A recovering run's queues outlive a lost connection, so
+    // that what was published to them is still consumed.
     if args.queue_type != QueueType::Stream {
         arguments.insert("x-expires".into(), AMQPValue::LongLongInt(3_600_000));
     }
-    let exclusive = !replicated && args.connections == 1;
+    let exclusive = !replicated && args.connections == 1 && args.no_recovery;
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let mut queues = Vec::with_capacity(args.queues);
-    for i in 0..args.queues {
-        // RabbitMQ names classic queues itself; replicated ones need a name.
-        let name = if replicated {
-            format!("carehare-perf-{}-{stamp}-{i}", std::process::id())
-        } else {
-            String::new()
-        };
-        let options = QueueOptions {
-            durable: replicated,
-            exclusive,
-            arguments: if exclusive {
-                FieldTable::default()
-            } else {
-                arguments.clone()
+    (0..args.queues)
+        .map(|i| RunQueue {
+            name: format!("carehare-perf-{}-{stamp}-{i}", std::process::id()),
+            existing_ok: false,
+            options: QueueOptions {
+                durable: replicated,
+                exclusive,
+                arguments: if exclusive {
+                    FieldTable::default()
+                } else {
+                    arguments.clone()
+                },
+                ..Default::default()
             },
-            ..Default::default()
-        };
-        let ok = connection.queue_declare(&name, options).await?;
-        queues.push(RunQueue {
-            name: ok.queue.to_string(),
             delete: !exclusive,
-        });
+        })
+        .collect()
+}
+
+/// Declares the run's queues on `connection`.
+async fn declare_queues(connection: &Connection, queues: &[RunQueue]) -> Result<(), Error> {
+    let passive = QueueOptions {
+        passive: true,
+        ..Default::default()
+    };
+    for q in queues {
+        if q.existing_ok {
+            match connection.queue_declare(&q.name, passive.clone()).await {
+                Err(Error::ChannelClosedByServer(r)) if r.code == 404 => {}
+                other => {
+                    other?;
+                    continue;
+                }
+            }
+        }
+        connection.queue_declare(&q.name, q.options.clone()).await?;
     }
-    Ok(queues)
+    Ok(())
 }
 
 /// Everything a run holds.
 struct Run {
     args: PerfArgs,
-    connections: Vec<Connection>,
+    connections: Vec<Link>,
     queues: Vec<RunQueue>,
     counters: Arc<Counters>,
 }
@@ -153,7 +166,18 @@ impl Run {
     /// Deletes the run's queues, on a fresh connection if the run's own
     /// died (durable quorum queues and streams would stay otherwise).
     async fn delete_queues(&self, conn: &ConnArgs) {
-        let mut connection = self.connections[0].clone();
+        let mut connection = match self.connections[0].connection().now_or_never() {
+            Some(Ok(c)) => c,
+            // Lost (a recovering run waits for no recovery here): the
+            // delete fails and a fresh connection is made below.
+            _ => match conn.connect("carehare perf cleanup").await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("carehare: could not reconnect to delete the run's queues: {e}");
+                    return;
+                }
+            },
+        };
         let mut reconnected = false;
         for q in self.queues.iter().filter(|q| q.delete) {
             let mut result = connection.queue_delete(&q.name, false, false).await;
@@ -179,7 +203,7 @@ impl Run {
         }
     }
 
-    fn connection(&self, role: usize) -> Connection {
+    fn connection(&self, role: usize) -> Link {
         self.connections[role % self.connections.len()].clone()
     }
 
@@ -235,10 +259,10 @@ impl Run {
                 arguments: arguments.clone(),
                 ..Default::default()
             };
-            let connection = self.connection(self.args.producers + j);
+            let link = self.connection(self.args.producers + j);
             let queue = &self.queues[j % self.queues.len()].name;
             consumers.push(Consumer {
-                consumer: connection.consumer(queue, options).await?,
+                consumer: link.consumer(queue, options).await?,
                 multi_ack_every: self.args.multi_ack_every,
                 stamp,
                 target,
@@ -517,11 +541,32 @@ fn stop_progress(progress: Option<JoinHandle<()>>) {
 /// Runs `perf`.
 pub(crate) async fn run(conn: &ConnArgs, args: PerfArgs) -> Result<(), CliError> {
     args.validate()?;
+    let queues = plan_queues(&args);
     let mut connections = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        connections.push(conn.connect(&format!("carehare perf #{i}")).await?);
+        let name = format!("carehare perf #{i}");
+        connections.push(if args.no_recovery {
+            Link::Plain(conn.connect(&name).await?)
+        } else {
+            let queues = queues.clone();
+            let setup = move |c: Connection| -> BoxFuture<'static, Result<(), Error>> {
+                let queues = queues.clone();
+                Box::pin(async move { declare_queues(&c, &queues).await })
+            };
+            Link::Recovering(conn.connect_recovering_with(&name, setup).await?)
+        });
     }
-    let queues = declare_queues(&connections[0], &args).await?;
+    if let Link::Plain(c) = &connections[0] {
+        declare_queues(c, &queues).await?;
+    }
+    // Losses and recoveries are said on stderr as they happen.
+    let said: Vec<JoinHandle<()>> = connections
+        .iter()
+        .filter_map(|c| match c {
+            Link::Recovering(c) => Some(tokio::spawn(say_recovery(c.events()))),
+            Link::Plain(_) => None,
+        })
+        .collect();
     let run = Run {
         args,
         connections,
@@ -535,8 +580,9 @@ pub(crate) async fn run(conn: &ConnArgs, args: PerfArgs) -> Result<(), CliError>
     };
     run.delete_queues(conn).await;
     for c in &run.connections {
-        let _ = c.close().await;
+        c.close().await;
     }
+    said.iter().for_each(JoinHandle::abort);
     let (report, short) = outcome?;
     if run.args.json {
         println!("{}", report.json(&run.args));

@@ -9,13 +9,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use carehare_tokio::{
-    AMQPValue, AckingConsumer, BasicProperties, Confirmation, Connection, Error, FieldTable,
-    Message,
-};
+use carehare_tokio::{AMQPValue, BasicProperties, Error, FieldTable, Message};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::link::{Confirm, Link, Sub};
 use super::stats::{Counters, epoch_nanos, latency_micros};
 
 /// The header that carries the publish time when the body is too small.
@@ -46,7 +44,7 @@ impl Stamp {
 /// One producer's job.
 pub(super) struct Producer {
     /// Its connection.
-    pub connection: Connection,
+    pub connection: Link,
     /// Routing key on the default exchange.
     pub queue: String,
     /// Messages to publish; `None`: until told to stop.
@@ -75,7 +73,7 @@ impl Producer {
             delivery_mode: self.persistent.then_some(2),
             ..Default::default()
         };
-        let mut pending: VecDeque<Confirmation> = VecDeque::with_capacity(self.window + 1);
+        let mut pending: VecDeque<Confirm> = VecDeque::with_capacity(self.window + 1);
         let start = Instant::now();
         let mut sent = 0u64;
         while self.count.is_none_or(|n| sent < n) {
@@ -90,12 +88,9 @@ impl Producer {
                 break;
             }
             let confirmation = match self.stamp {
-                Stamp::None if base.delivery_mode.is_none() => {
-                    publisher.publish(fixed.clone(), "", &self.queue).await?
-                }
                 Stamp::None => {
                     publisher
-                        .publish_with(fixed.clone(), "", &self.queue, &base)
+                        .publish_with(fixed.clone(), &self.queue, &base)
                         .await?
                 }
                 Stamp::Body => {
@@ -103,7 +98,7 @@ impl Producer {
                     body.put_u64_le(epoch_nanos());
                     body.extend_from_slice(&fixed[8..]);
                     publisher
-                        .publish_with(body.freeze(), "", &self.queue, &base)
+                        .publish_with(body.freeze(), &self.queue, &base)
                         .await?
                 }
                 Stamp::Header => {
@@ -115,7 +110,7 @@ impl Producer {
                         ..base.clone()
                     };
                     publisher
-                        .publish_with(fixed.clone(), "", &self.queue, &properties)
+                        .publish_with(fixed.clone(), &self.queue, &properties)
                         .await?
                 }
             };
@@ -133,7 +128,7 @@ impl Producer {
 
 /// Counts the confirms that have already come, oldest first, without
 /// waiting: the window already bounds how many are outstanding.
-fn settle_ready(pending: &mut VecDeque<Confirmation>, counters: &Counters) -> Result<(), Error> {
+fn settle_ready(pending: &mut VecDeque<Confirm>, counters: &Counters) -> Result<(), Error> {
     let mut cx = Context::from_waker(Waker::noop());
     while let Some(front) = pending.front_mut() {
         match Pin::new(front).poll(&mut cx) {
@@ -164,7 +159,7 @@ fn settle(result: Result<(), Error>, counters: &Counters) -> Result<(), Error> {
 /// One consumer's job.
 pub(super) struct Consumer {
     /// The consumer, already registered with RabbitMQ.
-    pub consumer: AckingConsumer,
+    pub consumer: Sub,
     /// Ack (multiple) every this many deliveries.
     pub multi_ack_every: u16,
     /// Whether to read publish times.
@@ -184,7 +179,7 @@ impl Consumer {
     ) -> Result<Option<Instant>, Error> {
         let every = u64::from(self.multi_ack_every.max(1));
         let mut unacked = 0u64;
-        let mut last_tag = 0;
+        let mut last_tag = None;
         let mut last_at = None;
         let outcome = loop {
             if *stop.borrow() {
@@ -195,18 +190,14 @@ impl Consumer {
                 _ = stop.changed() => break Ok(()),
                 m = self.consumer.next() => m,
             };
-            let message = match message {
+            let (message, tag) = match message {
                 Ok(m) => m,
                 Err(e) => break Err(e),
             };
-            last_tag = message.delivery_tag;
+            last_tag = Some(tag);
             unacked += 1;
             if unacked >= every {
-                if every == 1 {
-                    self.consumer.ack(last_tag);
-                } else {
-                    self.consumer.ack_multiple(last_tag);
-                }
+                self.consumer.ack(tag, every > 1);
                 unacked = 0;
             }
             last_at = Some(Instant::now());
@@ -218,8 +209,8 @@ impl Consumer {
                 break Ok(());
             }
         };
-        if unacked > 0 {
-            self.consumer.ack_multiple(last_tag);
+        if let Some(tag) = last_tag.filter(|_| unacked > 0) {
+            self.consumer.ack(tag, true);
         }
         self.consumer.close().await;
         outcome.map(|()| last_at)
