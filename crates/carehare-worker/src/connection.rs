@@ -13,7 +13,7 @@ use carehare_tokio::{
     Backoff, ConnectOptions, Connection, Error, RecoveringConnection, RecoveryEvent,
     RecoveryOptions,
 };
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 use crate::error::WorkerError;
 
@@ -340,29 +340,43 @@ impl ConnectionParameters {
     }
 
     /// Connects with recovery: the first connection (and `setup`) retried
-    /// as the [`RetryPolicy`] says; after that, recovery as `recovery`
-    /// says. Fails with the number of attempts and the last error.
+    /// as the [`RetryPolicy`] says, by the recovering connection itself;
+    /// after that, recovery as `recovery` says. Fails with the number of
+    /// attempts and the last error.
     pub(crate) async fn connect_recovering<T, F>(
         &self,
-        recovery: RecoveryOptions,
+        mut recovery: RecoveryOptions,
         setup: F,
     ) -> Result<RecoveringConnection<T>, (u32, Error)>
     where
         T: Clone + Send + Sync + 'static,
         F: Fn(Connection) -> carehare_tokio::BoxFuture<'static, Result<T, Error>>
-            + Clone
             + Send
             + Sync
             + 'static,
     {
-        self.first(|| {
-            carehare_tokio::connect_recovering(
-                self.options.clone(),
-                recovery.clone(),
-                setup.clone(),
-            )
-        })
-        .await
+        recovery.retry_first_connect = true;
+        recovery.first_connect_attempts = Some(self.retry.max_attempts.max(1));
+        let rc = carehare_tokio::connect_recovering(self.options.clone(), recovery, setup)
+            .await
+            .map_err(|e| (1, e))?;
+        // Taken before the first connection is up, the stream replays the
+        // first connect's events: they count its attempts.
+        let mut events = rc.events();
+        match rc.connection().await {
+            Ok(_) => Ok(rc),
+            Err(last) => {
+                let attempts = std::iter::from_fn(|| events.next().now_or_never().flatten())
+                    .filter_map(|e| match e {
+                        RecoveryEvent::Connecting { attempt, .. } => Some(attempt),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(1);
+                let _ = rc.close().await;
+                Err((attempts, last))
+            }
+        }
     }
 
     /// Runs `attempt` until it succeeds, fails with an error that retrying
@@ -408,17 +422,17 @@ where
         while let Some(event) = events.next().await {
             match event {
                 RecoveryEvent::Disconnected { cause } => {
-                    tracing::warn!(error = %cause, "{name}: the connection was lost; reconnecting");
+                    tracing::warn!(worker = name, error = %cause, "the connection was lost; reconnecting");
                 }
                 RecoveryEvent::Connecting { attempt, .. } => {
                     counted.store(attempt, Ordering::Relaxed)
                 }
                 RecoveryEvent::Connected { address } => {
-                    tracing::info!(%address, "{name} reconnected");
+                    tracing::info!(worker = name, %address, "reconnected");
                 }
                 RecoveryEvent::Recovered { .. } => counted.store(0, Ordering::Relaxed),
                 RecoveryEvent::GaveUp { cause } => {
-                    tracing::error!(error = %cause, "{name}: reconnecting failed for good; giving up");
+                    tracing::error!(worker = name, error = %cause, "reconnecting failed for good; giving up");
                 }
                 _ => {}
             }

@@ -53,6 +53,12 @@
 //!   there instead of dropped.
 //! - An RPC handler's error, panic (caught) or timeout becomes an error
 //!   reply; the request is acked.
+//! - A caught panic still goes through Rust's panic hook first, which by
+//!   default prints the panic's message to stderr (with a backtrace when
+//!   `RUST_BACKTRACE` is set), before the worker logs it as a failure. A
+//!   library must not replace the process-wide hook, so the application
+//!   decides: `std::panic::set_hook` in `main` sends panics to its own
+//!   logs, e.g. `std::panic::set_hook(Box::new(|info| tracing::error!(%info, "panic")))`.
 //! - A malformed body (not gzip, not UTF-8, not JSON, not `{"data": ...}`
 //!   or not the handler's type, bigger than the size limit) is rejected
 //!   without requeue, so it never loops. An RPC worker also sends an error

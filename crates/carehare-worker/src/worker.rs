@@ -304,8 +304,8 @@ pub(crate) async fn run(core: WorkerCore) -> Result<WorkerHandle, WorkerError> {
         tracing::info!(
             routes = core.routes.len(),
             address = %connection.address(),
-            "{} consuming",
-            core.name()
+            worker = core.name(),
+            "consuming"
         );
     }
     let task = tokio::spawn(supervise(core, rc, attempts, stop_rx));
@@ -519,12 +519,12 @@ async fn supervise(
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, rc.close()).await;
     match failure {
         Some(e) => {
-            tracing::error!(error = %e, "{}: giving up", core.name());
+            tracing::error!(worker = core.name(), error = %e, "giving up");
             Err(e)
         }
         None if abandoned > 0 => Err(WorkerError::ShutdownTimedOut { abandoned }),
         None => {
-            tracing::info!("{} stopped", core.name());
+            tracing::info!(worker = core.name(), "stopped");
             Ok(())
         }
     }
@@ -658,7 +658,7 @@ fn log_join(queue: &str, joined: Result<(), JoinError>) {
     if let Err(e) = joined
         && !e.is_cancelled()
     {
-        tracing::error!("{queue}: a message task failed: {e}");
+        tracing::error!(queue, error = %e, "a message task failed");
     }
 }
 
@@ -675,7 +675,12 @@ async fn drain(queue: &str, tasks: &mut JoinSet<()>, grace: Duration) -> usize {
         return 0;
     }
     let abandoned = tasks.len();
-    tracing::warn!("{queue}: cancelling {abandoned} handler(s) still running after {grace:?}");
+    tracing::warn!(
+        queue,
+        abandoned,
+        ?grace,
+        "cancelling the handlers still running after the grace period"
+    );
     tasks.abort_all();
     let _ = tokio::time::timeout(ABORT_WAIT, async {
         while tasks.join_next().await.is_some() {}
@@ -729,13 +734,11 @@ async fn process(
             match outcome {
                 Ok(()) => settled(queue, consumer.ack(tag)),
                 Err(Failure::Malformed(e)) => {
-                    tracing::warn!("{queue}: rejecting a malformed message (not requeued): {e}");
+                    tracing::warn!(queue, error = %e, "rejecting a malformed message (not requeued)");
                     settled(queue, consumer.nack(tag, false));
                 }
                 Err(Failure::Handler(e)) => {
-                    tracing::error!(
-                        "{queue}: the handler failed: {e}; rejecting the message (not requeued)"
-                    );
+                    tracing::error!(queue, error = %e, "the handler failed; rejecting the message (not requeued)");
                     settled(queue, consumer.nack(tag, false));
                 }
             }
@@ -754,13 +757,11 @@ async fn process(
                     }
                 },
                 Err(Failure::Handler(e)) => {
-                    tracing::warn!("{queue}: the handler failed: {e}; sending an error reply");
+                    tracing::warn!(queue, error = %e, "the handler failed; sending an error reply");
                     (wire::encode_error_reply(&e), "result", false)
                 }
                 Err(Failure::Malformed(e)) => {
-                    tracing::warn!(
-                        "{queue}: rejecting a malformed request (not requeued) with an error reply: {e}"
-                    );
+                    tracing::warn!(queue, error = %e, "rejecting a malformed request (not requeued) with an error reply");
                     let error = RpcError::new(e.python_type(), e.to_string());
                     (wire::encode_error_reply(&error), "error", true)
                 }
@@ -796,15 +797,13 @@ async fn process(
                         Err(_) => Err(format!("not confirmed within {REPLY_CONFIRM_TIMEOUT:?}")),
                     };
                     if let Err(e) = sent {
-                        tracing::error!(
-                            "{queue}: could not send the reply to {reply_to}: {e}; rejecting the request"
-                        );
+                        tracing::error!(queue, reply_to = %reply_to, error = %e, "could not send the reply; rejecting the request");
                         settled(queue, consumer.nack(tag, false));
                         return;
                     }
                 }
                 None => {
-                    tracing::info!("{queue}: a request without reply_to: its reply is dropped");
+                    tracing::info!(queue, "a request without reply_to: its reply is dropped");
                 }
             }
             if malformed {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use futures_channel::oneshot;
 use futures_util::future::{Either, select};
-use tracing::{debug, info};
+use tracing::{info, warn};
 
 pub use backoff::Backoff;
 pub use consumer::{DeliveryTag, RecoveredMessage, RecoveringConsumer};
@@ -274,8 +274,23 @@ async fn supervise<T: Clone + Send + Sync + 'static>(
                     first = false;
                     break;
                 }
+                Err(e)
+                    if first
+                        && rec
+                            .options()
+                            .first_connect_attempts
+                            .is_some_and(|n| attempt >= n) =>
+                {
+                    rec.give_up(e);
+                    return;
+                }
                 Err(e) if e.is_transient() || rec.options().retry_permanent => {
-                    debug!(error = %e, attempt, "reconnect failed; retrying");
+                    // Loud once per outage, then quieter.
+                    if attempt == 1 {
+                        warn!(error = %e, attempt, "connecting failed; retrying");
+                    } else {
+                        info!(error = %e, attempt, "connecting failed; retrying");
+                    }
                 }
                 Err(e) => {
                     rec.give_up(e);

@@ -44,6 +44,12 @@ pub struct RecoveryOptions {
     /// Off by default: `connect` then returns the first connect's error
     /// (or `setup`'s) as is.
     pub retry_first_connect: bool,
+    /// With [`retry_first_connect`](Self::retry_first_connect): give up
+    /// after this many failed attempts at the first connection, with the
+    /// last attempt's error (`GaveUp`). `None` (the default): as long as
+    /// it takes. Recovery after a loss is never limited by it: a service
+    /// that was up waits out any outage.
+    pub first_connect_attempts: Option<u32>,
 }
 
 impl Default for RecoveryOptions {
@@ -55,6 +61,7 @@ impl Default for RecoveryOptions {
             republish: Republish::Unconfirmed,
             max_republish: 5,
             retry_first_connect: false,
+            first_connect_attempts: None,
         }
     }
 }

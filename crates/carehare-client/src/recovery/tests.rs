@@ -637,3 +637,44 @@ fn retry_first_connect_gives_up_on_a_permanent_refusal_and_calls_get_it() {
         "a late subscriber still sees the first connect's events, then the end: {seen:?}"
     );
 }
+
+#[test]
+fn first_connect_attempts_gives_up_the_first_connect_after_that_many() {
+    let world = Arc::new(Mutex::new(World::default()));
+    let down = Duration::ZERO..Duration::from_secs(3600);
+    let sim = network(&world, down, |_| POLITE);
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    let recovery = RecoveryOptions {
+        retry_first_connect: true,
+        first_connect_attempts: Some(3),
+        ..RecoveryOptions::default()
+    };
+    let connection = sim
+        .block_on(RecoveringConnection::connect(
+            runtime,
+            options(),
+            recovery,
+            declare_setup,
+        ))
+        .unwrap();
+    let events = connection.events();
+    let result = sim.block_on(async move { connection.connection().await.map(drop) });
+    assert!(
+        result.as_ref().is_err_and(Error::is_transient),
+        "the last attempt's own error: {result:?}"
+    );
+    assert_eq!(world.lock().unwrap().attempts.len(), 3);
+    let seen: Vec<RecoveryEvent> = sim.block_on(async move { events.collect().await });
+    let attempts: Vec<u32> = seen
+        .iter()
+        .filter_map(|e| match e {
+            RecoveryEvent::Connecting { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    assert!(
+        matches!(seen.last(), Some(RecoveryEvent::GaveUp { .. })),
+        "{seen:?}"
+    );
+}
