@@ -217,7 +217,15 @@ impl Channel {
                     close.class_id,
                     close.method_id,
                 );
-                warn!(channel, code = reason.code, text = %reason.text, "server closed a channel");
+                // The refusal of a request is that request's answer (a
+                // passive declare's 404 is how "no such queue" is said):
+                // its caller gets it as an error, so only a close that
+                // answers nothing is worth a warning.
+                if self.pending.is_empty() {
+                    warn!(channel, code = reason.code, text = %reason.text, "server closed a channel");
+                } else {
+                    debug!(channel, code = reason.code, text = %reason.text, "server refused a request and closed its channel");
+                }
                 let pending = std::mem::take(&mut self.pending);
                 Outcome {
                     reply: Some(ChannelCloseOk {}.into()),
