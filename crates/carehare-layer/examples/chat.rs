@@ -121,7 +121,7 @@ async fn relay(socket: &mut WebSocket, app: &App, room: &str, channel: &str) -> 
             received = app.layer.receive::<ChatMessage>(channel) => {
                 let message = match received {
                     Ok(m) => m,
-                    Err(Error::Decode(e)) => {
+                    Err(e @ Error::Decode { .. }) => {
                         eprintln!("ignoring a message that is not a chat message: {e}");
                         continue;
                     }

@@ -64,9 +64,19 @@ pub enum Error {
     #[error("invalid message: {0}")]
     InvalidMessage(String),
     /// A received message could not be decoded into the requested type.
-    /// The message is consumed.
-    #[error("could not decode the message: {0}")]
-    Decode(#[from] rmp_serde::decode::Error),
+    /// It is taken from the channel, but not lost: `raw` is the message as
+    /// [`Layer::receive_raw`](crate::Layer::receive_raw) would have
+    /// returned it (msgpack), e.g. to decode it as a [`Value`](crate::Value),
+    /// which takes any message.
+    #[error("could not decode the message: {source}")]
+    Decode {
+        /// Why it does not fit the type.
+        #[source]
+        source: rmp_serde::decode::Error,
+        /// The message, as msgpack bytes (a map, without the layer's
+        /// recipient key).
+        raw: bytes::Bytes,
+    },
     /// The configuration is unusable (e.g. a bad `host` URL).
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -204,7 +204,9 @@ impl Shared {
             .await
         {
             Ok(()) | Err(carehare_tokio::Error::ConnectionClosed(_)) => {}
-            Err(e) => error!("RabbitMQ refused to unbind from group {group}: {e}"),
+            Err(e) => {
+                error!(queue = self.queue_name, group, error = %e, "RabbitMQ refused to unbind from a group")
+            }
         }
     }
 }
@@ -443,7 +445,10 @@ impl Layer {
         let exchange = self.shared.config.groups_exchange.clone();
         match self.publish(body, &exchange, group).await {
             Err(Published::Nack) => {
-                warn!("Aborting send to group {group}: a queue is at capacity");
+                warn!(
+                    group,
+                    "a group member's queue is at capacity: it misses this group_send"
+                );
                 Ok(())
             }
             Err(Published::Other(e)) => Err(e),
@@ -494,11 +499,17 @@ impl Layer {
     /// [`Error::Closed`] when the layer is closed (also for calls already
     /// waiting); [`Error::Connect`] when RabbitMQ refused it for good (also
     /// for calls already waiting); [`Error::Decode`] if the message does
-    /// not fit `M` (it is consumed); [`Error::InvalidChannelName`];
+    /// not fit `M` (it is taken from the channel, and handed back inside
+    /// the error); [`Error::InvalidChannelName`];
     /// [`Error::ForeignChannel`].
+    ///
+    /// Any message decodes as a [`Value`](crate::Value), Python `bytes`
+    /// included (as `Value::Binary`); a `Vec<u8>` field of a struct needs
+    /// `#[serde(with = "serde_bytes")]` to decode from (and encode to)
+    /// msgpack binary, which is what Python `bytes` are.
     pub async fn receive<M: DeserializeOwned>(&self, channel: &str) -> Result<M, Error> {
-        let body = self.receive_raw(channel).await?;
-        Ok(rmp_serde::from_slice(&body)?)
+        let raw = self.receive_raw(channel).await?;
+        rmp_serde::from_slice(&raw).map_err(|source| Error::Decode { source, raw })
     }
 
     /// Like [`receive`](Self::receive), but returns the message as msgpack
@@ -600,7 +611,7 @@ impl Layer {
                 }
                 Err(e) => {
                     self.shared.local().group_discard(group, channel);
-                    error!("RabbitMQ refused to bind to group {group}: {e}");
+                    error!(queue = self.shared.queue_name, group, error = %e, "RabbitMQ refused to bind to a group");
                     return Err(Error::Broker(e));
                 }
             }
@@ -909,8 +920,8 @@ async fn consume(
                 WARNING_INTERVAL,
             ) {
                 warn!(
-                    "Back-pressuring. Biggest queues: {}",
-                    local.biggest_queues()
+                    biggest = %local.biggest_queues(),
+                    "back-pressuring: local_capacity messages wait to be received"
                 );
             }
         }
@@ -970,7 +981,7 @@ async fn consume(
         let (recipient, body) = match wire::take_recipient(&message.body) {
             Ok(r) => r,
             Err(e) => {
-                warn!("Dropping a message that is not a channel-layer message: {e}");
+                warn!(error = %e, "dropping a message that is not a channel-layer message");
                 consumer.ack(message.tag);
                 continue;
             }
@@ -984,7 +995,10 @@ async fn consume(
         let channels = match recipient {
             Recipient::Channel(channel) if channel.starts_with(&shared.prefix) => vec![channel],
             Recipient::Channel(channel) => {
-                warn!("Dropping a message for channel {channel}, which is not this layer's");
+                warn!(
+                    channel,
+                    "dropping a message for a channel that is not this layer's"
+                );
                 Vec::new()
             }
             Recipient::Group(group) => local.members(&group),
@@ -1004,11 +1018,12 @@ async fn expire_locally(shared: Arc<Shared>, expiry: Duration) {
                 return;
             }
             let now = Instant::now();
-            let (dropped, next) = local.expire(now, expiry);
-            if dropped > 0 && local.should_warn_expiry(now, WARNING_INTERVAL) {
+            let (expired, next) = local.expire(now, expiry);
+            if !expired.is_empty() && local.should_warn_expiry(now, WARNING_INTERVAL) {
                 warn!(
-                    "A message (or messages) expired locally. Biggest queues: {}",
-                    local.biggest_queues()
+                    dropped = expired.count(),
+                    channels = %expired,
+                    "messages expired locally: nobody received them within local_expiry"
                 );
             }
             next

@@ -59,6 +59,42 @@
 //! - [`Layer::close`] ends every pending and later [`Layer::receive`] with
 //!   [`Error::Closed`].
 //!
+//! ## Message types
+//!
+//! A message is any type that serializes to a msgpack map: a struct, a
+//! `HashMap`, or a [`Value`] (re-exported from `rmpv`), which round-trips
+//! every msgpack value and so takes any message, whatever its shape. Python
+//! `bytes` (e.g. the `bytes` key of Channels' `websocket.receive`) are
+//! msgpack binary: they decode as `Value::Binary`, or into a `Vec<u8>`
+//! field marked `#[serde(with = "serde_bytes")]`. Without that attribute a
+//! `Vec<u8>` is encoded as a list of integers, which Python receives as a
+//! `list`, not `bytes`.
+//!
+//! ```no_run
+//! # async fn f(layer: carehare_layer::Layer, channel: &str) -> Result<(), carehare_layer::Error> {
+//! use carehare_layer::{Error, Value};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Frame {
+//!     r#type: String,
+//!     #[serde(with = "serde_bytes")]
+//!     bytes: Vec<u8>,
+//! }
+//! layer
+//!     .send(channel, &Frame { r#type: "websocket.send".into(), bytes: vec![0, 255] })
+//!     .await?;
+//! match layer.receive::<Frame>(channel).await {
+//!     Ok(frame) => println!("{} bytes", frame.bytes.len()),
+//!     // Not a Frame: the message is in the error, e.g. as a Value.
+//!     Err(Error::Decode { raw, .. }) => {
+//!         let value: Value = rmp_serde::from_slice(&raw).expect("a layer message is msgpack");
+//!         println!("something else: {value}");
+//!     }
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! Deviations from Django Channels' spec are Python's: no `flush`, no
 //! `group_expiry`, no "normal channels" (names without `!`). Channels can
 //! only be received from and added to groups on the layer that made them.
@@ -76,3 +112,5 @@ pub use carehare_tokio;
 pub use config::Config;
 pub use error::Error;
 pub use layer::Layer;
+/// A msgpack value of any shape: receive one to take any message.
+pub use rmpv::Value;

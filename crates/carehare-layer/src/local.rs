@@ -192,10 +192,11 @@ impl Local {
 
     /// Drops messages older than `expiry`; returns how many were dropped
     /// and when the next one expires.
-    pub(crate) fn expire(&mut self, now: Instant, expiry: Duration) -> (usize, Option<Instant>) {
-        let mut dropped = 0;
+    pub(crate) fn expire(&mut self, now: Instant, expiry: Duration) -> (Expired, Option<Instant>) {
+        let mut expired = Expired::default();
         let mut next: Option<Instant> = None;
-        self.channels.retain(|_, queue| {
+        self.channels.retain(|name, queue| {
+            let mut dropped = 0;
             while let Some(front) = queue.messages.front() {
                 // Too far in the future to represent: never expires.
                 let Some(deadline) = front.at.checked_add(expiry) else {
@@ -209,9 +210,12 @@ impl Local {
                     break;
                 }
             }
+            if dropped > 0 {
+                expired.by_channel.push((name.clone(), dropped));
+            }
             !queue.unused()
         });
-        (dropped, next)
+        (expired, next)
     }
 
     /// Whether to log an expiry warning now (at most one per `interval`).
@@ -244,6 +248,42 @@ impl Local {
             .into_iter()
             .map(|(k, v)| (k, ChannelQueueDrop(v)))
             .collect()
+    }
+}
+
+/// What one [`Local::expire`] dropped, by channel.
+#[derive(Debug, Default)]
+pub(crate) struct Expired {
+    by_channel: Vec<(String, usize)>,
+}
+
+impl Expired {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_channel.is_empty()
+    }
+
+    /// Messages dropped in all.
+    pub(crate) fn count(&self) -> usize {
+        self.by_channel.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// The three channels that lost the most, for the warning:
+/// `name (count), ...`, and how many others.
+impl std::fmt::Display for Expired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut sizes: Vec<&(String, usize)> = self.by_channel.iter().collect();
+        sizes.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        for (i, (name, n)) in sizes.iter().take(3).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{name} ({n})")?;
+        }
+        if sizes.len() > 3 {
+            write!(f, " and {} more", sizes.len() - 3)?;
+        }
+        Ok(())
     }
 }
 
@@ -325,12 +365,36 @@ mod tests {
         local.put(["q!a".to_string(), "q!b".to_string()], delivery(b"1"));
         tokio::time::advance(Duration::from_secs(2)).await;
         local.put(["q!a".to_string()], delivery(b"2"));
-        let (dropped, next) = local.expire(Instant::now(), Duration::from_secs(3));
-        assert_eq!(dropped, 0);
+        let (expired, next) = local.expire(Instant::now(), Duration::from_secs(3));
+        assert!(expired.is_empty());
+        assert_eq!(expired.count(), 0);
         assert!(next.is_some());
         tokio::time::advance(Duration::from_secs(2)).await;
-        let (dropped, _) = local.expire(Instant::now(), Duration::from_secs(3));
-        assert_eq!(dropped, 2);
+        let (expired, _) = local.expire(Instant::now(), Duration::from_secs(3));
+        assert_eq!(expired.count(), 2);
         assert_eq!(local.biggest_queues(), "q!a (1)");
+        // The warning names the channels that lost messages, even those
+        // that are empty now.
+        let said = expired.to_string();
+        assert!(
+            said == "q!a (1), q!b (1)" || said == "q!b (1), q!a (1)",
+            "{said}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_expiry_warning_names_the_three_biggest_losers() {
+        let mut local = Local::default();
+        for (channel, n) in [("q!a", 1), ("q!b", 4), ("q!c", 2), ("q!d", 3), ("q!e", 1)] {
+            for _ in 0..n {
+                local.put([channel.to_string()], delivery(b"x"));
+            }
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (expired, next) = local.expire(Instant::now(), Duration::from_secs(3));
+        assert_eq!(expired.count(), 11);
+        assert_eq!(next, None);
+        assert_eq!(expired.to_string(), "q!b (4), q!d (3), q!c (2) and 2 more");
+        assert_eq!(local.biggest_queues(), "", "everything went");
     }
 }

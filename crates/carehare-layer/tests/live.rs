@@ -86,17 +86,110 @@ async fn typed_errors_for_bad_names_and_messages() {
         layer.send(&channel, &reserved).await,
         Err(Error::InvalidMessage(_))
     ));
-    // A message that does not fit the type is a decode error (and consumed).
+    // A message that does not fit the type is a decode error, which hands
+    // the message back.
     layer
         .send(&channel, &HashMap::from([("other", 1)]))
         .await
         .unwrap();
-    assert!(matches!(
-        within(10, layer.receive::<Chat>(&channel)).await,
-        Err(Error::Decode(_))
-    ));
+    match within(10, layer.receive::<Chat>(&channel)).await {
+        Err(Error::Decode { raw, .. }) => {
+            let back: HashMap<String, i64> = rmp_serde::from_slice(&raw).unwrap();
+            assert_eq!(back, HashMap::from([("other".to_string(), 1)]));
+        }
+        other => panic!("{other:?}"),
+    }
     layer.send(&channel, &chat("after")).await.unwrap();
     assert_eq!(recv(&layer, &channel, 10).await, chat("after"));
+    layer.close().await;
+}
+
+/// What the layer logs, at WARN and above.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A layer's start declares its queue passively first, to see whether a
+/// previous connection's queue of the same name is still there: the 404
+/// is the expected answer, not something to warn about.
+// Current-thread: every task of the layer runs on this thread, under the
+// capturing subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn starting_and_using_a_layer_logs_no_warning() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let layer = Layer::new(config()).unwrap();
+    within(30, layer.connection()).await.unwrap();
+    let channel = layer.new_channel();
+    layer.group_add("quiet", &channel).await.unwrap();
+    layer.group_send("quiet", &chat("hi")).await.unwrap();
+    assert_eq!(recv(&layer, &channel, 10).await, chat("hi"));
+    layer.close().await;
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.is_empty(), "{logs}");
+}
+
+/// A `Value` takes any message, binary included; a `Vec<u8>` travels as
+/// msgpack binary with `serde_bytes`, as a list of integers without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_values_and_binary_fields_round_trip() {
+    use carehare_layer::Value;
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Frame {
+        r#type: String,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    }
+    let layer = layer().await;
+    let channel = layer.new_channel();
+    let frame = Frame {
+        r#type: "websocket.receive".into(),
+        bytes: vec![0, 1, 255],
+    };
+    layer.send(&channel, &frame).await.unwrap();
+    // serde_json's Value has no binary: a decode error, with the message.
+    let raw = match within(10, layer.receive::<serde_json::Value>(&channel)).await {
+        Err(Error::Decode { raw, .. }) => raw,
+        other => panic!("{other:?}"),
+    };
+    let value: Value = rmp_serde::from_slice(&raw).unwrap();
+    assert_eq!(value["bytes"], Value::Binary(vec![0, 1, 255]));
+    assert_eq!(value["type"].as_str(), Some("websocket.receive"));
+    // A Value goes out as it came in, and decodes into the struct.
+    layer.send(&channel, &value).await.unwrap();
+    assert_eq!(
+        within(10, layer.receive::<Frame>(&channel)).await.unwrap(),
+        frame
+    );
+    layer.send(&channel, &frame).await.unwrap();
+    let received: Value = within(10, layer.receive(&channel)).await.unwrap();
+    assert_eq!(received, value);
+    // Without serde_bytes, a Vec<u8> is a list of integers on the wire.
+    layer
+        .send(&channel, &HashMap::from([("bytes", vec![1u8, 2])]))
+        .await
+        .unwrap();
+    let received: Value = within(10, layer.receive(&channel)).await.unwrap();
+    assert_eq!(
+        received["bytes"],
+        Value::Array(vec![Value::from(1), Value::from(2)])
+    );
     layer.close().await;
 }
 

@@ -86,6 +86,11 @@ async def main():
     }
     await layer.send(rs_channel, {**message, "via": "send"})
     await layer.group_send(rs_group, {**message, "via": "group_send"})
+    # Channels' websocket.receive carries bytes: msgpack binary.
+    await layer.send(rs_channel, {"type": "websocket.receive", "bytes": b"\x00\xffbin"})
+    frame = await asyncio.wait_for(layer.receive(channel), 20)
+    assert frame == {"type": "websocket.send", "bytes": b"\x01\x02"}, frame
+    print("PY_BYTES", repr(frame["bytes"]))
     await get("rs_done")
     await layer.close()
     print("PY_DONE")
@@ -223,11 +228,30 @@ async fn rust_and_python_layers_talk_both_ways() {
     assert_eq!(direct, expected("send"));
     let grouped: FromPython = within(60, layer.receive(&mine)).await.unwrap();
     assert_eq!(grouped, expected("group_send"));
+    // Python bytes arrive as binary: a Value takes them, and a serde_bytes
+    // field goes back as Python bytes.
+    let received: carehare_layer::Value = within(60, layer.receive(&mine)).await.unwrap();
+    assert_eq!(
+        received["bytes"],
+        carehare_layer::Value::Binary(b"\x00\xffbin".to_vec())
+    );
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        r#type: &'a str,
+        #[serde(with = "serde_bytes")]
+        bytes: &'a [u8],
+    }
+    let frame = Frame {
+        r#type: "websocket.send",
+        bytes: &[1, 2],
+    };
+    layer.send(&theirs, &frame).await.unwrap();
     put(&dir, "rs_done", "");
 
     let stdout = within(60, script).await.unwrap();
     eprintln!("python:\n{stdout}");
     assert!(stdout.contains("PY_RECEIVED"), "{stdout}");
+    assert!(stdout.contains("PY_BYTES b'\\x01\\x02'"), "{stdout}");
     assert!(stdout.contains("PY_DONE"), "{stdout}");
     let conn = layer.connection().await.unwrap();
     let _ = conn.exchange_delete(&exchange, false).await;
