@@ -325,6 +325,30 @@ impl Layer {
         })
     }
 
+    /// [`new`](Self::new), then waits until the layer is connected and its
+    /// queue declared (messages for its channels wait there from then
+    /// on). A message sent to one of its
+    /// channels before that is dropped by RabbitMQ (there is no queue to
+    /// route it to yet), as with Python's layer; a process that hands out
+    /// channel names at once should start with this.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), carehare_layer::Error> {
+    /// let layer = carehare_layer::Layer::connect(carehare_layer::Config::new("amqp://guest:guest@localhost/")).await?;
+    /// let channel = layer.new_channel(); // other processes can send to it now
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`new`](Self::new), and [`Error::Connect`] when RabbitMQ refuses
+    /// the layer for good (bad credentials, a missing vhost). A broker that
+    /// is not up yet is waited for.
+    pub async fn connect(config: Config) -> Result<Layer, Error> {
+        let layer = Self::new(config)?;
+        layer.connection().await?;
+        Ok(layer)
+    }
+
     /// This layer's RabbitMQ queue, `channels_<12 letters>`.
     ///
     /// ```no_run

@@ -114,3 +114,8 @@ pub use error::Error;
 pub use layer::Layer;
 /// A msgpack value of any shape: receive one to take any message.
 pub use rmpv::Value;
+
+/// The README's examples, compiled as doctests so that they keep building.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
