@@ -15,7 +15,10 @@
 //! the CLI is built (`--carehare-cli`, default `../target/release/carehare`;
 //! it runs on one thread by default), else with this crate's
 //! `peer-carehare`. `carehare-mt` is `peer-carehare` on tokio's
-//! multi-threaded runtime, as the lapin and amqprs peers run. `--extra`
+//! multi-threaded runtime, as the lapin and amqprs peers run.
+//! `carehare-recovering` is the CLI on recovering connections (its
+//! default; the others run with `--no-recovery`), to price recovery.
+//! `--extra`
 //! adds a peer binary that takes the same flags (e.g. an older build of
 //! `peer-carehare`, for before/after figures); `--extra-cli` another
 //! build of the `carehare` CLI, run as `perf --sequential`.
@@ -48,6 +51,7 @@ fn parse() -> Opts {
         sizes: vec![12, 1024],
         peers: [
             "carehare",
+            "carehare-recovering",
             "carehare-mt",
             "amqprs",
             "lapin",
@@ -113,7 +117,9 @@ fn command(o: &Opts, peer: &str, size: usize) -> Command {
     ];
     let mut cmd;
     let cli = match peer {
-        "carehare" if o.carehare_cli.exists() => Some(o.carehare_cli.clone()),
+        "carehare" | "carehare-recovering" if o.carehare_cli.exists() => {
+            Some(o.carehare_cli.clone())
+        }
         _ => o
             .extra
             .iter()
@@ -123,14 +129,21 @@ fn command(o: &Opts, peer: &str, size: usize) -> Command {
     match peer {
         _ if cli.is_some() => {
             cmd = Command::new(cli.expect("checked"));
-            // Plain connections: the other clients don't recover either.
-            cmd.args(["perf", "--no-recovery", "--sequential"])
+            cmd.arg("perf");
+            // Plain connections, as the other clients (which don't
+            // recover); `carehare-recovering` (and any CLI peer whose name
+            // ends in `-recovering`) prices recovery.
+            if !peer.ends_with("-recovering") {
+                cmd.arg("--no-recovery");
+            }
+            cmd.arg("--sequential")
                 .args(&workload)
                 .arg("--json")
                 .env("AMQP_URL", &o.url);
             return cmd;
         }
         "carehare" | "carehare-mt" => cmd = Command::new(own_bin("peer-carehare")),
+        "carehare-recovering" => panic!("carehare-recovering needs the CLI (--carehare-cli)"),
         "amqprs" => cmd = Command::new(own_bin("peer-amqprs")),
         "lapin" => cmd = Command::new(own_bin("peer-lapin")),
         "carehare-py" | "aio-pika" => {
@@ -299,6 +312,8 @@ fn main() {
         for (mine, other) in [
             ("carehare", "amqprs"),
             ("carehare", "lapin"),
+            ("carehare-recovering", "carehare"),
+            ("carehare-recovering", "amqprs"),
             ("carehare-mt", "amqprs"),
             ("carehare-mt", "lapin"),
         ] {

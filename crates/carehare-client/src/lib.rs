@@ -42,7 +42,11 @@ mod uri;
 pub use address::{Address, AddressOrder};
 pub use carehare_core;
 pub use carehare_core::properties::BasicProperties;
-pub use carehare_core::types::{AMQPValue, FieldTable};
+// Everything needed to build properties and headers, at the root.
+pub use carehare_core::types::{
+    AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortStr,
+    ShortStrTooLong,
+};
 pub use connect::connect_with_runtime;
 pub use error::{CloseReason, ConnectionError, Error, UsageError};
 pub use handles::blocking::{Blocking, BlockingChanges};

@@ -11,17 +11,21 @@
 //! [`Error::InDoubt`].
 //!
 //! Invariants (of the task's `Unsettled`):
-//! - `entries` is keyed by submission order; an entry leaves only when its
+//! - `entries` is in submission order; an entry leaves only when its
 //!   caller's confirmation is answered, and each caller is answered
 //!   exactly once;
-//! - `sent` holds one confirm future per entry sent on the live
-//!   connection, and only those: it is polled as a set, so a wakeup costs
-//!   what became ready, not the whole window; after a loss it is emptied
-//!   and every entry is in doubt until the next connection;
+//! - an entry's `sent` is its confirm on the live connection, or `None`
+//!   while it is in doubt (after a loss, until the next connection);
+//! - confirms are taken in order from the front: only the front's is
+//!   polled (with the task's waker), so a wakeup costs what became ready.
+//!   A confirm that comes before an earlier one waits for it, which costs
+//!   that caller a little latency and nobody a message; on a loss, every
+//!   entry's confirm is looked at once, so that what was settled just
+//!   before is not sent again;
 //! - each entry holds its window slot, so the window bounds publishes
 //!   queued during an outage too.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,8 +35,6 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use carehare_core::properties::BasicProperties;
 use futures_channel::oneshot;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 
 use super::options::Republish;
 use super::shared::Recovery;
@@ -48,89 +50,108 @@ struct Job {
     properties: BasicProperties,
     body: Bytes,
     mandatory: bool,
-    tx: oneshot::Sender<Result<(), Error>>,
+    /// Taken when the caller is answered.
+    tx: Option<oneshot::Sender<Result<(), Error>>>,
     _permit: Permit,
     /// Connections this job was in doubt on.
     in_doubt: u32,
 }
 
-/// The confirm of entry `seq` on the live connection.
-struct Sent {
-    seq: u64,
-    confirmation: Confirmation,
+/// One unsettled publish.
+struct Entry {
+    job: Job,
+    /// Its confirm on the live connection; `None` while in doubt.
+    sent: Option<Confirmation>,
 }
 
-impl Future for Sent {
-    type Output = (u64, Result<(), Error>);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let seq = self.seq;
-        Pin::new(&mut self.confirmation)
-            .poll(cx)
-            .map(|result| (seq, result))
-    }
-}
-
-/// Every unsettled publish, and the confirms awaited on the live
-/// connection.
+/// Every unsettled publish, in submission order.
 #[derive(Default)]
 struct Unsettled {
-    entries: BTreeMap<u64, Job>,
-    next_seq: u64,
-    sent: FuturesUnordered<Sent>,
+    entries: VecDeque<Entry>,
 }
 
 impl Unsettled {
     /// Sends every entry on `connection`, in order (after a loss, these
     /// are the ones in doubt).
     fn send_all(&mut self, connection: &Connection) {
-        for (seq, job) in &self.entries {
-            let confirmation = send_on(connection, job);
-            self.sent.push(Sent {
-                seq: *seq,
-                confirmation,
-            });
+        for entry in &mut self.entries {
+            entry.sent = Some(send_on(connection, &entry.job));
         }
     }
 
     /// The connection was lost with every entry unconfirmed: each is in
     /// doubt once more, and those in doubt more than `limit` times fail.
     fn in_doubt(&mut self, limit: u32) {
-        self.lost();
-        let given_up: Vec<u64> = self
-            .entries
-            .iter_mut()
-            .filter_map(|(seq, job)| {
-                job.in_doubt += 1;
-                (job.in_doubt > limit).then_some(*seq)
-            })
-            .collect();
-        for seq in given_up {
-            if let Some(job) = self.entries.remove(&seq) {
-                let _ = job.tx.send(Err(Error::InDoubt));
+        self.entries.retain_mut(|entry| {
+            entry.sent = None;
+            entry.job.in_doubt += 1;
+            if entry.job.in_doubt <= limit {
+                return true;
             }
-        }
+            if let Some(tx) = entry.job.tx.take() {
+                let _ = tx.send(Err(Error::InDoubt));
+            }
+            false
+        });
     }
 
     /// Adds and sends a new job.
     fn send_new(&mut self, connection: &Connection, job: Job) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let confirmation = send_on(connection, &job);
-        self.entries.insert(seq, job);
-        self.sent.push(Sent { seq, confirmation });
+        let sent = Some(send_on(connection, &job));
+        self.entries.push_back(Entry { job, sent });
     }
 
-    /// The connection was lost: nothing is awaited any more.
-    fn lost(&mut self) {
-        self.sent = FuturesUnordered::new();
+    /// Answers the confirms that came, oldest first, up to the first that
+    /// has not; `true` if the connection was lost.
+    fn settle_in_order(&mut self, cx: &mut Context<'_>) -> bool {
+        while let Some(front) = self.entries.front_mut() {
+            let Some(sent) = front.sent.as_mut() else {
+                return false;
+            };
+            match Pin::new(sent).poll(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(Err(Error::ConnectionClosed(_))) => {
+                    self.settle_what_came();
+                    return true;
+                }
+                Poll::Ready(result) => {
+                    if let Some(mut entry) = self.entries.pop_front()
+                        && let Some(tx) = entry.job.tx.take()
+                    {
+                        let _ = tx.send(result);
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// After a loss: answers every entry whose confirm came before it, so
+    /// that it is not sent again.
+    fn settle_what_came(&mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.entries.retain_mut(|entry| {
+            let Some(sent) = entry.sent.as_mut() else {
+                return true;
+            };
+            match Pin::new(sent).poll(&mut cx) {
+                Poll::Ready(Err(Error::ConnectionClosed(_))) | Poll::Pending => true,
+                Poll::Ready(result) => {
+                    if let Some(tx) = entry.job.tx.take() {
+                        let _ = tx.send(result);
+                    }
+                    false
+                }
+            }
+        });
     }
 
     /// Answers every entry with `why`.
     fn fail_all(&mut self, why: impl Fn() -> Error) {
-        self.lost();
-        for (_, job) in std::mem::take(&mut self.entries) {
-            let _ = job.tx.send(Err(why()));
+        for mut entry in std::mem::take(&mut self.entries) {
+            if let Some(tx) = entry.job.tx.take() {
+                let _ = tx.send(Err(why()));
+            }
         }
     }
 }
@@ -289,7 +310,7 @@ impl<T: Clone + Send + Sync + 'static> RecoveringPublisher<T> {
             properties: properties.clone(),
             body,
             mandatory,
-            tx,
+            tx: Some(tx),
             _permit: permit,
             in_doubt: 0,
         };
@@ -364,6 +385,7 @@ enum Pass {
 /// The publisher's task.
 async fn run<T: Clone + Send + Sync + 'static>(shared: Arc<Recovery<T>>, queue: SharedQueue) {
     let mut unsettled = Unsettled::default();
+    let mut spare = VecDeque::new();
     let mut after = 0;
     loop {
         let live = shared.live(after).await;
@@ -382,7 +404,9 @@ async fn run<T: Clone + Send + Sync + 'static>(shared: Arc<Recovery<T>>, queue: 
         after = generation;
         // What was in doubt goes out again first, in order.
         unsettled.send_all(&connection);
-        let pass = std::future::poll_fn(|cx| pump(&connection, &mut unsettled, &queue, cx)).await;
+        let pass =
+            std::future::poll_fn(|cx| pump(&connection, &mut unsettled, &queue, &mut spare, cx))
+                .await;
         match pass {
             Pass::Done => return,
             Pass::Lost => {
@@ -397,35 +421,27 @@ async fn run<T: Clone + Send + Sync + 'static>(shared: Arc<Recovery<T>>, queue: 
 }
 
 /// Sends new jobs, settles what the connection settled, and notices a
-/// loss.
+/// loss. `spare` is the task's own job buffer, swapped with the queue's so
+/// that neither is allocated again for each batch.
 fn pump(
     connection: &Connection,
     unsettled: &mut Unsettled,
     queue: &SharedQueue,
+    spare: &mut VecDeque<Job>,
     cx: &mut Context<'_>,
 ) -> Poll<Pass> {
-    let (jobs, handles_gone) = {
+    let handles_gone = {
         let mut q = lock(queue);
-        q.waker = Some(cx.waker().clone());
-        (std::mem::take(&mut q.jobs), q.handles_gone)
+        if !q.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            q.waker = Some(cx.waker().clone());
+        }
+        std::mem::swap(&mut q.jobs, spare);
+        q.handles_gone
     };
-    for job in jobs {
+    for job in spare.drain(..) {
         unsettled.send_new(connection, job);
     }
-    // Take everything ready: confirms settled just before a loss still
-    // count, so they are not sent twice.
-    let mut lost = false;
-    while let Poll::Ready(Some((seq, result))) = unsettled.sent.poll_next_unpin(cx) {
-        match result {
-            Err(Error::ConnectionClosed(_)) => lost = true,
-            result => {
-                if let Some(job) = unsettled.entries.remove(&seq) {
-                    let _ = job.tx.send(result);
-                }
-            }
-        }
-    }
-    if lost {
+    if unsettled.settle_in_order(cx) {
         return Poll::Ready(Pass::Lost);
     }
     if handles_gone && unsettled.entries.is_empty() && lock(queue).jobs.is_empty() {
@@ -439,8 +455,10 @@ fn pump(
 fn fail(unsettled: &mut Unsettled, queue: &SharedQueue, why: &Error, stop: bool) {
     unsettled.fail_all(|| why.clone());
     let mut q = lock(queue);
-    for job in q.jobs.drain(..) {
-        let _ = job.tx.send(Err(why.clone()));
+    for mut job in q.jobs.drain(..) {
+        if let Some(tx) = job.tx.take() {
+            let _ = tx.send(Err(why.clone()));
+        }
     }
     if stop {
         q.task_gone = Some(why.clone());
