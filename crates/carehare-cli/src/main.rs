@@ -54,7 +54,8 @@ struct Cli {
 enum Command {
     /// Publish one message and wait for its confirm.
     Publish(publish::PublishArgs),
-    /// Print deliveries from a queue, acking each after printing it.
+    /// Print deliveries of a queue or an exchange, acking each (or --exec
+    /// a command on each).
     Consume(consume::ConsumeArgs),
     /// Look at one message of a queue (it stays there unless --ack).
     Get(get::GetArgs),
