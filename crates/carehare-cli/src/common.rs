@@ -106,25 +106,20 @@ impl ConnArgs {
 
     /// Connects with recovery: from then on a lost connection is replaced
     /// (with backoff, for as long as it takes), until a reconnect is
-    /// refused for a reason retrying can't fix. The first connect fails
-    /// like [`connect`](Self::connect).
-    pub(crate) async fn connect_recovering(
-        &self,
-        connection_name: &str,
-    ) -> Result<RecoveringConnection, CliError> {
-        self.connect_recovering_with(connection_name, |_| Box::pin(async { Ok(()) }))
-            .await
-    }
-
-    /// [`connect_recovering`](Self::connect_recovering) with a `setup`
-    /// that declares what the command needs, again after every reconnect.
-    pub(crate) async fn connect_recovering_with<F>(
+    /// refused for a reason retrying can't fix. `setup` declares what the
+    /// command needs, on the first connection and again after every
+    /// reconnect. A failed first connect is exit code 3, like
+    /// [`connect`](Self::connect); RabbitMQ refusing what `setup` asks
+    /// (e.g. 404 for a missing exchange) is 4. `setup` returns what later calls need to know of the topology
+    /// (e.g. a server-named queue's name).
+    pub(crate) async fn connect_recovering_with<T, F>(
         &self,
         connection_name: &str,
         setup: F,
-    ) -> Result<RecoveringConnection, CliError>
+    ) -> Result<RecoveringConnection<T>, CliError>
     where
-        F: Fn(Connection) -> BoxFuture<'static, Result<(), carehare_tokio::Error>>
+        T: Clone + Send + Sync + 'static,
+        F: Fn(Connection) -> BoxFuture<'static, Result<T, carehare_tokio::Error>>
             + Send
             + Sync
             + 'static,
@@ -132,7 +127,10 @@ impl ConnArgs {
         let options = self.options(connection_name)?;
         carehare_tokio::connect_recovering(options, RecoveryOptions::default(), setup)
             .await
-            .map_err(CliError::Connect)
+            .map_err(|e| match e {
+                carehare_tokio::Error::ChannelClosedByServer(_) => CliError::Amqp(e),
+                e => CliError::Connect(e),
+            })
     }
 }
 

@@ -20,6 +20,9 @@ pub(crate) mod code {
     pub(crate) const TIMEOUT: u8 = 6;
     /// `get` found the queue empty.
     pub(crate) const EMPTY: u8 = 7;
+    /// `consume --exec`: the command failed and `--on-failure stop` said
+    /// to stop.
+    pub(crate) const EXEC_FAILED: u8 = 8;
 }
 
 /// Why a command failed. The `Display` text is what `carehare` prints on
@@ -58,6 +61,49 @@ pub(crate) enum CliError {
     /// `perf` saw publishes nacked or returned.
     #[error("{0}")]
     NotConfirmed(String),
+    /// A management API request failed.
+    #[error(transparent)]
+    Management(#[from] ManagementError),
+    /// `consume --exec`: the command failed, and that stops the consumer.
+    #[error("{0}")]
+    ExecFailed(String),
+}
+
+/// Why a management request failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ManagementError {
+    /// No HTTP answer: refused, unreachable, TLS, timeout.
+    #[error("could not reach the management API at {url}: {error}")]
+    Unreachable {
+        /// The request's URL.
+        url: String,
+        /// What went wrong.
+        error: ureq::Error,
+    },
+    /// 401: wrong user or password, or a user without a management tag.
+    #[error("the management API refused the login ({status}): {reason}")]
+    Unauthorized {
+        /// 401 or 403.
+        status: u16,
+        /// RabbitMQ's `reason`.
+        reason: String,
+    },
+    /// 404: e.g. no such vhost.
+    #[error("the management API has no {url} (404): {reason}")]
+    NotFound {
+        /// The request's URL.
+        url: String,
+        /// RabbitMQ's `reason`.
+        reason: String,
+    },
+    /// Any other failure status, or an answer that is not JSON.
+    #[error("the management API answered {url} with {what}")]
+    Other {
+        /// The request's URL.
+        url: String,
+        /// The status and reason, or why the body is unreadable.
+        what: String,
+    },
 }
 
 impl CliError {
@@ -82,6 +128,14 @@ impl CliError {
             CliError::Timeout { .. } => code::TIMEOUT,
             CliError::Empty => code::EMPTY,
             CliError::NotConfirmed(_) => code::NOT_CONFIRMED,
+            CliError::Management(e) => match e {
+                ManagementError::Unreachable { .. } | ManagementError::Unauthorized { .. } => {
+                    code::CONNECT
+                }
+                ManagementError::NotFound { .. } => code::REFUSED,
+                ManagementError::Other { .. } => code::OTHER,
+            },
+            CliError::ExecFailed(_) => code::EXEC_FAILED,
         }
     }
 }

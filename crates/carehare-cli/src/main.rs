@@ -1,8 +1,9 @@
 //! `carehare`: a RabbitMQ command-line tool built on carehare-tokio.
 //!
 //! Publish, consume, get, declare/delete/bind/unbind/purge queues and
-//! exchanges, RPC calls over direct reply-to, and `perf`, a RabbitMQ
-//! PerfTest-style load tool. See `carehare --help` and the crate README.
+//! exchanges, RPC calls over direct reply-to, listings through the
+//! management HTTP API, and `perf`, a RabbitMQ PerfTest-style load tool.
+//! See `carehare --help`, `carehare man` and the crate README.
 
 #![deny(unreachable_pub)]
 
@@ -10,14 +11,15 @@ mod commands;
 mod common;
 mod error;
 mod fields;
+mod management;
 mod output;
 mod perf;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::commands::{admin, consume, get, publish, rpc};
+use crate::commands::{admin, consume, get, list, publish, rpc, shell};
 use crate::common::ConnArgs;
 use crate::error::CliError;
 
@@ -32,12 +34,13 @@ Exit codes:
   5  a publish was returned (--mandatory, unroutable) or nacked
   6  timeout (no confirm, reply or enough messages within --timeout)
   7  get: the queue is empty
+  8  consume --exec: the command failed (with --on-failure stop)
 
 Environment:
   AMQP_URL  the default for --url";
 
 /// A RabbitMQ command-line tool: publish, consume, get, manage queues and
-/// exchanges, RPC, and a PerfTest-style load tool.
+/// exchanges, RPC, listings, and a PerfTest-style load tool.
 #[derive(Parser, Debug)]
 #[command(name = "carehare", version, after_help = EXIT_CODES, max_term_width = 100)]
 struct Cli {
@@ -51,9 +54,10 @@ struct Cli {
 enum Command {
     /// Publish one message and wait for its confirm.
     Publish(publish::PublishArgs),
-    /// Print deliveries from a queue, acking each after printing it.
+    /// Print deliveries of a queue or an exchange, acking each (or --exec
+    /// a command on each).
     Consume(consume::ConsumeArgs),
-    /// Fetch one message from a queue.
+    /// Look at one message of a queue (it stays there unless --ack).
     Get(get::GetArgs),
     /// Declare a queue or an exchange.
     #[command(subcommand)]
@@ -74,6 +78,12 @@ enum Command {
     Rpc(rpc::Rpc),
     /// A load test in the style of RabbitMQ's PerfTest.
     Perf(perf::PerfArgs),
+    /// List queues, exchanges or connections (management HTTP API).
+    List(list::ListArgs),
+    /// Print a shell completion script.
+    Completions(shell::CompletionsArgs),
+    /// Print the manual page (roff).
+    Man,
 }
 
 impl Command {
@@ -89,6 +99,9 @@ impl Command {
             Command::Purge(_) => "purge",
             Command::Rpc(_) => "rpc",
             Command::Perf(_) => "perf",
+            Command::List(_) => "list",
+            Command::Completions(_) => "completions",
+            Command::Man => "man",
         }
     }
 }
@@ -96,6 +109,16 @@ impl Command {
 fn main() -> ExitCode {
     // clap exits with 2 on a usage error and 0 for --help / --version.
     let cli = Cli::parse();
+    // The commands without AMQP need no runtime.
+    let offline = match &cli.command {
+        Command::Completions(args) => Some(shell::completions(Cli::command(), args)),
+        Command::Man => Some(shell::man(Cli::command())),
+        Command::List(args) => Some(list::run(&cli.conn, args)),
+        _ => None,
+    };
+    if let Some(result) = offline {
+        return exit(result);
+    }
     let runtime = match &cli.command {
         Command::Perf(args) => perf::runtime(args),
         _ => tokio::runtime::Builder::new_current_thread()
@@ -106,6 +129,11 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime.block_on(run(cli)),
         Err(e) => Err(CliError::io("starting the tokio runtime")(e)),
     };
+    exit(result)
+}
+
+/// The exit code for a command's outcome, its error said on stderr.
+fn exit(result: Result<(), CliError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -121,6 +149,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Perf(args) => return perf::run(&cli.conn, args).await,
         Command::Consume(args) => return consume::run(&cli.conn, args).await,
+        // Run by `main` without a runtime.
+        Command::List(_) | Command::Completions(_) | Command::Man => return Ok(()),
         _ => {}
     }
     let connection = cli.conn.connect(&name).await?;
@@ -133,7 +163,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Unbind(what) => admin::bind(&connection, what, false).await,
         Command::Purge(args) => admin::purge(&connection, args).await,
         Command::Rpc(rpc) => rpc::run(&connection, rpc).await,
-        Command::Perf(_) | Command::Consume(_) => Ok(()),
+        Command::Perf(_)
+        | Command::Consume(_)
+        | Command::List(_)
+        | Command::Completions(_)
+        | Command::Man => Ok(()),
     };
     // A clean close, so RabbitMQ logs no "connection closed abruptly";
     // the command's own outcome wins over a failed close.

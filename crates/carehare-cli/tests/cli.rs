@@ -1,59 +1,17 @@
 //! The `carehare` binary against the live test broker
 //! (`test-server/start.sh`): vhost `carehare-test` as `carehare`, TLS on
 //! 5671 with the test CA, EXTERNAL with the test client certificate.
+//! Publish, get, declare/bind/purge/delete, refusals, rpc, TLS.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{URL, carehare, certs, ok, stderr, stdout, unique};
 use serde_json::Value;
-
-const URL: &str = "amqp://carehare:carehare-pw@127.0.0.1:5672/carehare-test";
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("cli-test-{prefix}-{}-{nanos}", std::process::id())
-}
-
-fn carehare(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_carehare"))
-        .arg("--url")
-        .arg(URL)
-        .args(args)
-        .env_remove("AMQP_URL")
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Runs and expects success, returning stdout.
-fn ok(args: &[&str]) -> String {
-    let o = carehare(args);
-    assert!(
-        o.status.success(),
-        "carehare {args:?} failed ({:?}): {}",
-        o.status.code(),
-        stderr(&o)
-    );
-    stdout(&o)
-}
-
-fn certs() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test-server/certs")
-}
 
 #[test]
 fn publish_then_get_round_trips_properties_and_headers() {
@@ -97,7 +55,7 @@ fn publish_then_get_round_trips_properties_and_headers() {
         "x:float=1.5",
     ]);
     assert_eq!(out.trim(), "acked");
-    let line = ok(&["get", &q, "--format", "json"]);
+    let line = ok(&["get", &q, "--format", "json", "--ack"]);
     let v: Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(v["body"], "héllo");
     assert_eq!(v["body_encoding"], "utf8");
@@ -151,220 +109,48 @@ fn bodies_from_stdin_and_files_and_requeue() {
     std::fs::write(&file, [0xff, 0x00, 0x01]).unwrap();
     ok(&["publish", "-k", &q, "--file", file.to_str().unwrap()]);
     std::fs::remove_file(&file).unwrap();
-    // --requeue leaves the message where it was.
+    // --requeue (the default) leaves the message where it was.
     assert_eq!(ok(&["get", &q, "--requeue"]), "from stdin\n");
-    let v: Value = serde_json::from_str(ok(&["get", &q, "--format", "json"]).trim()).unwrap();
+    let v: Value =
+        serde_json::from_str(ok(&["get", &q, "--format", "json", "--ack"]).trim()).unwrap();
     assert_eq!(v["body"], "from stdin");
     assert_eq!(v["redelivered"], true);
-    let v: Value = serde_json::from_str(ok(&["get", &q, "--format", "json"]).trim()).unwrap();
+    let v: Value =
+        serde_json::from_str(ok(&["get", &q, "--format", "json", "--ack"]).trim()).unwrap();
     assert_eq!(v["body"], "/wAB");
     assert_eq!(v["body_encoding"], "base64");
     ok(&["delete", "queue", &q]);
 }
 
+/// `get` looks without consuming, as `rabbitmqadmin get` does: the
+/// message goes back (and comes again flagged redelivered) unless --ack;
+/// --reject drops it.
 #[test]
-fn consume_count_prints_json_lines_and_acks() {
-    let q = unique("consume");
-    // Not auto-delete: the queue must outlive the first consumer.
-    ok(&["declare", "queue", &q]);
-    for i in 0..4 {
-        ok(&[
-            "publish",
-            "-k",
-            &q,
-            &format!("m{i}"),
-            "-H",
-            &format!("i:int={i}"),
-        ]);
-    }
-    let out = ok(&[
-        "consume",
-        &q,
-        "--count",
-        "3",
-        "--format",
-        "json",
-        "--timeout",
-        "10s",
-    ]);
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 3);
-    for (i, v) in lines.iter().enumerate() {
-        assert_eq!(v["body"], format!("m{i}"));
-        assert_eq!(v["properties"]["headers"]["i"], i);
-        assert_eq!(v["routing_key"], q.as_str());
-        assert!(v["consumer_tag"].as_str().unwrap().starts_with("amq.ctag-"));
-        assert!(v["delivery_tag"].as_u64().unwrap() >= 1);
-    }
-    // The three were acked, the fourth is still there.
+fn get_peeks_unless_told_to_ack_or_reject() {
+    let q = unique("peek");
+    ok(&["declare", "queue", &q, "--auto-delete"]);
+    ok(&["publish", "-k", &q, "look"]);
+    let first: Value = serde_json::from_str(ok(&["get", &q, "--format", "json"]).trim()).unwrap();
+    assert_eq!(first["body"], "look");
+    assert_eq!(first["redelivered"], false);
+    let second: Value = serde_json::from_str(ok(&["get", &q, "--format", "json"]).trim()).unwrap();
+    assert_eq!(second["body"], "look");
+    assert_eq!(second["redelivered"], true, "the same message, back again");
     let declared = ok(&["declare", "queue", &q, "--passive"]);
     assert!(declared.contains("messages=1"), "{declared}");
-    // Asking for more than there is ends with the timeout code.
-    let o = carehare(&["consume", &q, "--count", "2", "--timeout", "300ms"]);
-    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "m3\n");
+    assert_eq!(ok(&["get", &q, "--ack"]), "look\n");
+    let empty = carehare(&["get", &q]);
+    assert_eq!(empty.status.code(), Some(7), "{}", stderr(&empty));
+    assert_eq!(stderr(&empty).trim(), "carehare: the queue is empty");
+    // --reject drops it (no dead-letter exchange here).
+    ok(&["publish", "-k", &q, "drop me"]);
+    assert_eq!(ok(&["get", &q, "--reject"]), "drop me\n");
+    let empty = carehare(&["get", &q]);
+    assert_eq!(empty.status.code(), Some(7), "{}", stderr(&empty));
+    // Ack and requeue contradict each other.
+    let o = carehare(&["get", &q, "--ack", "--requeue"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     ok(&["delete", "queue", &q]);
-}
-
-/// Runs `rabbitmqctl ARGS` against the test broker (through
-/// `test-server/env.sh`) and returns its output.
-fn rabbitmqctl(args: &str) -> String {
-    let script = format!(
-        "source '{}/../../test-server/env.sh' && rabbitmqctl {args}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "rabbitmqctl {args}: {}", stderr(&out));
-    stdout(&out)
-}
-
-/// Waits until `queue` has no unacked messages, so that what was printed
-/// so far is settled.
-fn wait_until_settled(queue: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let list = rabbitmqctl(
-            "list_queues -p carehare-test name messages_unacknowledged --no-table-headers -q",
-        );
-        let unacked = list
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .find(|(name, _)| *name == queue)
-            .map(|(_, n)| n.trim().to_string());
-        if unacked.as_deref() == Some("0") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{queue} still has unacked messages: {list}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Waits for `child` to exit, for at most `limit` (then kills it and
-/// fails: a hang is the failure), and collects its output.
-fn exit_within(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
-            panic!("still running after {limit:?}; stderr: {}", stderr(&o));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// `consume` goes on after RabbitMQ closes its connection: `close` closes
-/// it (given the connection's name) while two of four messages are
-/// printed and acked; the other two are published while it reconnects.
-fn consume_survives_its_connection_being_closed(close: impl FnOnce(&str)) {
-    let q = unique("survives");
-    let name = unique("survives-conn");
-    ok(&["declare", "queue", &q]);
-    ok(&["publish", "-k", &q, "m0"]);
-    ok(&["publish", "-k", &q, "m1"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_carehare"))
-        .arg("--url")
-        .arg(format!("{URL}?name={name}"))
-        .args(["consume", &q, "--count", "4", "--timeout", "60s"])
-        .env_remove("AMQP_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut printed = String::new();
-    for _ in 0..2 {
-        assert_ne!(
-            out.read_line(&mut printed).unwrap(),
-            0,
-            "consume ended early"
-        );
-    }
-    assert_eq!(printed, "m0\nm1\n");
-    wait_until_settled(&q);
-    close(&name);
-    ok(&["publish", "-k", &q, "m2"]);
-    ok(&["publish", "-k", &q, "m3"]);
-    out.read_to_string(&mut printed).unwrap();
-    let o = exit_within(child, Duration::from_secs(90));
-    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
-    assert_eq!(printed, "m0\nm1\nm2\nm3\n");
-    let said = stderr(&o);
-    assert!(said.contains("connection lost"), "{said}");
-    assert!(said.contains("320 CONNECTION_FORCED"), "{said}");
-    assert!(said.contains("reconnected to 127.0.0.1:5672"), "{said}");
-    let declared = ok(&["declare", "queue", &q, "--passive"]);
-    assert!(declared.contains("messages=0"), "{declared}");
-    ok(&["delete", "queue", &q]);
-}
-
-#[test]
-fn consume_survives_rabbitmq_closing_its_connection() {
-    consume_survives_its_connection_being_closed(|name| {
-        // RabbitMQ 3.10 has no `user_provided_name` info key: find the
-        // name in the client properties.
-        let list = rabbitmqctl("list_connections pid client_properties --no-table-headers -q");
-        let needle = format!("\"{name}\"");
-        let pid = list
-            .lines()
-            .find(|l| l.contains(&needle))
-            .and_then(|l| l.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no connection named {name} in {list}"));
-        rabbitmqctl(&format!("close_connection '{pid}' 'test: go away'"));
-    });
-}
-
-/// The same through `rabbitmqctl close_all_connections`, as an operator
-/// would do it. It closes every connection to the test vhost, other
-/// tests' too, so it only runs when asked for, on its own:
-/// `cargo test -p carehare-cli --test cli -- --ignored`.
-#[test]
-#[ignore = "closes every connection to the test vhost: run it on its own (-- --ignored)"]
-fn consume_survives_close_all_connections() {
-    consume_survives_its_connection_being_closed(|_| {
-        // Without -p it would close only the connections to vhost `/`.
-        rabbitmqctl("close_all_connections -p carehare-test 'test: everyone out'");
-    });
-}
-
-/// Recovery never retries what can't work: a wrong password or a missing
-/// vhost ends `consume` at once, with the connect code.
-#[test]
-fn consume_with_a_wrong_password_or_vhost_exits_3_at_once() {
-    let cases = [
-        (
-            "amqp://carehare:wrong@127.0.0.1:5672/carehare-test",
-            "ACCESS_REFUSED",
-        ),
-        (
-            "amqp://carehare:carehare-pw@127.0.0.1:5672/no-such-vhost",
-            "no-such-vhost",
-        ),
-    ];
-    for (url, says) in cases {
-        let child = Command::new(env!("CARGO_BIN_EXE_carehare"))
-            .args(["--url", url, "consume", "q"])
-            .env_remove("AMQP_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let o = exit_within(child, Duration::from_secs(30));
-        assert_eq!(o.status.code(), Some(3), "{url}: {}", stderr(&o));
-        assert!(stderr(&o).contains(says), "{url}: {}", stderr(&o));
-        assert_eq!(stdout(&o), "");
-    }
 }
 
 #[test]
@@ -622,194 +408,6 @@ fn tls_with_the_test_ca_and_external_auth() {
     );
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     ok(&["delete", "queue", &q]);
-}
-
-fn perf_json(args: &[&str]) -> Value {
-    let mut all = vec!["perf", "--json", "--quiet"];
-    all.extend_from_slice(args);
-    let out = ok(&all);
-    serde_json::from_str(out.trim()).unwrap()
-}
-
-fn check_side(side: &Value, messages: u64) {
-    assert_eq!(side["messages"], messages, "{side}");
-    assert!(side["seconds"].as_f64().unwrap() > 0.0, "{side}");
-    assert!(side["msg_per_s"].as_f64().unwrap() > 0.0, "{side}");
-    assert!(side["cpu_s"].as_f64().unwrap() > 0.0, "{side}");
-    assert!(side["cpu_us_per_msg"].as_f64().unwrap() > 0.0, "{side}");
-}
-
-#[test]
-fn perf_sequential_json_is_sane() {
-    let v = perf_json(&[
-        "--no-recovery",
-        "--sequential",
-        "--count",
-        "2000",
-        "--size",
-        "12",
-        "--confirm",
-        "100",
-        "--prefetch",
-        "50",
-        "--multi-ack-every",
-        "10",
-    ]);
-    assert_eq!(v["tool"], "carehare");
-    assert_eq!(v["config"]["count"], 2000);
-    assert_eq!(v["config"]["sequential"], true);
-    assert_eq!(v["config"]["recovery"], false);
-    assert_eq!(v["config"]["confirm"], 100);
-    check_side(&v["publish"], 2000);
-    check_side(&v["consume"], 2000);
-    assert!(v["latency_us"].is_null());
-    assert!(v["max_rss_kib"].as_u64().unwrap() > 0);
-    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(
-        keys,
-        [
-            "config",
-            "consume",
-            "latency_us",
-            "max_rss_kib",
-            "publish",
-            "tool"
-        ]
-    );
-}
-
-#[test]
-fn perf_concurrent_measures_latency() {
-    // Two producers on their own connection, two consumers on another,
-    // two queues, rate-limited, headers carry the stamp (4-byte bodies).
-    let v = perf_json(&[
-        "--count",
-        "3000",
-        "--producers",
-        "2",
-        "--consumers",
-        "2",
-        "--queues",
-        "2",
-        "--connections",
-        "2",
-        "--size",
-        "4",
-        "--rate",
-        "5000",
-        "--threads",
-        "2",
-    ]);
-    check_side(&v["publish"], 3000);
-    check_side(&v["consume"], 3000);
-    let l = &v["latency_us"];
-    let (p50, p95, p99, max) = (
-        l["p50"].as_u64().unwrap(),
-        l["p95"].as_u64().unwrap(),
-        l["p99"].as_u64().unwrap(),
-        l["max"].as_u64().unwrap(),
-    );
-    assert!(0 < p50 && p50 <= p95 && p95 <= p99 && p99 <= max, "{l}");
-    // 3,000 messages at 2 × 5,000 msg/s take at least 0.3 s.
-    assert!(v["publish"]["seconds"].as_f64().unwrap() >= 0.25, "{v}");
-}
-
-#[test]
-fn perf_duration_run_on_a_quorum_queue_prints_the_table() {
-    let out = ok(&[
-        "perf",
-        "--duration",
-        "1s",
-        "--queue-type",
-        "quorum",
-        "--size",
-        "100",
-        "--quiet",
-    ]);
-    assert!(out.contains("publish"), "{out}");
-    assert!(
-        out.contains("latency, publish to consume (µs): p50"),
-        "{out}"
-    );
-}
-
-/// The pids of the broker's connections whose client properties name
-/// `name`.
-fn connection_pids(name: &str) -> Vec<String> {
-    let list = rabbitmqctl("list_connections pid client_properties --no-table-headers -q");
-    let needle = format!("\"{name}\"");
-    list.lines()
-        .filter(|l| l.contains(&needle))
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect()
-}
-
-/// `perf` runs on recovering connections: RabbitMQ closing both of them
-/// mid-run costs no confirmed message, and the run still ends well.
-#[test]
-fn perf_carries_on_when_rabbitmq_closes_its_connections() {
-    let name = unique("perf-recovers");
-    let child = Command::new(env!("CARGO_BIN_EXE_carehare"))
-        .arg("--url")
-        .arg(format!("{URL}?name={name}"))
-        .args([
-            "perf",
-            "--connections",
-            "2",
-            "--count",
-            "8000",
-            "--rate",
-            "1000",
-        ])
-        .args(["--json", "--quiet"])
-        .env_remove("AMQP_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let pids = loop {
-        let pids = connection_pids(&name);
-        if pids.len() == 2 {
-            break pids;
-        }
-        assert!(Instant::now() < deadline, "perf's connections: {pids:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    // Mid-publish: 8,000 messages at 1,000 msg/s take 8 s, and each
-    // rabbitmqctl call about one.
-    for pid in &pids {
-        rabbitmqctl(&format!("close_connection '{pid}' 'test: go away'"));
-    }
-    let o = exit_within(child, Duration::from_secs(90));
-    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
-    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    assert_eq!(v["config"]["recovery"], true);
-    assert_eq!(
-        v["publish"]["messages"], 8000,
-        "every publish confirmed: {v}"
-    );
-    assert!(
-        v["consume"]["messages"].as_u64().unwrap() >= 8000,
-        "every confirmed message consumed: {v}"
-    );
-    let said = stderr(&o);
-    assert_eq!(said.matches("320 CONNECTION_FORCED").count(), 2, "{said}");
-    assert_eq!(
-        said.matches("reconnected to 127.0.0.1:5672").count(),
-        2,
-        "{said}"
-    );
-}
-
-#[test]
-fn perf_sequential_on_a_stream() {
-    // A durable stream, read from `first`, deleted at the end. RabbitMQ
-    // delivers its chunks past the default prefetch of 300.
-    let v = perf_json(&["--sequential", "--count", "5000", "--queue-type", "stream"]);
-    check_side(&v["publish"], 5000);
-    check_side(&v["consume"], 5000);
-    assert_eq!(v["config"]["prefetch"], 300);
 }
 
 #[test]

@@ -1,13 +1,17 @@
-//! `carehare consume`: print deliveries as they come, settling each after
-//! it is printed. It runs on a recovering connection, so a broker restart
-//! or a dropped link costs a reconnect, not the command.
+//! `carehare consume`: print deliveries as they come (or hand each to a
+//! command), settling each after. It runs on a recovering connection, so a
+//! broker restart or a dropped link costs a reconnect, not the command.
 
 use std::time::Duration;
 
-use carehare_tokio::{ConsumerOptions, Error, RecoveringConsumer, RecoveryEvent, RecoveryEvents};
+use carehare_tokio::{
+    Connection, ConsumerOptions, Error, QueueOptions, RecoveringConsumer, RecoveryEvent,
+    RecoveryEvents,
+};
 use clap::Args;
 use futures_util::StreamExt;
 
+use crate::commands::exec::{self, OnFailure};
 use crate::common::ConnArgs;
 use crate::error::CliError;
 use crate::fields::{self, Untyped};
@@ -15,18 +19,33 @@ use crate::output::{Format, write_message};
 
 /// Consumes a queue and prints each message (body, or a JSON line with
 /// `--format json`). Each message is acked after it is printed, unless
-/// --requeue or --reject. Ctrl-C stops cleanly (unsettled messages are
-/// requeued). A lost connection is replaced and consuming goes on (a
-/// message whose ack was lost with it comes again, flagged redelivered).
+/// --requeue or --reject. With --exchange, it consumes what that exchange
+/// routes to a temporary queue of its own, as amqp-consume does. With
+/// --exec, each message goes to a command instead of being printed.
+/// Ctrl-C stops cleanly (unsettled messages are requeued). A lost
+/// connection is replaced and consuming goes on (a message whose ack was
+/// lost with it comes again, flagged redelivered).
 #[derive(Args, Debug)]
 pub(crate) struct ConsumeArgs {
-    /// The queue.
-    pub queue: String,
+    /// The queue (not with --exchange).
+    #[arg(required_unless_present = "exchange", conflicts_with = "exchange")]
+    pub queue: Option<String>,
+    /// Consume from this exchange instead: through a queue declared for
+    /// the run (server-named, exclusive: gone when carehare stops), bound
+    /// with each --binding-key. After a reconnect the queue is a new one,
+    /// bound again; what the exchange routed meanwhile is not in it.
+    #[arg(long, short = 'e', value_name = "EXCHANGE")]
+    pub exchange: Option<String>,
+    /// Binding key for --exchange (repeatable; default: the empty key, all
+    /// a fanout or headers exchange needs; `#` takes all of a topic
+    /// exchange).
+    #[arg(long, short = 'k', alias = "routing-key", value_name = "KEY")]
+    pub binding_key: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     pub format: Format,
     /// Stop after this many messages settled (acked, or nacked with
-    /// --requeue / --reject).
+    /// --requeue / --reject, or by --exec's outcome).
     #[arg(long, short = 'n')]
     pub count: Option<u64>,
     /// Unacked messages RabbitMQ may send ahead (capped by --count).
@@ -49,10 +68,28 @@ pub(crate) struct ConsumeArgs {
     /// (numbers and booleans are inferred; `key:str=value` forces a string).
     #[arg(long = "arg", value_name = "KEY=VALUE")]
     pub arguments: Vec<String>,
+    /// Run CMD (with `sh -c`) for each message, one at a time, instead of
+    /// printing it: the body on its standard input; CAREHARE_EXCHANGE,
+    /// CAREHARE_ROUTING_KEY, CAREHARE_REDELIVERED and CAREHARE_PROPERTIES
+    /// (JSON) in its environment. Exit status 0 acks the message; any
+    /// other outcome is --on-failure's.
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["requeue", "reject", "format"])]
+    pub exec: Option<String>,
+    /// What a failed --exec command does to its message. amqp-consume
+    /// leaves it unacked until it exits (so it comes back then, but a
+    /// consumer with enough failures stalls); `stop` gives it back at once
+    /// and ends with exit code 8.
+    #[arg(long, value_enum, value_name = "WHAT", default_value_t = OnFailure::Stop)]
+    pub on_failure: OnFailure,
 }
 
 /// Runs `consume`.
 pub(crate) async fn run(conn: &ConnArgs, args: ConsumeArgs) -> Result<(), CliError> {
+    // Checked here: clap lets `requires` go when the queue, which
+    // conflicts with --exchange, is given.
+    if !args.binding_key.is_empty() && args.exchange.is_none() {
+        return Err(CliError::usage("--binding-key needs --exchange"));
+    }
     let arguments = fields::table(&args.arguments, Untyped::Infer)?;
     let prefetch = match args.count {
         Some(n) => args
@@ -66,10 +103,29 @@ pub(crate) async fn run(conn: &ConnArgs, args: ConsumeArgs) -> Result<(), CliErr
         arguments,
         ..Default::default()
     };
-    let connection = conn.connect_recovering("carehare consume").await?;
+    // The queue's name is the topology `setup` returns: fixed, or the one
+    // the server gave the temporary queue on this connection.
+    let exchange = args.exchange.clone();
+    let fixed = args.queue.clone().unwrap_or_default();
+    let keys = if args.binding_key.is_empty() {
+        vec![String::new()]
+    } else {
+        args.binding_key.clone()
+    };
+    let setup = move |c: Connection| -> carehare_tokio::BoxFuture<'static, Result<String, Error>> {
+        let (exchange, fixed, keys) = (exchange.clone(), fixed.clone(), keys.clone());
+        Box::pin(async move {
+            match exchange {
+                Some(exchange) => temporary_queue(&c, &exchange, &keys).await,
+                None => Ok(fixed),
+            }
+        })
+    };
+    let connection = conn
+        .connect_recovering_with("carehare consume", setup)
+        .await?;
     let events = tokio::spawn(say_recovery(connection.events()));
-    let queue = args.queue.clone();
-    let consumer = connection.consumer(move |_| queue.clone(), options);
+    let consumer = connection.consumer(String::clone, options);
     let outcome = consume(&consumer, &args).await;
     consumer.close().await;
     events.abort();
@@ -80,8 +136,32 @@ pub(crate) async fn run(conn: &ConnArgs, args: ConsumeArgs) -> Result<(), CliErr
     closed.map_err(CliError::from)
 }
 
-/// Prints, settles and counts messages until done.
-async fn consume(consumer: &RecoveringConsumer<()>, args: &ConsumeArgs) -> Result<(), CliError> {
+/// Declares a server-named exclusive queue bound to `exchange` with each
+/// of `keys`, says its name on stderr (as amqp-consume does), and returns
+/// it.
+async fn temporary_queue(
+    connection: &Connection,
+    exchange: &str,
+    keys: &[String],
+) -> Result<String, Error> {
+    let ok = connection
+        .queue_declare("", QueueOptions::exclusive())
+        .await?;
+    let queue = ok.queue.to_string();
+    for key in keys {
+        connection
+            .queue_bind(&queue, exchange, key, Default::default())
+            .await?;
+    }
+    eprintln!("carehare: consuming {queue}, bound to exchange {exchange} with keys {keys:?}");
+    Ok(queue)
+}
+
+/// Prints (or runs --exec on), settles and counts messages until done.
+async fn consume<T>(consumer: &RecoveringConsumer<T>, args: &ConsumeArgs) -> Result<(), CliError>
+where
+    T: Clone + Send + Sync + 'static,
+{
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut seen = 0u64;
     let mut stdout = std::io::stdout().lock();
@@ -112,13 +192,38 @@ async fn consume(consumer: &RecoveringConsumer<()>, args: &ConsumeArgs) -> Resul
                 };
             }
         };
-        write_message(&mut stdout, args.format, &message, None)?;
-        let settled = if args.requeue {
-            consumer.nack(message.tag, true)
-        } else if args.reject {
-            consumer.nack(message.tag, false)
+        let settled = if let Some(command) = &args.exec {
+            let status = exec::run(command, &message).await?;
+            if status.success() {
+                consumer.ack(message.tag)
+            } else {
+                let failed = format!("`{command}` {}", exec::describe(status));
+                match args.on_failure {
+                    OnFailure::Stop => {
+                        consumer.nack(message.tag, true);
+                        return Err(CliError::ExecFailed(format!(
+                            "{failed}; the message went back to the queue"
+                        )));
+                    }
+                    OnFailure::Requeue => {
+                        eprintln!("carehare: {failed}; the message went back to the queue");
+                        consumer.nack(message.tag, true)
+                    }
+                    OnFailure::Reject => {
+                        eprintln!("carehare: {failed}; the message was rejected");
+                        consumer.nack(message.tag, false)
+                    }
+                }
+            }
         } else {
-            consumer.ack(message.tag)
+            write_message(&mut stdout, args.format, &message, None)?;
+            if args.requeue {
+                consumer.nack(message.tag, true)
+            } else if args.reject {
+                consumer.nack(message.tag, false)
+            } else {
+                consumer.ack(message.tag)
+            }
         };
         // Not settled: its connection is gone, and RabbitMQ delivers it
         // again, when it counts.

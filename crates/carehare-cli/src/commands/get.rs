@@ -1,4 +1,4 @@
-//! `carehare get`: fetch one message.
+//! `carehare get`: fetch one message, and by default put it back.
 
 use carehare_tokio::Connection;
 use clap::Args;
@@ -6,9 +6,12 @@ use clap::Args;
 use crate::error::CliError;
 use crate::output::{Format, write_message};
 
-/// Fetches one message (`basic.get`) and prints it; acks it unless
-/// --requeue or --reject. An empty queue is exit code 7. With
-/// `--format json` the line also has `message_count`, the messages left.
+/// Fetches one message (`basic.get`) and prints it. By default the
+/// message goes back to the queue (rejected with requeue), so looking does
+/// not consume, as `rabbitmqadmin get` and the management UI do: it comes
+/// back flagged `redelivered`. --ack consumes it; --reject drops it (or
+/// dead-letters it). An empty queue is exit code 7. With `--format json`
+/// the line also has `message_count`, the messages left besides this one.
 #[derive(Args, Debug)]
 pub(crate) struct GetArgs {
     /// The queue.
@@ -16,10 +19,14 @@ pub(crate) struct GetArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     pub format: Format,
-    /// Put the message back (nack with requeue) instead of acking it.
+    /// Ack the message: it leaves the queue.
+    #[arg(long, conflicts_with_all = ["requeue", "reject"])]
+    pub ack: bool,
+    /// Put the message back (the default; kept for scripts that say it).
     #[arg(long, conflicts_with = "reject")]
     pub requeue: bool,
-    /// Nack without requeue (dropped or dead-lettered) instead of acking.
+    /// Reject without requeue: dropped, or dead-lettered if the queue has
+    /// a dead-letter exchange.
     #[arg(long)]
     pub reject: bool,
 }
@@ -35,11 +42,11 @@ pub(crate) async fn run(connection: &Connection, args: GetArgs) -> Result<(), Cl
         message.message(),
         Some(message.message_count()),
     );
-    if printed.is_err() || args.requeue {
-        // Not shown, or not wanted: it goes back.
-        message.nack(true);
+    if printed.is_err() || !(args.ack || args.reject) {
+        // Only looked at, or not shown: it goes back.
+        message.reject(true);
     } else if args.reject {
-        message.nack(false);
+        message.reject(false);
     } else {
         message.ack();
     }

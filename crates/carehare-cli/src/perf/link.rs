@@ -22,7 +22,8 @@ use carehare_tokio::{
 #[derive(Clone)]
 pub(super) enum Link {
     Plain(Connection),
-    /// Its `setup` declares the run's queues again on every connection.
+    /// Its `setup` declares the run's queues, exchange and bindings again
+    /// on every connection.
     Recovering(RecoveringConnection),
 }
 
@@ -74,19 +75,32 @@ pub(super) enum Pub {
 }
 
 impl Pub {
-    pub(super) async fn publish_with(
+    /// Publishes within the window (waiting for room), `mandatory` or not.
+    pub(super) async fn publish(
         &self,
         body: Bytes,
+        exchange: &str,
         routing_key: &str,
         properties: &BasicProperties,
+        mandatory: bool,
     ) -> Result<Confirm, Error> {
-        Ok(match self {
-            Pub::Plain(p) => {
-                Confirm::Plain(p.publish_with(body, "", routing_key, properties).await?)
-            }
-            Pub::Recovering(p) => {
-                Confirm::Recovering(p.publish_with(body, "", routing_key, properties).await?)
-            }
+        Ok(match (self, mandatory) {
+            (Pub::Plain(p), false) => Confirm::Plain(
+                p.publish_with(body, exchange, routing_key, properties)
+                    .await?,
+            ),
+            (Pub::Plain(p), true) => Confirm::Plain(
+                p.publish_mandatory(body, exchange, routing_key, properties)
+                    .await?,
+            ),
+            (Pub::Recovering(p), false) => Confirm::Recovering(
+                p.publish_with(body, exchange, routing_key, properties)
+                    .await?,
+            ),
+            (Pub::Recovering(p), true) => Confirm::Recovering(
+                p.publish_mandatory(body, exchange, routing_key, properties)
+                    .await?,
+            ),
         })
     }
 }

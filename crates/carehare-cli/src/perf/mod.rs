@@ -1,10 +1,11 @@
 //! `carehare perf`: a load tool in the style of RabbitMQ's PerfTest.
 //!
-//! Producers publish on the default exchange to the run's queues through
-//! [`Connection::publisher`] windows (`--confirm`); consumers ack every
-//! `--multi-ack-every` deliveries with `ack_multiple`. With `--sequential`
-//! all `--count` messages are published (and confirmed) first, then
-//! consumed: each phase gets its own wall time and CPU time.
+//! Producers publish to the run's queues (on the default exchange, or
+//! through `--exchange`) with [`Connection::publisher`] windows
+//! (`--confirm`); consumers ack every `--multi-ack-every` deliveries with
+//! `ack_multiple`. With `--sequential` all `--count` messages are
+//! published (and confirmed) first, then consumed: each phase gets its own
+//! wall time and CPU time. The short flags are PerfTest's.
 //!
 //! It runs on recovering connections, so a run carries on through a broker
 //! restart or a lost link (unconfirmed publishes go out again, consumers
@@ -15,17 +16,17 @@
 mod args;
 mod link;
 mod report;
+mod series;
 mod stats;
+mod topology;
+mod units;
 mod worker;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use carehare_tokio::carehare_core::types::LongString;
-use carehare_tokio::{
-    AMQPValue, BoxFuture, Connection, ConsumerOptions, Error, FieldTable, QueueOptions,
-};
+use carehare_tokio::{BoxFuture, Connection, ConsumerOptions, Error, FieldTable};
 use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -37,7 +38,9 @@ use crate::common::ConnArgs;
 use crate::error::CliError;
 use link::Link;
 use report::{Percentiles, Report, Side};
+use series::{Sampler, Series};
 use stats::{Counters, Usage};
+use topology::{Topology, long_string};
 use worker::{Consumer, Producer, Stamp};
 
 pub(crate) use args::PerfArgs;
@@ -56,102 +59,13 @@ pub(crate) fn runtime(args: &PerfArgs) -> std::io::Result<tokio::runtime::Runtim
     }
 }
 
-/// A queue of the run, and how to declare it.
-#[derive(Clone)]
-struct RunQueue {
-    name: String,
-    /// `--queue`: used as it is if it exists (a declare with other
-    /// arguments would be refused with 406), made if missing.
-    existing_ok: bool,
-    options: QueueOptions,
-    /// Created by the run (not --queue) and not exclusive: delete it at
-    /// the end.
-    delete: bool,
-}
-
-fn long_string(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
-}
-
-/// The run's queues. Their names are chosen here, so that declaring them
-/// again (as a recovering connection's `setup` does after every reconnect)
-/// names the same queues.
-fn plan_queues(args: &PerfArgs) -> Vec<RunQueue> {
-    let mut arguments = FieldTable::default();
-    if args.queue_type != QueueType::Classic {
-        arguments.insert("x-queue-type".into(), long_string(args.queue_type.name()));
-    }
-    let replicated = args.queue_type != QueueType::Classic;
-    if let Some(name) = &args.queue {
-        return vec![RunQueue {
-            name: name.clone(),
-            existing_ok: true,
-            options: QueueOptions {
-                durable: replicated,
-                arguments,
-                ..Default::default()
-            },
-            delete: false,
-        }];
-    }
-    // A transient queue: exclusive (gone with the connection) when one
-    // plain connection uses it; otherwise deleted at the end, and expiring
-    // after an hour unused in case the run is killed. Streams take no
-    // x-expires. A recovering run's queues outlive a lost connection, so
-    // that what was published to them is still consumed.
-    if args.queue_type != QueueType::Stream {
-        arguments.insert("x-expires".into(), AMQPValue::LongLongInt(3_600_000));
-    }
-    let exclusive = !replicated && args.connections == 1 && args.no_recovery;
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    (0..args.queues)
-        .map(|i| RunQueue {
-            name: format!("carehare-perf-{}-{stamp}-{i}", std::process::id()),
-            existing_ok: false,
-            options: QueueOptions {
-                durable: replicated,
-                exclusive,
-                arguments: if exclusive {
-                    FieldTable::default()
-                } else {
-                    arguments.clone()
-                },
-                ..Default::default()
-            },
-            delete: !exclusive,
-        })
-        .collect()
-}
-
-/// Declares the run's queues on `connection`.
-async fn declare_queues(connection: &Connection, queues: &[RunQueue]) -> Result<(), Error> {
-    let passive = QueueOptions {
-        passive: true,
-        ..Default::default()
-    };
-    for q in queues {
-        if q.existing_ok {
-            match connection.queue_declare(&q.name, passive.clone()).await {
-                Err(Error::ChannelClosedByServer(r)) if r.code == 404 => {}
-                other => {
-                    other?;
-                    continue;
-                }
-            }
-        }
-        connection.queue_declare(&q.name, q.options.clone()).await?;
-    }
-    Ok(())
-}
-
 /// Everything a run holds.
 struct Run {
     args: PerfArgs,
     connections: Vec<Link>,
-    queues: Vec<RunQueue>,
+    topology: Topology,
     counters: Arc<Counters>,
+    series: Arc<Series>,
 }
 
 /// What a phase ended with.
@@ -179,7 +93,7 @@ impl Run {
             },
         };
         let mut reconnected = false;
-        for q in self.queues.iter().filter(|q| q.delete) {
+        for q in self.topology.queues.iter().filter(|q| q.delete) {
             let mut result = connection.queue_delete(&q.name, false, false).await;
             let dead = matches!(result, Err(Error::ConnectionClosed(_) | Error::Usage(_)));
             if dead && !reconnected {
@@ -208,22 +122,21 @@ impl Run {
     }
 
     fn spawn_producers(&self, stamp: Stamp) -> Vec<JoinHandle<Option<Instant>>> {
-        let n = self.args.producers as u64;
         (0..self.args.producers)
             .map(|i| {
-                let count = self
-                    .args
-                    .count
-                    .map(|c| c / n + u64::from((i as u64) < c % n));
+                let (exchange, routing_key) = self.topology.route(i);
                 let producer = Producer {
                     connection: self.connection(i),
-                    queue: self.queues[i % self.queues.len()].name.clone(),
-                    count,
+                    exchange,
+                    routing_key,
+                    count: self.args.producer_count(i),
                     rate: self.args.rate,
-                    window: usize::try_from(self.args.confirm).unwrap_or(usize::MAX),
+                    window: self.args.window(),
+                    confirms: self.args.confirms(),
+                    mandatory: self.args.mandatory(),
                     size: self.args.size,
                     stamp,
-                    persistent: self.args.persistent,
+                    persistent: self.args.persistent(),
                 };
                 let counters = self.counters.clone();
                 tokio::spawn(async move {
@@ -260,10 +173,9 @@ impl Run {
                 ..Default::default()
             };
             let link = self.connection(self.args.producers + j);
-            let queue = &self.queues[j % self.queues.len()].name;
             consumers.push(Consumer {
-                consumer: link.consumer(queue, options).await?,
-                multi_ack_every: self.args.multi_ack_every,
+                consumer: link.consumer(self.topology.consumed(j), options).await?,
+                multi_ack_every: self.args.multi_ack_every(),
                 stamp,
                 target,
             });
@@ -386,14 +298,25 @@ impl Run {
         })
     }
 
-    fn progress(&self, label: &'static str) -> Option<JoinHandle<()>> {
-        (!self.args.quiet).then(|| tokio::spawn(report::progress(self.counters.clone(), label)))
+    /// Starts the per-second series (and progress line) under `label`.
+    fn sample(&self, label: &'static str) -> Sampler {
+        self.series.set_label(label);
+        self.series.spawn()
+    }
+
+    /// The publish side's count: confirmed, or with confirms off sent.
+    fn published(&self) -> u64 {
+        if self.args.confirms() {
+            Counters::get(&self.counters.confirmed)
+        } else {
+            Counters::get(&self.counters.sent)
+        }
     }
 
     async fn sequential(&self) -> Result<(Report, bool), CliError> {
         let mut interrupted = false;
-        // Phase 1: publish everything, confirmed.
-        let progress = self.progress("publish");
+        // Phase 1: publish everything (confirmed, unless confirms are off).
+        let sampler = self.sample("publish");
         let (stop, _) = watch::channel(false);
         let before = Usage::now();
         let start = Instant::now();
@@ -402,24 +325,42 @@ impl Run {
             .watch_phase(producers, Vec::new(), stop, None, None, &mut interrupted)
             .await;
         let published = Usage::now();
-        stop_progress(progress);
-        let end = end?;
+        let end = match end {
+            Ok(end) => end,
+            Err(e) => {
+                sampler.finish().await;
+                return Err(e);
+            }
+        };
         let publish = Side {
-            messages: Counters::get(&self.counters.confirmed),
+            messages: self.published(),
             seconds: seconds(start, end.publish_end),
             cpu: published.cpu_since(&before),
-            cpu_per: Counters::get(&self.counters.confirmed),
+            cpu_per: self.published(),
         };
         if interrupted {
-            return Ok((self.partial_report(publish, published), false));
+            let report = Report {
+                publish,
+                consume: Side::default(),
+                latency: None,
+                usage: published,
+                series: sampler.finish().await,
+            };
+            return Ok((report, false));
         }
         // Phase 2: consume them all. The clock starts before the consumers
         // register, since deliveries start with consume-ok.
+        self.series.set_label("consume");
         let target = Counters::get(&self.counters.confirmed);
         let before = Usage::now();
         let start = Instant::now();
-        let consumers = self.consumers(Stamp::None, Some(target)).await?;
-        let progress = self.progress("consume");
+        let consumers = match self.consumers(Stamp::None, Some(target)).await {
+            Ok(c) => c,
+            Err(e) => {
+                sampler.finish().await;
+                return Err(e);
+            }
+        };
         let (stop, _) = watch::channel(false);
         let consumers = self.spawn_consumers(consumers, &stop);
         let end = self
@@ -432,9 +373,9 @@ impl Run {
                 &mut interrupted,
             )
             .await;
-        stop_progress(progress);
-        let end = end?;
         let consumed_usage = Usage::now();
+        let series = sampler.finish().await;
+        let end = end?;
         let consumed = Counters::get(&self.counters.consumed);
         let consume = Side {
             messages: consumed,
@@ -447,18 +388,9 @@ impl Run {
             consume,
             latency: None,
             usage: consumed_usage,
+            series,
         };
         Ok((report, end.short))
-    }
-
-    /// The report of a sequential run stopped during publishing.
-    fn partial_report(&self, publish: Side, usage: Usage) -> Report {
-        Report {
-            publish,
-            consume: Side::default(),
-            latency: None,
-            usage,
-        }
     }
 
     async fn concurrent(&self) -> Result<(Report, bool), CliError> {
@@ -470,8 +402,8 @@ impl Run {
             None
         };
         let consumers = self.consumers(stamp, target).await?;
-        let progress = self.progress("perf");
         let (stop, _) = watch::channel(false);
+        let sampler = self.sample("perf");
         let before = Usage::now();
         let start = Instant::now();
         let deadline = self.args.duration.map(|d| start + d);
@@ -488,15 +420,15 @@ impl Run {
             )
             .await;
         let after = Usage::now();
-        stop_progress(progress);
+        let series = sampler.finish().await;
         let end = end?;
-        let confirmed = Counters::get(&self.counters.confirmed);
+        let published = self.published();
         let consumed = Counters::get(&self.counters.consumed);
         let cpu = after.cpu_since(&before);
         let cpu_per = if self.args.consumers > 0 {
             consumed
         } else {
-            confirmed
+            published
         };
         let latency = {
             let l = self.counters.latency();
@@ -509,7 +441,7 @@ impl Run {
         };
         let report = Report {
             publish: Side {
-                messages: confirmed,
+                messages: published,
                 seconds: seconds(start, end.publish_end),
                 cpu,
                 cpu_per,
@@ -522,6 +454,7 @@ impl Run {
             },
             latency,
             usage: after,
+            series,
         };
         Ok((report, end.short))
     }
@@ -531,33 +464,37 @@ fn seconds(start: Instant, end: Option<Instant>) -> f64 {
     end.map_or(0.0, |e| e.saturating_duration_since(start).as_secs_f64())
 }
 
-fn stop_progress(progress: Option<JoinHandle<()>>) {
-    if let Some(p) = progress {
-        p.abort();
-        report::end_progress();
-    }
-}
-
 /// Runs `perf`.
 pub(crate) async fn run(conn: &ConnArgs, args: PerfArgs) -> Result<(), CliError> {
     args.validate()?;
-    let queues = plan_queues(&args);
+    let counters = Arc::new(Counters::new());
+    // Before connecting: a CSV file that can't be made ends the run first.
+    let series = Series::new(counters.clone(), args.csv.as_deref(), !args.quiet).map_err(
+        CliError::io(format!(
+            "creating {}",
+            args.csv
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        )),
+    )?;
+    let topology = Topology::plan(&args);
     let mut connections = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let name = format!("carehare perf #{i}");
         connections.push(if args.no_recovery {
             Link::Plain(conn.connect(&name).await?)
         } else {
-            let queues = queues.clone();
+            let topology = topology.clone();
             let setup = move |c: Connection| -> BoxFuture<'static, Result<(), Error>> {
-                let queues = queues.clone();
-                Box::pin(async move { declare_queues(&c, &queues).await })
+                let topology = topology.clone();
+                Box::pin(async move { topology.declare(&c).await })
             };
             Link::Recovering(conn.connect_recovering_with(&name, setup).await?)
         });
     }
     if let Link::Plain(c) = &connections[0] {
-        declare_queues(c, &queues).await?;
+        topology.declare(c).await?;
     }
     // Losses and recoveries are said on stderr as they happen.
     let said: Vec<JoinHandle<()>> = connections
@@ -570,8 +507,9 @@ pub(crate) async fn run(conn: &ConnArgs, args: PerfArgs) -> Result<(), CliError>
     let run = Run {
         args,
         connections,
-        queues,
-        counters: Arc::new(Counters::new()),
+        topology,
+        counters,
+        series,
     };
     let outcome = if run.args.sequential {
         run.sequential().await

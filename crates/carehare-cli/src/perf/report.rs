@@ -1,13 +1,13 @@
-//! The final table, the `--json` object and the progress line.
+//! The final table and the `--json` object.
 
-use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::args::PerfArgs;
-use super::stats::{Counters, Usage};
+use super::series::Sample;
+use super::stats::Usage;
+use super::units::{millis, thousands};
 
 /// One side's figures (publish or consume).
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,6 +78,8 @@ pub(super) struct Report {
     pub latency: Option<Percentiles>,
     /// Peak memory.
     pub usage: Usage,
+    /// Second by second.
+    pub series: Vec<Sample>,
 }
 
 impl Report {
@@ -94,12 +96,13 @@ impl Report {
             "consume": self.consume.json(),
             "latency_us": latency,
             "max_rss_kib": self.usage.max_rss_kib,
+            "series": self.series.iter().map(Sample::json).collect::<Vec<_>>(),
         })
     }
 
     /// The human-readable table.
     pub(super) fn table(&self, args: &PerfArgs) -> String {
-        let mut out = format!("carehare perf: {}\n\n", args.summary());
+        let mut out = format!("carehare perf: {}\n", args.summary());
         out += &format!(
             "{:<9}{:>12}{:>10}{:>12}{:>9}{:>13}\n",
             "", "messages", "seconds", "msg/s", "CPU s", "CPU µs/msg"
@@ -127,11 +130,11 @@ impl Report {
         match self.latency {
             Some(l) => {
                 out += &format!(
-                    "latency, publish to consume (µs): p50 {}  p95 {}  p99 {}  max {}\n",
-                    thousands(l.p50),
-                    thousands(l.p95),
-                    thousands(l.p99),
-                    thousands(l.max)
+                    "latency, publish to consume: p50 {}  p95 {}  p99 {}  max {}\n",
+                    millis(l.p50),
+                    millis(l.p95),
+                    millis(l.p99),
+                    millis(l.max)
                 );
             }
             None if args.sequential => {
@@ -144,95 +147,9 @@ impl Report {
     }
 }
 
-/// `1234567` as `1,234,567`.
-pub(super) fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The live progress line on stderr, about once a second: a rewritten
-/// line on a terminal, one line per second otherwise.
-pub(super) async fn progress(counters: Arc<Counters>, label: &'static str) {
-    let tty = std::io::stderr().is_terminal();
-    let start = tokio::time::Instant::now();
-    let mut ticks =
-        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
-    let totals = || {
-        (
-            Counters::get(&counters.sent),
-            Counters::get(&counters.confirmed),
-            Counters::get(&counters.consumed),
-        )
-    };
-    // A second phase starts from the first one's totals.
-    let mut last = totals();
-    let mut last_at = start;
-    loop {
-        let now = ticks.tick().await;
-        let seconds = now.duration_since(last_at).as_secs_f64().max(1e-3);
-        last_at = now;
-        let current = totals();
-        let rate = |a: u64, b: u64| thousands(((a - b) as f64 / seconds).round() as u64);
-        let latency = {
-            let mut l = counters.latency();
-            let text = if l.interval.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "  latency p50 {} µs p99 {} µs",
-                    thousands(l.interval.value_at_quantile(0.5)),
-                    thousands(l.interval.value_at_quantile(0.99))
-                )
-            };
-            l.interval.reset();
-            text
-        };
-        let line = format!(
-            "[{label} {:>4.0}s] sent {}/s  confirmed {}/s  received {}/s  (total: {} confirmed, {} received){latency}",
-            now.duration_since(start).as_secs_f64(),
-            rate(current.0, last.0),
-            rate(current.1, last.1),
-            rate(current.2, last.2),
-            thousands(current.1),
-            thousands(current.2),
-        );
-        last = current;
-        let mut err = std::io::stderr().lock();
-        // Progress is best effort: a closed stderr must not end the run.
-        let _ = if tty {
-            write!(err, "\r\x1b[K{line}")
-        } else {
-            writeln!(err, "{line}")
-        };
-        let _ = err.flush();
-    }
-}
-
-/// Ends a terminal progress line, so what follows starts on its own line.
-pub(super) fn end_progress() {
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
-    }
 
     #[test]
     fn rates_and_cpu_per_message() {

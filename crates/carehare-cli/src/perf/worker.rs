@@ -45,14 +45,21 @@ impl Stamp {
 pub(super) struct Producer {
     /// Its connection.
     pub connection: Link,
-    /// Routing key on the default exchange.
-    pub queue: String,
+    /// The exchange it publishes to ("" for the default exchange).
+    pub exchange: String,
+    /// Its routing key.
+    pub routing_key: String,
     /// Messages to publish; `None`: until told to stop.
     pub count: Option<u64>,
     /// Messages per second at most.
     pub rate: Option<f64>,
     /// Unconfirmed publishes at most.
     pub window: usize,
+    /// Whether the run waits for confirms: if so its publishing ends with
+    /// the last confirm, else with the last send.
+    pub confirms: bool,
+    /// Publish with `mandatory`.
+    pub mandatory: bool,
     /// Body size in bytes.
     pub size: usize,
     /// Where the publish time goes.
@@ -63,7 +70,9 @@ pub(super) struct Producer {
 
 impl Producer {
     /// Publishes until its count is done or `stop_producers`, then waits
-    /// for the outstanding confirms. Returns when the last one came.
+    /// for the outstanding confirms (with confirms off too: they say what
+    /// consumers should get). Returns when publishing ended: the last
+    /// confirm, or with confirms off the last send.
     pub(super) async fn run(self, counters: Arc<Counters>) -> Result<Instant, Error> {
         let publisher = self.connection.publisher(self.window);
         // Unstamped bodies are one shared buffer: each publish only bumps
@@ -74,6 +83,7 @@ impl Producer {
             ..Default::default()
         };
         let mut pending: VecDeque<Confirm> = VecDeque::with_capacity(self.window + 1);
+        let (exchange, key) = (self.exchange.as_str(), self.routing_key.as_str());
         let start = Instant::now();
         let mut sent = 0u64;
         while self.count.is_none_or(|n| sent < n) {
@@ -90,7 +100,7 @@ impl Producer {
             let confirmation = match self.stamp {
                 Stamp::None => {
                     publisher
-                        .publish_with(fixed.clone(), &self.queue, &base)
+                        .publish(fixed.clone(), exchange, key, &base, self.mandatory)
                         .await?
                 }
                 Stamp::Body => {
@@ -98,7 +108,7 @@ impl Producer {
                     body.put_u64_le(epoch_nanos());
                     body.extend_from_slice(&fixed[8..]);
                     publisher
-                        .publish_with(body.freeze(), &self.queue, &base)
+                        .publish(body.freeze(), exchange, key, &base, self.mandatory)
                         .await?
                 }
                 Stamp::Header => {
@@ -110,7 +120,7 @@ impl Producer {
                         ..base.clone()
                     };
                     publisher
-                        .publish_with(fixed.clone(), &self.queue, &properties)
+                        .publish(fixed.clone(), exchange, key, &properties, self.mandatory)
                         .await?
                 }
             };
@@ -119,10 +129,15 @@ impl Producer {
             settle_ready(&mut pending, &counters)?;
             sent += 1;
         }
+        let last_send = Instant::now();
         for confirmation in pending {
             settle(confirmation.await, &counters)?;
         }
-        Ok(Instant::now())
+        Ok(if self.confirms {
+            Instant::now()
+        } else {
+            last_send
+        })
     }
 }
 
