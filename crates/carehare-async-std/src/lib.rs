@@ -86,3 +86,8 @@ impl Runtime for AsyncStd {
 }
 
 carehare_client::adapter_entry_points!(carehare_async_std, crate::AsyncStd);
+
+/// The README's examples, compiled as doctests so that they keep building.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,14 +1,4 @@
-//! # carehare-client
-//!
-//! The runtime-agnostic half of carehare: the driver that runs
-//! [`carehare_core`] over a socket, and the user-facing handles
-//! ([`Connection`], [`AckingConsumer`], [`Confirmation`]) and errors.
-//! It is written once, over `futures-io`, and shared by the runtime
-//! adapters: `carehare-tokio`, `carehare-async-std` and `carehare-smol`
-//! each only implement [`Runtime`] (TCP, timers, spawn).
-//!
-//! Users depend on an adapter crate, not on this one.
-//!
+#![doc = include_str!("../README.md")]
 //! ## Design
 //!
 //! carehare models your *intent*, not AMQP channels:

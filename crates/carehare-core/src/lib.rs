@@ -1,12 +1,4 @@
-//! # carehare-core: AMQP 0-9-1 for RabbitMQ, without IO
-//!
-//! This crate holds the whole protocol: the codec (frames, methods, field
-//! tables, properties), the connection and channel state machines,
-//! heartbeats, confirm numbering and message assembly. It has no sockets,
-//! no async runtime and no clock. Bytes go in, bytes and typed [`Event`]s
-//! come out, and the time is always an argument. Embed it in any event loop;
-//! `carehare-tokio` and friends are thin drivers around it.
-//!
+#![doc = include_str!("../README.md")]
 //! ## The contract
 //!
 //! A [`Connection`] has four kinds of methods (after quinn-proto):

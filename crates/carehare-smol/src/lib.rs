@@ -79,3 +79,8 @@ impl Runtime for Smol {
 }
 
 carehare_client::adapter_entry_points!(carehare_smol, crate::Smol);
+
+/// The README's examples, compiled as doctests so that they keep building.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,27 +1,4 @@
-//! # carehare on tokio
-//!
-//! A RabbitMQ client that handles all the edge cases: typed, matchable
-//! errors; a refused operation never kills the connection; publishing
-//! always uses confirms; consuming always acks.
-//!
-//! ```no_run
-//! # async fn f() -> Result<(), carehare_tokio::Error> {
-//! use carehare_tokio::{Error, QueueOptions};
-//!
-//! let connection = carehare_tokio::connect("amqp://guest:guest@localhost/").await?;
-//! connection.queue_declare("my-queue", QueueOptions::exclusive()).await?;
-//! match connection.publish("Hello, world!", "", "my-queue").await {
-//!     Ok(()) => {}
-//!     Err(Error::ServerSentNack) => eprintln!("Failed to publish message"),
-//!     Err(Error::ChannelClosedByServer(reason)) => eprintln!("Problem with the exchange: {reason}"),
-//!     Err(other) => return Err(other),
-//! }
-//! let consumer = connection.acking_consumer("my-queue", 10).await?;
-//! let (body, delivery_tag) = consumer.next_delivery().await?;
-//! consumer.ack(delivery_tag);
-//! connection.close().await?;
-//! # Ok(()) }
-//! ```
+#![doc = include_str!("../README.md")]
 //!
 //! This crate is the tokio [`Runtime`]; all the
 //! logic is in `carehare-client` and `carehare-core`, shared with the

@@ -110,3 +110,8 @@ pub use handler::{QueueOutcome, RpcOutcome};
 pub use queue_worker::QueueWorker;
 pub use rpc_worker::{RPCWorker, RpcWorker};
 pub use worker::{QueueType, RPC_DLX, RouteOptions, WorkerHandle};
+
+/// The README's examples, compiled as doctests so that they keep building.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -213,7 +213,14 @@ impl Sampler {
         let now = Instant::now();
         // Not on the progress line: a part-second's rate would be a guess,
         // and the report follows.
-        if now.duration_since(lock(&self.series.state).last_at) >= Duration::from_millis(10) {
+        // Whatever came since the last tick is sampled, however short the
+        // part-second, so that the series adds up to the totals.
+        let moved = {
+            let state = lock(&self.series.state);
+            totals(&self.series.counters) != state.last
+                || now.duration_since(state.last_at) >= Duration::from_millis(10)
+        };
+        if moved {
             self.series.sample(now, false);
         }
         if self.series.progress && std::io::stderr().is_terminal() {
