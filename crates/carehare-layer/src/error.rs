@@ -55,7 +55,7 @@ pub enum Error {
     /// in [`Config::recovery`](crate::Config::recovery), those errors are
     /// retried instead.)
     #[error("RabbitMQ refused the channel layer: {0}")]
-    Connect(carehare_tokio::Error),
+    Connect(#[source] carehare_tokio::Error),
     /// The message could not be encoded with msgpack.
     #[error("could not encode the message: {0}")]
     Encode(#[from] rmp_serde::encode::Error),

@@ -36,6 +36,7 @@ pub enum WorkerError {
         /// How many attempts were made.
         attempts: u32,
         /// The last attempt's error.
+        #[source]
         last: carehare_tokio::Error,
     },
     /// RabbitMQ refused to set up a route: e.g. `406 PRECONDITION_FAILED`
@@ -97,7 +98,7 @@ pub enum CallError {
     /// The worker answered with an error reply (its handler failed, or the
     /// request was malformed).
     #[error("the worker replied with an error: {0}")]
-    ErrorReply(RpcError),
+    ErrorReply(#[source] RpcError),
     /// No reply within the timeout. The request may still be handled.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
@@ -111,7 +112,7 @@ pub enum CallError {
     /// The reply was not in the expected format (or its `data` did not fit
     /// the type asked for).
     #[error("malformed reply: {0}")]
-    MalformedReply(DecodeError),
+    MalformedReply(#[source] DecodeError),
     /// The client lost its connection and recovering it failed, after
     /// `attempts` reconnect attempts, with an error that retrying can't
     /// fix (bad credentials, a missing vhost...); the request was not
@@ -121,6 +122,7 @@ pub enum CallError {
         /// How many attempts were made.
         attempts: u32,
         /// The last attempt's error.
+        #[source]
         last: carehare_tokio::Error,
     },
     /// Any other AMQP failure: the connection closed (a call waiting when
