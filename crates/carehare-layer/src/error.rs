@@ -77,3 +77,25 @@ pub enum Error {
     #[error(transparent)]
     Broker(#[from] carehare_tokio::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_and_its_io_error_are_reachable_through_source() {
+        let refused = carehare_tokio::Error::Connect {
+            address: "a:1".into(),
+            error: std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        };
+        for e in [Error::Connect(refused.clone()), Error::Broker(refused)] {
+            let kind =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |&e| {
+                    e.source()
+                })
+                .find_map(|e| e.downcast_ref::<std::io::Error>())
+                .map(std::io::Error::kind);
+            assert_eq!(kind, Some(std::io::ErrorKind::ConnectionRefused), "{e}");
+        }
+    }
+}

@@ -322,7 +322,45 @@ fn short_type_name<E>() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
+
+    #[test]
+    fn the_io_error_kind_is_reachable_through_source() {
+        let refused = carehare_tokio::Error::Connect {
+            address: "a:1".into(),
+            error: std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        };
+        let errors = [
+            WorkerError::Connect {
+                attempts: 3,
+                last: refused.clone(),
+            },
+            WorkerError::Route {
+                queue: "q".into(),
+                source: refused.clone(),
+            },
+        ];
+        for e in &errors {
+            let kind = std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |&e| {
+                e.source()
+            })
+            .find_map(|e| e.downcast_ref::<std::io::Error>())
+            .map(std::io::Error::kind);
+            assert_eq!(kind, Some(std::io::ErrorKind::ConnectionRefused), "{e}");
+        }
+        let call = CallError::Connect {
+            attempts: 1,
+            last: refused,
+        };
+        assert!(
+            call.source()
+                .is_some_and(|s| s.is::<carehare_tokio::Error>())
+        );
+        let reply = CallError::ErrorReply(RpcError::new("ValueError", "bad"));
+        assert!(reply.source().is_some_and(|s| s.is::<RpcError>()));
+    }
 
     #[test]
     fn errors_are_described_by_type_name() {
