@@ -90,7 +90,7 @@ pub enum TlsError {
 }
 
 /// Why a server certificate did not verify: see
-/// [`Error::TlsVerification`].
+/// [`Error::TlsVerification`](crate::Error::TlsVerification).
 ///
 /// ```
 /// use carehare_client::CertificateProblem;
