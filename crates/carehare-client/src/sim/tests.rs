@@ -443,7 +443,7 @@ fn consume_while_cancelled(
         // far more turns than the deliveries take.
         while (got.len() as u64) < n && turn < 20 * n as usize {
             let read = reads[turn % reads.len()];
-            let wait = Duration::from_micros(if turn % 2 == 0 { 1000 } else { 500 });
+            let wait = Duration::from_micros(if turn.is_multiple_of(2) { 1000 } else { 500 });
             turn += 1;
             let timer = runtime.sleep_until(runtime.now() + wait);
             let message: futures_util::future::BoxFuture<'_, Result<(u64, Bytes), Error>> =
