@@ -26,7 +26,8 @@ use crate::tls;
 /// address it is that attempt's own error. A refusal that every node of a
 /// cluster would repeat stops at once, with its own error: bad credentials
 /// (403), a vhost the user may not open (530), a SASL mechanism the server
-/// does not offer, bad TLS settings.
+/// does not offer, bad TLS settings, a server certificate that does not
+/// verify ([`Error::TlsVerification`]).
 ///
 /// ```no_run
 /// # async fn f(runtime: std::sync::Arc<dyn carehare_client::Runtime>) -> Result<(), carehare_client::Error> {
@@ -511,8 +512,8 @@ mod tests {
             Error::Url(UrlError::NoUrls),
             Error::ChannelClosedByServer(reason(404)),
             Error::ServerSentNack,
-            // Every node would present the same certificate problem to
-            // the same trust settings.
+            // A certificate problem is mended by configuration, not by
+            // waiting.
             Error::TlsVerification {
                 address: "a:1".into(),
                 server_name: "a".into(),

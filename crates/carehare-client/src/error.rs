@@ -190,7 +190,8 @@ impl Error {
     /// away (a reset, EOF, heartbeat loss, a forced close such as 320, a
     /// timeout). `false` for what a retry would only repeat: bad
     /// credentials (403), a vhost that is missing or not allowed (530), a
-    /// SASL mechanism the server does not offer, TLS or URL settings, misuse,
+    /// SASL mechanism the server does not offer, TLS or URL settings, a
+    /// server certificate that does not verify, misuse,
     /// and the outcome of one operation (a channel refusal, a nack, a
     /// return). Also `false` when we ended the connection ourselves, or
     /// when its runtime shut down.
