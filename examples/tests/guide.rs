@@ -76,8 +76,8 @@ fn a_name_the_certificate_does_not_carry_fails_verification() {
             tls.server_name = Some("rabbit.example.com".into());
         }
         match carehare_tokio::connect_with(options).await {
-            Err(Error::Connect { error, .. }) => {
-                assert!(error.to_string().contains("certificate"), "{error}")
+            Err(Error::TlsVerification { problem, .. }) => {
+                assert_eq!(problem, carehare_tokio::CertificateProblem::NotValidForName)
             }
             other => panic!("expected a verification failure, got {other:?}"),
         }

@@ -43,6 +43,7 @@ macro_rules! consume_scenarios {
             consume::get_returns_the_message_and_the_count_and_ack_removes_it,
             consume::a_dropped_unsettled_get_message_is_requeued,
             consume::get_nack_and_reject_settle_like_a_consumer,
+            consume::next_and_next_delivery_lose_nothing_when_cancelled_by_a_timer,
             );
         }
     };
@@ -97,6 +98,92 @@ fn long_string<'a>(table: &'a FieldTable, key: &str) -> Option<&'a [u8]> {
         Some(AMQPValue::LongString(s)) => Some(s.as_bytes()),
         _ => None,
     }
+}
+
+// ---- Cancel safety -------------------------------------------------------------
+
+/// 2,000 messages are published, in fives with a pause of a millisecond
+/// in between, while a consumer reads them with `next()`
+/// and `next_delivery()` in turn, each read raced against a timer of 0.1 to
+/// 1 ms that cancels it when it fires first: every message arrives once,
+/// in order, and many reads were cancelled.
+pub async fn next_and_next_delivery_lose_nothing_when_cancelled_by_a_timer(rt: Arc<dyn Runtime>) {
+    const N: usize = 2000;
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    let consumer = c.acking_consumer(&q, 50).await.unwrap();
+    let publisher = c.publisher(100);
+    let publish = async {
+        let mut confirmations = Vec::with_capacity(N);
+        for i in 0..N {
+            confirmations.push(publisher.publish(i.to_string(), "", &q).await.unwrap());
+            // Pauses, so that reads often wait, and their timers fire.
+            if i % 5 == 4 {
+                sleep(&rt, Duration::from_millis(1)).await;
+            }
+        }
+        for confirmation in confirmations {
+            confirmation.await.unwrap();
+        }
+    };
+    let consume = async {
+        let mut got: Vec<String> = Vec::with_capacity(N);
+        let mut cancelled = 0usize;
+        let mut turn = 0u64;
+        while got.len() < N {
+            // 0.1, 0.4, 0.7, 1.0 ms, and again.
+            let wait = Duration::from_micros(100 + 300 * (turn % 4));
+            let by_delivery = turn % 2 == 1;
+            turn += 1;
+            let read = async {
+                if by_delivery {
+                    consumer.next_delivery().await
+                } else {
+                    consumer.next().await.map(|m| (m.body, m.delivery_tag))
+                }
+            };
+            let timer = rt.sleep_until(Instant::now() + wait);
+            let outcome = match select(std::pin::pin!(read), timer).await {
+                Either::Left((read, _)) => Some(read),
+                Either::Right(_) => None,
+            };
+            match outcome {
+                Some(Ok((body, tag))) => {
+                    consumer.ack(tag);
+                    got.push(String::from_utf8(body.to_vec()).unwrap());
+                }
+                Some(Err(e)) => panic!("read {turn}: {e}"),
+                None => cancelled += 1,
+            }
+        }
+        (got, cancelled)
+    };
+    let ((), (got, cancelled)) = within(
+        &rt,
+        Duration::from_secs(60),
+        futures_util::future::join(publish, consume),
+    )
+    .await;
+    let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    if got != expected {
+        let first = got.iter().zip(&expected).position(|(a, b)| a != b);
+        panic!("{} messages, first difference at {first:?}", got.len());
+    }
+    // About 400 in practice; the pauses alone make 400 waits.
+    assert!(cancelled >= 100, "only {cancelled} reads were cancelled");
+    // Nothing is left over: the next read finds nothing.
+    let more = match select(
+        Box::pin(consumer.next()),
+        rt.sleep_until(Instant::now() + Duration::from_millis(200)),
+    )
+    .await
+    {
+        Either::Left((m, _)) => Some(m),
+        Either::Right(_) => None,
+    };
+    assert!(more.is_none(), "a message too many: {more:?}");
+    consumer.close().await;
+    c.close().await.unwrap();
 }
 
 // ---- Consumer options ----------------------------------------------------------

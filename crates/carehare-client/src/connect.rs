@@ -10,7 +10,7 @@ use tracing::debug;
 
 use crate::address::{Address, attempt_limit};
 use crate::driver::Driver;
-use crate::error::Error;
+use crate::error::{ConnectionError, Error};
 use crate::handles::connection::Connection;
 use crate::options::ConnectOptions;
 use crate::runtime::{Runtime, Stream};
@@ -26,7 +26,8 @@ use crate::tls;
 /// address it is that attempt's own error. A refusal that every node of a
 /// cluster would repeat stops at once, with its own error: bad credentials
 /// (403), a vhost the user may not open (530), a SASL mechanism the server
-/// does not offer, bad TLS settings.
+/// does not offer, bad TLS settings, a server certificate that does not
+/// verify ([`Error::TlsVerification`]).
 ///
 /// ```no_run
 /// # async fn f(runtime: std::sync::Arc<dyn carehare_client::Runtime>) -> Result<(), carehare_client::Error> {
@@ -99,31 +100,43 @@ pub(crate) async fn connect_observed(
             } else {
                 format!("{address} ({target})")
             };
-            let remaining = deadline.saturating_duration_since(runtime.now());
+            let now = runtime.now();
+            let remaining = deadline.saturating_duration_since(now);
             let limit = attempt_limit(
                 options.address_timeout,
                 remaining,
                 last_address && j + 1 == n,
             );
+            // One instant for both ends of this attempt: the handshake's
+            // own timer and the sleep below. Either may fire first; both
+            // give this error.
+            let attempt_deadline = now + limit;
+            let timed_out = Error::ConnectTimeout {
+                address: label.clone(),
+                timeout: if count == 1 && n == 1 {
+                    options.connection_timeout
+                } else {
+                    limit
+                },
+            };
             let attempt = Box::pin(connect_one(
                 runtime.clone(),
                 &options,
                 tls.clone(),
                 address.clone(),
                 target,
-                label.clone(),
-                runtime.now() + limit,
+                label,
+                attempt_deadline,
             ));
-            let result = match select(attempt, runtime.sleep_until(runtime.now() + limit)).await {
+            let result = match select(attempt, runtime.sleep_until(attempt_deadline)).await {
+                // The handshake's timeout is this attempt's deadline (see
+                // `connect_one`): the same run-out as the sleep's.
+                Either::Left((
+                    Err(Error::ConnectionClosed(ConnectionError::HandshakeTimeout(_))),
+                    _,
+                )) => Err(timed_out),
                 Either::Left((result, _)) => result,
-                Either::Right(((), _)) => Err(Error::ConnectTimeout {
-                    address: label,
-                    timeout: if count == 1 && n == 1 {
-                        options.connection_timeout
-                    } else {
-                        limit
-                    },
-                }),
+                Either::Right(((), _)) => Err(timed_out),
             };
             match result {
                 Ok(connection) => return Ok(connection),
@@ -164,14 +177,15 @@ async fn resolve(
         Ok(targets) if !targets.is_empty() => Ok(targets),
         Ok(_) => Err(Error::Connect {
             address: address.to_string(),
-            error: Arc::new(std::io::Error::new(
+            error: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 "the host name resolved to no address",
-            )),
+            )
+            .into(),
         }),
         Err(e) => Err(Error::Connect {
             address: address.to_string(),
-            error: Arc::new(e),
+            error: e.into(),
         }),
     }
 }
@@ -200,21 +214,32 @@ async fn connect_one(
 ) -> Result<Connection, Error> {
     let connect_error = |e: std::io::Error| Error::Connect {
         address: label.clone(),
-        error: Arc::new(e),
+        error: e.into(),
     };
     let tcp = runtime.connect_tcp(target).await.map_err(connect_error)?;
     let io: Box<dyn Stream> = match tls {
         None => tcp,
         Some((config, name)) => {
+            let server_name = name.to_str().into_owned();
             let stream = futures_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await
-                .map_err(connect_error)?;
+                .map_err(|e| match tls::certificate_problem(e) {
+                    Ok((problem, source)) => Error::TlsVerification {
+                        address: label.clone(),
+                        server_name,
+                        problem,
+                        source,
+                    },
+                    Err(e) => connect_error(e),
+                })?;
             Box::new(stream)
         }
     };
     let mut amqp = options.amqp.clone();
-    // The handshake gets what is left of this attempt's time.
+    // The handshake gets what is left of this attempt's time, so that its
+    // timeout is this attempt's deadline, never an earlier one: the caller
+    // reports it as `ConnectTimeout`.
     amqp.handshake_timeout = deadline.saturating_duration_since(runtime.now());
     let (shared, connected) = Shared::new(carehare_core::Connection::new(amqp, runtime.now()));
     runtime.spawn(Box::pin(Driver::new(io, shared.clone(), runtime.clone())));
@@ -487,6 +512,14 @@ mod tests {
             Error::Url(UrlError::NoUrls),
             Error::ChannelClosedByServer(reason(404)),
             Error::ServerSentNack,
+            // A certificate problem is mended by configuration, not by
+            // waiting.
+            Error::TlsVerification {
+                address: "a:1".into(),
+                server_name: "a".into(),
+                problem: crate::tls::CertificateProblem::UnknownIssuer,
+                source: crate::Cause::from_box("unknown issuer".into()),
+            },
         ];
         for e in &permanent {
             assert!(!e.is_transient(), "{e:?}");

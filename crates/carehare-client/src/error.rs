@@ -1,14 +1,12 @@
 //! The errors users match on, named after Python carehare's exceptions.
 
-use std::sync::Arc;
-
 use carehare_core::types::ShortStr;
 
-pub use carehare_core::error::{CloseReason, ConnectionError, UsageError};
+pub use carehare_core::error::{Cause, CloseReason, ConnectionError, UsageError};
 
 use crate::address::Address;
 use crate::message::Returned;
-use crate::tls::TlsError;
+use crate::tls::{CertificateProblem, TlsError};
 use crate::uri::UrlError;
 
 /// Everything an operation can fail with.
@@ -55,7 +53,7 @@ pub enum Error {
     Timeout(std::time::Duration),
     /// The connection ended; the reason says why.
     #[error("connection closed: {0}")]
-    ConnectionClosed(ConnectionError),
+    ConnectionClosed(#[source] ConnectionError),
     /// The consumer was closed (by `close()`, or by dropping it) while this
     /// call was waiting.
     #[error("the consumer was closed")]
@@ -73,13 +71,56 @@ pub enum Error {
     /// TLS could not be set up (bad CA file, bad client certificate...).
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The TCP connection or the TLS handshake failed.
+    /// The TCP connection or the TLS handshake failed (but see
+    /// [`TlsVerification`](Error::TlsVerification) for a server
+    /// certificate that does not verify).
     #[error("could not connect to {address}: {error}")]
     Connect {
         /// `host:port`.
         address: String,
-        /// The IO or TLS error.
-        error: Arc<std::io::Error>,
+        /// The I/O error (e.g. of kind `ConnectionRefused`), or the TLS
+        /// library's error wrapped in one.
+        #[source]
+        error: Cause<std::io::Error>,
+    },
+    /// The server's TLS certificate did not verify: it expired, names
+    /// another host, was not signed by a trusted CA... `problem` says
+    /// which, without depending on the TLS library; the library's own
+    /// error (a `rustls::Error`) is the [`source`](std::error::Error::source).
+    /// Not [transient](Error::is_transient): retrying would meet the same
+    /// certificate.
+    ///
+    /// ```no_run
+    /// # async fn f(runtime: std::sync::Arc<dyn carehare_client::Runtime>) {
+    /// use carehare_client::{CertificateProblem, ConnectOptions, Error};
+    /// let options = ConnectOptions::from_url("amqps://rabbit.example.com/").unwrap();
+    /// match carehare_client::connect_with_runtime(runtime, options).await {
+    ///     Err(Error::TlsVerification { problem: CertificateProblem::Expired, .. }) => {
+    ///         eprintln!("RabbitMQ's certificate has expired")
+    ///     }
+    ///     Err(Error::TlsVerification { problem: CertificateProblem::NotValidForName, server_name, .. }) => {
+    ///         eprintln!("RabbitMQ's certificate is not for {server_name}: set TlsOptions::server_name?")
+    ///     }
+    ///     Err(e) => eprintln!("{e}"),
+    ///     Ok(_) => {}
+    /// }
+    /// # }
+    /// ```
+    #[error(
+        "could not connect to {address}: the server's TLS certificate did not verify for {server_name}: {source}"
+    )]
+    TlsVerification {
+        /// `host:port`.
+        address: String,
+        /// The name the certificate was checked against: the host, or
+        /// [`TlsOptions::server_name`](crate::TlsOptions::server_name).
+        server_name: String,
+        /// What is wrong with the certificate.
+        problem: CertificateProblem,
+        /// The TLS library's error, with the details (e.g. the names the
+        /// certificate is valid for).
+        #[source]
+        source: Cause<dyn std::error::Error + Send + Sync>,
     },
     /// TCP, TLS and the AMQP handshake together took longer than
     /// `connection_timeout`.
@@ -149,7 +190,8 @@ impl Error {
     /// away (a reset, EOF, heartbeat loss, a forced close such as 320, a
     /// timeout). `false` for what a retry would only repeat: bad
     /// credentials (403), a vhost that is missing or not allowed (530), a
-    /// SASL mechanism the server does not offer, TLS or URL settings, misuse,
+    /// SASL mechanism the server does not offer, TLS or URL settings, a
+    /// server certificate that does not verify, misuse,
     /// and the outcome of one operation (a channel refusal, a nack, a
     /// return). Also `false` when we ended the connection ourselves, or
     /// when its runtime shut down.
@@ -167,6 +209,8 @@ impl Error {
     /// ```
     pub fn is_transient(&self) -> bool {
         match self {
+            // A certificate that does not verify is `TlsVerification`, not
+            // transient: it falls to the last arm.
             Error::Connect { .. }
             | Error::ConnectTimeout { .. }
             | Error::Timeout(_)
@@ -225,4 +269,128 @@ impl From<carehare_core::error::ChannelError> for Error {
 /// Converts a user string to a `shortstr`, or a usage error.
 pub(crate) fn short(s: &str) -> Result<ShortStr, Error> {
     ShortStr::new(s).map_err(|e| Error::Usage(UsageError::StringTooLong(e.len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::io;
+
+    use carehare_core::error::{ChannelError, DecodeError, ProtocolViolation};
+
+    use super::*;
+    use crate::tls::{TlsError, certificate_problem};
+
+    /// Each error of `error`'s `source()` chain, `error` first.
+    fn chain<'a>(
+        error: &'a (dyn std::error::Error + 'static),
+    ) -> Vec<&'a (dyn std::error::Error + 'static)> {
+        std::iter::successors(Some(error), |&e| e.source()).collect()
+    }
+
+    /// The kind of the first `io::Error` in the chain.
+    fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
+        chain(error)
+            .into_iter()
+            .find_map(|e| e.downcast_ref::<io::Error>())
+            .map(io::Error::kind)
+    }
+
+    fn transport(kind: io::ErrorKind) -> ConnectionError {
+        ConnectionError::Transport(io::Error::new(kind, "the link went").into())
+    }
+
+    #[test]
+    fn the_io_error_kind_is_reachable_through_source() {
+        let reset = Error::ConnectionClosed(transport(io::ErrorKind::ConnectionReset));
+        assert_eq!(io_kind(&reset), Some(io::ErrorKind::ConnectionReset));
+        // Error -> ConnectionError -> io::Error, each with its own text.
+        let texts: Vec<String> = chain(&reset).iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            texts,
+            [
+                "connection closed: transport error: the link went",
+                "transport error: the link went",
+                "the link went",
+            ]
+        );
+
+        let refused = Error::Connect {
+            address: "a:1".into(),
+            error: io::Error::from(io::ErrorKind::ConnectionRefused).into(),
+        };
+        assert_eq!(io_kind(&refused), Some(io::ErrorKind::ConnectionRefused));
+
+        // A channel's end, in the core's own terms.
+        let channel = ChannelError::ConnectionClosed(transport(io::ErrorKind::BrokenPipe));
+        assert_eq!(io_kind(&channel), Some(io::ErrorKind::BrokenPipe));
+        // ...and once converted to the client's error.
+        assert_eq!(
+            io_kind(&Error::from(channel)),
+            Some(io::ErrorKind::BrokenPipe)
+        );
+
+        // A CA file that is not there.
+        let tls = missing_ca_file();
+        assert_eq!(io_kind(&tls), Some(io::ErrorKind::NotFound));
+
+        // Inside an `AllAddressesFailed`, each attempt keeps its chain.
+        let all = Error::AllAddressesFailed {
+            attempts: vec![(Address::new("a", 1), refused.clone())],
+        };
+        if let Error::AllAddressesFailed { attempts } = &all {
+            assert_eq!(
+                io_kind(&attempts[0].1),
+                Some(io::ErrorKind::ConnectionRefused)
+            );
+        }
+    }
+
+    #[test]
+    fn other_causes_are_reachable_through_source() {
+        let violation = ConnectionError::Protocol(ProtocolViolation::Decode {
+            channel: 1,
+            error: DecodeError::InvalidUtf8,
+        });
+        let e = Error::ConnectionClosed(violation);
+        assert!(
+            chain(&e)
+                .iter()
+                .any(|e| e.downcast_ref::<DecodeError>() == Some(&DecodeError::InvalidUtf8)),
+            "{:?}",
+            chain(&e)
+        );
+
+        // A certificate that did not verify: rustls's own error is the
+        // source, for whoever depends on rustls.
+        let rustls_error =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io_error = io::Error::new(io::ErrorKind::InvalidData, rustls_error.clone());
+        let Ok((problem, source)) = certificate_problem(io_error) else {
+            panic!("not a certificate problem");
+        };
+        let e = Error::TlsVerification {
+            address: "a:1".into(),
+            server_name: "a".into(),
+            problem,
+            source,
+        };
+        assert!(!e.is_transient());
+        assert_eq!(
+            e.source().and_then(|s| s.downcast_ref::<rustls::Error>()),
+            Some(&rustls_error)
+        );
+    }
+
+    /// The error `connect` gives for a CA file that is not there.
+    fn missing_ca_file() -> Error {
+        let options = crate::TlsOptions {
+            ca_file: Some("/nonexistent/carehare/ca.pem".into()),
+            ..Default::default()
+        };
+        match crate::tls::client_config(&options) {
+            Err(e @ TlsError::ReadFile { .. }) => Error::Tls(e),
+            other => panic!("{other:?}"),
+        }
+    }
 }

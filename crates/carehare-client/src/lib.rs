@@ -38,7 +38,7 @@ pub use carehare_core::types::{
     ShortStrTooLong,
 };
 pub use connect::connect_with_runtime;
-pub use error::{CloseReason, ConnectionError, Error, UsageError};
+pub use error::{Cause, CloseReason, ConnectionError, Error, UsageError};
 pub use handles::blocking::{Blocking, BlockingChanges};
 pub use handles::confirmation::Confirmation;
 pub use handles::connection::{Connection, ExchangeOptions, QueueOptions};
@@ -54,7 +54,7 @@ pub use recovery::{
     Republish, Setup,
 };
 pub use runtime::{BoxFuture, Runtime, Stream};
-pub use tls::TlsError;
+pub use tls::{CertificateProblem, TlsError};
 pub use uri::UrlError;
 
 /// Defines an adapter's `connect(url)` and `connect_with(options)` over

@@ -9,6 +9,8 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
+use carehare_core::error::Cause;
+
 use crate::options::TlsOptions;
 
 /// Why the TLS configuration could not be built. Reported by `connect`
@@ -28,25 +30,25 @@ use crate::options::TlsOptions;
 #[non_exhaustive]
 pub enum TlsError {
     /// A certificate or key file could not be read.
-    #[error("TLS: cannot read {what} file {path}: {message}", path = .path.display())]
+    #[error("TLS: cannot read {what} file {path}: {source}", path = .path.display())]
     ReadFile {
         /// What the file should hold ("CA certificate", "client certificate",
         /// "client key").
         what: &'static str,
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        message: String,
+        /// The I/O error (e.g. of kind `NotFound`).
+        source: Cause<std::io::Error>,
     },
     /// A file is not valid PEM.
-    #[error("TLS: invalid PEM in {what} file {path}: {message}", path = .path.display())]
+    #[error("TLS: invalid PEM in {what} file {path}: {source}", path = .path.display())]
     InvalidPem {
         /// What the file should hold.
         what: &'static str,
         /// The file.
         path: PathBuf,
         /// The PEM parser's error.
-        message: String,
+        source: Cause<dyn std::error::Error + Send + Sync>,
     },
     /// A certificate file holds no `CERTIFICATE` section.
     #[error("TLS: no certificates in {what} file {path}", path = .path.display())]
@@ -65,10 +67,19 @@ pub enum TlsError {
     /// The host (or `server_name`) is neither a DNS name nor an IP address.
     #[error("TLS: invalid server name \"{0}\": expected a DNS name or an IP address")]
     InvalidServerName(String),
-    /// rustls rejected the configuration (an unusable certificate or key,
-    /// a key that does not match its certificate, ...).
+    /// rustls rejected the configuration (an unusable client certificate
+    /// or key, a key that does not match its certificate, ...). The cause
+    /// is rustls's error.
     #[error("TLS: {0}")]
-    Rustls(String),
+    Rustls(#[source] Cause<dyn std::error::Error + Send + Sync>),
+    /// A certificate in the CA file cannot be used as a trust anchor.
+    #[error("TLS: unusable CA certificate in {path}: {source}", path = .path.display())]
+    UnusableCaCertificate {
+        /// The CA file.
+        path: PathBuf,
+        /// rustls's error.
+        source: Cause<dyn std::error::Error + Send + Sync>,
+    },
     /// No CA file was given and the platform's certificate store yielded no
     /// usable root certificate.
     #[error(
@@ -76,6 +87,97 @@ pub enum TlsError {
          give a CA file (TlsOptions::ca_file, or cacertfile= in the URL)"
     )]
     NoNativeRoots(String),
+}
+
+/// Why a server certificate did not verify: see
+/// [`Error::TlsVerification`](crate::Error::TlsVerification).
+///
+/// ```
+/// use carehare_client::CertificateProblem;
+/// assert_eq!(CertificateProblem::UnknownIssuer.to_string(), "it was not issued by a trusted CA");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateProblem {
+    /// It has expired (or the clock is wrong).
+    Expired,
+    /// It is not valid yet (or the clock is wrong).
+    NotYetValid,
+    /// It is not valid for the name it was checked against: connect by the
+    /// name it carries, or set
+    /// [`TlsOptions::server_name`](crate::TlsOptions::server_name).
+    NotValidForName,
+    /// No trusted CA issued it: a self-signed certificate, or a CA missing
+    /// from [`TlsOptions::ca_file`](crate::TlsOptions::ca_file) (or from
+    /// the platform's roots).
+    UnknownIssuer,
+    /// Its signature does not verify.
+    BadSignature,
+    /// It has been revoked.
+    Revoked,
+    /// Anything else (a bad encoding, a wrong purpose, an unsupported
+    /// algorithm...), in the TLS library's words.
+    Other(String),
+}
+
+impl std::fmt::Display for CertificateProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertificateProblem::Expired => f.write_str("it has expired"),
+            CertificateProblem::NotYetValid => f.write_str("it is not valid yet"),
+            CertificateProblem::NotValidForName => f.write_str("it is not valid for the name"),
+            CertificateProblem::UnknownIssuer => f.write_str("it was not issued by a trusted CA"),
+            CertificateProblem::BadSignature => f.write_str("its signature does not verify"),
+            CertificateProblem::Revoked => f.write_str("it has been revoked"),
+            CertificateProblem::Other(what) => f.write_str(what),
+        }
+    }
+}
+
+/// What a failed TLS handshake says about the server's certificate: the
+/// problem, and rustls's error as the cause. `Err` gives `error` back when
+/// it is not a certificate that failed verification (a refused connection,
+/// a TLS alert...).
+pub(crate) fn certificate_problem(
+    error: std::io::Error,
+) -> Result<
+    (
+        CertificateProblem,
+        Cause<dyn std::error::Error + Send + Sync>,
+    ),
+    std::io::Error,
+> {
+    // futures-rustls hands rustls's error over inside an io::Error.
+    let is_certificate = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+    if !is_certificate {
+        return Err(error);
+    }
+    let Some(inner) = error.into_inner() else {
+        return Err(std::io::Error::other("a TLS error lost its cause"));
+    };
+    let problem = match inner.downcast_ref::<rustls::Error>() {
+        Some(rustls::Error::InvalidCertificate(e)) => problem_of(e),
+        _ => CertificateProblem::Other(inner.to_string()),
+    };
+    Ok((problem, Cause::from_box(inner)))
+}
+
+fn problem_of(error: &rustls::CertificateError) -> CertificateProblem {
+    use rustls::CertificateError as E;
+    match error {
+        E::Expired | E::ExpiredContext { .. } => CertificateProblem::Expired,
+        E::NotValidYet | E::NotValidYetContext { .. } => CertificateProblem::NotYetValid,
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            CertificateProblem::NotValidForName
+        }
+        E::UnknownIssuer => CertificateProblem::UnknownIssuer,
+        E::BadSignature => CertificateProblem::BadSignature,
+        E::Revoked => CertificateProblem::Revoked,
+        other => CertificateProblem::Other(other.to_string()),
+    }
 }
 
 /// The rustls configuration for `opts`: `opts.config` when set, otherwise
@@ -121,18 +223,18 @@ pub(crate) fn server_name(opts: &TlsOptions, host: &str) -> Result<ServerName<'s
 }
 
 fn rustls_error(error: rustls::Error) -> TlsError {
-    TlsError::Rustls(error.to_string())
+    TlsError::Rustls(Cause::from_box(Box::new(error)))
 }
 
 fn ca_file_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs("CA certificate", path)? {
-        roots.add(cert).map_err(|e| {
-            TlsError::Rustls(format!(
-                "unusable CA certificate in {}: {e}",
-                path.display()
-            ))
-        })?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::UnusableCaCertificate {
+                path: path.to_owned(),
+                source: Cause::from_box(Box::new(e)),
+            })?;
     }
     tracing::debug!(path = %path.display(), count = roots.len(), "loaded CA certificates");
     Ok(roots)
@@ -163,7 +265,7 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError::ReadFile {
         what,
         path: path.to_owned(),
-        message: e.to_string(),
+        source: e.into(),
     })
 }
 
@@ -171,7 +273,7 @@ fn invalid_pem(what: &'static str, path: &Path, error: pem::Error) -> TlsError {
     TlsError::InvalidPem {
         what,
         path: path.to_owned(),
-        message: error.to_string(),
+        source: Cause::from_box(Box::new(error)),
     }
 }
 
@@ -416,6 +518,48 @@ mod tests {
             server_name(&opts, "10.0.0.1").unwrap(),
             ServerName::try_from("rabbit.example").unwrap()
         );
+    }
+
+    #[test]
+    fn certificate_problems_are_read_from_rustls_errors() {
+        use rustls::CertificateError as E;
+        let in_io = |e: E| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(e),
+            )
+        };
+        let cases = [
+            (E::Expired, CertificateProblem::Expired),
+            (E::NotValidYet, CertificateProblem::NotYetValid),
+            (E::NotValidForName, CertificateProblem::NotValidForName),
+            (E::UnknownIssuer, CertificateProblem::UnknownIssuer),
+            (E::BadSignature, CertificateProblem::BadSignature),
+            (E::Revoked, CertificateProblem::Revoked),
+        ];
+        for (rustls_error, problem) in cases {
+            let (got, source) = certificate_problem(in_io(rustls_error.clone())).unwrap();
+            assert_eq!(got, problem);
+            assert_eq!(
+                source.downcast_ref::<rustls::Error>(),
+                Some(&rustls::Error::InvalidCertificate(rustls_error))
+            );
+        }
+        let (other, _) = certificate_problem(in_io(E::BadEncoding)).unwrap();
+        assert!(
+            matches!(&other, CertificateProblem::Other(text) if text.contains("BadEncoding")),
+            "{other:?}"
+        );
+        // Not a certificate problem: the error comes back as it was.
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let back = certificate_problem(refused).unwrap_err();
+        assert_eq!(back.kind(), std::io::ErrorKind::ConnectionRefused);
+        let alert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure),
+        );
+        let back = certificate_problem(alert).unwrap_err();
+        assert!(back.get_ref().is_some_and(|e| e.is::<rustls::Error>()));
     }
 
     /// The built config completes a real handshake (in memory) with a

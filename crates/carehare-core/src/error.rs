@@ -9,6 +9,7 @@
 //! - [`ConnectionError`] / [`ChannelError`]: why a connection or a channel
 //!   ended, as seen by the operations that were waiting on it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::types::{ChannelId, ShortStr};
@@ -140,6 +141,7 @@ pub enum ProtocolViolation {
         /// The channel of the frame, or 0 if it was not known.
         channel: ChannelId,
         /// What was wrong.
+        #[source]
         error: DecodeError,
     },
     /// A frame for a channel that is not open.
@@ -255,6 +257,96 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+/// An error that caused another, kept inside an error that must be `Clone`
+/// (every waiter gets a copy of why a connection ended) although the cause
+/// itself is not (`std::io::Error`, a TLS library's error).
+///
+/// It dereferences to the cause, and the error that holds it reports the
+/// cause itself, not this wrapper, as its
+/// [`source()`](std::error::Error::source): walking a chain finds the
+/// `io::Error` with `downcast_ref::<std::io::Error>()`. Two causes are
+/// equal when they are the same one, or when they read the same (and, for
+/// I/O errors, have the same kind).
+///
+/// ```
+/// use std::error::Error as _;
+/// use carehare_core::error::{Cause, ConnectionError};
+/// let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+/// let ended = ConnectionError::Transport(Cause::new(reset));
+/// if let ConnectionError::Transport(cause) = &ended {
+///     assert_eq!(cause.kind(), std::io::ErrorKind::ConnectionReset);
+/// }
+/// let source = ended.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+/// assert_eq!(source.map(|e| e.kind()), Some(std::io::ErrorKind::ConnectionReset));
+/// ```
+// Deliberately not `std::error::Error` itself: `thiserror`'s `#[source]`
+// then reaches through `Deref` to the cause, so a chain holds the cause and
+// not a wrapper that only repeats it.
+pub struct Cause<E: ?Sized>(Arc<E>);
+
+impl<E> Cause<E> {
+    /// Wraps `cause`.
+    pub fn new(cause: E) -> Self {
+        Cause(Arc::new(cause))
+    }
+}
+
+impl Cause<dyn std::error::Error + Send + Sync> {
+    /// Wraps a boxed cause, e.g. what `std::io::Error::into_inner` gives.
+    pub fn from_box(cause: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        Cause(Arc::from(cause))
+    }
+}
+
+impl<E: ?Sized> Clone for Cause<E> {
+    fn clone(&self) -> Self {
+        Cause(Arc::clone(&self.0))
+    }
+}
+
+impl<E: ?Sized> std::ops::Deref for Cause<E> {
+    type Target = E;
+
+    fn deref(&self) -> &E {
+        &self.0
+    }
+}
+
+impl<E: ?Sized + std::fmt::Debug> std::fmt::Debug for Cause<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: ?Sized + std::fmt::Display> std::fmt::Display for Cause<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<std::io::Error> for Cause<std::io::Error> {
+    fn from(e: std::io::Error) -> Self {
+        Cause::new(e)
+    }
+}
+
+impl PartialEq for Cause<std::io::Error> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.kind() == other.0.kind() && self.0.to_string() == other.0.to_string())
+    }
+}
+
+impl Eq for Cause<std::io::Error> {}
+
+impl PartialEq for Cause<dyn std::error::Error + Send + Sync> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for Cause<dyn std::error::Error + Send + Sync> {}
+
 /// Why a connection ended. Once the core reports one, it is final.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -271,7 +363,7 @@ pub enum ConnectionError {
     ClosedByHeartbeatMonitor(Duration),
     /// The server broke the protocol; we closed with the violation's code.
     #[error("protocol violation by the server: {0}")]
-    Protocol(ProtocolViolation),
+    Protocol(#[source] ProtocolViolation),
     /// We closed the connection (carehare's `ConnectionClosed`).
     #[error("connection closed by the client")]
     ClosedByClient,
@@ -295,9 +387,11 @@ pub enum ConnectionError {
     /// The configured virtual host name is longer than 255 bytes.
     #[error("virtual host name of {0} bytes is longer than the 255 bytes AMQP allows")]
     InvalidVirtualHost(usize),
-    /// The transport failed (reported by the driver through `handle_transport_error`).
+    /// The transport failed (reported by the driver through
+    /// [`handle_transport_error`](crate::Connection::handle_transport_error)):
+    /// the I/O error itself, e.g. of kind `ConnectionReset`.
     #[error("transport error: {0}")]
-    Transport(String),
+    Transport(#[source] Cause<std::io::Error>),
     /// The program stopped driving the connection before it ended: its
     /// driver (the task that moves bytes and runs timers) was dropped,
     /// e.g. because the async runtime it ran on shut down.
@@ -318,7 +412,7 @@ pub enum ChannelError {
     ClosedByClient,
     /// The whole connection ended (carehare's `ConnectionClosed`).
     #[error("connection closed: {0}")]
-    ConnectionClosed(ConnectionError),
+    ConnectionClosed(#[source] ConnectionError),
 }
 
 /// The caller misused the API. Nothing was queued.

@@ -55,7 +55,7 @@ pub enum Error {
     /// in [`Config::recovery`](crate::Config::recovery), those errors are
     /// retried instead.)
     #[error("RabbitMQ refused the channel layer: {0}")]
-    Connect(carehare_tokio::Error),
+    Connect(#[source] carehare_tokio::Error),
     /// The message could not be encoded with msgpack.
     #[error("could not encode the message: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
@@ -86,4 +86,26 @@ pub enum Error {
     /// when one is set).
     #[error(transparent)]
     Broker(#[from] carehare_tokio::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_and_its_io_error_are_reachable_through_source() {
+        let refused = carehare_tokio::Error::Connect {
+            address: "a:1".into(),
+            error: std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        };
+        for e in [Error::Connect(refused.clone()), Error::Broker(refused)] {
+            let kind =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |&e| {
+                    e.source()
+                })
+                .find_map(|e| e.downcast_ref::<std::io::Error>())
+                .map(std::io::Error::kind);
+            assert_eq!(kind, Some(std::io::ErrorKind::ConnectionRefused), "{e}");
+        }
+    }
 }

@@ -36,6 +36,7 @@ pub enum WorkerError {
         /// How many attempts were made.
         attempts: u32,
         /// The last attempt's error.
+        #[source]
         last: carehare_tokio::Error,
     },
     /// RabbitMQ refused to set up a route: e.g. `406 PRECONDITION_FAILED`
@@ -97,7 +98,7 @@ pub enum CallError {
     /// The worker answered with an error reply (its handler failed, or the
     /// request was malformed).
     #[error("the worker replied with an error: {0}")]
-    ErrorReply(RpcError),
+    ErrorReply(#[source] RpcError),
     /// No reply within the timeout. The request may still be handled.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
@@ -111,7 +112,7 @@ pub enum CallError {
     /// The reply was not in the expected format (or its `data` did not fit
     /// the type asked for).
     #[error("malformed reply: {0}")]
-    MalformedReply(DecodeError),
+    MalformedReply(#[source] DecodeError),
     /// The client lost its connection and recovering it failed, after
     /// `attempts` reconnect attempts, with an error that retrying can't
     /// fix (bad credentials, a missing vhost...); the request was not
@@ -121,6 +122,7 @@ pub enum CallError {
         /// How many attempts were made.
         attempts: u32,
         /// The last attempt's error.
+        #[source]
         last: carehare_tokio::Error,
     },
     /// Any other AMQP failure: the connection closed (a call waiting when
@@ -320,7 +322,45 @@ fn short_type_name<E>() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
+
+    #[test]
+    fn the_io_error_kind_is_reachable_through_source() {
+        let refused = carehare_tokio::Error::Connect {
+            address: "a:1".into(),
+            error: std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        };
+        let errors = [
+            WorkerError::Connect {
+                attempts: 3,
+                last: refused.clone(),
+            },
+            WorkerError::Route {
+                queue: "q".into(),
+                source: refused.clone(),
+            },
+        ];
+        for e in &errors {
+            let kind = std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |&e| {
+                e.source()
+            })
+            .find_map(|e| e.downcast_ref::<std::io::Error>())
+            .map(std::io::Error::kind);
+            assert_eq!(kind, Some(std::io::ErrorKind::ConnectionRefused), "{e}");
+        }
+        let call = CallError::Connect {
+            attempts: 1,
+            last: refused,
+        };
+        assert!(
+            call.source()
+                .is_some_and(|s| s.is::<carehare_tokio::Error>())
+        );
+        let reply = CallError::ErrorReply(RpcError::new("ValueError", "bad"));
+        assert!(reply.source().is_some_and(|s| s.is::<RpcError>()));
+    }
 
     #[test]
     fn errors_are_described_by_type_name() {

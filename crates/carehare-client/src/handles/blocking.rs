@@ -36,6 +36,12 @@ pub enum Blocking {
 /// }
 /// # }
 /// ```
+///
+/// # Cancel safety
+///
+/// Cancel-safe: a change is taken only by the poll that returns it; a
+/// cancelled `next()` leaves it (or a later one, changes being coalesced)
+/// for the next.
 pub struct BlockingChanges {
     shared: Arc<Shared>,
     seen: u64,

@@ -26,6 +26,14 @@ use crate::state::{ConfirmReceiver, Permit, Shared};
 /// }
 /// # Ok(()) }
 /// ```
+///
+/// # Cancel safety
+///
+/// Awaiting it is cancel-safe: the outcome stays until a later poll takes
+/// it. Dropping it does not take the publish back (it was queued when
+/// `publish` returned): only its outcome is lost. A window slot of a
+/// [`Publisher`](crate::Publisher) is freed when RabbitMQ settles the
+/// message, not when its confirmation is dropped.
 #[must_use = "a publish is only known to be safe once its confirmation resolves"]
 pub struct Confirmation {
     rx: ConfirmReceiver,

@@ -99,6 +99,21 @@ pub struct ExchangeOptions {
 /// connection.publish("hi", "", "my-queue").await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Cancel safety
+///
+/// An operation's future (`queue_declare`, `queue_bind`, `update_secret`
+/// and the others that wait for RabbitMQ's answer) sends its request when
+/// it is first polled. Cancelling it (dropping it, e.g. when it loses a
+/// `select!`) before then sends nothing; cancelling it after does not take
+/// the request back: RabbitMQ carries it out, and only its answer is
+/// lost. The short-lived channel it ran on is closed either way. To know
+/// the outcome, await the operation to the end.
+///
+/// [`closed`](Self::closed) only watches, and [`close`](Self::close) has
+/// started the close by its first poll: both are cancel-safe. A
+/// [`publish`](Self::publish) is queued when called, before any await;
+/// see [`Confirmation`] for what dropping its confirmation means.
 #[derive(Clone)]
 pub struct Connection {
     handle: Arc<Handle>,
@@ -220,6 +235,10 @@ impl Connection {
     /// println!("{} has {} messages", ok.queue, ok.message_count);
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancelling does not undo it: see the [`Connection`'s cancel
+    /// safety](Connection#cancel-safety).
     pub async fn queue_declare(
         &self,
         name: &str,
@@ -249,6 +268,10 @@ impl Connection {
     /// connection.exchange_declare("logs", "fanout", ExchangeOptions::default()).await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancelling does not undo it: see the [`Connection`'s cancel
+    /// safety](Connection#cancel-safety).
     pub async fn exchange_declare(
         &self,
         name: &str,
@@ -276,6 +299,10 @@ impl Connection {
     /// connection.queue_bind("my-queue", "logs", "", Default::default()).await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancelling does not undo it: see the [`Connection`'s cancel
+    /// safety](Connection#cancel-safety).
     pub async fn queue_bind(
         &self,
         queue: &str,
@@ -300,6 +327,10 @@ impl Connection {
     /// connection.queue_unbind("my-queue", "logs", "", Default::default()).await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancelling does not undo it: see the [`Connection`'s cancel
+    /// safety](Connection#cancel-safety).
     pub async fn queue_unbind(
         &self,
         queue: &str,
@@ -325,6 +356,10 @@ impl Connection {
     /// connection.exchange_delete("logs", false).await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancelling does not undo it: see the [`Connection`'s cancel
+    /// safety](Connection#cancel-safety).
     pub async fn exchange_delete(&self, name: &str, if_unused: bool) -> Result<(), Error> {
         let method = ExchangeDelete {
             exchange: short(name)?,
@@ -342,6 +377,10 @@ impl Connection {
     /// connection.exchange_bind("audit", "events", "#", Default::default()).await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancelling does not undo it: see the [`Connection`'s cancel
+    /// safety](Connection#cancel-safety).
     pub async fn exchange_bind(
         &self,
         destination: &str,
@@ -366,6 +405,10 @@ impl Connection {
     /// connection.exchange_unbind("audit", "events", "#", Default::default()).await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancelling does not undo it: see the [`Connection`'s cancel
+    /// safety](Connection#cancel-safety).
     pub async fn exchange_unbind(
         &self,
         destination: &str,
@@ -393,6 +436,10 @@ impl Connection {
     /// println!("{dropped} messages deleted");
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancelling does not undo it: see the [`Connection`'s cancel
+    /// safety](Connection#cancel-safety).
     pub async fn queue_delete(
         &self,
         name: &str,
@@ -418,6 +465,10 @@ impl Connection {
     /// let purged = connection.queue_purge("my-queue").await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancelling does not undo it: see the [`Connection`'s cancel
+    /// safety](Connection#cancel-safety).
     pub async fn queue_purge(&self, name: &str) -> Result<u32, Error> {
         let method = QueuePurge {
             queue: short(name)?,
@@ -438,6 +489,10 @@ impl Connection {
     /// connection.update_secret(b"new-token".to_vec(), "token refresh").await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancelling does not undo it: see the [`Connection`'s cancel
+    /// safety](Connection#cancel-safety).
     pub async fn update_secret(&self, secret: impl Into<Bytes>, reason: &str) -> Result<(), Error> {
         let rx = self.shared().lock().update_secret(secret.into(), reason)?;
         self.shared().wake_driver();
@@ -604,6 +659,10 @@ impl Connection {
     /// connection.close().await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the close has started by the first poll and goes on
+    /// without this future; [`closed`](Self::closed) says when it is over.
     pub async fn close(&self) -> Result<(), Error> {
         {
             let mut inner = self.shared().lock();
@@ -632,6 +691,9 @@ impl Connection {
     /// }
     /// # }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only watches.
     pub async fn closed(&self) -> ConnectionError {
         std::future::poll_fn(|cx| self.shared().lock().poll_closed(cx)).await
     }

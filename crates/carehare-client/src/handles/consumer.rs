@@ -115,6 +115,9 @@ impl Connection {
     /// consumer.close().await;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe, like [`consumer`](Self::consumer).
     pub async fn acking_consumer(
         &self,
         queue: &str,
@@ -151,6 +154,12 @@ impl Connection {
     /// consumer.ack(message.delivery_tag);
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: cancelled after `basic.consume` went out, the
+    /// half-made consumer's channel is closed, so RabbitMQ requeues
+    /// whatever it already delivered to it. No message is lost and no
+    /// consumer is left behind.
     pub async fn consumer(
         &self,
         queue: &str,
@@ -243,6 +252,13 @@ impl Connection {
 /// }
 /// # Ok(()) }
 /// ```
+///
+/// # Cancel safety
+///
+/// Reading is cancel-safe, through [`next`](Self::next),
+/// [`next_delivery`](Self::next_delivery) or the `Stream`: a message is
+/// taken from the consumer's buffer only by the poll that returns it, so a
+/// read cancelled by a `select!` leaves it for the next read, in order.
 pub struct AckingConsumer {
     shared: Arc<Shared>,
     channel: ChannelId,
@@ -284,6 +300,11 @@ impl AckingConsumer {
     /// consumer.ack(message.delivery_tag);
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a message is taken from the buffer only by the poll
+    /// that returns it. Cancelled, this call takes nothing, and the next
+    /// call gets the message it would have got.
     pub async fn next(&self) -> Result<Message, Error> {
         std::future::poll_fn(|cx| self.poll_message(cx)).await
     }
@@ -297,6 +318,9 @@ impl AckingConsumer {
     /// consumer.ack(delivery_tag);
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe, like [`next`](Self::next).
     pub async fn next_delivery(&self) -> Result<(Bytes, u64), Error> {
         self.next().await.map(|m| (m.body, m.delivery_tag))
     }
@@ -423,6 +447,11 @@ impl AckingConsumer {
     /// consumer.close().await; // idempotent
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the consumer has stopped and its channel's close is
+    /// queued by the first poll; a cancelled call only stops waiting for
+    /// RabbitMQ's `close-ok`.
     pub async fn close(&self) {
         // Forget the mailbox now, not after close-ok: once close-ok frees
         // the channel id, a new channel may take it.

@@ -37,6 +37,11 @@ impl Connection {
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// No message is lost: cancelled after `basic.get` went out, its
+    /// channel is closed, so a message RabbitMQ already handed out is
+    /// requeued (it comes again, with `redelivered` set).
     pub async fn get(&self, queue: &str) -> Result<Option<GetMessage>, Error> {
         let method = BasicGet {
             queue: short(queue)?,

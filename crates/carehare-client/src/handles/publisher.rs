@@ -98,6 +98,11 @@ impl Publisher {
     /// confirmation.await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: while it waits for room in the window nothing is
+    /// queued, and the message is published in the poll that returns its
+    /// confirmation. A cancelled call publishes nothing and holds no slot.
     pub async fn publish(
         &self,
         body: impl Into<Bytes>,
@@ -116,6 +121,9 @@ impl Publisher {
     /// publisher.publish_with("hello", "", "my-queue", &properties).await?.await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe, like [`publish`](Self::publish).
     pub async fn publish_with(
         &self,
         body: impl Into<Bytes>,
@@ -134,6 +142,9 @@ impl Publisher {
     /// publisher.publish_mandatory("hello", "", "my-queue", &Default::default()).await?.await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe, like [`publish`](Self::publish).
     pub async fn publish_mandatory(
         &self,
         body: impl Into<Bytes>,

@@ -61,6 +61,10 @@ impl Connection {
     /// let rpc = connection.direct_reply_to().await?;
     /// # drop(rpc); Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: cancelled after the channel was opened, the channel is
+    /// closed again.
     pub async fn direct_reply_to(&self) -> Result<RpcClient, Error> {
         let consume = BasicConsume {
             queue: ShortStr::from_static(DIRECT_REPLY_TO),
@@ -110,6 +114,12 @@ impl RpcClient {
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    /// The request is published by the first poll. Cancelling the call
+    /// after that does not take it back: a server may still handle it, and
+    /// its reply, if one comes, is dropped. Nothing is left waiting for
+    /// it.
     pub async fn call(
         &self,
         exchange: &str,
@@ -139,6 +149,14 @@ impl RpcClient {
             &body,
             &correlation_id,
         )?;
+        // However the call ends, this future dropped included, its reply
+        // route goes (a reply routed already took it; removing it again
+        // is harmless).
+        let _route = Route {
+            shared: self.shared(),
+            channel: self.channel,
+            correlation_id,
+        };
         self.shared().wake_driver();
         let runtime = self.connection.runtime().clone();
         let deadline = runtime.now() + timeout;
@@ -154,16 +172,25 @@ impl RpcClient {
                 Err(_) => Err(self.shared().lock().lost()),
             }
         };
-        let result = match select(Box::pin(outcome), runtime.sleep_until(deadline)).await {
+        match select(Box::pin(outcome), runtime.sleep_until(deadline)).await {
             Either::Left((result, _)) => result,
             Either::Right(_) => Err(Error::Timeout(timeout)),
-        };
-        if result.is_err() {
-            self.shared()
-                .lock()
-                .rpc_forget(self.channel, &correlation_id);
         }
-        result
+    }
+}
+
+/// One call's reply route, forgotten when dropped.
+struct Route<'a> {
+    shared: &'a Shared,
+    channel: ChannelId,
+    correlation_id: ShortStr,
+}
+
+impl Drop for Route<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .lock()
+            .rpc_forget(self.channel, &self.correlation_id);
     }
 }
 
@@ -171,5 +198,63 @@ impl Drop for RpcClient {
     fn drop(&mut self) {
         self.shared().lock().close_rpc(self.channel);
         self.shared().wake_driver();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+    use std::sync::Arc;
+
+    use carehare_core::method::ConnectionTune;
+    use carehare_core::testing;
+
+    use super::*;
+    use crate::connect::connect_with_runtime;
+    use crate::options::ConnectOptions;
+    use crate::runtime::Runtime;
+    use crate::sim::{POLITE, serve, with_broker};
+
+    #[test]
+    fn a_cancelled_call_leaves_no_reply_route_behind() {
+        let tune = ConnectionTune {
+            heartbeat: 0,
+            ..testing::server_tune()
+        };
+        // Acks every request and never replies.
+        let sim = with_broker(tune, |broker| serve(broker, 0, POLITE, Arc::default()));
+        let runtime: Arc<dyn Runtime> = sim.clone();
+        let options = ConnectOptions {
+            host: "127.0.0.1".into(),
+            ..ConnectOptions::default()
+        };
+        let (cancelled, waiting, timed_out, waiting_after) = sim.block_on(async move {
+            let connection = connect_with_runtime(runtime.clone(), options)
+                .await
+                .unwrap();
+            let rpc = connection.direct_reply_to().await.unwrap();
+            let properties = BasicProperties::default();
+            let call = rpc.call("", "rpc", "ping", &properties, Duration::from_secs(60));
+            let stop = runtime.sleep_until(runtime.now() + Duration::from_millis(10));
+            let cancelled = matches!(select(Box::pin(call), stop).await, Either::Right(_));
+            let waiting = rpc.shared().lock().rpc_waiting();
+            // A call that times out forgets its route too.
+            let timed_out = rpc
+                .call(
+                    "",
+                    "rpc",
+                    "ping",
+                    &Default::default(),
+                    Duration::from_millis(5),
+                )
+                .await;
+            let waiting_after = rpc.shared().lock().rpc_waiting();
+            (cancelled, waiting, timed_out, waiting_after)
+        });
+        assert!(cancelled, "the call was not cancelled");
+        assert_eq!(waiting, 0, "a cancelled call's route is still there");
+        assert!(matches!(timed_out, Err(Error::Timeout(_))), "{timed_out:?}");
+        assert_eq!(waiting_after, 0);
     }
 }

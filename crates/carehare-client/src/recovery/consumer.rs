@@ -262,6 +262,10 @@ impl<T: Clone + Send + Sync + 'static> RecoveringConsumer<T> {
     /// Stops consuming: closes the current subscription (RabbitMQ requeues
     /// its unacked messages). Pending and later [`next`](Self::next) calls
     /// fail with [`Error::ConsumerClosed`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the consumer is closed by the first poll; a cancelled
+    /// call only stops waiting for the subscription's channel to close.
     pub async fn close(&self) {
         let consumer = {
             let mut sub = self.lock();

@@ -162,6 +162,10 @@ impl Drop for Subscribers {
 /// It holds at most 64 unread events (older ones are dropped and counted
 /// by [`dropped`](Self::dropped)), and ends after `GaveUp` or when the
 /// connection is gone.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: an event is taken only by the poll that returns it.
 pub struct RecoveryEvents {
     queue: Arc<Mutex<Queue>>,
 }

@@ -97,6 +97,11 @@ impl<T> std::fmt::Debug for RecoveringConnection<T> {
 impl<T: Clone + Send + Sync + 'static> RecoveringConnection<T> {
     /// Connects with `options`, runs `setup`, and from then on recovers
     /// the connection whenever it is lost.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: nothing runs on before it returns. Cancelled, a
+    /// connection it already made is closed, and recovery (which starts
+    /// when it returns) never starts.
     pub async fn connect<F>(
         runtime: Arc<dyn Runtime>,
         options: ConnectOptions,
@@ -134,12 +139,18 @@ impl<T: Clone + Send + Sync + 'static> RecoveringConnection<T> {
     /// declarations, `get` and the rest of [`Connection`]'s API; a call on
     /// it fails with [`Error::ConnectionClosed`] if the link goes down
     /// meanwhile.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only waits.
     pub async fn connection(&self) -> Result<Connection, Error> {
         self.shared.live(0).await.map(|(c, _, _)| c)
     }
 
     /// What the latest `setup` returned, waiting for recovery like
     /// [`connection`](Self::connection).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only waits.
     pub async fn topology(&self) -> Result<T, Error> {
         self.shared.live(0).await.map(|(_, t, _)| t)
     }
@@ -170,6 +181,11 @@ impl<T: Clone + Send + Sync + 'static> RecoveringConnection<T> {
 
     /// Closes the connection and stops recovering. Every call waiting for
     /// recovery fails at once with [`ConnectionError::ClosedByClient`](crate::ConnectionError::ClosedByClient).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: recovery has stopped and the connection's close has
+    /// started by the first poll; a cancelled call only stops waiting for
+    /// the close to finish.
     pub async fn close(&self) -> Result<(), Error> {
         match self.shared.close() {
             Some(connection) => connection.close().await,

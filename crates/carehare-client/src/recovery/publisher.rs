@@ -264,6 +264,9 @@ impl<T: Clone + Send + Sync + 'static> RecoveringPublisher<T> {
     }
 
     /// [`publish`](Self::publish) with properties.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe, like [`publish`](Self::publish).
     pub async fn publish_with(
         &self,
         body: impl Into<Bytes>,
@@ -277,6 +280,9 @@ impl<T: Clone + Send + Sync + 'static> RecoveringPublisher<T> {
 
     /// [`publish`](Self::publish) with `mandatory` set (see
     /// [`Connection::publish_mandatory`](crate::Connection::publish_mandatory)).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe, like [`publish`](Self::publish).
     pub async fn publish_mandatory(
         &self,
         body: impl Into<Bytes>,
@@ -328,6 +334,13 @@ impl<T: Clone + Send + Sync + 'static> RecoveringPublisher<T> {
 
 /// The confirm of one recovering publish: it resolves once, with the final
 /// outcome (after any re-publishing).
+///
+/// # Cancel safety
+///
+/// Awaiting it is cancel-safe. Dropping it does not take the publish back:
+/// the publisher still sends it (again after a loss, as
+/// [`Republish`](crate::Republish) says) until RabbitMQ settles it; only
+/// the outcome is lost.
 #[must_use = "a publish is only known to be safe once its confirmation resolves"]
 pub struct RecoveringConfirmation {
     rx: oneshot::Receiver<Result<(), Error>>,

@@ -7,7 +7,11 @@
 //! - the clock only moves forward, and only when no task can make progress;
 //!   it then jumps straight to the earliest sleeper's deadline;
 //! - a stall with no sleeper left is a deadlock: `block_on` panics instead
-//!   of hanging.
+//!   of hanging;
+//! - sleepers due at the same instant are woken in the order they started
+//!   waiting, or in the reverse order after `wake_latest_first`: a test runs
+//!   both to show that the outcome does not depend on which of two timers
+//!   on one instant fires first.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -16,6 +20,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -40,6 +45,8 @@ pub(crate) struct SimRuntime {
     executor: Mutex<Arc<smol::Executor<'static>>>,
     connector: Connector,
     names: Vec<(String, Vec<SocketAddr>)>,
+    /// Wake sleepers due at one instant latest first.
+    latest_first: AtomicBool,
 }
 
 #[derive(Default)]
@@ -60,7 +67,14 @@ impl SimRuntime {
             executor: Mutex::new(Arc::new(smol::Executor::new())),
             connector,
             names,
+            latest_first: AtomicBool::new(false),
         }
+    }
+
+    /// From now on, sleepers due at the same instant are woken in the
+    /// reverse of the order they started waiting in.
+    pub(crate) fn wake_latest_first(&self) {
+        self.latest_first.store(true, Ordering::Relaxed);
     }
 
     /// Simulated time since the runtime was made.
@@ -103,9 +117,13 @@ impl SimRuntime {
             .min()
             .expect("deadlock: every task waits and no timer is set");
         *self.clock.elapsed.lock().unwrap() = next;
-        let (due, later): (Vec<_>, Vec<_>) = sleepers.drain(..).partition(|(at, _)| *at <= next);
+        let (mut due, later): (Vec<_>, Vec<_>) =
+            sleepers.drain(..).partition(|(at, _)| *at <= next);
         *sleepers = later;
         drop(sleepers);
+        if self.latest_first.load(Ordering::Relaxed) {
+            due.reverse();
+        }
         for (_, w) in due {
             w.wake();
         }

@@ -6,14 +6,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use carehare_core::method::*;
+use carehare_core::properties::BasicProperties;
 use carehare_core::testing;
+use carehare_core::types::ShortStr;
+use futures_util::future::Either;
 
 use super::{Behaviour, POLITE, SimRuntime, duplex, serve, with_broker};
 use crate::connect::connect_with_runtime;
 use crate::error::{ConnectionError, Error};
 use crate::options::ConnectOptions;
-use crate::runtime::{Runtime, Stream};
+use crate::runtime::{BoxFuture, Runtime, Stream};
 
 fn tune(heartbeat: u16) -> ConnectionTune {
     ConnectionTune {
@@ -90,10 +94,170 @@ fn a_server_that_never_speaks_times_out_the_connect_on_time() {
     assert_eq!(sim.elapsed(), Duration::from_secs(3));
     match result {
         Err(Error::ConnectTimeout { timeout, .. }) => assert_eq!(timeout, Duration::from_secs(3)),
-        Err(Error::ConnectionClosed(ConnectionError::HandshakeTimeout(t))) => {
-            assert_eq!(t, Duration::from_secs(3))
-        }
         other => panic!("expected a connect timeout, got {other:?}"),
+    }
+}
+
+/// Where a fake broker stops answering the handshake.
+#[derive(Clone, Copy, Debug)]
+enum Stall {
+    /// Accepts the connection and never writes.
+    Silent,
+    /// Sends `connection.start`, takes `start-ok`, and never tunes.
+    AfterStart,
+    /// Tunes, takes `tune-ok` and `open`, and never sends `open-ok`.
+    AfterTune,
+    /// Sleeps until the connect deadline exactly, then sends `start` and
+    /// `tune`: a third event on the deadline's instant.
+    StartOnTheDeadline,
+}
+
+/// A simulated runtime whose every connect reaches a new server running
+/// `script`, given the runtime's clock and the server's end of the socket.
+fn with_clock<F>(script: F) -> Arc<SimRuntime>
+where
+    F: Fn(Arc<dyn Runtime>, super::End) -> BoxFuture<'static, ()> + Send + Sync + 'static,
+{
+    let slot: Arc<Mutex<Option<std::sync::Weak<SimRuntime>>>> = Arc::default();
+    let weak = slot.clone();
+    let sim = SimRuntime::new(Box::new(move |_| {
+        let Some(rt) = weak.lock().unwrap().as_ref().and_then(|w| w.upgrade()) else {
+            return Err(std::io::ErrorKind::ConnectionRefused.into());
+        };
+        let (client, server) = duplex();
+        let clock: Arc<dyn Runtime> = rt.clone();
+        rt.spawn(script(clock, server));
+        Ok(Box::new(client) as Box<dyn Stream>)
+    }));
+    *slot.lock().unwrap() = Some(Arc::downgrade(&sim));
+    sim
+}
+
+/// The server's handshake without its last step, `open-ok`.
+fn start_and_tune() -> Vec<u8> {
+    let mut bytes = testing::method_bytes(0, testing::server_start());
+    bytes.extend(testing::method_bytes(0, tune(0)));
+    bytes
+}
+
+/// Connects to `addresses` fake brokers that all stall at `stall`, waking
+/// timers due at one instant in registration order or (with
+/// `latest_first`) in reverse, and returns the error.
+fn connect_to_stalling(
+    stall: Stall,
+    latest_first: bool,
+    addresses: &[&str],
+    connection_timeout: Duration,
+) -> Error {
+    let sim = with_clock(move |clock, server| {
+        let deadline = clock.now() + connection_timeout;
+        Box::pin(async move {
+            let mut broker = super::FakeBroker::silent(server);
+            match stall {
+                Stall::Silent => broker.expect_protocol_header().await,
+                Stall::AfterStart => {
+                    broker.send(&testing::method_bytes(0, testing::server_start()));
+                    broker.expect_protocol_header().await;
+                    let (_, start_ok) = broker.next_method().await.unwrap();
+                    assert_eq!(start_ok.name(), "connection.start-ok");
+                }
+                Stall::AfterTune => {
+                    broker.send(&start_and_tune());
+                    broker.expect_protocol_header().await;
+                    for name in [
+                        "connection.start-ok",
+                        "connection.tune-ok",
+                        "connection.open",
+                    ] {
+                        let (_, method) = broker.next_method().await.unwrap();
+                        assert_eq!(method.name(), name);
+                    }
+                }
+                Stall::StartOnTheDeadline => {
+                    broker.expect_protocol_header().await;
+                    clock.sleep_until(deadline).await;
+                    broker.send(&start_and_tune());
+                }
+            }
+            // Holds the socket open until the client drops its end.
+            while broker.next_method().await.is_some() {}
+        })
+    });
+    if latest_first {
+        sim.wake_latest_first();
+    }
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    let urls: Vec<String> = addresses.iter().map(|a| format!("amqp://{a}")).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let mut opts = ConnectOptions::from_urls(&urls).unwrap();
+    opts.amqp.heartbeat = 0;
+    opts.connection_timeout = connection_timeout;
+    opts.address_timeout = Duration::from_millis(200);
+    let result = sim.block_on(connect_with_runtime(runtime, opts));
+    match result {
+        Ok(_) => panic!("{stall:?}: connected to a stalling broker"),
+        Err(e) => {
+            // Nothing is left waiting past the deadline.
+            assert_eq!(sim.elapsed(), connection_timeout, "{stall:?}: {e:?}");
+            e
+        }
+    }
+}
+
+const STALLS: [Stall; 4] = [
+    Stall::Silent,
+    Stall::AfterStart,
+    Stall::AfterTune,
+    Stall::StartOnTheDeadline,
+];
+
+#[test]
+fn a_connect_that_runs_out_of_time_is_always_connect_timeout() {
+    // The handshake's timer and the connect loop's sleep fall on the same
+    // instant; each order of the two is run.
+    for stall in STALLS {
+        for latest_first in [false, true] {
+            let timeout = Duration::from_millis(1500);
+            match connect_to_stalling(stall, latest_first, &["127.0.0.1"], timeout) {
+                Error::ConnectTimeout {
+                    address,
+                    timeout: t,
+                } => {
+                    assert_eq!(address, "127.0.0.1:5672");
+                    assert_eq!(t, timeout, "{stall:?}");
+                }
+                other => panic!("{stall:?}, latest first {latest_first}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn each_address_that_runs_out_of_its_time_is_connect_timeout() {
+    for stall in STALLS {
+        for latest_first in [false, true] {
+            let e = connect_to_stalling(
+                stall,
+                latest_first,
+                &["10.0.0.1", "10.0.0.2"],
+                Duration::from_secs(1),
+            );
+            let Error::AllAddressesFailed { attempts } = e else {
+                panic!("{stall:?}, latest first {latest_first}: {e:?}");
+            };
+            let limits: Vec<Duration> = attempts
+                .iter()
+                .map(|(_, e)| match e {
+                    Error::ConnectTimeout { timeout, .. } => *timeout,
+                    other => panic!("{stall:?}, latest first {latest_first}: {other:?}"),
+                })
+                .collect();
+            // address_timeout for the first; what is left for the last.
+            assert_eq!(
+                limits,
+                [Duration::from_millis(200), Duration::from_millis(800)]
+            );
+        }
     }
 }
 
@@ -181,4 +345,163 @@ fn a_driver_that_stops_answers_every_waiter_with_that_cause() {
     assert!(stopped(&confirmed), "{confirmed:?}");
     assert!(stopped(&declared.map(drop)));
     assert_eq!(closed, ConnectionError::DriverStopped);
+}
+
+/// How a consumer is read in [`consume_while_cancelled`].
+#[derive(Clone, Copy, Debug)]
+enum Read {
+    Next,
+    NextDelivery,
+    Stream,
+}
+
+/// Has a fake broker deliver `n` messages (bodies "1", "2"...) in bursts
+/// of 1 to 4 at uneven times, while the consumer reads each with `reads`
+/// in turn, every read raced against a timer of 0.5 or 1 ms that cancels
+/// it when it fires first. Returns the delivery tags and bodies read, in
+/// order, and how many reads were cancelled.
+fn consume_while_cancelled(
+    n: u64,
+    reads: &'static [Read],
+    latest_first: bool,
+) -> (Vec<(u64, String)>, usize) {
+    let sim = with_clock(move |clock, server| {
+        Box::pin(async move {
+            let mut broker = super::FakeBroker::accept(server, tune(0));
+            broker.expect_handshake().await;
+            let tag = ShortStr::from_static("amq.ctag-1");
+            let channel = loop {
+                let (channel, method) = broker.next_method().await.unwrap();
+                let reply: Method = match method {
+                    Method::ChannelOpen(_) => ChannelOpenOk::default().into(),
+                    Method::BasicQos(_) => BasicQosOk {}.into(),
+                    Method::BasicConsume(_) => {
+                        broker.send(&testing::method_bytes(
+                            channel,
+                            BasicConsumeOk {
+                                consumer_tag: tag.clone(),
+                            },
+                        ));
+                        break channel;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                };
+                broker.send(&testing::method_bytes(channel, reply));
+            };
+            let mut sent = 0;
+            let mut burst = 0u64;
+            while sent < n {
+                // Gaps of 0, 1 and 2 ms: some deliveries land on the same
+                // instant as the consumer's timer.
+                let gap = Duration::from_millis(burst % 3);
+                clock.sleep_until(clock.now() + gap).await;
+                for _ in 0..(burst % 4 + 1).min(n - sent) {
+                    sent += 1;
+                    let deliver = BasicDeliver {
+                        consumer_tag: tag.clone(),
+                        delivery_tag: sent,
+                        ..Default::default()
+                    };
+                    broker.send(&testing::content_bytes(
+                        channel,
+                        deliver,
+                        &BasicProperties::default(),
+                        sent.to_string().as_bytes(),
+                        131_072,
+                    ));
+                }
+                burst += 1;
+            }
+            // Takes the acks, then answers the closes.
+            while let Some((channel, method)) = broker.next_method().await {
+                match method {
+                    Method::ChannelClose(_) => {
+                        broker.send(&testing::method_bytes(channel, ChannelCloseOk {}));
+                    }
+                    Method::ConnectionClose(_) => {
+                        broker.send(&testing::method_bytes(0, ConnectionCloseOk {}));
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        })
+    });
+    if latest_first {
+        sim.wake_latest_first();
+    }
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    sim.block_on(async move {
+        let connection = connect_with_runtime(runtime.clone(), options(0))
+            .await
+            .unwrap();
+        let mut consumer = connection.acking_consumer("q", 100).await.unwrap();
+        let mut got = Vec::new();
+        let mut cancelled = 0;
+        let mut turn = 0usize;
+        // A lost message would leave this waiting forever: give up after
+        // far more turns than the deliveries take.
+        while (got.len() as u64) < n && turn < 20 * n as usize {
+            let read = reads[turn % reads.len()];
+            let wait = Duration::from_micros(if turn.is_multiple_of(2) { 1000 } else { 500 });
+            turn += 1;
+            let timer = runtime.sleep_until(runtime.now() + wait);
+            let message: futures_util::future::BoxFuture<'_, Result<(u64, Bytes), Error>> =
+                match read {
+                    Read::Next => Box::pin(async {
+                        let m = consumer.next().await?;
+                        Ok((m.delivery_tag, m.body))
+                    }),
+                    Read::NextDelivery => Box::pin(async {
+                        let (body, tag) = consumer.next_delivery().await?;
+                        Ok((tag, body))
+                    }),
+                    Read::Stream => Box::pin(async {
+                        let m = futures_util::StreamExt::next(&mut consumer)
+                            .await
+                            .ok_or(Error::ConsumerClosed)??;
+                        Ok((m.delivery_tag, m.body))
+                    }),
+                };
+            // The losing future (a read, or the timer) is dropped here.
+            let outcome = match futures_util::future::select(message, timer).await {
+                Either::Left((read, _)) => Some(read),
+                Either::Right(_) => None,
+            };
+            match outcome {
+                Some(Ok((tag, body))) => {
+                    consumer.ack(tag);
+                    got.push((tag, String::from_utf8(body.to_vec()).unwrap()));
+                }
+                Some(Err(e)) => panic!("{read:?}: {e}"),
+                None => cancelled += 1,
+            }
+        }
+        consumer.close().await;
+        connection.close().await.unwrap();
+        (got, cancelled)
+    })
+}
+
+#[test]
+fn next_and_next_delivery_lose_nothing_when_cancelled_by_a_timer() {
+    const N: u64 = 1000;
+    let orders: [&'static [Read]; 4] = [
+        &[Read::Next],
+        &[Read::NextDelivery],
+        &[Read::Stream],
+        &[Read::Next, Read::NextDelivery, Read::Stream],
+    ];
+    for reads in orders {
+        for latest_first in [false, true] {
+            let (got, cancelled) = consume_while_cancelled(N, reads, latest_first);
+            let expected: Vec<(u64, String)> = (1..=N).map(|t| (t, t.to_string())).collect();
+            assert!(got == expected, "{reads:?}: messages lost or out of order");
+            // The timer did cancel reads, many times.
+            assert!(
+                cancelled > 100,
+                "{reads:?}: only {cancelled} reads cancelled"
+            );
+        }
+    }
 }

@@ -465,6 +465,12 @@ impl Inner {
         self.rpc.forget(channel, correlation_id);
     }
 
+    /// How many RPC calls wait for a reply.
+    #[cfg(test)]
+    pub(crate) fn rpc_waiting(&self) -> usize {
+        self.rpc.waiting()
+    }
+
     /// The RPC client is gone: close its channel.
     pub(crate) fn close_rpc(&mut self, channel: ChannelId) {
         self.rpc.close(channel, &Error::ConsumerClosed);

@@ -72,6 +72,12 @@ impl RpcRoutes {
         None
     }
 
+    /// How many calls wait for a reply, on every channel.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.channels.values().map(HashMap::len).sum()
+    }
+
     /// `channel` ended: its calls fail with `why`.
     pub(crate) fn close(&mut self, channel: ChannelId, why: &Error) {
         for (_, tx) in self.channels.remove(&channel).into_iter().flatten() {

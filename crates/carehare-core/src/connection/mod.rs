@@ -176,11 +176,12 @@ impl Connection {
         self.ending().eof();
     }
 
-    /// Tells the core that the transport failed; the connection is over.
-    pub fn handle_transport_error(&mut self, now: Instant, error: impl std::fmt::Display) {
+    /// Tells the core that the transport failed; the connection is over,
+    /// with [`ConnectionError::Transport`] holding `error`.
+    pub fn handle_transport_error(&mut self, now: Instant, error: std::io::Error) {
         self.tick(now);
         if !matches!(self.state, State::Closed) {
-            self.finish(ConnectionError::Transport(error.to_string()));
+            self.finish(ConnectionError::Transport(error.into()));
         }
     }
 
