@@ -146,9 +146,11 @@ fn amqp_code(e: &Error) -> u8 {
         Error::ServerSentNack | Error::Returned(_) => code::NOT_CONFIRMED,
         Error::Timeout(_) => code::TIMEOUT,
         Error::Usage(_) => code::USAGE,
-        Error::Url(_) | Error::Tls(_) | Error::Connect { .. } | Error::ConnectTimeout { .. } => {
-            code::CONNECT
-        }
+        Error::Url(_)
+        | Error::Tls(_)
+        | Error::TlsVerification { .. }
+        | Error::Connect { .. }
+        | Error::ConnectTimeout { .. } => code::CONNECT,
         Error::ConnectionClosed(ConnectionError::AuthenticationFailed(_)) => code::CONNECT,
         _ => code::OTHER,
     }

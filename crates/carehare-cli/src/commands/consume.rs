@@ -243,6 +243,7 @@ fn ended(e: Error) -> CliError {
         | Error::Connect { .. }
         | Error::ConnectTimeout { .. }
         | Error::Tls(_)
+        | Error::TlsVerification { .. }
         | Error::Url(_) => CliError::Connect(e),
         other => CliError::Amqp(other),
     }
