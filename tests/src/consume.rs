@@ -44,6 +44,7 @@ macro_rules! consume_scenarios {
             consume::a_dropped_unsettled_get_message_is_requeued,
             consume::get_nack_and_reject_settle_like_a_consumer,
             consume::next_and_next_delivery_lose_nothing_when_cancelled_by_a_timer,
+            consume::a_no_ack_consumer_gets_everything_with_reading_paused_on_a_full_buffer,
             );
         }
     };
@@ -560,6 +561,60 @@ pub async fn ack_multiple_acks_everything_up_to_the_tag(rt: Arc<dyn Runtime>) {
     assert!(nothing_within(&rt, Duration::from_millis(200), &again).await);
     again.close().await;
     stays_empty(&rt, &c, &q).await;
+}
+
+/// A no-ack consumer (RabbitMQ's autoack): RabbitMQ sends it the whole
+/// queue at once; the client reads only while its buffer has room, so a
+/// slow reader holds at most its `max_buffered` plus one read's worth.
+/// Every message arrives, in order; nothing is acked (settling calls send
+/// nothing, so the channel stays up), and the queue is empty at the end
+/// without a single ack.
+pub async fn a_no_ack_consumer_gets_everything_with_reading_paused_on_a_full_buffer(
+    rt: Arc<dyn Runtime>,
+) {
+    const N: usize = 5000;
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    let publisher = c.publisher(1000);
+    let mut confirms = Vec::with_capacity(N);
+    for i in 0..N {
+        confirms.push(publisher.publish(format!("m{i}"), "", &q).await.unwrap());
+    }
+    for confirm in confirms {
+        confirm.await.unwrap();
+    }
+    // Publishing is over: while the consumer's buffer is full, the
+    // connection reads nothing else.
+    let options = ConsumerOptions {
+        no_ack: true,
+        prefetch_count: 50,
+        ..Default::default()
+    };
+    let consumer = c.consumer(&q, options).await.unwrap();
+    for i in 0..N {
+        let m = within(&rt, STEP, consumer.next()).await.unwrap();
+        assert_eq!(m.body, Bytes::from(format!("m{i}")));
+        consumer.ack(m.delivery_tag); // sends nothing
+        if i == 10 {
+            // A slow reader: RabbitMQ has sent far more than 50 by now.
+            sleep(&rt, Duration::from_millis(300)).await;
+        }
+    }
+    assert!(nothing_within(&rt, Duration::from_millis(200), &consumer).await);
+    consumer.close().await;
+    // Nothing went back to the queue on close: no-ack settled everything.
+    let ok = c
+        .queue_declare(
+            &q,
+            QueueOptions {
+                passive: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.message_count, 0);
+    c.close().await.unwrap();
 }
 
 /// `nack(tag, true)` puts the message back; it comes again with

@@ -410,7 +410,7 @@ fn perf_without_confirms_and_with_autoack() {
     let out = ok(&["perf", "-c", "0", "-a", "-C", "100", "--quiet"]);
     assert!(out.contains("confirms: off (PerfTest's default)"), "{out}");
     assert!(out.contains("RabbitMQ still sends them"), "{out}");
-    assert!(out.contains("autoack: approximated"), "{out}");
+    assert!(out.contains("autoack: on: consumers are no-ack"), "{out}");
     // Sequential, without confirms.
     let v = perf_json(&["-c", "0", "--sequential", "-C", "1000"]);
     check_side(&v["publish"], 1000);

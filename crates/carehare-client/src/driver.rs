@@ -5,7 +5,10 @@
 //! Each wakeup: read everything available and feed it to the core, route
 //! the core's events to waiting handles, write everything the core queued
 //! in one (vectored) write, and re-arm the timer. This is the contract at
-//! the top of `carehare_core`.
+//! the top of `carehare_core`. The one exception: while a no-ack
+//! consumer's buffer is full, reading waits (TCP back-pressure) until the
+//! consumer takes a message, which wakes the driver; the core is told, so
+//! that its heartbeat monitor does not blame the server for the silence.
 //!
 //! Neither direction copies in the driver. Reads land in a block of memory
 //! that is split off and handed to the core, so delivered bodies are slices
@@ -80,6 +83,12 @@ impl Driver {
             return false;
         }
         for _ in 0..READS_PER_POLL {
+            // A no-ack consumer's buffer is full: leave the data in the
+            // socket (TCP back-pressure) until it is read from, which wakes
+            // this driver.
+            if self.shared.lock().hold_input(self.runtime.now()) {
+                return false;
+            }
             // `read_buf[..filled]` is data the core hasn't seen (a partial
             // frame moved over from the old block); the rest of `read_buf`
             // is zeroed scratch, kept between reads so it is zeroed once.

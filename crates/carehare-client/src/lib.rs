@@ -7,7 +7,9 @@
 //!   [`Error::ChannelClosedByServer`] and the connection stays usable;
 //! - `publish` always uses publisher confirms, over one channel per
 //!   exchange, and returns a future per message;
-//! - consuming always acks ([`Connection::acking_consumer`]).
+//! - consuming acks ([`Connection::acking_consumer`]); a no-ack consumer
+//!   ([`ConsumerOptions::no_ack`]) is an explicit opt-out, with its buffer
+//!   still bounded.
 //!
 //! Each operation takes one short lock on the shared core, queues its
 //! frames and wakes the driver: there is no task hop.

@@ -8,7 +8,9 @@
 //! - **B. Inputs** mutate: [`handle_input(now, bytes)`](Connection::handle_input),
 //!   [`handle_timeout(now)`](Connection::handle_timeout),
 //!   [`handle_eof(now)`](Connection::handle_eof),
-//!   [`handle_transport_error(now, e)`](Connection::handle_transport_error).
+//!   [`handle_transport_error(now, e)`](Connection::handle_transport_error),
+//!   [`handle_input_deferred(now)`](Connection::handle_input_deferred)
+//!   (the driver holds back reading, for back-pressure).
 //! - **C. Commands** mutate, and **only queue work**:
 //!   [`open_channel`](Connection::open_channel),
 //!   [`close_channel`](Connection::close_channel),

@@ -51,13 +51,14 @@ pub(crate) struct PerfArgs {
     /// still sends them; the report says so).
     #[arg(long, short = 'c', value_name = "N", default_value_t = 1000)]
     pub confirm: u64,
-    /// Prefetch (unacked messages) per consumer [default: 300; 65,535
-    /// with --autoack, less for large bodies]. Stream consumers hold a
+    /// Prefetch (unacked messages) per consumer [default: 300; with
+    /// --autoack, the messages a consumer holds before reading pauses:
+    /// 65,535, less for large bodies]. Stream consumers hold a
     /// whole chunk past it (RabbitMQ delivers streams a chunk at a time).
     #[arg(long, short = 'q', visible_alias = "qos", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: Option<u16>,
     /// Ack with `multiple` every N deliveries (1: ack each one) [default:
-    /// 30; half the prefetch with --autoack].
+    /// 30; with --autoack nothing is acked].
     #[arg(long, short = 'A', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub multi_ack_every: Option<u16>,
     /// Publish rate limit per producer, messages per second.
@@ -102,10 +103,11 @@ pub(crate) struct PerfArgs {
     /// --exchange; one queue).
     #[arg(long, short = 'k', value_name = "KEY", requires = "exchange")]
     pub routing_key: Option<String>,
-    /// Consumers settle each delivery on arrival, as PerfTest's -a. carehare
-    /// has no no-ack consumers: this is approximated by a prefetch of
-    /// 65,535 (less for large bodies) and a multiple ack every half of
-    /// it, so acks hardly hold deliveries back; the report says so.
+    /// No-ack consumers, as PerfTest's -a: RabbitMQ settles each message as
+    /// it sends it, and nothing is acked. RabbitMQ applies no prefetch to
+    /// them, so each consumer's buffer is bounded instead: its connection
+    /// stops reading while it holds the prefetch (65,535 by default, less
+    /// for large bodies).
     #[arg(long, short = 'a')]
     pub autoack: bool,
     /// Publishing flag, repeatable as PerfTest's: `-f persistent -f
@@ -166,7 +168,7 @@ PerfTest's flags:
                                                 default, see --confirm)
   -q, --qos N              -q, --qos, --prefetch N      (default 300)
   -A, --multi-ack-every N  -A, --multi-ack-every N      (default 30)
-  -a, --autoack            -a, --autoack       (approximated, see --autoack)
+  -a, --autoack            -a, --autoack       (no-ack consumers)
   -r, --rate N             -r, --rate N        (per producer)
   -z, --time SECONDS       -z, --time, --duration D     (10, 10s, 2m)
   -C, --pmessages N        -C, --pmessages N   (per producer; --count N: in all)
@@ -383,8 +385,7 @@ impl PerfArgs {
         };
         if self.autoack {
             s += &format!(
-                "autoack: approximated: carehare consumers always ack; each delivery is settled on arrival with a multiple ack every {} and prefetch {}, where PerfTest's -a sends no acks at all.\n",
-                self.multi_ack_every(),
+                "autoack: on: consumers are no-ack (RabbitMQ settles each message as it sends it; nothing is acked); a consumer's connection stops reading while it holds {} messages.\n",
                 self.prefetch()
             );
         }

@@ -170,6 +170,9 @@ impl Run {
             let options = ConsumerOptions {
                 prefetch_count: self.args.prefetch(),
                 arguments: arguments.clone(),
+                // -a: RabbitMQ settles each message as it sends it; the
+                // prefetch then bounds the consumer's buffer instead.
+                no_ack: self.args.autoack,
                 ..Default::default()
             };
             let link = self.connection(self.args.producers + j);

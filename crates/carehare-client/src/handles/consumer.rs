@@ -68,8 +68,29 @@ pub struct ConsumerOptions {
     /// delivers a stream a whole chunk at a time, past the prefetch. Set it
     /// for a stream consumer without `x-stream-offset`. At least
     /// `prefetch_count`, else [`UsageError::InvalidArgument`](crate::UsageError::InvalidArgument).
+    /// For a [`no_ack`](Self::no_ack) consumer, it is where reading pauses
+    /// (`None`: `prefetch_count`).
     pub max_buffered: Option<u32>,
+    /// Automatic acknowledgement (`no-ack`, RabbitMQ's "autoack"): RabbitMQ
+    /// counts each message as settled the moment it sends it, so a message
+    /// is lost if the process ends before handling it, and the settling
+    /// calls ([`AckingConsumer::ack`] and the rest) send nothing. It is
+    /// faster, and it is what RabbitMQ's PerfTest's `-a` measures; leave
+    /// it off (the default) for at-least-once. RabbitMQ applies no
+    /// prefetch to such a consumer, so its buffer is bounded here instead:
+    /// while it holds [`max_buffered`](Self::max_buffered) messages (or
+    /// `prefetch_count`), the connection stops reading from its socket,
+    /// and TCP's flow control holds RabbitMQ back, until the consumer
+    /// takes some. Everything else on that connection waits meanwhile, so
+    /// give such a consumer a connection of its own.
+    pub no_ack: bool,
 }
+
+/// How many deliveries past its `max_buffered` a no-ack consumer may hold:
+/// reading pauses before each read, so one read's deliveries can come on
+/// top (a 64 KiB read holds at most about 1,300 of the smallest
+/// deliveries).
+pub(crate) const NO_ACK_OVERSHOOT: u32 = 2048;
 
 /// How many deliveries past its prefetch a stream consumer holds by
 /// default (see [`ConsumerOptions::max_buffered`]): RabbitMQ sends a stream
@@ -91,6 +112,7 @@ impl Default for ConsumerOptions {
             consumer_tag: String::new(),
             arguments: FieldTable::default(),
             max_buffered: None,
+            no_ack: false,
         }
     }
 }
@@ -173,6 +195,7 @@ impl Connection {
             consumer_tag,
             mut arguments,
             max_buffered,
+            no_ack,
         } = options;
         if prefetch_count == 0 {
             return Err(Error::Usage(UsageError::InvalidArgument(
@@ -189,6 +212,13 @@ impl Connection {
             Some(limit) => limit,
             None if is_stream => u32::from(prefetch_count) + STREAM_CHUNK_ALLOWANCE,
             None => u32::from(prefetch_count),
+        };
+        // A no-ack consumer pauses reading at `limit` and may hold one
+        // read's deliveries more.
+        let (limit, pause_at) = if no_ack {
+            (limit.saturating_add(NO_ACK_OVERSHOOT), Some(limit))
+        } else {
+            (limit, None)
         };
         if prefetch_size != 0 {
             return Err(Error::Usage(UsageError::Unsupported(
@@ -207,13 +237,14 @@ impl Connection {
             queue: short(queue)?,
             consumer_tag: short(&consumer_tag)?,
             exclusive,
+            no_ack,
             arguments,
             ..Default::default()
         };
         let shared = self.shared().clone();
         let (channel, token, rx) = shared
             .lock()
-            .open_mailbox([qos.into(), consume.into()], limit)
+            .open_mailbox([qos.into(), consume.into()], limit, pause_at)
             // A failed open may have queued a close for the channel.
             .inspect_err(|_| shared.wake_driver())?;
         shared.wake_driver();
@@ -223,6 +254,7 @@ impl Connection {
             channel,
             token,
             consumer_tag: ShortStr::default(),
+            no_ack,
             _connection: self.clone(),
         };
         match reply(&consumer.shared, rx).await? {
@@ -266,6 +298,9 @@ pub struct AckingConsumer {
     /// channel once RabbitMQ closed ours.
     token: Token,
     consumer_tag: ShortStr,
+    /// RabbitMQ settled every message as it sent it: settling sends
+    /// nothing (an ack would be an unknown delivery tag to it, 406).
+    no_ack: bool,
     /// Keeps the connection open while the consumer lives.
     _connection: Connection,
 }
@@ -325,8 +360,22 @@ impl AckingConsumer {
         self.next().await.map(|m| (m.body, m.delivery_tag))
     }
 
+    /// Messages waiting in this consumer's buffer.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.shared.lock().mailbox_buffered(self.token)
+    }
+
     fn poll_message(&self, cx: &mut Context<'_>) -> Poll<Result<Message, Error>> {
-        self.shared.lock().poll_mailbox(self.token, cx)
+        let mut inner = self.shared.lock();
+        let polled = inner.poll_mailbox(self.token, cx);
+        let resume = inner.input_resumed();
+        drop(inner);
+        if resume {
+            // A no-ack buffer was full and the driver stopped reading.
+            self.shared.wake_driver();
+        }
+        polled
     }
 
     /// Acks one message. Never fails and never waits: if the channel is
@@ -428,6 +477,9 @@ impl AckingConsumer {
     /// close the channel id may already belong to someone else, and after
     /// our own close there is nothing left to settle.
     fn settle(&self, method: impl Into<Method>) {
+        if self.no_ack {
+            return;
+        }
         let wake = self
             .shared
             .lock()

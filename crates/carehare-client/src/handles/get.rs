@@ -54,7 +54,7 @@ impl Connection {
         // or the connection ends.
         let (channel, token, rx) = shared
             .lock()
-            .open_mailbox([method.into()], 0)
+            .open_mailbox([method.into()], 0, None)
             // A failed open may have queued a close for the channel.
             .inspect_err(|_| shared.wake_driver())?;
         shared.wake_driver();

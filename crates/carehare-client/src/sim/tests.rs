@@ -505,3 +505,112 @@ fn next_and_next_delivery_lose_nothing_when_cancelled_by_a_timer() {
         }
     }
 }
+
+/// A no-ack consumer: RabbitMQ sends it everything at once (no prefetch
+/// applies), and the client holds at most its `max_buffered` plus one
+/// read's worth, leaving the rest in the socket; a consumer that stops
+/// reading for far longer than the heartbeat timeout does not make the
+/// connection declare the server dead; every message arrives, in order.
+#[test]
+fn a_no_ack_consumer_pauses_reading_instead_of_buffering_without_bound() {
+    use crate::handles::consumer::ConsumerOptions;
+    const N: u64 = 20_000;
+    let sim = with_clock(move |_clock, server| {
+        Box::pin(async move {
+            let mut broker = super::FakeBroker::accept(server, tune(1));
+            broker.expect_handshake().await;
+            let tag = ShortStr::from_static("amq.ctag-1");
+            let channel = loop {
+                let (channel, method) = broker.next_method().await.unwrap();
+                let reply: Method = match method {
+                    Method::ChannelOpen(_) => ChannelOpenOk::default().into(),
+                    Method::BasicQos(_) => BasicQosOk {}.into(),
+                    Method::BasicConsume(consume) => {
+                        assert!(consume.no_ack, "the consume must ask for no-ack");
+                        broker.send(&testing::method_bytes(
+                            channel,
+                            BasicConsumeOk {
+                                consumer_tag: tag.clone(),
+                            },
+                        ));
+                        break channel;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                };
+                broker.send(&testing::method_bytes(channel, reply));
+            };
+            // Everything at once, as RabbitMQ does for a no-ack consumer.
+            for sent in 1..=N {
+                let deliver = BasicDeliver {
+                    consumer_tag: tag.clone(),
+                    delivery_tag: sent,
+                    ..Default::default()
+                };
+                broker.send(&testing::content_bytes(
+                    channel,
+                    deliver,
+                    &BasicProperties::default(),
+                    sent.to_string().as_bytes(),
+                    131_072,
+                ));
+            }
+            // No ack may come.
+            while let Some((channel, method)) = broker.next_method().await {
+                match method {
+                    Method::BasicAck(_) => panic!("a no-ack consumer acked"),
+                    Method::ChannelClose(_) => {
+                        broker.send(&testing::method_bytes(channel, ChannelCloseOk {}));
+                    }
+                    Method::ConnectionClose(_) => {
+                        broker.send(&testing::method_bytes(0, ConnectionCloseOk {}));
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        })
+    });
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    let (got, most_held, closed) = sim.block_on(async move {
+        let connection = connect_with_runtime(runtime.clone(), options(1))
+            .await
+            .unwrap();
+        let options = ConsumerOptions {
+            no_ack: true,
+            prefetch_count: 100,
+            ..Default::default()
+        };
+        let consumer = connection.consumer("q", options).await.unwrap();
+        let mut got = Vec::with_capacity(N as usize);
+        let mut most_held = 0;
+        while (got.len() as u64) < N {
+            let m = consumer.next().await.unwrap();
+            consumer.ack(m.delivery_tag); // does nothing
+            got.push(m.delivery_tag);
+            most_held = most_held.max(consumer.buffered());
+            if got.len() == 100 {
+                // Stop reading for 10 heartbeat timeouts.
+                runtime
+                    .sleep_until(runtime.now() + Duration::from_secs(20))
+                    .await;
+                most_held = most_held.max(consumer.buffered());
+            }
+        }
+        let closed = futures_util::FutureExt::now_or_never(connection.closed());
+        connection.close().await.unwrap();
+        (got, most_held, closed)
+    });
+    assert_eq!(got, (1..=N).collect::<Vec<_>>(), "every message, in order");
+    assert!(
+        most_held <= 100 + crate::handles::consumer::NO_ACK_OVERSHOOT as usize,
+        "held {most_held}"
+    );
+    assert!(
+        most_held >= 100,
+        "reading paused only once full: {most_held}"
+    );
+    assert!(
+        closed.is_none(),
+        "no heartbeat timeout while paused: {closed:?}"
+    );
+}

@@ -12,6 +12,11 @@
 //!   the end) until its handle removes it;
 //! - a mailbox never holds more than `limit` messages: one more is a
 //!   server fault, reported to the caller instead of stored;
+//! - a mailbox with `pause_at` (a no-ack consumer, which RabbitMQ sends
+//!   to without any prefetch limit) holding that many messages pauses the
+//!   connection's reading: `input_paused` says so before each read, so it
+//!   overshoots by at most one read's deliveries, which `limit` allows for;
+//!   `resumed` is set when a taken message brings it back under;
 //! - `end` is set once; the first reason wins.
 
 use std::collections::VecDeque;
@@ -30,6 +35,8 @@ use crate::message::Message;
 struct Mailbox {
     /// The most messages held: a longer queue here is a server fault.
     limit: u32,
+    /// For a no-ack consumer: reading pauses while this many are held.
+    pause_at: Option<u32>,
     messages: VecDeque<Message>,
     end: Option<Error>,
     waker: Option<Waker>,
@@ -55,18 +62,27 @@ pub(crate) struct Consumers {
     by_channel: FxHashMap<ChannelId, Token>,
     boxes: FxHashMap<Token, (ChannelId, Mailbox)>,
     next: Token,
+    /// A paused mailbox went back under its `pause_at`: reading may resume.
+    resumed: bool,
 }
 
 impl Consumers {
     /// A new mailbox for `channel` holding at most `limit` messages (the
-    /// consumer's prefetch; 0 for a channel that receives no deliveries);
-    /// returns its token.
-    pub(crate) fn register(&mut self, channel: ChannelId, limit: u32) -> Token {
+    /// consumer's prefetch; 0 for a channel that receives no deliveries),
+    /// and for a no-ack consumer pausing reading at `pause_at` (see the
+    /// invariants); returns its token.
+    pub(crate) fn register(
+        &mut self,
+        channel: ChannelId,
+        limit: u32,
+        pause_at: Option<u32>,
+    ) -> Token {
         self.next += 1;
         let token = self.next;
         self.by_channel.insert(channel, token);
         let mailbox = Mailbox {
             limit,
+            pause_at,
             ..Mailbox::default()
         };
         self.boxes.insert(token, (channel, mailbox));
@@ -117,6 +133,12 @@ impl Consumers {
             return Poll::Ready(Err(Error::ConsumerClosed));
         };
         if let Some(m) = mailbox.messages.pop_front() {
+            if mailbox
+                .pause_at
+                .is_some_and(|p| mailbox.messages.len() + 1 == p as usize)
+            {
+                self.resumed = true;
+            }
             return Poll::Ready(Ok(m));
         }
         if let Some(e) = &mailbox.end {
@@ -124,6 +146,20 @@ impl Consumers {
         }
         mailbox.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+
+    /// Whether reading must pause: a no-ack consumer's mailbox is full.
+    /// Its `end` does not count: an ended mailbox takes no deliveries.
+    pub(crate) fn input_paused(&self) -> bool {
+        self.boxes.values().any(|(_, m)| {
+            m.end.is_none() && m.pause_at.is_some_and(|p| m.messages.len() >= p as usize)
+        })
+    }
+
+    /// Whether a paused mailbox went back under its mark since the last
+    /// call (the driver is then to be woken).
+    pub(crate) fn take_resumed(&mut self) -> bool {
+        std::mem::take(&mut self.resumed)
     }
 
     /// Whether a stream over `token` is over: nothing left to yield and no

@@ -306,11 +306,12 @@ impl Inner {
         &mut self,
         methods: impl IntoIterator<Item = Method>,
         limit: u32,
+        pause_at: Option<u32>,
     ) -> Result<(ChannelId, Token, OpReceiver), Error> {
         self.check_usable()?;
         let (ch, op) = channels::open_with(&mut self.conn, methods)?;
         // Deliveries may follow the last reply in the same read.
-        let token = self.consumers.register(ch, limit);
+        let token = self.consumers.register(ch, limit, pause_at);
         Ok((ch, token, self.ops.wait(op)))
     }
 
@@ -321,6 +322,29 @@ impl Inner {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Message, Error>> {
         self.consumers.poll(token, cx)
+    }
+
+    /// Whether reading must pause now (a no-ack consumer's buffer is
+    /// full); if so, the core is told that the server's silence from now
+    /// on is ours, not its.
+    pub(crate) fn hold_input(&mut self, now: Instant) -> bool {
+        let paused = self.consumers.input_paused();
+        if paused {
+            self.conn.handle_input_deferred(now);
+        }
+        paused
+    }
+
+    /// Whether reading may resume since the last call (a full no-ack
+    /// buffer was read from): the driver is then to be woken.
+    pub(crate) fn input_resumed(&mut self) -> bool {
+        self.consumers.take_resumed()
+    }
+
+    /// Messages held in mailbox `token`.
+    #[cfg(test)]
+    pub(crate) fn mailbox_buffered(&self, token: Token) -> usize {
+        self.consumers.buffered(token)
     }
 
     /// Whether a stream over mailbox `token` has nothing more to yield.

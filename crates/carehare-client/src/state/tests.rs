@@ -218,7 +218,7 @@ fn publishes_wait_while_blocked_and_go_out_in_order_when_unblocked() {
 fn more_deliveries_than_the_prefetch_close_the_connection_with_505() {
     let shared = open_shared();
     let mut inner = shared.lock();
-    let (ch, token, _rx) = inner.open_mailbox([], 2).unwrap();
+    let (ch, token, _rx) = inner.open_mailbox([], 2, None).unwrap();
     feed(&mut inner, ch, ChannelOpenOk::default());
     sent(&mut inner);
     for tag in 1..=3 {

@@ -170,6 +170,15 @@ impl Connection {
         self.read_buf = BytesMut::new();
     }
 
+    /// Tells the core that the driver holds back reading on purpose (its
+    /// consumers' buffers are full, and the socket's data waits in the
+    /// kernel: TCP back-pressure). The server's silence then says nothing
+    /// about it, so the heartbeat monitor counts `now` as heard from; it
+    /// judges the server again from the moment reading resumes.
+    pub fn handle_input_deferred(&mut self, now: Instant) {
+        self.heartbeat.on_read(now);
+    }
+
     /// Tells the core that the transport reached end of stream.
     pub fn handle_eof(&mut self, now: Instant) {
         self.tick(now);
