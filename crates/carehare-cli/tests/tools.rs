@@ -133,8 +133,11 @@ fn list_queues_exchanges_and_connections() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // The management API lists a new connection before its stats (state,
+    // channels) come: wait for those too.
     list_until("connections", |v| {
         v.pointer("/client_properties/connection_name") == Some(&Value::from(name.as_str()))
+            && v.get("state") == Some(&Value::from("running"))
     });
     let table = ok(&["list", "connections"]);
     let _ = child.kill();
