@@ -45,6 +45,8 @@ use tracing::{debug, warn};
 use crate::error::Error;
 use crate::message::Message;
 
+#[cfg(test)]
+pub(crate) use backlog::HIGH_WATER;
 pub(crate) use blocking::Watch;
 pub(crate) use confirms::{ConfirmReceiver, Permit};
 pub(crate) use consumers::Token;
