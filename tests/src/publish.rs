@@ -29,6 +29,8 @@ macro_rules! publish_scenarios {
             publish::headers_exchange_routing_with_binding_arguments,
             publish::mandatory_returns_are_typed,
             publish::publisher_window_bounds_in_flight,
+            publish::unconfirmed_publishes_all_arrive_in_order,
+            publish::an_unconfirmed_publish_to_a_missing_exchange_is_survived,
             publish::connection_name_client_and_server_properties,
             publish::update_secret_is_answered,
             publish::rpc_over_direct_reply_to,
@@ -501,6 +503,79 @@ pub async fn publisher_window_bounds_in_flight(rt: Arc<dyn Runtime>) {
         .await
         .unwrap();
     assert_eq!(ok.message_count, 2000);
+}
+
+/// 10,000 publishes without confirms all reach the queue, in order: a
+/// consumer gets every one.
+pub async fn unconfirmed_publishes_all_arrive_in_order(rt: Arc<dyn Runtime>) {
+    const N: usize = 10_000;
+    let c = connect(&rt).await;
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap()
+        .queue;
+    let props = carehare_client::BasicProperties::default();
+    for i in 0..N {
+        c.publish_unconfirmed(i.to_string(), "", &q, &props)
+            .await
+            .unwrap();
+    }
+    let consumer = c.acking_consumer(&q, 500).await.unwrap();
+    for i in 0..N {
+        let m = consumer.next().await.unwrap();
+        assert_eq!(m.body, Bytes::from(i.to_string()), "message {i}");
+        consumer.ack(m.delivery_tag);
+    }
+    // Nothing more: every publish arrived exactly once.
+    let next = std::pin::pin!(consumer.next());
+    let timer = rt.sleep_until(std::time::Instant::now() + Duration::from_millis(200));
+    if let futures_util::future::Either::Left((m, _)) =
+        futures_util::future::select(next, timer).await
+    {
+        panic!("a message too many: {m:?}");
+    }
+}
+
+/// A publish to a missing exchange makes RabbitMQ close the unconfirmed
+/// channel (404); later unconfirmed publishes go on a fresh channel and
+/// arrive, and the connection lives on.
+pub async fn an_unconfirmed_publish_to_a_missing_exchange_is_survived(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap()
+        .queue;
+    let consumer = c.acking_consumer(&q, 10).await.unwrap();
+    let props = carehare_client::BasicProperties::default();
+    c.publish_unconfirmed("lost", &unique("missing"), "", &props)
+        .await
+        .unwrap();
+    // Publishes sent before the 404 arrives are dropped with the channel:
+    // keep publishing until one comes through.
+    let mut sent = 0;
+    let got = loop {
+        sent += 1;
+        assert!(sent <= 100, "no unconfirmed publish arrived after the 404");
+        c.publish_unconfirmed(format!("after {sent}"), "", &q, &props)
+            .await
+            .unwrap();
+        let next = std::pin::pin!(consumer.next());
+        let timer = rt.sleep_until(std::time::Instant::now() + Duration::from_millis(50));
+        if let futures_util::future::Either::Left((m, _)) =
+            futures_util::future::select(next, timer).await
+        {
+            break m.unwrap();
+        }
+    };
+    assert!(got.body.starts_with(b"after "), "{got:?}");
+    // The connection lives on.
+    let passive = QueueOptions {
+        passive: true,
+        ..Default::default()
+    };
+    c.queue_declare(&q, passive).await.unwrap();
 }
 
 /// The connection name and custom client properties reach RabbitMQ; the

@@ -227,7 +227,12 @@ impl Future for Driver {
                         return Poll::Ready(());
                     }
                 }
-                Poll::Pending => {}
+                Poll::Pending => {
+                    // The socket is full: what it took may let waiting
+                    // publishers go on (see `Inner::unwritten`).
+                    let unwritten = this.out.iter().map(Bytes::len).sum();
+                    this.shared.lock().unwritten(unwritten);
+                }
             }
             if fired {
                 continue;

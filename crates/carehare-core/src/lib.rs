@@ -3,7 +3,8 @@
 //!
 //! A [`Connection`] has four kinds of methods (after quinn-proto):
 //!
-//! - **A. Getters** (`is_open`, `tuning`, `server_properties`, ...): never
+//! - **A. Getters** (`is_open`, `tuning`, `server_properties`,
+//!   `transmit_len`, ...): never
 //!   change anything.
 //! - **B. Inputs** mutate: [`handle_input(now, bytes)`](Connection::handle_input),
 //!   [`handle_timeout(now)`](Connection::handle_timeout),
@@ -64,7 +65,8 @@
 //! 7-byte header). A message body is bounded by
 //! [`ConnectionConfig::max_body_size`]. The write buffer grows only with
 //! commands; the driver bounds it by bounding commands (confirm windows,
-//! prefetch). A body that arrives in one frame is handed out as a
+//! prefetch), or by pausing commands while
+//! [`transmit_len`](Connection::transmit_len) is high. A body that arrives in one frame is handed out as a
 //! zero-copy slice of the read buffer.
 //!
 //! ## Example

@@ -1035,6 +1035,35 @@ fn basic_get_completes_with_the_message_or_empty() {
 // ---- Publishing and confirms -------------------------------------------------------
 
 #[test]
+fn transmit_len_counts_every_queued_byte_copied_or_not() {
+    // frame_max as negotiated by default (128 KiB): body frames are large
+    // enough to be sent as slices.
+    let mut b = open_broker();
+    let ch = b.open_channel();
+    b.sent();
+    assert_eq!(b.conn.transmit_len(), 0);
+    let publish = BasicPublish {
+        exchange: s("ex"),
+        routing_key: s("rk"),
+        ..Default::default()
+    };
+    let props = BasicProperties::default();
+    // A small body is copied into the write buffer; a large one is queued
+    // as slices of the caller's `Bytes`.
+    b.conn.publish(ch, &publish, &props, b"small").unwrap();
+    let large = Bytes::from(vec![7u8; 3 * carehare_core::frame::ZERO_COPY_MIN]);
+    b.conn.publish_bytes(ch, &publish, &props, &large).unwrap();
+    b.conn.publish(ch, &publish, &props, b"after").unwrap();
+    let queued = b.conn.transmit_len();
+    assert!(queued > large.len(), "{queued}");
+    let mut chunks = std::collections::VecDeque::new();
+    assert_eq!(b.conn.poll_transmit_chunks(&mut chunks), queued);
+    assert!(chunks.len() > 1, "the large body was not copied");
+    assert_eq!(b.conn.transmit_len(), 0);
+    assert!(!b.conn.has_transmit());
+}
+
+#[test]
 fn publish_splits_bodies_and_numbers_confirms() {
     let mut b = Broker::new(ConnectionConfig {
         frame_max: 4096,

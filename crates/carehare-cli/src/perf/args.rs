@@ -46,9 +46,9 @@ pub(crate) struct PerfArgs {
     #[arg(long, short = 's', value_name = "BYTES", default_value_t = 12)]
     pub size: usize,
     /// Publisher confirms: at most N unconfirmed messages per producer.
-    /// 0 turns confirms off, PerfTest's default: publishing does not wait
-    /// for them (carehare always publishes in confirm mode, so RabbitMQ
-    /// still sends them; the report says so).
+    /// 0 turns confirms off, PerfTest's default: messages are published
+    /// without confirms (no confirm mode), bounded only by the socket
+    /// (with -f mandatory they still go out in confirm mode, unwaited).
     #[arg(long, short = 'c', value_name = "N", default_value_t = 1000)]
     pub confirm: u64,
     /// Prefetch (unacked messages) per consumer [default: 300; with
@@ -248,11 +248,22 @@ impl PerfArgs {
         self.confirm > 0
     }
 
-    /// The publish window: `--confirm`, or with confirms off a bound on
-    /// memory only.
+    /// Whether publishes go out without confirms (`-c 0`), on the
+    /// client's unconfirmed path. Mandatory publishes need confirms to
+    /// report returns: with `-f mandatory`, `-c 0` still publishes in
+    /// confirm mode, without waiting.
+    pub(crate) fn unconfirmed(&self) -> bool {
+        !self.confirms() && !self.mandatory()
+    }
+
+    /// The publish window: `--confirm`; with confirms off and
+    /// `-f mandatory` a bound on memory only; 0 (none) when publishing
+    /// without confirms, which the client bounds by its socket backlog.
     pub(crate) fn window(&self) -> usize {
         if self.confirms() {
             usize::try_from(self.confirm).unwrap_or(usize::MAX)
+        } else if self.unconfirmed() {
+            0
         } else {
             (UNBOUNDED_MODE_BYTES / self.size.max(1)).clamp(1, 65_536)
         }
@@ -377,9 +388,11 @@ impl PerfArgs {
         s += "\n";
         s += &if self.confirms() {
             format!("confirms: on, window {} per producer\n", self.confirm)
+        } else if self.unconfirmed() {
+            "confirms: off (PerfTest's default): messages are published without confirms, and RabbitMQ says nothing of their fate; publishing waits only while the client's socket backlog is over 4 MiB or RabbitMQ blocks the connection. The publish row counts messages sent.\n".to_string()
         } else {
             format!(
-                "confirms: off (PerfTest's default): publishing does not wait for them. carehare always publishes in confirm mode, so RabbitMQ still sends them; at most {} per producer are in flight, to bound memory. The publish row counts messages sent.\n",
+                "confirms: off (PerfTest's default), but -f mandatory needs them to report returns: publishes still go out in confirm mode, without waiting for confirms; at most {} per producer are in flight, to bound memory. The publish row counts messages sent.\n",
                 self.window()
             )
         };
@@ -472,14 +485,23 @@ mod tests {
     fn confirms_off_and_autoack_bound_memory() {
         let a = parse(&["-c", "0", "-a"]);
         assert!(!a.confirms());
-        assert_eq!(a.window(), 65_536);
+        assert!(a.unconfirmed());
+        assert_eq!(a.window(), 0, "no window: the client bounds the socket");
         assert_eq!((a.prefetch(), a.multi_ack_every()), (65_535, 32_768));
         let big = parse(&["-c", "0", "-a", "-s", "1048576"]);
-        assert_eq!(
-            (big.window(), big.prefetch(), big.multi_ack_every()),
-            (64, 64, 32)
+        assert_eq!((big.prefetch(), big.multi_ack_every()), (64, 32));
+        // Mandatory publishes keep confirm mode, within a memory window.
+        let mandatory = parse(&["-c", "0", "-f", "mandatory", "-s", "1048576"]);
+        assert!(!mandatory.unconfirmed());
+        assert_eq!(mandatory.window(), 64);
+        assert!(
+            mandatory
+                .summary()
+                .contains("publishes still go out in confirm mode")
         );
         assert!(a.summary().contains("confirms: off (PerfTest's default)"));
+        assert!(a.summary().contains("published without confirms"));
+        assert!(!a.summary().contains("confirm mode"));
         assert!(parse(&[]).summary().contains("confirms: on, window 1000"));
     }
 

@@ -17,6 +17,7 @@ use carehare_tokio::{
     Message, Publisher, RecoveringConfirmation, RecoveringConnection, RecoveringConsumer,
     RecoveringPublisher,
 };
+use futures_util::FutureExt;
 
 /// One of the run's connections.
 #[derive(Clone)]
@@ -34,6 +35,25 @@ impl Link {
             Link::Plain(c) => Ok(c.clone()),
             Link::Recovering(c) => c.connection().await,
         }
+    }
+
+    /// A live connection to publish on without confirms: after a lost
+    /// one, the next (a plain link has only its one). A recovering link
+    /// may still hand out the lost connection for a moment, until its
+    /// supervisor notices the loss: that one is skipped.
+    pub(super) async fn live_connection(&self) -> Result<Connection, Error> {
+        loop {
+            let c = self.connection().await?;
+            if matches!(self, Link::Plain(_)) || c.closed().now_or_never().is_none() {
+                return Ok(c);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Whether a lost connection is followed by another.
+    pub(super) fn recovers(&self) -> bool {
+        matches!(self, Link::Recovering(_))
     }
 
     pub(super) fn publisher(&self, window: usize) -> Pub {

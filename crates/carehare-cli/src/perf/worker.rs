@@ -1,5 +1,6 @@
 //! The producer and consumer loops.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -58,6 +59,8 @@ pub(super) struct Producer {
     /// Whether the run waits for confirms: if so its publishing ends with
     /// the last confirm, else with the last send.
     pub confirms: bool,
+    /// Publish without confirms at all (`-c 0`), not in confirm mode.
+    pub unconfirmed: bool,
     /// Publish with `mandatory`.
     pub mandatory: bool,
     /// Body size in bytes.
@@ -70,60 +73,32 @@ pub(super) struct Producer {
 
 impl Producer {
     /// Publishes until its count is done or `stop_producers`, then waits
-    /// for the outstanding confirms (with confirms off too: they say what
-    /// consumers should get). Returns when publishing ended: the last
-    /// confirm, or with confirms off the last send.
+    /// for the outstanding confirms (with confirms off but `-f mandatory`,
+    /// in confirm mode, too: they say what consumers should get). Returns
+    /// when publishing ended: the last confirm, or with confirms off the
+    /// last send. Without confirms at all, see
+    /// [`run_unconfirmed`](Self::run_unconfirmed).
     pub(super) async fn run(self, counters: Arc<Counters>) -> Result<Instant, Error> {
+        if self.unconfirmed {
+            return self.run_unconfirmed(counters).await;
+        }
         let publisher = self.connection.publisher(self.window);
         // Unstamped bodies are one shared buffer: each publish only bumps
         // a reference count.
         let fixed = Bytes::from(vec![0u8; self.size]);
-        let base = BasicProperties {
-            delivery_mode: self.persistent.then_some(2),
-            ..Default::default()
-        };
+        let base = self.base_properties();
         let mut pending: VecDeque<Confirm> = VecDeque::with_capacity(self.window + 1);
         let (exchange, key) = (self.exchange.as_str(), self.routing_key.as_str());
         let start = Instant::now();
         let mut sent = 0u64;
         while self.count.is_none_or(|n| sent < n) {
-            if let Some(rate) = self.rate {
-                // A timer only when ahead of schedule: when behind, send.
-                let due = start + Duration::from_secs_f64(sent as f64 / rate);
-                if due > Instant::now() {
-                    tokio::time::sleep_until(due).await;
-                }
-            }
-            if counters.stop_producers.load(Ordering::Relaxed) {
+            if !self.pace(start, sent, &counters).await {
                 break;
             }
-            let confirmation = match self.stamp {
-                Stamp::None => {
-                    publisher
-                        .publish(fixed.clone(), exchange, key, &base, self.mandatory)
-                        .await?
-                }
-                Stamp::Body => {
-                    let mut body = BytesMut::with_capacity(self.size);
-                    body.put_u64_le(epoch_nanos());
-                    body.extend_from_slice(&fixed[8..]);
-                    publisher
-                        .publish(body.freeze(), exchange, key, &base, self.mandatory)
-                        .await?
-                }
-                Stamp::Header => {
-                    let mut headers = FieldTable::default();
-                    let nanos = i64::try_from(epoch_nanos()).unwrap_or(i64::MAX);
-                    headers.insert(STAMP_HEADER.into(), AMQPValue::LongLongInt(nanos));
-                    let properties = BasicProperties {
-                        headers: Some(headers),
-                        ..base.clone()
-                    };
-                    publisher
-                        .publish(fixed.clone(), exchange, key, &properties, self.mandatory)
-                        .await?
-                }
-            };
+            let (body, properties) = self.message(&fixed, &base);
+            let confirmation = publisher
+                .publish(body, exchange, key, &properties, self.mandatory)
+                .await?;
             counters.sent.fetch_add(1, Ordering::Relaxed);
             pending.push_back(confirmation);
             settle_ready(&mut pending, &counters)?;
@@ -138,6 +113,90 @@ impl Producer {
         } else {
             last_send
         })
+    }
+
+    /// [`run`](Self::run) without confirms: each publish returns once it
+    /// is queued for the socket. On a recovering link a lost connection
+    /// loses what it had not delivered (nothing says what: that is what
+    /// unconfirmed means), and publishing goes on on the next one.
+    async fn run_unconfirmed(self, counters: Arc<Counters>) -> Result<Instant, Error> {
+        let fixed = Bytes::from(vec![0u8; self.size]);
+        let base = self.base_properties();
+        let (exchange, key) = (self.exchange.as_str(), self.routing_key.as_str());
+        let mut connection = self.connection.live_connection().await?;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while self.count.is_none_or(|n| sent < n) {
+            if !self.pace(start, sent, &counters).await {
+                break;
+            }
+            let (body, properties) = self.message(&fixed, &base);
+            loop {
+                match connection
+                    .publish_unconfirmed(body.clone(), exchange, key, &properties)
+                    .await
+                {
+                    Ok(()) => break,
+                    // Not queued: it goes out on the next connection.
+                    Err(Error::ConnectionClosed(_)) if self.connection.recovers() => {
+                        connection = self.connection.live_connection().await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            counters.sent.fetch_add(1, Ordering::Relaxed);
+            sent += 1;
+        }
+        Ok(Instant::now())
+    }
+
+    fn base_properties(&self) -> BasicProperties {
+        BasicProperties {
+            delivery_mode: self.persistent.then_some(2),
+            ..Default::default()
+        }
+    }
+
+    /// Waits for the next publish's turn under `--rate`. Returns false when
+    /// producers are told to stop.
+    async fn pace(&self, start: Instant, sent: u64, counters: &Counters) -> bool {
+        if let Some(rate) = self.rate {
+            // A timer only when ahead of schedule: when behind, send.
+            let due = start + Duration::from_secs_f64(sent as f64 / rate);
+            if due > Instant::now() {
+                tokio::time::sleep_until(due).await;
+            }
+        }
+        !counters.stop_producers.load(Ordering::Relaxed)
+    }
+
+    /// The next message's body and properties, stamped as asked.
+    /// Unstamped bodies are `fixed` itself: each publish only bumps a
+    /// reference count.
+    fn message<'a>(
+        &self,
+        fixed: &Bytes,
+        base: &'a BasicProperties,
+    ) -> (Bytes, Cow<'a, BasicProperties>) {
+        match self.stamp {
+            Stamp::None => (fixed.clone(), Cow::Borrowed(base)),
+            Stamp::Body => {
+                let mut body = BytesMut::with_capacity(self.size);
+                body.put_u64_le(epoch_nanos());
+                body.extend_from_slice(&fixed[8..]);
+                (body.freeze(), Cow::Borrowed(base))
+            }
+            Stamp::Header => {
+                let mut headers = FieldTable::default();
+                let nanos = i64::try_from(epoch_nanos()).unwrap_or(i64::MAX);
+                headers.insert(STAMP_HEADER.into(), AMQPValue::LongLongInt(nanos));
+                let properties = BasicProperties {
+                    headers: Some(headers),
+                    ..base.clone()
+                };
+                (fixed.clone(), Cow::Owned(properties))
+            }
+        }
     }
 }
 

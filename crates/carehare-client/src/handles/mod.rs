@@ -9,4 +9,5 @@ pub(crate) mod consumer;
 pub(crate) mod get;
 pub(crate) mod publisher;
 pub(crate) mod rpc;
+pub(crate) mod unconfirmed;
 mod wait;

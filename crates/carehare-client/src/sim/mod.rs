@@ -182,6 +182,10 @@ struct Pipe {
     data: VecDeque<u8>,
     closed: bool,
     reader: Option<Waker>,
+    /// At most this many bytes unread: writes wait beyond it (a full
+    /// socket buffer). `None`: writes never wait.
+    capacity: Option<usize>,
+    writer: Option<Waker>,
 }
 
 /// One end of an in-memory socket pair.
@@ -192,8 +196,17 @@ pub(crate) struct End {
 
 /// A connected pair of in-memory sockets.
 pub(crate) fn duplex() -> (End, End) {
+    duplex_bounded(None)
+}
+
+/// [`duplex`], where the first end's writes wait while `capacity` bytes
+/// are unread, as a real socket's do when its buffers are full.
+pub(crate) fn duplex_bounded(capacity: Option<usize>) -> (End, End) {
     let a: Arc<Mutex<Pipe>> = Arc::default();
-    let b: Arc<Mutex<Pipe>> = Arc::default();
+    let b: Arc<Mutex<Pipe>> = Arc::new(Mutex::new(Pipe {
+        capacity,
+        ..Pipe::default()
+    }));
     (
         End {
             rx: a.clone(),
@@ -231,6 +244,9 @@ impl AsyncRead for End {
         for (slot, byte) in buf.iter_mut().zip(rx.data.drain(..n)) {
             *slot = byte;
         }
+        if let Some(w) = rx.writer.take() {
+            w.wake();
+        }
         Poll::Ready(Ok(n))
     }
 }
@@ -238,18 +254,26 @@ impl AsyncRead for End {
 impl AsyncWrite for End {
     fn poll_write(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let mut tx = self.tx.lock().unwrap();
         if tx.closed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        tx.data.extend(buf);
+        let room = tx
+            .capacity
+            .map_or(buf.len(), |c| c.saturating_sub(tx.data.len()));
+        if room == 0 && !buf.is_empty() {
+            tx.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = buf.len().min(room);
+        tx.data.extend(&buf[..n]);
         if let Some(w) = tx.reader.take() {
             w.wake();
         }
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -572,3 +596,5 @@ pub(crate) async fn serve(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unconfirmed_tests;

@@ -1,14 +1,16 @@
-//! Publishing's state: one confirm-mode channel per exchange, the
-//! unconfirmed publishes on each, and the publishes held while RabbitMQ
-//! blocks the connection.
+//! Confirmed publishing's state: one confirm-mode channel per exchange,
+//! the publishes awaiting their confirm on each, and the publishes held
+//! while RabbitMQ blocks the connection. (Publishes without confirms go on
+//! a channel of their own, kept apart in `unconfirmed`.)
 //!
 //! Invariants:
 //! - `exchanges` and `publishers` agree: an exchange maps to a channel
 //!   whose `PublishChannel` names that exchange; RPC channels are in
 //!   `publishers` with no exchange;
-//! - every publish channel is in confirm mode, so each publish on it gets a
-//!   sequence number and exactly one settle (ack, nack, channel close or
-//!   connection end);
+//! - every publish channel in `publishers` is in confirm mode, so each
+//!   publish on it gets a sequence number and exactly one settle (ack,
+//!   nack, channel close or connection end); the unconfirmed channel is
+//!   never among them;
 //! - `held` is non-empty only while `holding` (RabbitMQ blocked us), and is
 //!   sent in order, before anything newer, when it unblocks;
 //! - a `Permit` lives exactly as long as its publish is unsettled;
@@ -92,7 +94,7 @@ impl Drop for Permit {
     }
 }
 
-/// One unconfirmed publish.
+/// One publish awaiting its confirm.
 struct PendingConfirm {
     tx: ConfirmSender,
     /// Kept for mandatory publishes only, to match a `basic.return`;
@@ -187,7 +189,7 @@ struct PublishChannel {
     /// The exchange this channel publishes to; `None` for an RPC channel,
     /// which publishes anywhere.
     exchange: Option<String>,
-    /// Unconfirmed publishes by sequence number.
+    /// Publishes awaiting their confirm, by sequence number.
     pending: BTreeMap<u64, PendingConfirm>,
     /// Publishes nacked since the last ack.
     nacks_in_a_row: u32,

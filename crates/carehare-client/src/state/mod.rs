@@ -3,7 +3,11 @@
 //!
 //! Each piece owns its data behind private fields and states its
 //! invariants at its top:
-//! - [`confirms`]: publish channels, unconfirmed publishes, held publishes;
+//! - [`confirms`]: confirm-mode publish channels, publishes awaiting their
+//!   confirm, held publishes;
+//! - [`unconfirmed`]: the one channel that publishes without confirms;
+//! - [`backlog`]: the bytes queued for the socket, and who waits for them
+//!   to drain;
 //! - [`consumers`]: consumer mailboxes;
 //! - [`rpc`]: direct reply-to routes;
 //! - [`blocking`]: `connection.blocked` as watchers see it;
@@ -15,6 +19,7 @@
 //! to the piece it concerns. Nothing here reads a clock: times come in as
 //! arguments, from the runtime.
 
+mod backlog;
 mod blocking;
 mod channels;
 mod confirms;
@@ -22,6 +27,7 @@ mod consumers;
 mod lifecycle;
 mod ops;
 mod rpc;
+mod unconfirmed;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -39,6 +45,8 @@ use tracing::{debug, warn};
 use crate::error::Error;
 use crate::message::Message;
 
+#[cfg(test)]
+pub(crate) use backlog::HIGH_WATER;
 pub(crate) use blocking::Watch;
 pub(crate) use confirms::{ConfirmReceiver, Permit};
 pub(crate) use consumers::Token;
@@ -46,12 +54,14 @@ pub(crate) use lifecycle::ConnectedReceiver;
 pub(crate) use ops::OpReceiver;
 pub(crate) use rpc::ReplyReceiver;
 
+use backlog::Backlog;
 use blocking::Blocking;
 use confirms::{Confirms, Outgoing};
 use consumers::Consumers;
 use lifecycle::Lifecycle;
 use ops::Ops;
 use rpc::RpcRoutes;
+use unconfirmed::Unconfirmed;
 
 /// The shared state behind one connection.
 pub(crate) struct Shared {
@@ -69,6 +79,8 @@ impl Shared {
                 conn,
                 ops: Ops::default(),
                 confirms: Confirms::default(),
+                unconfirmed: Unconfirmed::default(),
+                backlog: Backlog::default(),
                 consumers: Consumers::default(),
                 rpc: RpcRoutes::default(),
                 blocking: Blocking::default(),
@@ -99,6 +111,8 @@ pub(crate) struct Inner {
     conn: Connection,
     ops: Ops,
     confirms: Confirms,
+    unconfirmed: Unconfirmed,
+    backlog: Backlog,
     consumers: Consumers,
     rpc: RpcRoutes,
     blocking: Blocking,
@@ -136,9 +150,20 @@ impl Inner {
         self.conn.poll_timeout()
     }
 
-    /// Takes everything queued for the socket; returns how many bytes.
+    /// Takes everything queued for the socket into `out`; returns how
+    /// many bytes. `out` is what the driver holds unwritten from then on.
     pub(crate) fn poll_transmit(&mut self, out: &mut std::collections::VecDeque<Bytes>) -> usize {
-        self.conn.poll_transmit_chunks(out)
+        let n = self.conn.poll_transmit_chunks(out);
+        self.backlog
+            .driver_holds(out.iter().map(Bytes::len).sum(), self.conn.transmit_len());
+        n
+    }
+
+    /// The driver wrote part of what it took and holds `unwritten` bytes
+    /// still: publishers waiting for the backlog to drain may go on.
+    pub(crate) fn unwritten(&mut self, unwritten: usize) {
+        self.backlog
+            .driver_holds(unwritten, self.conn.transmit_len());
     }
 
     /// Moves a partial frame into a fresh read block (see the core).
@@ -206,6 +231,7 @@ impl Inner {
             Event::ChannelClosed { channel, reason } => {
                 let why = Error::ChannelClosedByServer(reason);
                 self.confirms.channel_closed(channel, &why);
+                self.unconfirmed.channel_closed(channel, &why);
                 self.rpc.close(channel, &why);
                 self.consumers.detach(channel, why);
             }
@@ -217,6 +243,7 @@ impl Inner {
             Event::Unblocked => {
                 self.blocking.unblock();
                 self.confirms.release(&mut self.conn);
+                self.backlog.wake_all();
             }
             _ => {}
         }
@@ -248,6 +275,8 @@ impl Inner {
         let why = Error::ConnectionClosed(error.clone());
         self.ops.fail_all(&why);
         self.confirms.fail_all(&why);
+        self.unconfirmed.forget();
+        self.backlog.wake_all();
         self.rpc.fail_all(&why);
         self.consumers.fail_all(&why);
         self.lifecycle.ended(error);
@@ -430,6 +459,46 @@ impl Inner {
         }
     }
 
+    /// Publishes without a confirm, on the unconfirmed channel; or, while
+    /// RabbitMQ blocks publishing or the bytes queued for the socket reach
+    /// the high-water mark, queues nothing and returns `Pending` (`cx` is
+    /// woken when that may have changed).
+    pub(crate) fn poll_publish_unconfirmed(
+        &mut self,
+        cx: &mut Context<'_>,
+        body: &Bytes,
+        exchange: &str,
+        routing_key: &str,
+        properties: &BasicProperties,
+    ) -> Poll<Result<(), Error>> {
+        if let Err(e) = self.check_usable() {
+            return Poll::Ready(Err(e));
+        }
+        if self.blocking.reason().is_some() || self.backlog.is_full(self.conn.transmit_len()) {
+            self.backlog.park(cx.waker());
+            return Poll::Pending;
+        }
+        let result =
+            self.confirms
+                .names(exchange, routing_key)
+                .and_then(|(exchange, routing_key)| {
+                    self.unconfirmed.publish(
+                        &mut self.conn,
+                        exchange,
+                        routing_key,
+                        properties,
+                        body,
+                    )
+                });
+        Poll::Ready(result)
+    }
+
+    /// Bytes queued for the socket in all: the core's and the driver's.
+    #[cfg(test)]
+    pub(crate) fn backlog(&self) -> usize {
+        self.backlog.total(self.conn.transmit_len())
+    }
+
     /// Whether bytes are queued (the driver is already due to send them).
     pub(crate) fn has_transmit(&self) -> bool {
         self.conn.has_transmit()
@@ -548,3 +617,5 @@ impl Inner {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unconfirmed_tests;

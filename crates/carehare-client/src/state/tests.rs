@@ -21,7 +21,7 @@ use super::{Inner, Shared};
 use crate::error::{Error, short};
 use crate::handles::confirmation::Confirmation;
 
-fn feed(inner: &mut Inner, channel: u16, method: impl Into<Method>) {
+pub(super) fn feed(inner: &mut Inner, channel: u16, method: impl Into<Method>) {
     let bytes = testing::method_bytes(channel, method);
     inner.input(Instant::now(), BytesMut::from(&bytes[..]));
 }
@@ -33,7 +33,7 @@ fn feed_content(inner: &mut Inner, channel: u16, method: impl Into<Method>, body
 }
 
 /// Everything the client queued for the socket, as bytes.
-fn sent(inner: &mut Inner) -> BytesMut {
+pub(super) fn sent(inner: &mut Inner) -> BytesMut {
     let mut chunks = VecDeque::new();
     inner.poll_transmit(&mut chunks);
     let mut out = BytesMut::new();
@@ -43,7 +43,7 @@ fn sent(inner: &mut Inner) -> BytesMut {
     out
 }
 
-fn open_shared() -> Arc<Shared> {
+pub(super) fn open_shared() -> Arc<Shared> {
     let conn = testing::open_connection(ConnectionConfig::default(), Instant::now());
     let (shared, _connected) = Shared::new(conn);
     // The handshake's frames are the harness's business, not ours.

@@ -407,6 +407,13 @@ impl Connection {
         self.out.has_transmit()
     }
 
+    /// How many bytes [`poll_transmit`](Self::poll_transmit) has to give:
+    /// what commands queued and the driver has not taken yet. A driver
+    /// that bounds its write backlog adds this to the bytes it holds.
+    pub fn transmit_len(&self) -> usize {
+        self.out.transmit_len()
+    }
+
     /// The next event, in the order things happened.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.out.next_event()

@@ -4,6 +4,7 @@
 //! Invariants:
 //! - Bytes leave in the order they were queued: every piece of `chunks`
 //!   precedes `write_buf`.
+//! - `chunks_len` is the sum of the lengths of `chunks`.
 //! - A frame is queued whole or not at all: a frame refused for its size is
 //!   cut off again before anything else is queued.
 //! - Events leave in the order they were queued.
@@ -40,6 +41,8 @@ pub(super) struct Outbox {
     /// Outgoing bytes that precede `write_buf`: sealed pieces of it and
     /// large bodies, not copied (see `publish`).
     chunks: VecDeque<Bytes>,
+    /// Bytes in `chunks`, so the queued total is known without a walk.
+    chunks_len: usize,
     write_buf: BytesMut,
     events: VecDeque<Event>,
 }
@@ -51,6 +54,7 @@ impl Outbox {
         write_buf.extend_from_slice(&PROTOCOL_HEADER);
         Self {
             chunks: VecDeque::new(),
+            chunks_len: 0,
             write_buf,
             events: VecDeque::new(),
         }
@@ -127,13 +131,22 @@ impl Outbox {
         }
         match body {
             BodyRef::Slice(b) => frame::encode_body(&mut self.write_buf, channel, b, frame_max),
-            BodyRef::Shared(b) => frame::encode_body_chunks(
-                &mut self.write_buf,
-                &mut self.chunks,
-                channel,
-                b,
-                frame_max,
-            ),
+            BodyRef::Shared(b) => {
+                let before = self.chunks.len();
+                frame::encode_body_chunks(
+                    &mut self.write_buf,
+                    &mut self.chunks,
+                    channel,
+                    b,
+                    frame_max,
+                );
+                self.chunks_len += self
+                    .chunks
+                    .iter()
+                    .skip(before)
+                    .map(Bytes::len)
+                    .sum::<usize>();
+            }
         }
         Ok(())
     }
@@ -150,6 +163,7 @@ impl Outbox {
             n += chunk.len();
             buf.extend_from_slice(&chunk);
         }
+        self.chunks_len = 0;
         n += self.write_buf.len();
         if !self.write_buf.is_empty() {
             buf.extend_from_slice(&self.write_buf);
@@ -166,6 +180,7 @@ impl Outbox {
             n += chunk.len();
             chunks.push_back(chunk);
         }
+        self.chunks_len = 0;
         if !self.write_buf.is_empty() {
             n += self.write_buf.len();
             chunks.push_back(self.write_buf.split().freeze());
@@ -176,6 +191,11 @@ impl Outbox {
     /// Whether bytes are queued.
     pub(super) fn has_transmit(&self) -> bool {
         !self.write_buf.is_empty() || !self.chunks.is_empty()
+    }
+
+    /// How many bytes are queued.
+    pub(super) fn transmit_len(&self) -> usize {
+        self.chunks_len + self.write_buf.len()
     }
 
     // ---- Events ------------------------------------------------------------
