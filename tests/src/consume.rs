@@ -45,6 +45,7 @@ macro_rules! consume_scenarios {
             consume::get_nack_and_reject_settle_like_a_consumer,
             consume::next_and_next_delivery_lose_nothing_when_cancelled_by_a_timer,
             consume::a_no_ack_consumer_gets_everything_with_reading_paused_on_a_full_buffer,
+            consume::an_acker_settles_from_a_spawned_task_and_nothing_after_the_end,
             );
         }
     };
@@ -614,6 +615,55 @@ pub async fn a_no_ack_consumer_gets_everything_with_reading_paused_on_a_full_buf
         .await
         .unwrap();
     assert_eq!(ok.message_count, 0);
+    c.close().await.unwrap();
+}
+
+/// An `Acker` is `Clone + Send`: moved into spawned tasks, it acks and
+/// rejects for the consumer, which goes on reading. Once the consumer is
+/// closed, an acker's calls send nothing (a stale tag would otherwise
+/// close a channel that reused the id).
+pub async fn an_acker_settles_from_a_spawned_task_and_nothing_after_the_end(rt: Arc<dyn Runtime>) {
+    fn send_and_sync<T: Send + Sync + Clone + 'static>(_: &T) {}
+    let c = connect(&rt).await;
+    let q = exclusive_queue(&c, FieldTable::default()).await;
+    for i in 0..10 {
+        c.publish(format!("m{i}"), "", &q).await.unwrap();
+    }
+    let consumer = c.acking_consumer(&q, 10).await.unwrap();
+    let settled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for i in 0..10 {
+        let m = within(&rt, STEP, consumer.next()).await.unwrap();
+        let acker = consumer.acker();
+        send_and_sync(&acker);
+        let done = settled.clone();
+        rt.spawn(Box::pin(async move {
+            // Even messages are acked, odd ones dead-lettered (dropped).
+            if i % 2 == 0 {
+                acker.ack(m.delivery_tag);
+            } else {
+                acker.reject(m.delivery_tag, false);
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+    }
+    let deadline = Instant::now() + STEP;
+    while settled.load(std::sync::atomic::Ordering::SeqCst) < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the spawned tasks did not settle"
+        );
+        sleep(&rt, Duration::from_millis(10)).await;
+    }
+    let stale = consumer.acker();
+    consumer.close().await;
+    stale.ack(1); // the consumer is gone: nothing is sent
+    // Everything was settled: nothing comes back to a new consumer, and
+    // the connection (and a channel that may reuse the id) is fine.
+    let again = c.acking_consumer(&q, 10).await.unwrap();
+    stale.reject(2, true);
+    assert!(nothing_within(&rt, Duration::from_millis(300), &again).await);
+    again.close().await;
+    stays_empty(&rt, &c, &q).await;
     c.close().await.unwrap();
 }
 

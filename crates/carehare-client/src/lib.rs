@@ -33,7 +33,7 @@ mod uri;
 
 pub use address::{Address, AddressOrder};
 pub use carehare_core;
-pub use carehare_core::properties::BasicProperties;
+pub use carehare_core::properties::{BasicProperties, InvalidProperty, PropertiesBuilder};
 // Everything needed to build properties and headers, at the root.
 pub use carehare_core::types::{
     AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortStr,
@@ -44,7 +44,7 @@ pub use error::{Cause, CloseReason, ConnectionError, Error, UsageError};
 pub use handles::blocking::{Blocking, BlockingChanges};
 pub use handles::confirmation::Confirmation;
 pub use handles::connection::{Connection, ExchangeOptions, QueueOptions};
-pub use handles::consumer::{AckingConsumer, ConsumerOptions, STREAM_CHUNK_ALLOWANCE};
+pub use handles::consumer::{Acker, AckingConsumer, ConsumerOptions, STREAM_CHUNK_ALLOWANCE};
 pub use handles::get::GetMessage;
 pub use handles::publisher::Publisher;
 pub use handles::rpc::{DIRECT_REPLY_TO, RpcClient};

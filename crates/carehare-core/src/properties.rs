@@ -1,11 +1,15 @@
 //! Content headers and the 14 `basic` properties.
 
+mod builder;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::error::DecodeError;
 use crate::table::{decode_table, encode_table};
 use crate::types::{FieldTable, ShortStr};
 use crate::wire::{Dec, Enc};
+
+pub use builder::{InvalidProperty, PropertiesBuilder};
 
 /// The class id of `basic`, the only content class RabbitMQ uses.
 pub const BASIC_CLASS_ID: u16 = 60;

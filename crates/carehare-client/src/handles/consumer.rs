@@ -250,11 +250,16 @@ impl Connection {
         shared.wake_driver();
         // From here on, dropping the consumer closes the channel.
         let mut consumer = AckingConsumer {
+            acker: Acker {
+                shared: shared.clone(),
+                channel,
+                token,
+                no_ack,
+            },
             shared,
             channel,
             token,
             consumer_tag: ShortStr::default(),
-            no_ack,
             _connection: self.clone(),
         };
         match reply(&consumer.shared, rx).await? {
@@ -298,9 +303,9 @@ pub struct AckingConsumer {
     /// channel once RabbitMQ closed ours.
     token: Token,
     consumer_tag: ShortStr,
-    /// RabbitMQ settled every message as it sent it: settling sends
-    /// nothing (an ack would be an unknown delivery tag to it, 406).
-    no_ack: bool,
+    /// Settles this consumer's messages; a no-ack consumer's sends nothing
+    /// (an ack would be an unknown delivery tag to RabbitMQ, 406).
+    acker: Acker,
     /// Keeps the connection open while the consumer lives.
     _connection: Connection,
 }
@@ -311,6 +316,104 @@ impl std::fmt::Debug for AckingConsumer {
             .field("channel", &self.channel)
             .field("consumer_tag", &self.consumer_tag)
             .finish()
+    }
+}
+
+/// Settles a consumer's messages from anywhere: `Clone + Send + Sync`, so
+/// it can be moved into the task that handles a message (as lapin's
+/// `Acker`), while the consumer goes on reading. Made by
+/// [`AckingConsumer::acker`]. Its calls are the consumer's own: they never
+/// fail and never wait, and once the consumer has ended (closed, dropped,
+/// or its channel gone) they send nothing: RabbitMQ has requeued what was
+/// unsettled.
+///
+/// ```no_run
+/// # async fn f(consumer: carehare_client::AckingConsumer) -> Result<(), carehare_client::Error> {
+/// let message = consumer.next().await?;
+/// let acker = consumer.acker();
+/// std::thread::spawn(move || {
+///     // ...handle the message elsewhere...
+///     acker.ack(message.delivery_tag);
+/// });
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Acker {
+    shared: Arc<Shared>,
+    channel: ChannelId,
+    token: Token,
+    /// A no-ack consumer's acker sends nothing.
+    no_ack: bool,
+}
+
+impl std::fmt::Debug for Acker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acker")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Acker {
+    /// Acks one message (see [`AckingConsumer::ack`]).
+    pub fn ack(&self, delivery_tag: u64) {
+        self.settle(BasicAck {
+            delivery_tag,
+            multiple: false,
+        });
+    }
+
+    /// Acks this message and every earlier unsettled one (see
+    /// [`AckingConsumer::ack_multiple`]).
+    pub fn ack_multiple(&self, delivery_tag: u64) {
+        self.settle(BasicAck {
+            delivery_tag,
+            multiple: true,
+        });
+    }
+
+    /// Refuses one message (see [`AckingConsumer::nack`]).
+    pub fn nack(&self, delivery_tag: u64, requeue: bool) {
+        self.settle(BasicNack {
+            delivery_tag,
+            multiple: false,
+            requeue,
+        });
+    }
+
+    /// Refuses this message and every earlier unsettled one (see
+    /// [`AckingConsumer::nack_multiple`]).
+    pub fn nack_multiple(&self, delivery_tag: u64, requeue: bool) {
+        self.settle(BasicNack {
+            delivery_tag,
+            multiple: true,
+            requeue,
+        });
+    }
+
+    /// Refuses one message with `basic.reject` (see
+    /// [`AckingConsumer::reject`]).
+    pub fn reject(&self, delivery_tag: u64, requeue: bool) {
+        self.settle(BasicReject {
+            delivery_tag,
+            requeue,
+        });
+    }
+
+    /// Sends a settling method, unless the consumer ended: after a server
+    /// close the channel id may already belong to someone else, and after
+    /// our own close there is nothing left to settle.
+    fn settle(&self, method: impl Into<Method>) {
+        if self.no_ack {
+            return;
+        }
+        let wake = self
+            .shared
+            .lock()
+            .send_on_mailbox(self.token, self.channel, method.into());
+        if wake {
+            self.shared.wake_driver();
+        }
     }
 }
 
@@ -388,10 +491,7 @@ impl AckingConsumer {
     /// # Ok(()) }
     /// ```
     pub fn ack(&self, delivery_tag: u64) {
-        self.settle(BasicAck {
-            delivery_tag,
-            multiple: false,
-        });
+        self.acker.ack(delivery_tag);
     }
 
     /// Acks this message and every earlier unsettled one, in one frame.
@@ -409,10 +509,7 @@ impl AckingConsumer {
     /// # Ok(()) }
     /// ```
     pub fn ack_multiple(&self, delivery_tag: u64) {
-        self.settle(BasicAck {
-            delivery_tag,
-            multiple: true,
-        });
+        self.acker.ack_multiple(delivery_tag);
     }
 
     /// Refuses one message: with `requeue` RabbitMQ puts it back in the
@@ -431,11 +528,7 @@ impl AckingConsumer {
     /// # Ok(()) }
     /// ```
     pub fn nack(&self, delivery_tag: u64, requeue: bool) {
-        self.settle(BasicNack {
-            delivery_tag,
-            multiple: false,
-            requeue,
-        });
+        self.acker.nack(delivery_tag, requeue);
     }
 
     /// [`nack`](Self::nack)s this message and every earlier unsettled one,
@@ -450,11 +543,7 @@ impl AckingConsumer {
     /// # drop(first); Ok(()) }
     /// ```
     pub fn nack_multiple(&self, delivery_tag: u64, requeue: bool) {
-        self.settle(BasicNack {
-            delivery_tag,
-            multiple: true,
-            requeue,
-        });
+        self.acker.nack_multiple(delivery_tag, requeue);
     }
 
     /// Refuses one message with AMQP's `basic.reject`: the same outcome
@@ -467,26 +556,13 @@ impl AckingConsumer {
     /// # Ok(()) }
     /// ```
     pub fn reject(&self, delivery_tag: u64, requeue: bool) {
-        self.settle(BasicReject {
-            delivery_tag,
-            requeue,
-        });
+        self.acker.reject(delivery_tag, requeue);
     }
 
-    /// Sends a settling method, unless the consumer ended: after a server
-    /// close the channel id may already belong to someone else, and after
-    /// our own close there is nothing left to settle.
-    fn settle(&self, method: impl Into<Method>) {
-        if self.no_ack {
-            return;
-        }
-        let wake = self
-            .shared
-            .lock()
-            .send_on_mailbox(self.token, self.channel, method.into());
-        if wake {
-            self.shared.wake_driver();
-        }
+    /// A handle that settles this consumer's messages from another task or
+    /// thread: see [`Acker`].
+    pub fn acker(&self) -> Acker {
+        self.acker.clone()
     }
 
     /// Stops consuming: closes the channel, so RabbitMQ requeues every
