@@ -1,6 +1,6 @@
 //! Content headers and the 14 `basic` properties.
 
-mod builder;
+pub mod builder;
 
 use bytes::{Bytes, BytesMut};
 
@@ -8,8 +8,6 @@ use crate::error::DecodeError;
 use crate::table::{decode_table, encode_table};
 use crate::types::{FieldTable, ShortStr};
 use crate::wire::{Dec, Enc};
-
-pub use builder::{InvalidProperty, PropertiesBuilder};
 
 /// The class id of `basic`, the only content class RabbitMQ uses.
 pub const BASIC_CLASS_ID: u16 = 60;

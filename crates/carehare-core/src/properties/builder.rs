@@ -36,7 +36,7 @@ pub struct InvalidProperty {
 /// assert_eq!(properties.content_type.as_deref(), Some("application/json"));
 /// assert_eq!(properties.delivery_mode, Some(2));
 /// assert_eq!(properties.expiration.as_deref(), Some("60000"));
-/// # Ok::<(), carehare_core::properties::InvalidProperty>(())
+/// # Ok::<(), carehare_core::properties::builder::InvalidProperty>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 #[must_use = "nothing is set until `build` is called"]
