@@ -34,7 +34,7 @@ mod uri;
 pub use address::{Address, AddressOrder};
 pub use carehare_core;
 pub use carehare_core::properties::BasicProperties;
-pub use carehare_core::properties::builder::{InvalidProperty, PropertiesBuilder};
+pub use carehare_core::properties::builder::{HeaderValue, InvalidProperty, PropertiesBuilder};
 // Everything needed to build properties and headers, at the root.
 pub use carehare_core::types::{
     AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortStr,

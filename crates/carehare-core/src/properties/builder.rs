@@ -21,6 +21,39 @@ pub struct InvalidProperty {
     pub source: ShortStrTooLong,
 }
 
+/// A header's value: a string, a number, a bool, or any [`AMQPValue`].
+pub trait HeaderValue {
+    /// The value as AMQP sends it.
+    fn into_amqp(self) -> AMQPValue;
+}
+
+impl HeaderValue for &str {
+    /// A `longstr`, as RabbitMQ's clients send strings.
+    fn into_amqp(self) -> AMQPValue {
+        AMQPValue::LongString(self.into())
+    }
+}
+
+impl HeaderValue for String {
+    fn into_amqp(self) -> AMQPValue {
+        AMQPValue::LongString(self.into())
+    }
+}
+
+macro_rules! header_value_from {
+    ($($t:ty),*) => {$(
+        impl HeaderValue for $t {
+            fn into_amqp(self) -> AMQPValue {
+                self.into()
+            }
+        }
+    )*};
+}
+
+header_value_from!(
+    bool, i8, i16, i32, i64, u8, u16, u32, f32, f64, AMQPValue, FieldTable
+);
+
 /// Builds [`BasicProperties`]: made by [`BasicProperties::builder`].
 ///
 /// ```
@@ -139,8 +172,8 @@ impl PropertiesBuilder {
     }
 
     /// Adds the header `name` (a string, a number, a bool, or any
-    /// [`AMQPValue`]).
-    pub fn header(mut self, name: &str, value: impl Into<AMQPValue>) -> Self {
+    /// [`AMQPValue`]: see [`HeaderValue`]).
+    pub fn header(mut self, name: &str, value: impl HeaderValue) -> Self {
         if self.error.is_some() {
             return self;
         }
@@ -154,7 +187,7 @@ impl PropertiesBuilder {
         self.properties
             .headers
             .get_or_insert_with(FieldTable::default)
-            .insert(name.into(), value.into());
+            .insert(name.into(), value.into_amqp());
         self
     }
 
