@@ -62,6 +62,26 @@ fn network(
     })
 }
 
+/// A broker that refuses the login: `connection.close` with `code` right
+/// after `start-ok`, as RabbitMQ does for bad credentials (403) or a
+/// missing vhost (530).
+fn refusing(io: crate::sim::End, code: u16, text: &'static str) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let mut b = FakeBroker::silent(io);
+        b.send(&testing::method_bytes(0, testing::server_start()));
+        b.expect_protocol_header().await;
+        let _start_ok = b.next_method().await;
+        let close = ConnectionClose {
+            reply_code: code,
+            reply_text: ShortStr::from_static(text),
+            class_id: 0,
+            method_id: 0,
+        };
+        b.send(&testing::method_bytes(0, close));
+        while b.next_method().await.is_some() {}
+    })
+}
+
 /// Declares a server-named queue and hands its name on.
 fn declare_setup(c: Connection) -> BoxFuture<'static, Result<String, Error>> {
     Box::pin(async move {
@@ -262,20 +282,7 @@ fn a_permanent_refusal_gives_up_at_once() {
             )));
         }
         // The password changed meanwhile: 403 during the handshake.
-        Ok(Box::pin(async move {
-            let mut b = FakeBroker::silent(io);
-            b.send(&testing::method_bytes(0, testing::server_start()));
-            b.expect_protocol_header().await;
-            let _start_ok = b.next_method().await;
-            let close = ConnectionClose {
-                reply_code: 403,
-                reply_text: ShortStr::from_static("ACCESS_REFUSED - Login was refused"),
-                class_id: 0,
-                method_id: 0,
-            };
-            b.send(&testing::method_bytes(0, close));
-            while b.next_method().await.is_some() {}
-        }))
+        Ok(refusing(io, 403, "ACCESS_REFUSED - Login was refused"))
     });
     let connection = connect(&sim, RecoveryOptions::default());
     let mut events = connection.events();
@@ -590,20 +597,7 @@ fn retry_first_connect_gives_up_on_a_permanent_refusal_and_calls_get_it() {
     let w = world.clone();
     let sim = with_network(move |now, _, io| {
         w.lock().unwrap().attempts.push(now);
-        Ok(Box::pin(async move {
-            let mut b = FakeBroker::silent(io);
-            b.send(&testing::method_bytes(0, testing::server_start()));
-            b.expect_protocol_header().await;
-            let _start_ok = b.next_method().await;
-            let close = ConnectionClose {
-                reply_code: 530,
-                reply_text: ShortStr::from_static("NOT_ALLOWED - vhost nope not found"),
-                class_id: 0,
-                method_id: 0,
-            };
-            b.send(&testing::method_bytes(0, close));
-            while b.next_method().await.is_some() {}
-        }))
+        Ok(refusing(io, 530, "NOT_ALLOWED - vhost nope not found"))
     });
     let runtime: Arc<dyn Runtime> = sim.clone();
     let recovery = RecoveryOptions {

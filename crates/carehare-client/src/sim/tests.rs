@@ -355,6 +355,48 @@ enum Read {
     Stream,
 }
 
+/// Answers a consumer's channel open, QoS and `basic.consume` (with
+/// `tag`); returns its channel and the consume method.
+async fn accept_consumer(
+    broker: &mut super::FakeBroker,
+    tag: &ShortStr,
+) -> (carehare_core::types::ChannelId, BasicConsume) {
+    loop {
+        let (channel, method) = broker.next_method().await.unwrap();
+        let reply: Method = match method {
+            Method::ChannelOpen(_) => ChannelOpenOk::default().into(),
+            Method::BasicQos(_) => BasicQosOk {}.into(),
+            Method::BasicConsume(consume) => {
+                let ok = BasicConsumeOk {
+                    consumer_tag: tag.clone(),
+                };
+                broker.send(&testing::method_bytes(channel, ok));
+                return (channel, consume);
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        broker.send(&testing::method_bytes(channel, reply));
+    }
+}
+
+/// Hands every further method to `check`, and answers the channel and
+/// connection closes until the connection is closed.
+async fn answer_closes(broker: &mut super::FakeBroker, mut check: impl FnMut(&Method)) {
+    while let Some((channel, method)) = broker.next_method().await {
+        check(&method);
+        match method {
+            Method::ChannelClose(_) => {
+                broker.send(&testing::method_bytes(channel, ChannelCloseOk {}));
+            }
+            Method::ConnectionClose(_) => {
+                broker.send(&testing::method_bytes(0, ConnectionCloseOk {}));
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Has a fake broker deliver `n` messages (bodies "1", "2"...) in bursts
 /// of 1 to 4 at uneven times, while the consumer reads each with `reads`
 /// in turn, every read raced against a timer of 0.5 or 1 ms that cancels
@@ -370,24 +412,7 @@ fn consume_while_cancelled(
             let mut broker = super::FakeBroker::accept(server, tune(0));
             broker.expect_handshake().await;
             let tag = ShortStr::from_static("amq.ctag-1");
-            let channel = loop {
-                let (channel, method) = broker.next_method().await.unwrap();
-                let reply: Method = match method {
-                    Method::ChannelOpen(_) => ChannelOpenOk::default().into(),
-                    Method::BasicQos(_) => BasicQosOk {}.into(),
-                    Method::BasicConsume(_) => {
-                        broker.send(&testing::method_bytes(
-                            channel,
-                            BasicConsumeOk {
-                                consumer_tag: tag.clone(),
-                            },
-                        ));
-                        break channel;
-                    }
-                    other => panic!("unexpected {other:?}"),
-                };
-                broker.send(&testing::method_bytes(channel, reply));
-            };
+            let (channel, _) = accept_consumer(&mut broker, &tag).await;
             let mut sent = 0;
             let mut burst = 0u64;
             while sent < n {
@@ -413,18 +438,7 @@ fn consume_while_cancelled(
                 burst += 1;
             }
             // Takes the acks, then answers the closes.
-            while let Some((channel, method)) = broker.next_method().await {
-                match method {
-                    Method::ChannelClose(_) => {
-                        broker.send(&testing::method_bytes(channel, ChannelCloseOk {}));
-                    }
-                    Method::ConnectionClose(_) => {
-                        broker.send(&testing::method_bytes(0, ConnectionCloseOk {}));
-                        return;
-                    }
-                    _ => {}
-                }
-            }
+            answer_closes(&mut broker, |_| {}).await;
         })
     });
     if latest_first {
@@ -520,25 +534,8 @@ fn a_no_ack_consumer_pauses_reading_instead_of_buffering_without_bound() {
             let mut broker = super::FakeBroker::accept(server, tune(1));
             broker.expect_handshake().await;
             let tag = ShortStr::from_static("amq.ctag-1");
-            let channel = loop {
-                let (channel, method) = broker.next_method().await.unwrap();
-                let reply: Method = match method {
-                    Method::ChannelOpen(_) => ChannelOpenOk::default().into(),
-                    Method::BasicQos(_) => BasicQosOk {}.into(),
-                    Method::BasicConsume(consume) => {
-                        assert!(consume.no_ack, "the consume must ask for no-ack");
-                        broker.send(&testing::method_bytes(
-                            channel,
-                            BasicConsumeOk {
-                                consumer_tag: tag.clone(),
-                            },
-                        ));
-                        break channel;
-                    }
-                    other => panic!("unexpected {other:?}"),
-                };
-                broker.send(&testing::method_bytes(channel, reply));
-            };
+            let (channel, consume) = accept_consumer(&mut broker, &tag).await;
+            assert!(consume.no_ack, "the consume must ask for no-ack");
             // Everything at once, as RabbitMQ does for a no-ack consumer.
             for sent in 1..=N {
                 let deliver = BasicDeliver {
@@ -555,19 +552,13 @@ fn a_no_ack_consumer_pauses_reading_instead_of_buffering_without_bound() {
                 ));
             }
             // No ack may come.
-            while let Some((channel, method)) = broker.next_method().await {
-                match method {
-                    Method::BasicAck(_) => panic!("a no-ack consumer acked"),
-                    Method::ChannelClose(_) => {
-                        broker.send(&testing::method_bytes(channel, ChannelCloseOk {}));
-                    }
-                    Method::ConnectionClose(_) => {
-                        broker.send(&testing::method_bytes(0, ConnectionCloseOk {}));
-                        return;
-                    }
-                    _ => {}
-                }
-            }
+            answer_closes(&mut broker, |method| {
+                assert!(
+                    !matches!(method, Method::BasicAck(_)),
+                    "a no-ack consumer acked"
+                );
+            })
+            .await;
         })
     });
     let runtime: Arc<dyn Runtime> = sim.clone();
