@@ -599,19 +599,11 @@ fn retry_first_connect_gives_up_on_a_permanent_refusal_and_calls_get_it() {
         w.lock().unwrap().attempts.push(now);
         Ok(refusing(io, 530, "NOT_ALLOWED - vhost nope not found"))
     });
-    let runtime: Arc<dyn Runtime> = sim.clone();
     let recovery = RecoveryOptions {
         retry_first_connect: true,
         ..RecoveryOptions::default()
     };
-    let connection = sim
-        .block_on(RecoveringConnection::connect(
-            runtime,
-            options(),
-            recovery,
-            declare_setup,
-        ))
-        .unwrap();
+    let connection = connect(&sim, recovery);
     let events = connection.events();
     let publisher = connection.publisher(10);
     let (published, topology) = sim.block_on(async move {
@@ -637,20 +629,12 @@ fn first_connect_attempts_gives_up_the_first_connect_after_that_many() {
     let world = Arc::new(Mutex::new(World::default()));
     let down = Duration::ZERO..Duration::from_secs(3600);
     let sim = network(&world, down, |_| POLITE);
-    let runtime: Arc<dyn Runtime> = sim.clone();
     let recovery = RecoveryOptions {
         retry_first_connect: true,
         first_connect_attempts: Some(3),
         ..RecoveryOptions::default()
     };
-    let connection = sim
-        .block_on(RecoveringConnection::connect(
-            runtime,
-            options(),
-            recovery,
-            declare_setup,
-        ))
-        .unwrap();
+    let connection = connect(&sim, recovery);
     let events = connection.events();
     let result = sim.block_on(async move { connection.connection().await.map(drop) });
     assert!(

@@ -379,6 +379,28 @@ async fn accept_consumer(
     }
 }
 
+/// Delivers message `tag_n` (its body is the number) to the consumer
+/// `tag` on `channel`.
+fn deliver(
+    broker: &mut super::FakeBroker,
+    channel: carehare_core::types::ChannelId,
+    tag: &ShortStr,
+    tag_n: u64,
+) {
+    let deliver = BasicDeliver {
+        consumer_tag: tag.clone(),
+        delivery_tag: tag_n,
+        ..Default::default()
+    };
+    broker.send(&testing::content_bytes(
+        channel,
+        deliver,
+        &BasicProperties::default(),
+        tag_n.to_string().as_bytes(),
+        131_072,
+    ));
+}
+
 /// Hands every further method to `check`, and answers the channel and
 /// connection closes until the connection is closed.
 async fn answer_closes(broker: &mut super::FakeBroker, mut check: impl FnMut(&Method)) {
@@ -422,18 +444,7 @@ fn consume_while_cancelled(
                 clock.sleep_until(clock.now() + gap).await;
                 for _ in 0..(burst % 4 + 1).min(n - sent) {
                     sent += 1;
-                    let deliver = BasicDeliver {
-                        consumer_tag: tag.clone(),
-                        delivery_tag: sent,
-                        ..Default::default()
-                    };
-                    broker.send(&testing::content_bytes(
-                        channel,
-                        deliver,
-                        &BasicProperties::default(),
-                        sent.to_string().as_bytes(),
-                        131_072,
-                    ));
+                    deliver(&mut broker, channel, &tag, sent);
                 }
                 burst += 1;
             }
@@ -538,18 +549,7 @@ fn a_no_ack_consumer_pauses_reading_instead_of_buffering_without_bound() {
             assert!(consume.no_ack, "the consume must ask for no-ack");
             // Everything at once, as RabbitMQ does for a no-ack consumer.
             for sent in 1..=N {
-                let deliver = BasicDeliver {
-                    consumer_tag: tag.clone(),
-                    delivery_tag: sent,
-                    ..Default::default()
-                };
-                broker.send(&testing::content_bytes(
-                    channel,
-                    deliver,
-                    &BasicProperties::default(),
-                    sent.to_string().as_bytes(),
-                    131_072,
-                ));
+                deliver(&mut broker, channel, &tag, sent);
             }
             // No ack may come.
             answer_closes(&mut broker, |method| {
