@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, select};
-use tracing::debug;
+use tracing::{Instrument, debug};
 
 use crate::address::{Address, attempt_limit};
 use crate::driver::Driver;
@@ -16,6 +17,9 @@ use crate::options::ConnectOptions;
 use crate::runtime::{Runtime, Stream};
 use crate::state::Shared;
 use crate::tls;
+
+/// Numbers the connections of this process, for their log spans.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Connects with the given runtime. Adapter crates wrap this as their
 /// `connect`; it is public so any runtime can be plugged in.
@@ -241,8 +245,17 @@ async fn connect_one(
     // timeout is this attempt's deadline, never an earlier one: the caller
     // reports it as `ConnectTimeout`.
     amqp.handshake_timeout = deadline.saturating_duration_since(runtime.now());
+    // One span per connection: everything its driver (and the core under
+    // it) logs carries the connection's id, name and address.
+    let span = tracing::info_span!(
+        "amqp_connection",
+        id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+        name = amqp.connection_name.as_deref().unwrap_or(""),
+        address = %label,
+    );
     let (shared, connected) = Shared::new(carehare_core::Connection::new(amqp, runtime.now()));
-    runtime.spawn(Box::pin(Driver::new(io, shared.clone(), runtime.clone())));
+    let driver = Driver::new(io, shared.clone(), runtime.clone());
+    runtime.spawn(Box::pin(driver.instrument(span)));
     match connected.await {
         Ok(Ok(tuning)) => Ok(Connection::new(shared, tuning, runtime, address, target)),
         Ok(Err(e)) => Err(Error::ConnectionClosed(e)),

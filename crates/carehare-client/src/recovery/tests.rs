@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use carehare_core::method::*;
 use carehare_core::testing;
-use carehare_core::types::ShortStr;
 use futures_util::{FutureExt, StreamExt};
 
 use super::*;
 use crate::error::ConnectionError;
 use crate::handles::consumer::ConsumerOptions;
-use crate::sim::{Behaviour, FakeBroker, POLITE, SimRuntime, World, serve, with_network};
+use crate::sim::{Behaviour, FakeBroker, POLITE, SimRuntime, World, refusing, serve, with_network};
 
 fn options() -> ConnectOptions {
     let mut options = ConnectOptions {
@@ -59,26 +58,6 @@ fn network(
             plan(n),
             world.clone(),
         )))
-    })
-}
-
-/// A broker that refuses the login: `connection.close` with `code` right
-/// after `start-ok`, as RabbitMQ does for bad credentials (403) or a
-/// missing vhost (530).
-fn refusing(io: crate::sim::End, code: u16, text: &'static str) -> BoxFuture<'static, ()> {
-    Box::pin(async move {
-        let mut b = FakeBroker::silent(io);
-        b.send(&testing::method_bytes(0, testing::server_start()));
-        b.expect_protocol_header().await;
-        let _start_ok = b.next_method().await;
-        let close = ConnectionClose {
-            reply_code: code,
-            reply_text: ShortStr::from_static(text),
-            class_id: 0,
-            method_id: 0,
-        };
-        b.send(&testing::method_bytes(0, close));
-        while b.next_method().await.is_some() {}
     })
 }
 

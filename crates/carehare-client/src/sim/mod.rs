@@ -447,6 +447,26 @@ where
 
 // ---- A scripted broker for tests that need the whole conversation ----
 
+/// A broker that refuses the login: `connection.close` with `code` right
+/// after `start-ok`, as RabbitMQ does for bad credentials (403) or a
+/// missing vhost (530).
+pub(crate) fn refusing(io: End, code: u16, text: &'static str) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let mut b = FakeBroker::silent(io);
+        b.send(&testing::method_bytes(0, testing::server_start()));
+        b.expect_protocol_header().await;
+        let _start_ok = b.next_method().await;
+        let close = ConnectionClose {
+            reply_code: code,
+            reply_text: ShortStr::from_static(text),
+            class_id: 0,
+            method_id: 0,
+        };
+        b.send(&testing::method_bytes(0, close));
+        while b.next_method().await.is_some() {}
+    })
+}
+
 /// What every fake broker saw, by connection.
 #[derive(Default)]
 pub(crate) struct World {

@@ -605,3 +605,80 @@ fn a_no_ack_consumer_pauses_reading_instead_of_buffering_without_bound() {
         "no heartbeat timeout while paused: {closed:?}"
     );
 }
+
+/// What a test's subscriber logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything logged at every level while a connection with a password
+/// connects, works and closes, and while another is refused (403), runs in
+/// a span naming the connection; and neither the password nor the URL
+/// with its credentials reaches a log line, an error or a `Debug` output.
+#[test]
+fn logs_name_the_connection_and_never_show_a_password() {
+    const PASSWORD: &str = "s3cr3t-Pa55";
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let world = Arc::new(Mutex::new(super::World::default()));
+    let sim = super::with_network(move |_, n, io| {
+        Ok(if n == 0 {
+            Box::pin(serve(
+                super::FakeBroker::accept(io, tune(0)),
+                0,
+                POLITE,
+                world.clone(),
+            ))
+        } else {
+            super::refusing(io, 403, "ACCESS_REFUSED - Login was refused")
+        })
+    });
+    let url = format!("amqp://alice:{PASSWORD}@127.0.0.1/vh?name=billing&heartbeat=0");
+    let options = ConnectOptions::from_url(&url).unwrap();
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    let seen = {
+        let options = options.clone();
+        sim.block_on(async move {
+            let connection = connect_with_runtime(runtime.clone(), options.clone())
+                .await
+                .unwrap();
+            connection
+                .queue_declare("q", Default::default())
+                .await
+                .unwrap();
+            let shown = format!("{connection:?}");
+            connection.close().await.unwrap();
+            let refused = connect_with_runtime(runtime, options).await.unwrap_err();
+            assert_eq!(refused.reply_code(), Some(403), "{refused}");
+            [shown, format!("{refused:?}"), refused.to_string()]
+        })
+    };
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("amqp_connection{id="), "{logs}");
+    assert!(logs.contains("name=\"billing\""), "{logs}");
+    assert!(logs.contains("address=127.0.0.1:5672"), "{logs}");
+    assert!(
+        logs.contains("ACCESS_REFUSED"),
+        "the refusal is logged: {logs}"
+    );
+    for text in seen.iter().chain([&format!("{options:?}"), &logs]) {
+        assert!(!text.contains(PASSWORD), "a password in: {text}");
+        assert!(!text.contains("alice:"), "credentials in: {text}");
+    }
+}
