@@ -20,6 +20,7 @@ use carehare_core::types::ShortStr;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Message {
     /// The body. A body that arrived in one frame is a zero-copy slice of
@@ -93,4 +94,49 @@ pub struct Returned {
     pub properties: BasicProperties,
     /// Its body.
     pub body: Bytes,
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod serde_tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+    use super::*;
+    use carehare_core::types::{AMQPValue, FieldTable};
+
+    /// With the `serde` feature a message (body, envelope, every kind of
+    /// property and typed headers) round-trips through JSON, and a
+    /// `shortstr` over 255 bytes is refused on the way in.
+    #[test]
+    fn a_message_round_trips_through_json() {
+        let mut headers = FieldTable::default();
+        headers.insert("attempt".into(), AMQPValue::LongInt(3));
+        headers.insert("tenant".into(), AMQPValue::LongString("acme".into()));
+        let properties = BasicProperties::builder()
+            .content_type("application/json")
+            .persistent()
+            .priority(4)
+            .timestamp(1_700_000_000)
+            .correlation_id("c-1")
+            .build()
+            .unwrap();
+        let message = Message {
+            body: Bytes::from_static(b"{\"x\":1}\x00\xff"),
+            delivery_tag: 7,
+            redelivered: true,
+            exchange: ShortStr::from_static("orders"),
+            routing_key: ShortStr::from_static("new"),
+            consumer_tag: ShortStr::from_static("amq.ctag-1"),
+            properties: BasicProperties {
+                headers: Some(headers),
+                ..properties
+            },
+        };
+        let json = serde_json::to_string(&message).unwrap();
+        assert!(json.contains("\"exchange\":\"orders\""), "{json}");
+        let back: Message = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, message);
+        let long = json.replace("\"orders\"", &format!("\"{}\"", "o".repeat(256)));
+        let refused = serde_json::from_str::<Message>(&long).unwrap_err();
+        assert!(refused.to_string().contains("255"), "{refused}");
+    }
 }

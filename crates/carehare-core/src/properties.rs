@@ -13,7 +13,9 @@ use crate::wire::{Dec, Enc};
 pub const BASIC_CLASS_ID: u16 = 60;
 
 /// The 14 properties of a `basic` message. `None` means "not sent".
+/// With the `serde` feature it is `Serialize` and `Deserialize`.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BasicProperties {
     /// MIME type, e.g. `application/json`.
     pub content_type: Option<ShortStr>,

@@ -100,6 +100,23 @@ impl PartialEq<&str> for ShortStr {
     }
 }
 
+/// A `shortstr` serializes as a string, and deserializes only from one
+/// that fits (255 bytes at most).
+#[cfg(feature = "serde")]
+impl serde::Serialize for ShortStr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for ShortStr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(deserializer)?;
+        ShortStr::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl TryFrom<&str> for ShortStr {
     type Error = ShortStrTooLong;
     fn try_from(s: &str) -> Result<Self, Self::Error> {
