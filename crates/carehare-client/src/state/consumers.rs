@@ -17,6 +17,7 @@
 //!   connection's reading: `input_paused` says so before each read, so it
 //!   overshoots by at most one read's deliveries, which `limit` allows for;
 //!   `resumed` is set when a taken message brings it back under;
+//! - `paced` is the number of mailboxes in `boxes` with a `pause_at`;
 //! - `end` is set once; the first reason wins.
 
 use std::collections::VecDeque;
@@ -64,6 +65,9 @@ pub(crate) struct Consumers {
     next: Token,
     /// A paused mailbox went back under its `pause_at`: reading may resume.
     resumed: bool,
+    /// How many mailboxes have a `pause_at`: with none, reading never
+    /// pauses, and `input_paused` looks at no mailbox.
+    paced: usize,
 }
 
 impl Consumers {
@@ -80,6 +84,9 @@ impl Consumers {
         self.next += 1;
         let token = self.next;
         self.by_channel.insert(channel, token);
+        if pause_at.is_some() {
+            self.paced += 1;
+        }
         let mailbox = Mailbox {
             limit,
             pause_at,
@@ -151,9 +158,10 @@ impl Consumers {
     /// Whether reading must pause: a no-ack consumer's mailbox is full.
     /// Its `end` does not count: an ended mailbox takes no deliveries.
     pub(crate) fn input_paused(&self) -> bool {
-        self.boxes.values().any(|(_, m)| {
-            m.end.is_none() && m.pause_at.is_some_and(|p| m.messages.len() >= p as usize)
-        })
+        self.paced > 0
+            && self.boxes.values().any(|(_, m)| {
+                m.end.is_none() && m.pause_at.is_some_and(|p| m.messages.len() >= p as usize)
+            })
     }
 
     /// Whether a paused mailbox went back under its mark since the last
@@ -190,6 +198,9 @@ impl Consumers {
     pub(crate) fn remove(&mut self, token: Token) -> Option<ChannelId> {
         let live = self.is_live(token);
         let (channel, mut mailbox) = self.boxes.remove(&token)?;
+        if mailbox.pause_at.is_some() {
+            self.paced -= 1;
+        }
         if self.by_channel.get(&channel) == Some(&token) {
             self.by_channel.remove(&channel);
         }
