@@ -43,100 +43,63 @@ pub(crate) struct ListArgs {
     pub json: bool,
 }
 
-/// A table column: its header, and how to read it from an object.
+/// A table column: its header, and where its value is in an object (a
+/// JSON pointer). A missing or null value shows as `-`.
 struct Column {
     header: &'static str,
-    read: fn(&Value) -> String,
+    at: &'static str,
+    /// Shown for an empty string, if not empty itself.
+    if_empty: &'static str,
 }
 
-fn field(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        None | Some(Value::Null) => "-".into(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
+const fn col(header: &'static str, at: &'static str) -> Column {
+    Column {
+        header,
+        at,
+        if_empty: "",
+    }
+}
+
+impl Column {
+    fn read(&self, v: &Value) -> String {
+        match v.pointer(self.at) {
+            None | Some(Value::Null) => "-".into(),
+            Some(Value::String(s)) if s.is_empty() && !self.if_empty.is_empty() => {
+                self.if_empty.into()
+            }
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        }
     }
 }
 
 const QUEUES: &[Column] = &[
-    Column {
-        header: "name",
-        read: |v| field(v, "name"),
-    },
-    Column {
-        header: "type",
-        read: |v| field(v, "type"),
-    },
-    Column {
-        header: "messages",
-        read: |v| field(v, "messages"),
-    },
-    Column {
-        header: "ready",
-        read: |v| field(v, "messages_ready"),
-    },
-    Column {
-        header: "unacked",
-        read: |v| field(v, "messages_unacknowledged"),
-    },
-    Column {
-        header: "consumers",
-        read: |v| field(v, "consumers"),
-    },
+    col("name", "/name"),
+    col("type", "/type"),
+    col("messages", "/messages"),
+    col("ready", "/messages_ready"),
+    col("unacked", "/messages_unacknowledged"),
+    col("consumers", "/consumers"),
 ];
 
 const EXCHANGES: &[Column] = &[
+    // As the management UI shows the default exchange.
     Column {
-        header: "name",
-        // As the management UI shows it.
-        read: |v| match v.get("name").and_then(Value::as_str) {
-            Some("") => "(AMQP default)".into(),
-            _ => field(v, "name"),
-        },
+        if_empty: "(AMQP default)",
+        ..col("name", "/name")
     },
-    Column {
-        header: "type",
-        read: |v| field(v, "type"),
-    },
-    Column {
-        header: "durable",
-        read: |v| field(v, "durable"),
-    },
-    Column {
-        header: "auto_delete",
-        read: |v| field(v, "auto_delete"),
-    },
-    Column {
-        header: "internal",
-        read: |v| field(v, "internal"),
-    },
+    col("type", "/type"),
+    col("durable", "/durable"),
+    col("auto_delete", "/auto_delete"),
+    col("internal", "/internal"),
 ];
 
 const CONNECTIONS: &[Column] = &[
-    Column {
-        header: "name",
-        read: |v| field(v, "name"),
-    },
-    Column {
-        header: "client name",
-        read: |v| {
-            v.pointer("/client_properties/connection_name")
-                .and_then(Value::as_str)
-                .unwrap_or("-")
-                .to_owned()
-        },
-    },
-    Column {
-        header: "user",
-        read: |v| field(v, "user"),
-    },
-    Column {
-        header: "state",
-        read: |v| field(v, "state"),
-    },
-    Column {
-        header: "channels",
-        read: |v| field(v, "channels"),
-    },
+    col("name", "/name"),
+    col("client name", "/client_properties/connection_name"),
+    col("user", "/user"),
+    col("state", "/state"),
+    col("channels", "/channels"),
 ];
 
 /// Runs `list` (blocking: one HTTP request).
@@ -155,7 +118,7 @@ pub(crate) fn run(conn: &ConnArgs, args: &ListArgs) -> Result<(), CliError> {
             .as_array()
             .map(|a| {
                 a.iter()
-                    .map(|item| columns.iter().map(|c| (c.read)(item)).collect())
+                    .map(|item| columns.iter().map(|c| c.read(item)).collect())
                     .collect()
             })
             .unwrap_or_default();
@@ -228,7 +191,7 @@ mod tests {
         ];
         let rows: Vec<Vec<String>> = items
             .iter()
-            .map(|i| QUEUES.iter().map(|c| (c.read)(i)).collect())
+            .map(|i| QUEUES.iter().map(|c| c.read(i)).collect())
             .collect();
         assert_eq!(
             table(QUEUES, &rows),
@@ -239,6 +202,6 @@ q       quorum          -      -        -          -
 "
         );
         let default = json!({"name": "", "type": "direct", "durable": true});
-        assert_eq!((EXCHANGES[0].read)(&default), "(AMQP default)");
+        assert_eq!(EXCHANGES[0].read(&default), "(AMQP default)");
     }
 }
