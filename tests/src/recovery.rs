@@ -698,6 +698,38 @@ fn suite() -> String {
     }
 }
 
+/// Connects with recovery on `opts` (setup declares a server-named queue)
+/// and checks one message there and back: the connection, its events
+/// from then on, a consumer of the queue, a publisher (window 10) and the
+/// queue's name.
+async fn round_trip_first(
+    rt: &Arc<dyn Runtime>,
+    opts: ConnectOptions,
+) -> (
+    RecoveringConnection<String>,
+    RecoveryEvents,
+    RecoveringConsumer<String>,
+    RecoveringPublisher<String>,
+    String,
+) {
+    let connecting =
+        RecoveringConnection::connect(rt.clone(), opts, recovery_options(STEP), server_named_queue);
+    let rc = bounded(rt, "connect", STEP, connecting).await.unwrap();
+    let events = rc.events();
+    let consumer = rc.consumer(|queue: &String| queue.clone(), ConsumerOptions::default());
+    let publisher = rc.publisher(10);
+    let queue = rc.topology().await.unwrap();
+    let confirmation = publisher.publish("before", "", &queue).await.unwrap();
+    bounded(rt, "a confirmation", STEP, confirmation)
+        .await
+        .unwrap();
+    let before = bounded(rt, "a message", STEP, consumer.next())
+        .await
+        .unwrap();
+    assert!(consumer.ack(before.tag));
+    (rc, events, consumer, publisher, queue)
+}
+
 /// A `setup` that declares a server-named exclusive queue and hands its
 /// name on.
 fn server_named_queue(c: Connection) -> BoxFuture<'static, Result<String, Error>> {
@@ -1054,21 +1086,7 @@ pub async fn a_password_changed_while_connected_gives_up_with_403(rt: Arc<dyn Ru
     opts.port = proxy.port();
     opts.amqp.auth = Auth::plain(&name, "first-pw");
     opts.amqp.connection_name = Some(name.clone());
-    let connecting =
-        RecoveringConnection::connect(rt.clone(), opts, recovery_options(STEP), server_named_queue);
-    let rc = bounded(&rt, "connect", STEP, connecting).await.unwrap();
-    let mut events = rc.events();
-    let consumer = rc.consumer(|queue: &String| queue.clone(), ConsumerOptions::default());
-    let publisher = rc.publisher(10);
-    let queue = rc.topology().await.unwrap();
-    let confirmation = publisher.publish("before", "", &queue).await.unwrap();
-    bounded(&rt, "a confirmation", STEP, confirmation)
-        .await
-        .unwrap();
-    let before = bounded(&rt, "a message", STEP, consumer.next())
-        .await
-        .unwrap();
-    assert!(consumer.ack(before.tag));
+    let (rc, mut events, consumer, publisher, queue) = round_trip_first(&rt, opts).await;
 
     let changing = {
         let name = name.clone();
@@ -1137,21 +1155,7 @@ pub async fn close_during_an_outage_answers_every_waiter_at_once(rt: Arc<dyn Run
     let mut opts = options();
     opts.port = proxy.port();
     opts.connection_timeout = Duration::from_secs(2);
-    let connecting =
-        RecoveringConnection::connect(rt.clone(), opts, recovery_options(STEP), server_named_queue);
-    let rc = bounded(&rt, "connect", STEP, connecting).await.unwrap();
-    let mut events = rc.events();
-    let consumer = rc.consumer(|queue: &String| queue.clone(), ConsumerOptions::default());
-    let publisher = rc.publisher(10);
-    let queue = rc.topology().await.unwrap();
-    let confirmation = publisher.publish("before", "", &queue).await.unwrap();
-    bounded(&rt, "a confirmation", STEP, confirmation)
-        .await
-        .unwrap();
-    let before = bounded(&rt, "a message", STEP, consumer.next())
-        .await
-        .unwrap();
-    assert!(consumer.ack(before.tag));
+    let (rc, mut events, consumer, publisher, queue) = round_trip_first(&rt, opts).await;
 
     proxy.set_mode(Mode::BlackHole);
     proxy.cut();

@@ -141,23 +141,17 @@ fn perf_duration_run_on_a_quorum_queue_prints_the_table() {
     );
 }
 
-/// `perf` runs on recovering connections: RabbitMQ closing both of them
-/// mid-run costs no confirmed message, and the run still ends well.
-#[test]
-fn perf_carries_on_when_rabbitmq_closes_its_connections() {
-    let name = unique("perf-recovers");
+/// Starts `perf` with `extra` flags on two connections named `name`,
+/// publishing 8,000 messages at 1,000 msg/s, and waits until RabbitMQ
+/// lists both connections (within 30 s of the start); returns the run,
+/// their pids, and that deadline, for what the test waits for next.
+fn two_connection_run(name: &str, extra: &[&str]) -> (std::process::Child, Vec<String>, Instant) {
     let child = Command::new(env!("CARGO_BIN_EXE_carehare"))
         .arg("--url")
         .arg(format!("{URL}?name={name}"))
-        .args([
-            "perf",
-            "--connections",
-            "2",
-            "--count",
-            "8000",
-            "--rate",
-            "1000",
-        ])
+        .arg("perf")
+        .args(extra)
+        .args(["--connections", "2", "--count", "8000", "--rate", "1000"])
         .args(["--json", "--quiet"])
         .env_remove("AMQP_URL")
         .stdout(Stdio::piped())
@@ -166,13 +160,22 @@ fn perf_carries_on_when_rabbitmq_closes_its_connections() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let pids = loop {
-        let pids = connection_pids(&name);
+        let pids = connection_pids(name);
         if pids.len() == 2 {
             break pids;
         }
         assert!(Instant::now() < deadline, "perf's connections: {pids:?}");
         std::thread::sleep(Duration::from_millis(100));
     };
+    (child, pids, deadline)
+}
+
+/// `perf` runs on recovering connections: RabbitMQ closing both of them
+/// mid-run costs no confirmed message, and the run still ends well.
+#[test]
+fn perf_carries_on_when_rabbitmq_closes_its_connections() {
+    let name = unique("perf-recovers");
+    let (child, pids, _) = two_connection_run(&name, &[]);
     // Mid-publish: 8,000 messages at 1,000 msg/s take 8 s, and each
     // rabbitmqctl call about one.
     for pid in &pids {
@@ -206,35 +209,7 @@ fn perf_carries_on_when_rabbitmq_closes_its_connections() {
 #[test]
 fn perf_without_confirms_carries_on_when_rabbitmq_closes_its_connections() {
     let name = unique("perf-unconfirmed-recovers");
-    let child = Command::new(env!("CARGO_BIN_EXE_carehare"))
-        .arg("--url")
-        .arg(format!("{URL}?name={name}"))
-        .args([
-            "perf",
-            "-c",
-            "0",
-            "--connections",
-            "2",
-            "--count",
-            "8000",
-            "--rate",
-            "1000",
-        ])
-        .args(["--json", "--quiet"])
-        .env_remove("AMQP_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let pids = loop {
-        let pids = connection_pids(&name);
-        if pids.len() == 2 {
-            break pids;
-        }
-        assert!(Instant::now() < deadline, "perf's connections: {pids:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (child, pids, deadline) = two_connection_run(&name, &["-c", "0"]);
     // While it publishes, no channel of its connections is in confirm
     // mode: the publishing one counts publishes, and confirms none.
     let mut publishing = false;

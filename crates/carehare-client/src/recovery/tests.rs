@@ -61,6 +61,28 @@ fn network(
     })
 }
 
+/// A network whose first connection behaves as `first` and whose later
+/// ones run `later`; every attempt is recorded.
+fn first_then(
+    world: &Arc<Mutex<World>>,
+    first: Behaviour,
+    later: impl Fn(crate::sim::End) -> BoxFuture<'static, ()> + Send + Sync + 'static,
+) -> Arc<SimRuntime> {
+    let world = world.clone();
+    with_network(move |now, n, io| {
+        world.lock().unwrap().attempts.push(now);
+        if n == 0 {
+            return Ok(Box::pin(serve(
+                FakeBroker::accept(io, tune()),
+                0,
+                first,
+                world.clone(),
+            )));
+        }
+        Ok(later(io))
+    })
+}
+
 /// Declares a server-named queue and hands its name on.
 fn declare_setup(c: Connection) -> BoxFuture<'static, Result<String, Error>> {
     Box::pin(async move {
@@ -249,19 +271,9 @@ fn a_permanent_refusal_gives_up_at_once() {
         ack: 0,
         ..POLITE
     };
-    let w = world.clone();
-    let sim = with_network(move |now, n, io| {
-        w.lock().unwrap().attempts.push(now);
-        if n == 0 {
-            return Ok(Box::pin(serve(
-                FakeBroker::accept(io, tune()),
-                0,
-                first,
-                w.clone(),
-            )));
-        }
-        // The password changed meanwhile: 403 during the handshake.
-        Ok(refusing(io, 403, "ACCESS_REFUSED - Login was refused"))
+    // The password changed meanwhile: 403 during the handshake.
+    let sim = first_then(&world, first, |io| {
+        refusing(io, 403, "ACCESS_REFUSED - Login was refused")
     });
     let connection = connect(&sim, RecoveryOptions::default());
     let mut events = connection.events();
@@ -377,23 +389,13 @@ fn close_during_a_hanging_reconnect_ends_recovery_without_another_event() {
         ack: 0,
         ..POLITE
     };
-    let w = world.clone();
-    let sim = with_network(move |now, n, io| {
-        w.lock().unwrap().attempts.push(now);
-        if n == 0 {
-            return Ok(Box::pin(serve(
-                FakeBroker::accept(io, tune()),
-                0,
-                first,
-                w.clone(),
-            )));
-        }
-        // Accepts, then never answers: the attempt waits for its timeout.
-        Ok(Box::pin(async move {
+    // Accepts, then never answers: the attempt waits for its timeout.
+    let sim = first_then(&world, first, |io| {
+        Box::pin(async move {
             let mut b = FakeBroker::silent(io);
             b.expect_protocol_header().await;
             while b.next_method().await.is_some() {}
-        }))
+        })
     });
     let mut opts = options();
     opts.connection_timeout = Duration::from_secs(5);
