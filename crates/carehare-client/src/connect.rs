@@ -57,7 +57,7 @@ pub(crate) async fn connect_observed(
     let deadline = runtime.now() + options.connection_timeout;
     // TLS settings are checked before any network traffic.
     let tls_settings = match &options.tls {
-        Some(t) => Some((tls::client_config(t)?, t)),
+        Some(t) => Some((tls::Connector::new(t)?, t)),
         None => None,
     };
     let mut addresses = options.addresses();
@@ -79,7 +79,7 @@ pub(crate) async fn connect_observed(
         trying(&address);
         // The certificate is checked against this address's host name.
         let tls = match &tls_settings {
-            Some((config, t)) => Some((config.clone(), tls::server_name(t, &address.host)?)),
+            Some((connector, t)) => Some((connector.clone(), tls::server_name(t, &address.host)?)),
             None => None,
         };
         let mut targets = match resolve(
@@ -207,10 +207,7 @@ fn all_failed(mut attempts: Vec<(Address, Error)>) -> Error {
 async fn connect_one(
     runtime: Arc<dyn Runtime>,
     options: &ConnectOptions,
-    tls: Option<(
-        Arc<rustls::ClientConfig>,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    tls: Option<(tls::Connector, rustls_pki_types::ServerName<'static>)>,
     address: Address,
     target: SocketAddr,
     label: String,
@@ -223,21 +220,17 @@ async fn connect_one(
     let tcp = runtime.connect_tcp(target).await.map_err(connect_error)?;
     let io: Box<dyn Stream> = match tls {
         None => tcp,
-        Some((config, name)) => {
+        Some((connector, name)) => {
             let server_name = name.to_str().into_owned();
-            let stream = futures_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| match tls::certificate_problem(e) {
-                    Ok((problem, source)) => Error::TlsVerification {
-                        address: label.clone(),
-                        server_name,
-                        problem,
-                        source,
-                    },
-                    Err(e) => connect_error(e),
-                })?;
-            Box::new(stream)
+            connector.handshake(name, tcp).await.map_err(|e| match e {
+                tls::HandshakeError::Certificate { problem, source } => Error::TlsVerification {
+                    address: label.clone(),
+                    server_name,
+                    problem,
+                    source,
+                },
+                tls::HandshakeError::Io(e) => connect_error(e),
+            })?
         }
     };
     let mut amqp = options.amqp.clone();
@@ -562,6 +555,22 @@ mod tests {
             tls.ca_file = Some("/nonexistent/ca.pem".into());
         }
         assert!(matches!(run(&net, opts), Error::Tls(_)));
+        assert!(net.connects().is_empty());
+    }
+
+    /// Without TLS compiled in, `amqps://` is refused before any connect,
+    /// with an error that names the feature.
+    #[cfg(not(feature = "rustls"))]
+    #[test]
+    fn amqps_without_tls_compiled_in_names_the_feature() {
+        let net = Arc::new(FakeNet::new());
+        let opts = options(&["amqps://10.0.0.1"]);
+        let err = run(&net, opts);
+        assert!(
+            matches!(err, Error::Tls(crate::TlsError::NotCompiledIn)),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("`rustls` feature"), "{err}");
         assert!(net.connects().is_empty());
     }
 }

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use carehare_core::ConnectionConfig;
@@ -133,8 +132,9 @@ impl Default for ConnectOptions {
 #[derive(Clone, Default)]
 pub struct TlsOptions {
     /// A complete rustls config. When set, `ca_file` and `client_cert` are
-    /// ignored.
-    pub config: Option<Arc<rustls::ClientConfig>>,
+    /// ignored. Only with the `rustls` feature (on by default).
+    #[cfg(feature = "rustls")]
+    pub config: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// PEM file of CA certificates to trust instead of the platform's
     /// root store.
     pub ca_file: Option<PathBuf>,
@@ -148,12 +148,13 @@ pub struct TlsOptions {
 
 impl fmt::Debug for TlsOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsOptions")
-            .field(
-                "config",
-                &self.config.as_ref().map(|_| "<rustls::ClientConfig>"),
-            )
-            .field("ca_file", &self.ca_file)
+        let mut d = f.debug_struct("TlsOptions");
+        #[cfg(feature = "rustls")]
+        d.field(
+            "config",
+            &self.config.as_ref().map(|_| "<rustls::ClientConfig>"),
+        );
+        d.field("ca_file", &self.ca_file)
             .field("client_cert", &self.client_cert)
             .field("server_name", &self.server_name)
             .finish()

@@ -167,7 +167,7 @@ fn server_name(params: &mut Params, value: &str) -> Result<(), String> {
             "disabling SNI is not supported; the server certificate is always verified".into(),
         );
     }
-    if rustls::pki_types::ServerName::try_from(value).is_err() {
+    if rustls_pki_types::ServerName::try_from(value).is_err() {
         return Err("not a valid DNS name or IP address".into());
     }
     params.server_name = Some(value.to_owned());

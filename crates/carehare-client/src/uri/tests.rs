@@ -92,7 +92,9 @@ fn schemes_and_ports() {
     let opts = parse("amqps://host");
     assert_eq!(opts.port, 5671);
     let tls = opts.tls.unwrap();
-    assert!(tls.config.is_none() && tls.ca_file.is_none());
+    #[cfg(feature = "rustls")]
+    assert!(tls.config.is_none());
+    assert!(tls.ca_file.is_none());
     assert!(tls.client_cert.is_none() && tls.server_name.is_none());
     assert_eq!(parse("amqps://host:5999").port, 5999);
     assert_eq!(parse("AMQPS://host").port, 5671);

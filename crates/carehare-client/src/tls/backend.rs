@@ -1,135 +1,55 @@
-//! Turning [`TlsOptions`] into a rustls client configuration (ring
-//! provider, TLS 1.2 and 1.3, server certificate and host name always
-//! verified).
+//! TLS through rustls: the client configuration built from
+//! [`TlsOptions`] (TLS 1.2 and 1.3, server certificate and host name always
+//! verified) and the handshake.
+//!
+//! Which crypto provider and which default roots are used depends on the
+//! cargo features: see [`provider`] and [`default_roots`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
 use carehare_core::error::Cause;
 
+use super::error::{CertificateProblem, HandshakeError, TlsError};
 use crate::options::TlsOptions;
+use crate::runtime::Stream;
 
-/// Why the TLS configuration could not be built. Reported by `connect`
-/// before any network traffic.
-///
-/// ```no_run
-/// # async fn f(runtime: std::sync::Arc<dyn carehare_client::Runtime>) {
-/// use carehare_client::{ConnectOptions, Error};
-/// let options = ConnectOptions::from_url("amqps://localhost/?cacertfile=/no/such/ca.pem").unwrap();
-/// match carehare_client::connect_with_runtime(runtime, options).await {
-///     Err(Error::Tls(e)) => eprintln!("{e}"), // names /no/such/ca.pem
-///     _ => {}
-/// }
-/// # }
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    /// A certificate or key file could not be read.
-    #[error("TLS: cannot read {what} file {path}: {source}", path = .path.display())]
-    ReadFile {
-        /// What the file should hold ("CA certificate", "client certificate",
-        /// "client key").
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The I/O error (e.g. of kind `NotFound`).
-        source: Cause<std::io::Error>,
-    },
-    /// A file is not valid PEM.
-    #[error("TLS: invalid PEM in {what} file {path}: {source}", path = .path.display())]
-    InvalidPem {
-        /// What the file should hold.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The PEM parser's error.
-        source: Cause<dyn std::error::Error + Send + Sync>,
-    },
-    /// A certificate file holds no `CERTIFICATE` section.
-    #[error("TLS: no certificates in {what} file {path}", path = .path.display())]
-    NoCertificates {
-        /// What the file should hold.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-    },
-    /// A key file holds no private key (PKCS#8, PKCS#1 or SEC1 PEM).
-    #[error("TLS: no private key in client key file {path}", path = .path.display())]
-    NoPrivateKey {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The host (or `server_name`) is neither a DNS name nor an IP address.
-    #[error("TLS: invalid server name \"{0}\": expected a DNS name or an IP address")]
-    InvalidServerName(String),
-    /// rustls rejected the configuration (an unusable client certificate
-    /// or key, a key that does not match its certificate, ...). The cause
-    /// is rustls's error.
-    #[error("TLS: {0}")]
-    Rustls(#[source] Cause<dyn std::error::Error + Send + Sync>),
-    /// A certificate in the CA file cannot be used as a trust anchor.
-    #[error("TLS: unusable CA certificate in {path}: {source}", path = .path.display())]
-    UnusableCaCertificate {
-        /// The CA file.
-        path: PathBuf,
-        /// rustls's error.
-        source: Cause<dyn std::error::Error + Send + Sync>,
-    },
-    /// No CA file was given and the platform's certificate store yielded no
-    /// usable root certificate.
-    #[error(
-        "TLS: no usable root certificates in the platform's certificate store{0}; \
-         give a CA file (TlsOptions::ca_file, or cacertfile= in the URL)"
-    )]
-    NoNativeRoots(String),
+/// A TLS client, built once per connect (before any traffic) and used for
+/// each address tried.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    config: Arc<ClientConfig>,
 }
 
-/// Why a server certificate did not verify: see
-/// [`Error::TlsVerification`](crate::Error::TlsVerification).
-///
-/// ```
-/// use carehare_client::CertificateProblem;
-/// assert_eq!(CertificateProblem::UnknownIssuer.to_string(), "it was not issued by a trusted CA");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CertificateProblem {
-    /// It has expired (or the clock is wrong).
-    Expired,
-    /// It is not valid yet (or the clock is wrong).
-    NotYetValid,
-    /// It is not valid for the name it was checked against: connect by the
-    /// name it carries, or set
-    /// [`TlsOptions::server_name`](crate::TlsOptions::server_name).
-    NotValidForName,
-    /// No trusted CA issued it: a self-signed certificate, or a CA missing
-    /// from [`TlsOptions::ca_file`](crate::TlsOptions::ca_file) (or from
-    /// the platform's roots).
-    UnknownIssuer,
-    /// Its signature does not verify.
-    BadSignature,
-    /// It has been revoked.
-    Revoked,
-    /// Anything else (a bad encoding, a wrong purpose, an unsupported
-    /// algorithm...), in the TLS library's words.
-    Other(String),
-}
+impl Connector {
+    /// Checks and loads everything `opts` names (files, roots, provider).
+    pub(crate) fn new(opts: &TlsOptions) -> Result<Self, TlsError> {
+        Ok(Self {
+            config: client_config(opts)?,
+        })
+    }
 
-impl std::fmt::Display for CertificateProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CertificateProblem::Expired => f.write_str("it has expired"),
-            CertificateProblem::NotYetValid => f.write_str("it is not valid yet"),
-            CertificateProblem::NotValidForName => f.write_str("it is not valid for the name"),
-            CertificateProblem::UnknownIssuer => f.write_str("it was not issued by a trusted CA"),
-            CertificateProblem::BadSignature => f.write_str("its signature does not verify"),
-            CertificateProblem::Revoked => f.write_str("it has been revoked"),
-            CertificateProblem::Other(what) => f.write_str(what),
+    /// Runs the TLS handshake over `tcp`, verifying the server's
+    /// certificate against `name`.
+    pub(crate) async fn handshake(
+        &self,
+        name: ServerName<'static>,
+        tcp: Box<dyn Stream>,
+    ) -> Result<Box<dyn Stream>, HandshakeError> {
+        match futures_rustls::TlsConnector::from(Arc::clone(&self.config))
+            .connect(name, tcp)
+            .await
+        {
+            Ok(stream) => Ok(Box::new(stream)),
+            Err(e) => Err(match certificate_problem(e) {
+                Ok((problem, source)) => HandshakeError::Certificate { problem, source },
+                Err(e) => HandshakeError::Io(e),
+            }),
         }
     }
 }
@@ -189,10 +109,9 @@ pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsE
     }
     let roots = match &opts.ca_file {
         Some(path) => ca_file_roots(path)?,
-        None => native_roots()?,
+        None => default_roots()?,
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider()?)
         .with_safe_default_protocol_versions()
         .map_err(rustls_error)?
         .with_root_certificates(roots);
@@ -207,19 +126,6 @@ pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsE
         }
     };
     Ok(Arc::new(config))
-}
-
-/// The name to verify the server certificate against (and to send as
-/// SNI): `opts.server_name`, or else `host`. IP addresses (IPv6 with or
-/// without brackets) are verified against the certificate's IP SANs.
-pub(crate) fn server_name(opts: &TlsOptions, host: &str) -> Result<ServerName<'static>, TlsError> {
-    let name = opts.server_name.as_deref().unwrap_or(host);
-    let unbracketed = name
-        .strip_prefix('[')
-        .and_then(|inner| inner.strip_suffix(']'))
-        .unwrap_or(name);
-    ServerName::try_from(unbracketed.to_owned())
-        .map_err(|_| TlsError::InvalidServerName(name.to_owned()))
 }
 
 fn rustls_error(error: rustls::Error) -> TlsError {
@@ -240,25 +146,61 @@ fn ca_file_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-fn native_roots() -> Result<RootCertStore, TlsError> {
+/// The crypto provider: `aws-lc-rs` when that feature is on (someone
+/// asked for it, as `ring` is on by default), else `ring`, else the
+/// process-wide default the application installed.
+fn provider() -> Result<Arc<CryptoProvider>, TlsError> {
+    #[cfg(feature = "aws-lc-rs")]
+    return Ok(Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    return Ok(Arc::new(rustls::crypto::ring::default_provider()));
+    #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+    return CryptoProvider::get_default()
+        .cloned()
+        .ok_or(TlsError::NoCryptoProvider);
+}
+
+/// The roots trusted when no CA file is given: the platform's
+/// (`native-roots`) and Mozilla's (`webpki-roots`), whichever are compiled
+/// in.
+fn default_roots() -> Result<RootCertStore, TlsError> {
+    #[cfg_attr(
+        not(any(feature = "native-roots", feature = "webpki-roots")),
+        expect(unused_mut, reason = "no root store compiled in")
+    )]
+    let mut roots = RootCertStore::empty();
+    #[cfg(feature = "webpki-roots")]
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    #[cfg(feature = "native-roots")]
+    {
+        let problem = add_native_roots(&mut roots);
+        if roots.is_empty() {
+            return Err(TlsError::NoNativeRoots(problem));
+        }
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoRootStore);
+    }
+    Ok(roots)
+}
+
+/// Adds the platform's root certificates to `roots`; returns the first
+/// problem met while loading them, as a parenthesised detail (or "").
+#[cfg(feature = "native-roots")]
+fn add_native_roots(roots: &mut RootCertStore) -> String {
     let found = rustls_native_certs::load_native_certs();
     for error in &found.errors {
         tracing::warn!(%error, "while loading the platform's root certificates");
     }
-    let mut roots = RootCertStore::empty();
     let (added, ignored) = roots.add_parsable_certificates(found.certs);
     if ignored > 0 {
         tracing::debug!(ignored, "ignored unparsable platform root certificates");
     }
-    if added == 0 {
-        let detail = match found.errors.first() {
-            Some(error) => format!(" ({error})"),
-            None => String::new(),
-        };
-        return Err(TlsError::NoNativeRoots(detail));
-    }
     tracing::debug!(count = added, "loaded the platform's root certificates");
-    Ok(roots)
+    match found.errors.first() {
+        Some(error) => format!(" ({error})"),
+        None => String::new(),
+    }
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -304,13 +246,35 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 #[cfg(test)]
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+mod no_provider_tests {
+    use super::*;
+
+    #[test]
+    fn without_a_provider_feature_or_default_the_error_says_what_to_enable() {
+        let opts = TlsOptions {
+            ca_file: Some(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-server/certs/ca.pem"),
+            ),
+            ..TlsOptions::default()
+        };
+        let err = client_config(&opts).unwrap_err();
+        assert_eq!(err, TlsError::NoCryptoProvider);
+        assert!(err.to_string().contains("`ring` or `aws-lc-rs`"), "{err}");
+    }
+}
+
+// These build configurations, so they need a provider compiled in.
+#[cfg(test)]
+#[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
 mod tests {
     use std::io::{Read, Write};
 
-    use rustls::pki_types::IpAddr;
+    use std::path::PathBuf;
 
     use super::*;
     use crate::options::ClientCert;
+    use crate::tls::server_name;
 
     fn certs_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-server/certs")
@@ -474,50 +438,23 @@ mod tests {
     }
 
     #[test]
-    fn platform_roots_load_or_fail_clearly() {
-        // Depends on the machine: either works, or says what to do.
+    fn default_roots_load_or_fail_clearly() {
+        // With the platform's roots only, it depends on the machine: either
+        // works, or says what to do.
+        let any_roots = cfg!(any(feature = "native-roots", feature = "webpki-roots"));
+        let native_only = cfg!(feature = "native-roots") && !cfg!(feature = "webpki-roots");
         match client_config(&TlsOptions::default()) {
-            Ok(_) => {}
+            Ok(_) => assert!(any_roots),
             Err(err @ TlsError::NoNativeRoots(_)) => {
+                assert!(native_only);
                 assert!(err.to_string().contains("ca_file"), "{err}");
+            }
+            Err(err @ TlsError::NoRootStore) => {
+                assert!(!any_roots);
+                assert!(err.to_string().contains("`webpki-roots`"), "{err}");
             }
             Err(other) => panic!("unexpected error {other:?}"),
         }
-    }
-
-    #[test]
-    fn server_names() {
-        let opts = TlsOptions::default();
-        assert_eq!(
-            server_name(&opts, "127.0.0.1").unwrap(),
-            ServerName::IpAddress(IpAddr::from(std::net::Ipv4Addr::LOCALHOST))
-        );
-        assert_eq!(
-            server_name(&opts, "::1").unwrap(),
-            ServerName::IpAddress(IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
-        );
-        assert_eq!(
-            server_name(&opts, "[::1]").unwrap(),
-            ServerName::IpAddress(IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
-        );
-        assert_eq!(
-            server_name(&opts, "localhost").unwrap(),
-            ServerName::try_from("localhost").unwrap()
-        );
-        assert_eq!(
-            server_name(&opts, "bad name!").unwrap_err(),
-            TlsError::InvalidServerName("bad name!".into())
-        );
-        assert!(server_name(&opts, "").is_err());
-
-        let opts = TlsOptions {
-            server_name: Some("rabbit.example".into()),
-            ..TlsOptions::default()
-        };
-        assert_eq!(
-            server_name(&opts, "10.0.0.1").unwrap(),
-            ServerName::try_from("rabbit.example").unwrap()
-        );
     }
 
     #[test]
@@ -566,7 +503,7 @@ mod tests {
     /// server that uses the test PKI and demands a client certificate.
     #[test]
     fn handshakes_with_the_test_server_certificate() {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = provider().unwrap();
         let mut client_roots = RootCertStore::empty();
         for c in read_certs("CA", &cert("ca.pem")).unwrap() {
             client_roots.add(c).unwrap();
