@@ -91,3 +91,39 @@ fn both_refuse_a_bad_url_without_echoing_it() {
         assert!(!stderr.contains("s3cret"), "{bin}: {stderr}");
     }
 }
+
+/// The metrics example exports exact counts for its workload (1000
+/// published, confirmed, delivered and acked).
+#[test]
+fn the_metrics_example_exports_the_counts_of_its_workload() {
+    let (out, stdout, stderr) = run(env!("CARGO_BIN_EXE_metrics-export"), &url());
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let total = |name: &str| -> u64 {
+        stdout
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("carehare_{name}_total "))?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {name} in\n{stdout}"))
+    };
+    for name in ["published", "confirmed", "delivered", "acked"] {
+        assert_eq!(total(name), 1000, "{stdout}");
+    }
+    for name in [
+        "publish_nacked",
+        "returned",
+        "nacked",
+        "rejected",
+        "reconnects",
+    ] {
+        assert_eq!(total(name), 0, "{stdout}");
+    }
+    assert!(total("bytes_sent") > 1000 * 8, "{stdout}");
+    assert!(total("bytes_received") > 1000 * 8, "{stdout}");
+    assert!(
+        stdout.contains("# TYPE carehare_published_total counter"),
+        "{stdout}"
+    );
+}

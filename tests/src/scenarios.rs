@@ -114,6 +114,7 @@ macro_rules! scenarios {
             scenarios::server_closing_the_connection_fails_pending_futures,
             scenarios::declare_bind_unbind_on_short_lived_channels,
             scenarios::consumer_stream_yields_messages,
+            scenarios::metrics_count_a_known_workload,
         );
         $crate::publish_scenarios!($block_on, $runtime);
         $crate::consume_scenarios!($block_on, $runtime);
@@ -768,4 +769,74 @@ pub async fn consumer_stream_yields_messages(rt: Arc<dyn Runtime>) {
         item.unwrap().unwrap().body,
         Bytes::from_static(b"via stream")
     );
+}
+
+/// The metrics hook counts a known workload exactly, in messages (an
+/// `ack_multiple` settling 30 deliveries counts 30).
+pub async fn metrics_count_a_known_workload(rt: Arc<dyn Runtime>) {
+    use carehare_client::{Counter, Counters};
+    let counters = Arc::new(Counters::default());
+    let mut opts = options();
+    opts.metrics = Some(counters.clone());
+    let c = connect_with_runtime(rt.clone(), opts).await.unwrap();
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    let confirms: Vec<_> = (0..100u32)
+        .map(|i| c.publish(i.to_string(), "", &q.queue))
+        .collect();
+    for r in join_all(confirms).await {
+        r.unwrap();
+    }
+    // Unroutable and mandatory: returned, and still confirmed.
+    let returned = c
+        .publish_mandatory("lost", "", &unique("no-such-queue"), &Default::default())
+        .await;
+    assert!(matches!(returned, Err(Error::Returned(_))), "{returned:?}");
+    assert_eq!(counters.get(Counter::Published), 101);
+    assert_eq!(counters.get(Counter::Confirmed), 101);
+    assert_eq!(counters.get(Counter::Returned), 1);
+    assert_eq!(counters.get(Counter::PublishNacked), 0);
+
+    // 100 deliveries: 40 acked one by one, 30 by one ack_multiple, 10
+    // nacked (two by a nack_multiple), 10 rejected, 10 left to a basic.get
+    // after the consumer closes (requeued, redelivered: counted again).
+    let consumer = c.acking_consumer(&q.queue, 100).await.unwrap();
+    let mut tags = Vec::new();
+    for _ in 0..90 {
+        tags.push(consumer.next_delivery().await.unwrap().1);
+    }
+    for &t in &tags[..40] {
+        consumer.ack(t);
+    }
+    consumer.ack_multiple(tags[69]);
+    for &t in &tags[70..78] {
+        consumer.nack(t, false);
+    }
+    consumer.nack_multiple(tags[79], false);
+    for &t in &tags[80..90] {
+        consumer.reject(t, false);
+    }
+    // The ten not read are buffered or in flight: closing requeues them.
+    consumer.close().await;
+    let mut got = 0;
+    while let Some(m) = c.get(&q.queue).await.unwrap() {
+        m.ack();
+        got += 1;
+    }
+    assert_eq!(got, 10);
+    let delivered = counters.get(Counter::Delivered);
+    assert!(
+        (100..=110).contains(&delivered),
+        "90 read, up to 10 more buffered, then 10 got: {delivered}"
+    );
+    assert_eq!(counters.get(Counter::Acked), 40 + 30 + 10);
+    assert_eq!(counters.get(Counter::Nacked), 10);
+    assert_eq!(counters.get(Counter::Rejected), 10);
+    assert!(counters.get(Counter::BytesReceived) > 100 * 8);
+    assert!(counters.get(Counter::BytesSent) > 100 * 8);
+    assert_eq!(counters.get(Counter::Reconnects), 0);
+    assert_eq!(counters.get(Counter::BlockedMicros), 0);
+    c.close().await.unwrap();
 }

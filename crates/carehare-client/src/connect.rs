@@ -13,6 +13,7 @@ use crate::address::{Address, attempt_limit};
 use crate::driver::Driver;
 use crate::error::{ConnectionError, Error};
 use crate::handles::connection::Connection;
+use crate::metrics::Meter;
 use crate::options::ConnectOptions;
 use crate::runtime::{Runtime, Stream};
 use crate::state::Shared;
@@ -246,7 +247,10 @@ async fn connect_one(
         name = amqp.connection_name.as_deref().unwrap_or(""),
         address = %label,
     );
-    let (shared, connected) = Shared::new(carehare_core::Connection::new(amqp, runtime.now()));
+    let (shared, connected) = Shared::new(
+        carehare_core::Connection::new(amqp, runtime.now()),
+        Meter::new(options.metrics.clone()),
+    );
     let driver = Driver::new(io, shared.clone(), runtime.clone());
     runtime.spawn(Box::pin(driver.instrument(span)));
     match connected.await {

@@ -22,6 +22,7 @@ mod driver;
 mod error;
 mod handles;
 mod message;
+mod metrics;
 mod options;
 mod recovery;
 mod runtime;
@@ -50,6 +51,7 @@ pub use handles::get::GetMessage;
 pub use handles::publisher::Publisher;
 pub use handles::rpc::{DIRECT_REPLY_TO, RpcClient};
 pub use message::{Message, Returned};
+pub use metrics::{Counter, Counters, Metrics};
 pub use options::{ClientCert, ConnectOptions, TlsOptions};
 pub use recovery::{
     Backoff, DeliveryTag, RecoveredMessage, RecoveringConfirmation, RecoveringConnection,

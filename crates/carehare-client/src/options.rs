@@ -2,11 +2,13 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use carehare_core::ConnectionConfig;
 
 use crate::address::{Address, AddressOrder};
+use crate::metrics::Metrics;
 
 /// Connection options. Build them from a URL with
 /// [`ConnectOptions::from_url`] (or several URLs naming the nodes of one
@@ -59,6 +61,11 @@ pub struct ConnectOptions {
     /// Covers TCP connect, the TLS handshake and the AMQP handshake, for
     /// all addresses together.
     pub connection_timeout: Duration,
+    /// Where the connection reports what it counts (messages published,
+    /// confirmed, delivered, acked..., bytes, reconnects, time blocked):
+    /// see [`Metrics`] and the ready-made [`Counters`](crate::Counters).
+    /// `None` (the default) counts nothing.
+    pub metrics: Option<Arc<dyn Metrics>>,
 }
 
 impl ConnectOptions {
@@ -109,6 +116,7 @@ impl Default for ConnectOptions {
             tls: None,
             amqp: ConnectionConfig::default(),
             connection_timeout: Duration::from_secs(30),
+            metrics: None,
         }
     }
 }
@@ -134,7 +142,7 @@ pub struct TlsOptions {
     /// A complete rustls config. When set, `ca_file` and `client_cert` are
     /// ignored. Only with the `rustls` feature (on by default).
     #[cfg(feature = "rustls")]
-    pub config: Option<std::sync::Arc<rustls::ClientConfig>>,
+    pub config: Option<Arc<rustls::ClientConfig>>,
     /// PEM file of CA certificates to trust instead of the platform's
     /// root store.
     pub ca_file: Option<PathBuf>,

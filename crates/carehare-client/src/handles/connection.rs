@@ -168,6 +168,11 @@ impl Connection {
         }
     }
 
+    /// Adds `n` to `counter` of this connection's metrics, if any.
+    pub(crate) fn count(&self, counter: crate::metrics::Counter, n: u64) {
+        self.shared().lock().count(counter, n);
+    }
+
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.handle.shared
     }

@@ -23,6 +23,7 @@ use super::events::{RecoveryEvent, RecoveryEvents, Subscribers};
 use super::options::RecoveryOptions;
 use crate::error::{ConnectionError, Error};
 use crate::handles::connection::Connection;
+use crate::metrics::Counter;
 use crate::runtime::Runtime;
 
 pub(crate) struct Recovery<T> {
@@ -185,6 +186,9 @@ impl<T> Recovery<T> {
             info!(%address, "connected; recovery is on");
         } else {
             info!(%address, ?downtime, "recovered");
+            if let Some((live, _)) = &state.live {
+                live.count(Counter::Reconnects, 1);
+            }
             state.events.send(RecoveryEvent::Recovered { downtime });
         }
         Ok(())

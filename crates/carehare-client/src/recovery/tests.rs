@@ -92,10 +92,18 @@ fn declare_setup(c: Connection) -> BoxFuture<'static, Result<String, Error>> {
 }
 
 fn connect(sim: &Arc<SimRuntime>, recovery: RecoveryOptions) -> RecoveringConnection<String> {
+    connect_with(sim, options(), recovery)
+}
+
+fn connect_with(
+    sim: &Arc<SimRuntime>,
+    options: ConnectOptions,
+    recovery: RecoveryOptions,
+) -> RecoveringConnection<String> {
     let runtime: Arc<dyn Runtime> = sim.clone();
     sim.block_on(RecoveringConnection::connect(
         runtime,
-        options(),
+        options,
         recovery,
         declare_setup,
     ))
@@ -112,7 +120,12 @@ fn unconfirmed_publishes_go_out_again_in_order_on_the_next_connection() {
     };
     let down = Duration::from_millis(1)..Duration::from_secs(2);
     let sim = network(&world, down, move |n| if n == 0 { first } else { POLITE });
-    let connection = connect(&sim, RecoveryOptions::default());
+    let counters = Arc::new(crate::Counters::default());
+    let metered = ConnectOptions {
+        metrics: Some(counters.clone()),
+        ..options()
+    };
+    let connection = connect_with(&sim, metered, RecoveryOptions::default());
     let mut events = connection.events();
     let publisher = connection.publisher(10);
     let clock = sim.clone();
@@ -174,6 +187,12 @@ fn unconfirmed_publishes_go_out_again_in_order_on_the_next_connection() {
         }
         other => panic!("{other:?}"),
     }
+    // Both connections count into the one hook: 5 publishes, the 3 in
+    // doubt again, and the reconnect.
+    use crate::Counter;
+    assert_eq!(counters.get(Counter::Reconnects), 1);
+    assert_eq!(counters.get(Counter::Published), 8);
+    assert_eq!(counters.get(Counter::Confirmed), 5);
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! - every waker in `wakers` is woken at the next change.
 
 use std::task::Waker;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
@@ -15,6 +16,8 @@ use tracing::{debug, warn};
 pub(crate) struct Blocking {
     /// Why RabbitMQ blocked publishing, while it does.
     reason: Option<String>,
+    /// Since when publishing is blocked, until the time is taken.
+    since: Option<Instant>,
     version: u64,
     wakers: Vec<Waker>,
 }
@@ -37,9 +40,10 @@ impl Blocking {
         self.version
     }
 
-    pub(crate) fn block(&mut self, reason: String) {
+    pub(crate) fn block(&mut self, now: Instant, reason: String) {
         warn!(%reason, "RabbitMQ blocked publishing; publishes wait");
         self.reason = Some(reason);
+        self.since.get_or_insert(now);
         self.changed();
     }
 
@@ -47,6 +51,14 @@ impl Blocking {
         debug!("RabbitMQ unblocked publishing");
         self.reason = None;
         self.changed();
+    }
+
+    /// How long publishing has been blocked, up to `now`; the clock
+    /// restarts at the next block.
+    pub(crate) fn take_blocked_time(&mut self, now: Instant) -> Duration {
+        self.since
+            .take()
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
     }
 
     /// Bumps the version and wakes every watcher.

@@ -389,7 +389,8 @@ impl Confirms {
         self.publishers.remove(&channel);
     }
 
-    /// Settles one confirm, or all up to `tag` when `multiple`.
+    /// Settles one confirm, or all up to `tag` when `multiple`; returns how
+    /// many were waiting.
     pub(crate) fn settle(
         &mut self,
         conn: &mut Connection,
@@ -397,9 +398,9 @@ impl Confirms {
         tag: u64,
         multiple: bool,
         ack: bool,
-    ) {
+    ) -> u64 {
         let Some(p) = self.publishers.get_mut(&channel) else {
-            return;
+            return 0;
         };
         let mut settled: u32 = 0;
         if multiple {
@@ -435,6 +436,7 @@ impl Confirms {
             self.publishers.remove(&channel);
             let _ = conn.close_channel(channel);
         }
+        u64::from(settled)
     }
 
     /// A `basic.return` on `channel`: marks the matching mandatory publish.

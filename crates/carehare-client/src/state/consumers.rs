@@ -18,16 +18,21 @@
 //!   overshoots by at most one read's deliveries, which `limit` allows for;
 //!   `resumed` is set when a taken message brings it back under;
 //! - `paced` is the number of mailboxes in `boxes` with a `pause_at`;
-//! - `end` is set once; the first reason wins.
+//! - `end` is set once; the first reason wins;
+//! - with `track` on (metrics are counted), `unsettled` holds, in
+//!   increasing order, the delivery tags handed to the mailbox and not yet
+//!   settled by the handle, so a `multiple` ack is counted in messages.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
+use carehare_core::method::Method;
 use carehare_core::types::ChannelId;
 use rustc_hash::FxHashMap;
 
 use crate::error::Error;
 use crate::message::Message;
+use crate::metrics::Counter;
 
 /// A consumer's mailbox. Bounded: by the prefetch count (RabbitMQ never has
 /// more unacked deliveries out), or for a stream consumer by a larger limit
@@ -41,6 +46,8 @@ struct Mailbox {
     messages: VecDeque<Message>,
     end: Option<Error>,
     waker: Option<Waker>,
+    /// Delivered, unsettled tags (only when tracking).
+    unsettled: VecDeque<u64>,
 }
 
 impl Mailbox {
@@ -57,7 +64,6 @@ impl Mailbox {
 /// A registration's token, handed to the handle that owns it.
 pub(crate) type Token = u64;
 
-#[derive(Default)]
 pub(crate) struct Consumers {
     /// The live registration of each channel.
     by_channel: FxHashMap<ChannelId, Token>,
@@ -68,9 +74,60 @@ pub(crate) struct Consumers {
     /// How many mailboxes have a `pause_at`: with none, reading never
     /// pauses, and `input_paused` looks at no mailbox.
     paced: usize,
+    /// Whether settlements are counted (see the invariants).
+    track: bool,
 }
 
 impl Consumers {
+    /// No mailboxes; `track`: count settlements for metrics.
+    pub(crate) fn new(track: bool) -> Self {
+        Self {
+            by_channel: FxHashMap::default(),
+            boxes: FxHashMap::default(),
+            next: 0,
+            resumed: false,
+            paced: 0,
+            track,
+        }
+    }
+
+    /// What settling with `method` (an ack, nack or reject from `token`'s
+    /// handle) counts, in messages; `None` when not tracking or for any
+    /// other method.
+    pub(crate) fn settling(&mut self, token: Token, method: &Method) -> Option<(Counter, u64)> {
+        if !self.track {
+            return None;
+        }
+        let (counter, tag, multiple) = match method {
+            Method::BasicAck(m) => (Counter::Acked, m.delivery_tag, m.multiple),
+            Method::BasicNack(m) => (Counter::Nacked, m.delivery_tag, m.multiple),
+            Method::BasicReject(m) => (Counter::Rejected, m.delivery_tag, false),
+            _ => return None,
+        };
+        let mailbox = &mut self.boxes.get_mut(&token)?.1;
+        if mailbox.limit == 0 {
+            // A basic.get channel's one message, which never went through
+            // the mailbox.
+            return Some((counter, 1));
+        }
+        let unsettled = &mut mailbox.unsettled;
+        let n = if multiple {
+            // Tag 0 with `multiple` settles everything outstanding.
+            let upto = if tag == 0 { u64::MAX } else { tag };
+            let n = unsettled.partition_point(|&t| t <= upto);
+            unsettled.drain(..n);
+            n
+        } else {
+            match unsettled.binary_search(&tag) {
+                Ok(i) => {
+                    unsettled.remove(i);
+                    1
+                }
+                Err(_) => 0,
+            }
+        };
+        Some((counter, n as u64))
+    }
     /// A new mailbox for `channel` holding at most `limit` messages (the
     /// consumer's prefetch; 0 for a channel that receives no deliveries),
     /// and for a no-ack consumer pausing reading at `pause_at` (see the
@@ -111,6 +168,9 @@ impl Consumers {
         };
         if mailbox.messages.len() >= mailbox.limit as usize {
             return Err(mailbox.limit);
+        }
+        if self.track && mailbox.pause_at.is_none() {
+            mailbox.unsettled.push_back(message.delivery_tag);
         }
         mailbox.messages.push_back(message);
         if let Some(w) = mailbox.waker.take() {

@@ -38,12 +38,13 @@ use carehare_core::error::{ConnectionError, ProtocolViolation};
 use carehare_core::method::{BasicPublish, Method};
 use carehare_core::properties::BasicProperties;
 use carehare_core::types::{AMQPValue, ChannelId, FieldTable, ShortStr};
-use carehare_core::{Connection, ContentMethod, Delivery, Event};
+use carehare_core::{Connection, ContentMethod, Delivery, Event, Reply};
 use futures_util::task::AtomicWaker;
 use tracing::{debug, warn};
 
 use crate::error::Error;
 use crate::message::Message;
+use crate::metrics::{Counter, Meter};
 
 #[cfg(test)]
 pub(crate) use backlog::HIGH_WATER;
@@ -71,8 +72,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// State around `conn`, and the receiver of its handshake's outcome.
-    pub(crate) fn new(conn: Connection) -> (Arc<Self>, ConnectedReceiver) {
+    /// State around `conn`, counting into `meter`, and the receiver of its
+    /// handshake's outcome.
+    pub(crate) fn new(conn: Connection, meter: Meter) -> (Arc<Self>, ConnectedReceiver) {
         let (lifecycle, connected) = Lifecycle::new();
         let shared = Arc::new(Self {
             inner: Mutex::new(Inner {
@@ -81,10 +83,11 @@ impl Shared {
                 confirms: Confirms::default(),
                 unconfirmed: Unconfirmed::default(),
                 backlog: Backlog::default(),
-                consumers: Consumers::default(),
+                consumers: Consumers::new(meter.is_on()),
                 rpc: RpcRoutes::default(),
                 blocking: Blocking::default(),
                 lifecycle,
+                meter,
             }),
             driver: AtomicWaker::new(),
         });
@@ -117,12 +120,14 @@ pub(crate) struct Inner {
     rpc: RpcRoutes,
     blocking: Blocking,
     lifecycle: Lifecycle,
+    meter: Meter,
 }
 
 /// Driver side: bytes, timers and the end.
 impl Inner {
     /// Feeds bytes read from the socket, then routes what they caused.
     pub(crate) fn input(&mut self, now: Instant, data: BytesMut) {
+        self.meter.add(Counter::BytesReceived, data.len() as u64);
         self.conn.handle_input_bytes(now, data);
         self.route_events(now);
     }
@@ -154,6 +159,7 @@ impl Inner {
     /// many bytes. `out` is what the driver holds unwritten from then on.
     pub(crate) fn poll_transmit(&mut self, out: &mut std::collections::VecDeque<Bytes>) -> usize {
         let n = self.conn.poll_transmit_chunks(out);
+        self.meter.add(Counter::BytesSent, n as u64);
         self.backlog
             .driver_holds(out.iter().map(Bytes::len).sum(), self.conn.transmit_len());
         n
@@ -200,24 +206,34 @@ impl Inner {
                 op,
                 channel,
                 result,
-            } => self
-                .ops
-                .complete(&mut self.conn, op, channel, result.map_err(Error::from)),
+            } => {
+                if let Ok(Reply::Message(_)) = &result {
+                    self.meter.add(Counter::Delivered, 1);
+                }
+                self.ops
+                    .complete(&mut self.conn, op, channel, result.map_err(Error::from))
+            }
             Event::Delivery { channel, delivery } => self.delivered(now, channel, delivery),
             Event::Ack {
                 channel,
                 delivery_tag,
                 multiple,
-            } => self
-                .confirms
-                .settle(&mut self.conn, channel, delivery_tag, multiple, true),
+            } => {
+                let n = self
+                    .confirms
+                    .settle(&mut self.conn, channel, delivery_tag, multiple, true);
+                self.meter.add(Counter::Confirmed, n);
+            }
             Event::Nack {
                 channel,
                 delivery_tag,
                 multiple,
-            } => self
-                .confirms
-                .settle(&mut self.conn, channel, delivery_tag, multiple, false),
+            } => {
+                let n =
+                    self.confirms
+                        .settle(&mut self.conn, channel, delivery_tag, multiple, false);
+                self.meter.add(Counter::PublishNacked, n);
+            }
             Event::ConsumerCancelled {
                 channel,
                 consumer_tag,
@@ -235,13 +251,21 @@ impl Inner {
                 self.rpc.close(channel, &why);
                 self.consumers.detach(channel, why);
             }
-            Event::ConnectionClosed(error) => self.on_closed(error),
+            Event::ConnectionClosed(error) => {
+                let blocked = self.blocking.take_blocked_time(now);
+                self.meter
+                    .add(Counter::BlockedMicros, blocked.as_micros() as u64);
+                self.on_closed(error)
+            }
             Event::Blocked { reason } => {
-                self.blocking.block(reason);
+                self.blocking.block(now, reason);
                 self.confirms.hold();
             }
             Event::Unblocked => {
                 self.blocking.unblock();
+                let blocked = self.blocking.take_blocked_time(now);
+                self.meter
+                    .add(Counter::BlockedMicros, blocked.as_micros() as u64);
                 self.confirms.release(&mut self.conn);
                 self.backlog.wake_all();
             }
@@ -252,6 +276,7 @@ impl Inner {
     fn delivered(&mut self, now: Instant, channel: ChannelId, delivery: Delivery) {
         match delivery.method {
             ContentMethod::Deliver(d) => {
+                self.meter.add(Counter::Delivered, 1);
                 let message = Message::delivered(d, delivery.properties, delivery.body);
                 if let Some(message) = self.rpc.route(channel, message)
                     && let Err(limit) = self.consumers.deliver(channel, message)
@@ -263,6 +288,7 @@ impl Inner {
                 }
             }
             ContentMethod::Return(r) => {
+                self.meter.add(Counter::Returned, 1);
                 self.confirms
                     .returned(channel, &r, &delivery.properties, &delivery.body);
             }
@@ -286,6 +312,11 @@ impl Inner {
 
 /// Handle side: what users' calls do under the lock.
 impl Inner {
+    /// Adds `n` to `counter` of the connection's metrics, if any.
+    pub(crate) fn count(&self, counter: Counter, n: u64) {
+        self.meter.add(counter, n);
+    }
+
     /// The error for anything attempted after the connection ended (or
     /// while it is closing), or `None` while it is usable.
     pub(crate) fn closed_error(&self) -> Option<Error> {
@@ -398,6 +429,9 @@ impl Inner {
         if !self.consumers.is_live(token) {
             return false;
         }
+        if let Some((counter, n)) = self.consumers.settling(token, &method) {
+            self.meter.add(counter, n);
+        }
         // Queued bytes mean the driver was woken for them and has not taken
         // them yet (it takes them under this lock): skip the wake-up.
         let driver_due = self.conn.has_transmit();
@@ -412,6 +446,11 @@ impl Inner {
         token: Token,
         method: Option<Method>,
     ) -> Option<OpReceiver> {
+        if let Some(method) = &method
+            && let Some((counter, n)) = self.consumers.settling(token, method)
+        {
+            self.meter.add(counter, n);
+        }
         let channel = self.consumers.remove(token)?;
         if let Some(method) = method {
             let _ = self.conn.send(channel, method);
@@ -444,10 +483,12 @@ impl Inner {
         let (exchange, routing_key) = self.confirms.names(exchange, routing_key)?;
         if mandatory || self.confirms.is_holding() || self.lifecycle.outcome().is_some() {
             self.check_usable()?;
+            self.meter.add(Counter::Published, 1);
             let outgoing =
                 Outgoing::new(exchange, routing_key, properties.clone(), body, mandatory);
             Ok(self.confirms.enqueue(&mut self.conn, outgoing, permit))
         } else {
+            self.meter.add(Counter::Published, 1);
             Ok(self.confirms.publish_now(
                 &mut self.conn,
                 &exchange,
@@ -490,6 +531,9 @@ impl Inner {
                         body,
                     )
                 });
+        if result.is_ok() {
+            self.meter.add(Counter::Published, 1);
+        }
         Poll::Ready(result)
     }
 

@@ -45,7 +45,7 @@ pub(super) fn sent(inner: &mut Inner) -> BytesMut {
 
 pub(super) fn open_shared() -> Arc<Shared> {
     let conn = testing::open_connection(ConnectionConfig::default(), Instant::now());
-    let (shared, _connected) = Shared::new(conn);
+    let (shared, _connected) = Shared::new(conn, crate::metrics::Meter::default());
     // The handshake's frames are the harness's business, not ours.
     sent(&mut shared.lock());
     shared
@@ -350,4 +350,32 @@ fn a_few_nacks_keep_the_channel() {
     };
     feed(&mut inner, ch, nack);
     assert_eq!(inner.confirms.channel_of(""), Some(ch));
+}
+
+#[test]
+fn blocked_time_is_counted_until_unblocked_and_until_the_end() {
+    use crate::metrics::{Counter, Counters, Meter};
+    let t0 = Instant::now();
+    let counters = Arc::new(Counters::default());
+    let conn = testing::open_connection(ConnectionConfig::default(), t0);
+    let (shared, _connected) = Shared::new(conn, Meter::new(Some(counters.clone())));
+    let at = |secs: u64, method: Method| {
+        let bytes = testing::method_bytes(0, method);
+        shared.lock().input(
+            t0 + std::time::Duration::from_secs(secs),
+            BytesMut::from(&bytes[..]),
+        );
+    };
+    let blocked = || {
+        Method::from(ConnectionBlocked {
+            reason: short("low on memory").unwrap(),
+        })
+    };
+    at(1, blocked());
+    at(2, blocked()); // a repeat does not restart the clock
+    at(4, ConnectionUnblocked {}.into());
+    assert_eq!(counters.get(Counter::BlockedMicros), 3_000_000);
+    at(10, blocked());
+    shared.lock().eof(t0 + std::time::Duration::from_secs(12));
+    assert_eq!(counters.get(Counter::BlockedMicros), 5_000_000);
 }
