@@ -115,6 +115,7 @@ macro_rules! scenarios {
             scenarios::declare_bind_unbind_on_short_lived_channels,
             scenarios::consumer_stream_yields_messages,
             scenarios::metrics_count_a_known_workload,
+            scenarios::a_trace_context_travels_in_headers_through_the_broker,
         );
         $crate::publish_scenarios!($block_on, $runtime);
         $crate::consume_scenarios!($block_on, $runtime);
@@ -838,5 +839,68 @@ pub async fn metrics_count_a_known_workload(rt: Arc<dyn Runtime>) {
     assert!(counters.get(Counter::BytesSent) > 100 * 8);
     assert_eq!(counters.get(Counter::Reconnects), 0);
     assert_eq!(counters.get(Counter::BlockedMicros), 0);
+    c.close().await.unwrap();
+}
+
+/// A W3C trace context injected into a message's headers comes out of
+/// RabbitMQ intact, and the consumer's extracted context is its remote
+/// parent (the `otel` feature).
+pub async fn a_trace_context_travels_in_headers_through_the_broker(rt: Arc<dyn Runtime>) {
+    use carehare_client::otel::{extract_context_with, inject_context_with};
+    use opentelemetry::Context;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    let propagator = TraceContextPropagator::new();
+    let sent = SpanContext::new(
+        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+        SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::from_key_value([("vendor", "value")]).unwrap(),
+    );
+    let cx = Context::new().with_remote_span_context(sent.clone());
+    let mut properties = carehare_client::BasicProperties::builder()
+        .header("app", "kept")
+        .build()
+        .unwrap();
+    inject_context_with(&propagator, &cx, &mut properties);
+
+    let c = connect(&rt).await;
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap();
+    c.publish_with("traced", "", &q.queue, &properties)
+        .await
+        .unwrap();
+    let consumer = c.acking_consumer(&q.queue, 10).await.unwrap();
+    let message = consumer.next().await.unwrap();
+    let headers = message.properties.headers.clone().unwrap();
+    let text = |key: &str| match headers.inner().get(key) {
+        Some(AMQPValue::LongString(s)) => String::from_utf8(s.as_bytes().to_vec()).unwrap(),
+        other => panic!("{key}: {other:?}"),
+    };
+    assert_eq!(
+        text("traceparent"),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
+    assert_eq!(text("tracestate"), "vendor=value");
+    assert_eq!(text("app"), "kept");
+
+    let got = extract_context_with(&propagator, &message.properties);
+    let got = got.span().span_context().clone();
+    assert_eq!(got.trace_id(), sent.trace_id());
+    assert_eq!(got.span_id(), sent.span_id());
+    assert_eq!(got.trace_flags(), TraceFlags::SAMPLED);
+    assert!(got.is_remote());
+    assert_eq!(got.trace_state().get("vendor"), Some("value"));
+    consumer.ack(message.delivery_tag);
+
+    // A message without headers carries no context.
+    let empty = extract_context_with(&propagator, &Default::default());
+    assert!(!empty.span().span_context().is_valid());
     c.close().await.unwrap();
 }

@@ -24,6 +24,8 @@ mod handles;
 mod message;
 mod metrics;
 mod options;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod recovery;
 mod runtime;
 #[cfg(test)]
