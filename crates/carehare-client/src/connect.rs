@@ -250,6 +250,7 @@ async fn connect_one(
     let (shared, connected) = Shared::new(
         carehare_core::Connection::new(amqp, runtime.now()),
         Meter::new(options.metrics.clone()),
+        span.clone(),
     );
     let driver = Driver::new(io, shared.clone(), runtime.clone());
     runtime.spawn(Box::pin(driver.instrument(span)));

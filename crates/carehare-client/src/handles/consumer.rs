@@ -242,11 +242,25 @@ impl Connection {
             ..Default::default()
         };
         let shared = self.shared().clone();
-        let (channel, token, rx) = shared
-            .lock()
-            .open_mailbox([qos.into(), consume.into()], limit, pause_at)
-            // A failed open may have queued a close for the channel.
-            .inspect_err(|_| shared.wake_driver())?;
+        // The span exists before the channel opens, so that whatever
+        // happens to the consumer from its first delivery on logs under it.
+        let span = tracing::info_span!(
+            parent: shared.span(),
+            "amqp_channel",
+            channel = tracing::field::Empty,
+            queue,
+            consumer_tag = tracing::field::Empty,
+        );
+        let (channel, token, rx) = {
+            let mut inner = shared.lock();
+            let opened = inner
+                .open_mailbox([qos.into(), consume.into()], limit, pause_at)
+                // A failed open may have queued a close for the channel.
+                .inspect_err(|_| shared.wake_driver())?;
+            span.record("channel", opened.0);
+            inner.set_mailbox_span(opened.1, span.clone());
+            opened
+        };
         shared.wake_driver();
         // From here on, dropping the consumer closes the channel.
         let mut consumer = AckingConsumer {
@@ -260,12 +274,20 @@ impl Connection {
             channel,
             token,
             consumer_tag: ShortStr::default(),
+            span,
             _connection: self.clone(),
         };
         match reply(&consumer.shared, rx).await? {
             Reply::Method(Method::BasicConsumeOk(ok)) => consumer.consumer_tag = ok.consumer_tag,
             _ => return unexpected(),
         }
+        consumer.span.record(
+            "consumer_tag",
+            tracing::field::display(&consumer.consumer_tag),
+        );
+        consumer
+            .span
+            .in_scope(|| tracing::debug!(prefetch_count, no_ack, "consuming"));
         Ok(consumer)
     }
 }
@@ -303,6 +325,9 @@ pub struct AckingConsumer {
     /// channel once RabbitMQ closed ours.
     token: Token,
     consumer_tag: ShortStr,
+    /// `amqp_channel{channel, queue, consumer_tag}`, under the
+    /// connection's span.
+    span: tracing::Span,
     /// Settles this consumer's messages; a no-ack consumer's sends nothing
     /// (an ack would be an unknown delivery tag to RabbitMQ, 406).
     acker: Acker,
@@ -427,6 +452,27 @@ impl AckingConsumer {
     /// ```
     pub fn consumer_tag(&self) -> &str {
         &self.consumer_tag
+    }
+
+    /// This consumer's log span, `amqp_channel{channel, queue,
+    /// consumer_tag}`, a child of its connection's `amqp_connection{id,
+    /// name, address}`. What carehare logs about the consumer (its start,
+    /// a cancel by RabbitMQ, its end) is under it; instrument the work done
+    /// per message with it so that the application's own events carry the
+    /// same fields.
+    ///
+    /// ```no_run
+    /// # async fn f(consumer: carehare_client::AckingConsumer) -> Result<(), carehare_client::Error> {
+    /// use tracing::Instrument;
+    /// let message = consumer.next().await?;
+    /// async { tracing::info!(bytes = message.body.len(), "handling") }
+    ///     .instrument(consumer.span().clone())
+    ///     .await;
+    /// consumer.ack(message.delivery_tag);
+    /// # Ok(()) }
+    /// ```
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// The next message. Waits until one arrives or the consumer ends.

@@ -682,3 +682,68 @@ fn logs_name_the_connection_and_never_show_a_password() {
         assert!(!text.contains("alice:"), "credentials in: {text}");
     }
 }
+
+/// What carehare logs about a consumer (its start, RabbitMQ cancelling
+/// it, its end) is under the consumer's own span, `amqp_channel`, a child
+/// of the connection's; `AckingConsumer::span` hands it to the application.
+#[test]
+fn a_consumers_logs_are_under_its_channel_span() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let sim = with_clock(move |_, server| {
+        Box::pin(async move {
+            let mut broker = super::FakeBroker::accept(server, tune(0));
+            broker.expect_handshake().await;
+            let tag = ShortStr::from_static("amq.ctag-7");
+            let (channel, _) = accept_consumer(&mut broker, &tag).await;
+            let cancel = BasicCancel {
+                consumer_tag: tag,
+                no_wait: true,
+            };
+            broker.send(&testing::method_bytes(channel, cancel));
+            answer_closes(&mut broker, |_| {}).await;
+        })
+    });
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    sim.block_on(async move {
+        let connection = connect_with_runtime(runtime, options(0)).await.unwrap();
+        let consumer = connection.acking_consumer("orders", 10).await.unwrap();
+        assert_eq!(
+            consumer.span().metadata().map(|m| m.name()),
+            Some("amqp_channel")
+        );
+        let ended = consumer.next().await.unwrap_err();
+        assert!(
+            matches!(ended, Error::ConsumerCancelledByServer),
+            "{ended:?}"
+        );
+        connection.close().await.unwrap();
+    });
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for event in [
+        "consuming",
+        "RabbitMQ cancelled a consumer",
+        "consumer ended",
+    ] {
+        let line = logs
+            .lines()
+            .find(|l| l.contains(event))
+            .unwrap_or_else(|| panic!("no {event:?} in {logs}"));
+        assert!(line.contains("amqp_connection{id="), "{line}");
+        assert!(line.contains(":amqp_channel{"), "{line}");
+        assert!(line.contains("channel=1"), "{line}");
+        assert!(line.contains("queue=\"orders\""), "{line}");
+        // The tag is on the span from consume-ok on; the cancel, which may
+        // arrive in the same read, carries it itself.
+        if event != "consumer ended" {
+            assert!(line.contains("consumer_tag=amq.ctag-7"), "{line}");
+        }
+    }
+}

@@ -29,6 +29,7 @@ use std::task::{Context, Poll, Waker};
 use carehare_core::method::Method;
 use carehare_core::types::ChannelId;
 use rustc_hash::FxHashMap;
+use tracing::debug;
 
 use crate::error::Error;
 use crate::message::Message;
@@ -48,6 +49,8 @@ struct Mailbox {
     waker: Option<Waker>,
     /// Delivered, unsettled tags (only when tracking).
     unsettled: VecDeque<u64>,
+    /// The consumer's log span, once its handle sets it.
+    span: Option<tracing::Span>,
 }
 
 impl Mailbox {
@@ -153,6 +156,22 @@ impl Consumers {
         token
     }
 
+    /// Logs what happens to `token`'s mailbox under `span`.
+    pub(crate) fn set_span(&mut self, token: Token, span: tracing::Span) {
+        if let Some((_, mailbox)) = self.boxes.get_mut(&token) {
+            mailbox.span = Some(span);
+        }
+    }
+
+    /// The log span of the consumer on `channel` (none if there is none).
+    pub(crate) fn span_of(&self, channel: ChannelId) -> tracing::Span {
+        self.by_channel
+            .get(&channel)
+            .and_then(|token| self.boxes.get(token))
+            .and_then(|(_, m)| m.span.clone())
+            .unwrap_or_else(tracing::Span::none)
+    }
+
     /// Queues a delivery for the consumer on `channel`. `Err(limit)` when
     /// its mailbox is full: the server sent more than the prefetch allows.
     /// A delivery for no consumer (one that just closed) is dropped:
@@ -185,6 +204,8 @@ impl Consumers {
         if let Some(token) = self.by_channel.remove(&channel)
             && let Some((_, mailbox)) = self.boxes.get_mut(&token)
         {
+            let span = mailbox.span.clone().unwrap_or_else(tracing::Span::none);
+            span.in_scope(|| debug!(channel, error = %why, "consumer ended"));
             mailbox.finish(why);
         }
     }

@@ -69,12 +69,19 @@ pub(crate) struct Shared {
     inner: Mutex<Inner>,
     /// Wakes the driver when a command queued bytes to send.
     driver: AtomicWaker,
+    /// The connection's log span (`amqp_connection`), parent of its
+    /// channels' spans.
+    span: tracing::Span,
 }
 
 impl Shared {
-    /// State around `conn`, counting into `meter`, and the receiver of its
-    /// handshake's outcome.
-    pub(crate) fn new(conn: Connection, meter: Meter) -> (Arc<Self>, ConnectedReceiver) {
+    /// State around `conn`, counting into `meter` and logging under
+    /// `span`, and the receiver of its handshake's outcome.
+    pub(crate) fn new(
+        conn: Connection,
+        meter: Meter,
+        span: tracing::Span,
+    ) -> (Arc<Self>, ConnectedReceiver) {
         let (lifecycle, connected) = Lifecycle::new();
         let shared = Arc::new(Self {
             inner: Mutex::new(Inner {
@@ -90,6 +97,7 @@ impl Shared {
                 meter,
             }),
             driver: AtomicWaker::new(),
+            span,
         });
         (shared, connected)
     }
@@ -98,6 +106,11 @@ impl Shared {
         // A panic while holding the lock leaves consistent-enough state for
         // failing everything; don't cascade the panic.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection's log span.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     pub(crate) fn wake_driver(&self) {
@@ -238,7 +251,9 @@ impl Inner {
                 channel,
                 consumer_tag,
             } => {
-                warn!(channel, %consumer_tag, "RabbitMQ cancelled a consumer");
+                self.consumers.span_of(channel).in_scope(|| {
+                    warn!(channel, %consumer_tag, "RabbitMQ cancelled a consumer");
+                });
                 self.consumers
                     .detach(channel, Error::ConsumerCancelledByServer);
                 // We close the channel; its id is freed at close-ok.
@@ -373,6 +388,11 @@ impl Inner {
         // Deliveries may follow the last reply in the same read.
         let token = self.consumers.register(ch, limit, pause_at);
         Ok((ch, token, self.ops.wait(op)))
+    }
+
+    /// Logs what happens to mailbox `token` (its end) under `span`.
+    pub(crate) fn set_mailbox_span(&mut self, token: Token, span: tracing::Span) {
+        self.consumers.set_span(token, span);
     }
 
     /// The next message of mailbox `token`, its end, or `Pending`.

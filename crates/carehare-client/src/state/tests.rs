@@ -45,7 +45,11 @@ pub(super) fn sent(inner: &mut Inner) -> BytesMut {
 
 pub(super) fn open_shared() -> Arc<Shared> {
     let conn = testing::open_connection(ConnectionConfig::default(), Instant::now());
-    let (shared, _connected) = Shared::new(conn, crate::metrics::Meter::default());
+    let (shared, _connected) = Shared::new(
+        conn,
+        crate::metrics::Meter::default(),
+        tracing::Span::none(),
+    );
     // The handshake's frames are the harness's business, not ours.
     sent(&mut shared.lock());
     shared
@@ -358,7 +362,11 @@ fn blocked_time_is_counted_until_unblocked_and_until_the_end() {
     let t0 = Instant::now();
     let counters = Arc::new(Counters::default());
     let conn = testing::open_connection(ConnectionConfig::default(), t0);
-    let (shared, _connected) = Shared::new(conn, Meter::new(Some(counters.clone())));
+    let (shared, _connected) = Shared::new(
+        conn,
+        Meter::new(Some(counters.clone())),
+        tracing::Span::none(),
+    );
     let at = |secs: u64, method: Method| {
         let bytes = testing::method_bytes(0, method);
         shared.lock().input(
