@@ -624,7 +624,6 @@ impl std::io::Write for Captured {
 /// connects, works and closes, and while another is refused (403), runs in
 /// a span naming the connection; and neither the password nor the URL
 /// with its credentials reaches a log line, an error or a `Debug` output.
-#[test]
 fn logs_name_the_connection_and_never_show_a_password() {
     const PASSWORD: &str = "s3cr3t-Pa55";
     let captured = Captured::default();
@@ -686,7 +685,6 @@ fn logs_name_the_connection_and_never_show_a_password() {
 /// What carehare logs about a consumer (its start, RabbitMQ cancelling
 /// it, its end) is under the consumer's own span, `amqp_channel`, a child
 /// of the connection's; `AckingConsumer::span` hands it to the application.
-#[test]
 fn a_consumers_logs_are_under_its_channel_span() {
     let captured = Captured::default();
     let writer = captured.clone();
@@ -746,4 +744,14 @@ fn a_consumers_logs_are_under_its_channel_span() {
             assert!(line.contains("consumer_tag=amq.ctag-7"), "{line}");
         }
     }
+}
+
+/// The two log-capturing checks above, one after the other: each installs
+/// a scoped subscriber, and tracing caches whether a call site is enabled
+/// process-wide, so two overlapping in one test binary can hide a span
+/// from each other.
+#[test]
+fn logs_carry_their_spans_and_never_a_password() {
+    logs_name_the_connection_and_never_show_a_password();
+    a_consumers_logs_are_under_its_channel_span();
 }
