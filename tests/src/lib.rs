@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod publish;
 pub mod python;
 pub mod recovery;
+pub mod runtimes;
 pub mod scenarios;
 
 use std::collections::VecDeque;
