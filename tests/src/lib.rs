@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod consume;
+pub mod fake_server;
 pub mod faults;
 pub mod locks;
 pub mod proxy;
