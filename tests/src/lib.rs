@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod consume;
 pub mod fake_server;
 pub mod faults;
+pub mod hostile;
 pub mod locks;
 pub mod proxy;
 pub mod publish;
