@@ -20,6 +20,7 @@ pub mod python;
 pub mod recovery;
 pub mod runtimes;
 pub mod scenarios;
+pub mod secrets;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
