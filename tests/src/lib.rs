@@ -14,6 +14,7 @@ pub mod fake_server;
 pub mod faults;
 pub mod hostile;
 pub mod locks;
+pub mod log_capture;
 pub mod proxy;
 pub mod publish;
 pub mod python;

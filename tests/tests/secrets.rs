@@ -5,51 +5,22 @@
 //! capture is the process's global subscriber, which sees every thread
 //! (the runtimes' drivers run on their own).
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
+use carehare_tests::log_capture::Captured;
 use carehare_tests::runtimes::{RUNTIMES, block_on};
 use carehare_tests::secrets::{self, PASSWORD, WRONG_PASSWORD};
 
-/// Everything logged in this process, at every level.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Installs the capture once, as the global subscriber, and returns it.
+/// Installs the capture of every thread's logs, at every level, once, as
+/// the global subscriber.
 fn capture() -> &'static Captured {
     static CAPTURED: OnceLock<Captured> = OnceLock::new();
     CAPTURED.get_or_init(|| {
         let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
+        let subscriber = captured.subscriber(tracing::Level::TRACE);
         tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
         captured
     })
-}
-
-fn logs() -> String {
-    let bytes = capture()
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[test]
@@ -59,7 +30,7 @@ fn passwords_never_reach_logs_debug_display_or_errors() {
     for runtime in RUNTIMES {
         seen.extend(block_on(runtime, secrets::a_session_with_a_password));
     }
-    let logs = logs();
+    let logs = capture().text();
     // The capture saw the session: the refusal, the reset and the recovery,
     // down to DEBUG (nothing logs at TRACE, which the capture takes too).
     for expected in [
