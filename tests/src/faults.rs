@@ -10,17 +10,11 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::io::Write;
-use std::net::TcpListener;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use carehare_client::carehare_core::frame::FRAME_BODY;
-use carehare_client::carehare_core::method::{
-    ConnectionClose, ConnectionCloseOk, ConnectionTune, Method,
-};
-use carehare_client::carehare_core::testing::{self, ClientOutput};
+use carehare_client::carehare_core::method::ConnectionTune;
 use carehare_client::{
     Connection, ConnectionError, Error, ExchangeOptions, FieldTable, QueueOptions, Runtime,
     UsageError, connect_with_runtime,
@@ -28,6 +22,7 @@ use carehare_client::{
 use futures_util::future::join_all;
 
 use crate::AMQP_ADDR;
+use crate::fake_server::FakeServer;
 use crate::proxy::{Mode, Proxy};
 use crate::scenarios::{connect, options, sleep, unique, within};
 
@@ -325,53 +320,29 @@ pub async fn channel_max_exhaustion_gives_typed_errors_and_leaks_nothing(rt: Arc
 
 // ---- A server that breaks the protocol ------------------------------------------
 
-/// Serves one connection on `listener`: carehare-core's scripted handshake
-/// (`carehare_core::testing::serve_handshake`) with frame_max 4096, then a
-/// body frame header on channel 1 that claims 1 MiB, and nothing more.
-/// Returns the client's `connection.close`, after answering it.
-fn serve_oversized_frame(listener: &TcpListener) -> ConnectionClose {
-    let (mut sock, _) = listener.accept().unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut from_client = ClientOutput::new();
-    let tune = ConnectionTune {
-        channel_max: 10,
-        frame_max: 4096,
-        heartbeat: 0,
-    };
-    testing::serve_handshake(&mut sock, &mut from_client, tune).unwrap();
-    // Let the client see the open connection first.
-    std::thread::sleep(Duration::from_millis(100));
-    let mib: u32 = 1 << 20;
-    let mut frame_header = vec![FRAME_BODY, 0, 1];
-    frame_header.extend_from_slice(&mib.to_be_bytes());
-    sock.write_all(&frame_header).unwrap();
-    // Whatever else the client sends first, the close must follow.
-    let close = loop {
-        let (_, method) = from_client
-            .read_method(&mut sock)
-            .expect("the client's connection.close");
-        if let Method::ConnectionClose(close) = method {
-            break close;
-        }
-    };
-    sock.write_all(&testing::method_bytes(0, ConnectionCloseOk::default()))
-        .unwrap();
-    close
-}
-
 /// A fake server (a std thread speaking AMQP through carehare-core's
 /// scripted broker) negotiates frame_max 4096, then sends the 7-byte header of a
 /// body frame claiming 1 MiB. The client must not wait for (or allocate)
 /// the megabyte: it closes with 501 FRAME_ERROR, and `closed()` is
 /// `ConnectionError::Protocol` with reply code 501.
 pub async fn oversized_frame_from_a_fake_server_closes_with_501(rt: Arc<dyn Runtime>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server: JoinHandle<ConnectionClose> =
-        std::thread::spawn(move || serve_oversized_frame(&listener));
+    let server = FakeServer::start(|peer| {
+        peer.handshake(ConnectionTune {
+            channel_max: 10,
+            frame_max: 4096,
+            heartbeat: 0,
+        });
+        // Let the client see the open connection first.
+        std::thread::sleep(Duration::from_millis(100));
+        let mib: u32 = 1 << 20;
+        let mut frame_header = vec![FRAME_BODY, 0, 1];
+        frame_header.extend_from_slice(&mib.to_be_bytes());
+        peer.send(&frame_header);
+        // Whatever else the client sends first, the close must follow.
+        peer.serve_until_close()
+    });
     let mut opts = options();
-    opts.port = port;
+    opts.port = server.port();
     let c = within(&rt, STEP, connect_with_runtime(rt.clone(), opts))
         .await
         .expect("the fake server's handshake");
@@ -381,12 +352,7 @@ pub async fn oversized_frame_from_a_fake_server_closes_with_501(rt: Arc<dyn Runt
         ConnectionError::Protocol(v) => assert_eq!(v.reply_code(), 501, "{v}"),
         other => panic!("expected a protocol violation, got {other:?}"),
     }
-    let deadline = Instant::now() + STEP;
-    while !server.is_finished() {
-        assert!(Instant::now() < deadline, "the fake server is stuck");
-        sleep(&rt, Duration::from_millis(10)).await;
-    }
-    let close = server.join().expect("the fake server failed");
+    let close = server.join(&rt, STEP).await;
     println!(
         "oversized frame: client sent connection.close {} {:?}; closed() = {outcome}",
         close.reply_code,

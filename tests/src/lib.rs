@@ -10,13 +10,18 @@
 
 pub mod cluster;
 pub mod consume;
+pub mod fake_server;
 pub mod faults;
+pub mod hostile;
 pub mod locks;
+pub mod log_capture;
 pub mod proxy;
 pub mod publish;
 pub mod python;
 pub mod recovery;
+pub mod runtimes;
 pub mod scenarios;
+pub mod secrets;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};

@@ -311,11 +311,15 @@ pub async fn tls_with_a_wrong_ca_fails_verification(rt: Arc<dyn Runtime>) {
     );
 }
 
-/// The platform's roots don't know the test CA: `UnknownIssuer`.
+/// The platform's roots don't know the test CA: `UnknownIssuer`. The same
+/// from a bare `amqps://` URL: verification is on by default.
 pub async fn tls_with_the_default_roots_fails_verification(rt: Arc<dyn Runtime>) {
     let mut opts = tls_options(false);
     opts.tls = Some(TlsOptions::default());
-    let problem = certificate_problem(connect_with_runtime(rt, opts).await);
+    let problem = certificate_problem(connect_with_runtime(rt.clone(), opts).await);
+    assert_eq!(problem, CertificateProblem::UnknownIssuer);
+    let from_url = ConnectOptions::from_url("amqps://localhost:5671/").unwrap();
+    let problem = certificate_problem(connect_with_runtime(rt, from_url).await);
     assert_eq!(problem, CertificateProblem::UnknownIssuer);
 }
 

@@ -373,6 +373,12 @@ pub enum ConnectionError {
     /// The byte stream ended without a `connection.close`.
     #[error("connection lost: the server closed the socket without connection.close")]
     UnexpectedEof,
+    /// RabbitMQ blocked publishing (`connection.blocked`) for longer than
+    /// [`ConnectionConfig::blocked_timeout`](crate::ConnectionConfig::blocked_timeout),
+    /// so the client closed the connection (publishes held meanwhile fail
+    /// with this).
+    #[error("RabbitMQ blocked publishing for longer than {0:?}: the client closed the connection")]
+    BlockedTimeout(Duration),
     /// The handshake did not finish in time.
     #[error("handshake did not finish within {0:?}")]
     HandshakeTimeout(Duration),

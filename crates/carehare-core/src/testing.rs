@@ -16,7 +16,8 @@
 //!   its `Connection` inside its own state or talks over a real socket:
 //!   [`server_start`] and [`handshake_frames`] (the server's side of the
 //!   handshake), [`method_bytes`] and [`content_bytes`] (any method or
-//!   message, encoded), [`ClientOutput`] (decodes what the client wrote),
+//!   message, encoded), [`polite_reply`] (what a well-behaved server
+//!   answers), [`ClientOutput`] (decodes what the client wrote),
 //!   [`serve_handshake`] (the handshake over a blocking transport) and
 //!   [`open_connection`] (a connection already open).
 //!
@@ -32,10 +33,11 @@ use crate::connection::{Connection, ConnectionConfig};
 use crate::event::{Event, Reply, Tuning};
 use crate::frame::{Frame, PROTOCOL_HEADER, decode_frame, encode_content, encode_method};
 use crate::method::{
-    ChannelOpen, ChannelOpenOk, ConnectionOpenOk, ConnectionStart, ConnectionTune, Method,
+    BasicConsumeOk, BasicQosOk, ChannelCloseOk, ChannelOpen, ChannelOpenOk, ConfirmSelectOk,
+    ConnectionCloseOk, ConnectionOpenOk, ConnectionStart, ConnectionTune, Method, QueueDeclareOk,
 };
 use crate::properties::{BASIC_CLASS_ID, BasicProperties};
-use crate::types::{AMQPValue, ChannelId, FieldTable};
+use crate::types::{AMQPValue, ChannelId, FieldTable, ShortStr};
 
 // ---- The server's side, as values and bytes --------------------------------
 
@@ -94,6 +96,41 @@ pub fn content_bytes(
         frame_max,
     );
     out.to_vec()
+}
+
+/// What a well-behaved server answers to `method` from the client, for the
+/// methods a script usually just lets through: `channel.open`,
+/// `confirm.select`, `basic.qos`, `queue.declare` (a server-named queue is
+/// `amq.gen-1`, no messages, no consumers), `basic.consume` (an empty tag
+/// becomes `amq.ctag-1`), `channel.close` and `connection.close`. `None`
+/// for any other method (e.g. a publish, whose ack a script decides).
+pub fn polite_reply(method: &Method) -> Option<Method> {
+    Some(match method {
+        Method::ChannelOpen(_) => ChannelOpenOk::default().into(),
+        Method::ConfirmSelect(_) => ConfirmSelectOk {}.into(),
+        Method::BasicQos(_) => BasicQosOk {}.into(),
+        Method::QueueDeclare(d) => QueueDeclareOk {
+            queue: if d.queue.is_empty() {
+                ShortStr::from_static("amq.gen-1")
+            } else {
+                d.queue.clone()
+            },
+            message_count: 0,
+            consumer_count: 0,
+        }
+        .into(),
+        Method::BasicConsume(c) => BasicConsumeOk {
+            consumer_tag: if c.consumer_tag.is_empty() {
+                ShortStr::from_static("amq.ctag-1")
+            } else {
+                c.consumer_tag.clone()
+            },
+        }
+        .into(),
+        Method::ChannelClose(_) => ChannelCloseOk {}.into(),
+        Method::ConnectionClose(_) => ConnectionCloseOk {}.into(),
+        _ => return None,
+    })
 }
 
 /// The server's whole side of the handshake at once: [`server_start`],

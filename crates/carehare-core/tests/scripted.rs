@@ -1265,6 +1265,73 @@ fn blocked_unblocked_and_update_secret() {
     );
 }
 
+/// With `blocked_timeout`, a `connection.blocked` that is never lifted ends
+/// the connection at `blocked_since + blocked_timeout` (a second `blocked`
+/// does not restart the clock), failing what waits; the server is told
+/// with a `connection.close` whose `close-ok` is not waited for. An
+/// `unblocked` in time stops the clock, and without the option nothing
+/// ever fires.
+#[test]
+fn a_block_longer_than_blocked_timeout_ends_the_connection() {
+    const LIMIT: Duration = Duration::from_secs(5);
+    let blocked = || ConnectionBlocked {
+        reason: s("low on memory"),
+    };
+    // No heartbeat, so that the blocked timeout is the only timer.
+    let no_heartbeat = ConnectionTune {
+        heartbeat: 0,
+        ..carehare_core::testing::server_tune()
+    };
+    let mut b = Broker::new(ConnectionConfig {
+        heartbeat: 0,
+        blocked_timeout: Some(LIMIT),
+        ..Default::default()
+    });
+    b.handshake_with(no_heartbeat.clone());
+    // Lifted in time: nothing happens.
+    b.method(0, blocked());
+    assert!(b.conn.poll_timeout().is_some());
+    b.advance(LIMIT / 2);
+    b.method(0, ConnectionUnblocked {});
+    assert_eq!(b.conn.poll_timeout(), None);
+    b.advance(LIMIT * 2);
+    assert!(b.conn.is_open());
+    let _ = b.events();
+    // Never lifted: the first blocked counts.
+    let ch = b.open_channel();
+    let op = b.conn.call(ch, QueueDeclare::default().into()).unwrap();
+    let _ = b.sent();
+    b.method(0, blocked());
+    let since = b.now;
+    b.advance(LIMIT / 2);
+    b.method(0, blocked());
+    assert_eq!(b.conn.poll_timeout(), Some(since + LIMIT));
+    b.advance(LIMIT / 2 - Duration::from_millis(1));
+    assert!(b.conn.is_open());
+    b.advance(Duration::from_millis(1));
+    assert!(b.conn.is_closed(), "no close-ok is waited for");
+    let text = b.expect_connection_close(200);
+    assert!(text.contains("blocked"), "{text}");
+    let events = b.events();
+    assert_eq!(
+        closed_with(&events),
+        &ConnectionError::BlockedTimeout(LIMIT)
+    );
+    assert!(events.iter().any(|e| matches!(e,
+        Event::Completed { op: o, result: Err(ChannelError::ConnectionClosed(ConnectionError::BlockedTimeout(_))), .. } if *o == op
+    )));
+    // Without the option, a block lasts as long as the server wants.
+    let mut b = Broker::new(ConnectionConfig {
+        heartbeat: 0,
+        ..Default::default()
+    });
+    b.handshake_with(no_heartbeat);
+    b.method(0, blocked());
+    assert_eq!(b.conn.poll_timeout(), None);
+    b.advance(Duration::from_secs(3600));
+    assert!(b.conn.is_open());
+}
+
 #[test]
 fn server_consumer_cancel_and_flow() {
     let mut b = open_broker();

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use carehare_layer::{Error, Layer};
+use carehare_tests::log_capture::Captured;
 use common::{Chat, chat, config, layer, nothing, recv, unique, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,20 +105,6 @@ async fn typed_errors_for_bad_names_and_messages() {
     layer.close().await;
 }
 
-/// What the layer logs, at WARN and above.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A layer's start declares its queue passively first, to see whether a
 /// previous connection's queue of the same name is still there: the 404
 /// is the expected answer, not something to warn about.
@@ -126,13 +113,7 @@ impl std::io::Write for Captured {
 #[tokio::test(flavor = "current_thread")]
 async fn starting_and_using_a_layer_logs_no_warning() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(captured.subscriber(tracing::Level::WARN));
     let layer = Layer::new(config()).unwrap();
     within(30, layer.connection()).await.unwrap();
     let channel = layer.new_channel();
@@ -140,7 +121,7 @@ async fn starting_and_using_a_layer_logs_no_warning() {
     layer.group_send("quiet", &chat("hi")).await.unwrap();
     assert_eq!(recv(&layer, &channel, 10).await, chat("hi"));
     layer.close().await;
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.is_empty(), "{logs}");
 }
 

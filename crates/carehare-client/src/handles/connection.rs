@@ -533,7 +533,11 @@ impl Connection {
 
     /// Why RabbitMQ is blocking publishes right now (a memory or disk
     /// alarm), or `None`. While blocked, publishes wait in the client
-    /// instead of piling up in the socket.
+    /// instead of piling up in the socket, for as long as the alarm lasts
+    /// unless [`ConnectionConfig::blocked_timeout`](crate::carehare_core::ConnectionConfig::blocked_timeout)
+    /// bounds it: the connection then ends with
+    /// [`ConnectionError::BlockedTimeout`], and every waiting publish
+    /// fails with it.
     ///
     /// ```no_run
     /// # fn f(connection: carehare_client::Connection) {

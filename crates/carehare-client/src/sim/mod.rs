@@ -526,9 +526,6 @@ pub(crate) async fn serve(
             return;
         };
         let reply: Option<Method> = match method {
-            Method::ChannelOpen(_) => Some(ChannelOpenOk::default().into()),
-            Method::ConfirmSelect(_) => Some(ConfirmSelectOk {}.into()),
-            Method::BasicQos(_) => Some(BasicQosOk {}.into()),
             Method::QueueDeclare(d) => {
                 let queue = if d.queue.is_empty() {
                     ShortStr::new(format!("amq.gen-{n}")).unwrap()
@@ -601,12 +598,11 @@ pub(crate) async fn serve(
                 }
                 None
             }
-            Method::ChannelClose(_) => Some(ChannelCloseOk {}.into()),
             Method::ConnectionClose(_) => {
                 b.send(&testing::method_bytes(0, ConnectionCloseOk {}));
                 return;
             }
-            _ => None,
+            other => testing::polite_reply(&other),
         };
         if let Some(reply) = reply {
             b.send(&testing::method_bytes(channel, reply));

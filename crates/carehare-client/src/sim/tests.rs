@@ -289,6 +289,73 @@ fn close_without_close_ok_gives_up_after_the_close_timeout() {
     assert_eq!(took, Duration::from_secs(7));
 }
 
+/// A server that breaks the protocol (a frame for a channel never opened)
+/// and then holds back its `close-ok`: a waiting consumer and an
+/// unconfirmed publish fail with the violation at once, not when the
+/// close times out (nothing can arrive for them once the close started);
+/// `closed()` still waits for the close to end.
+#[test]
+fn waiters_fail_when_a_close_starts_not_when_it_ends() {
+    let sim = with_broker(tune(0), |mut broker| async move {
+        broker.expect_handshake().await;
+        loop {
+            match broker.next_method().await {
+                Some((_, Method::BasicPublish(_))) => {
+                    let stray = BasicAck {
+                        delivery_tag: 1,
+                        multiple: false,
+                    };
+                    broker.send(&testing::method_bytes(99, stray));
+                }
+                // Never answered.
+                Some((_, Method::ConnectionClose(_))) => {}
+                Some((channel, method)) => {
+                    if let Some(reply) = testing::polite_reply(&method) {
+                        broker.send(&testing::method_bytes(channel, reply));
+                    }
+                }
+                None => return,
+            }
+        }
+    });
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    let clock = sim.clone();
+    let mut opts = options(0);
+    opts.amqp.close_timeout = Duration::from_secs(7);
+    let (next, confirmed, failed_after, outcome, closed_after) = sim.block_on(async move {
+        let connection = connect_with_runtime(runtime, opts).await.unwrap();
+        let consumer = connection.acking_consumer("q", 10).await.unwrap();
+        let start = clock.elapsed();
+        let confirmation = connection.publish("x", "", "q");
+        let both = futures_util::future::join(consumer.next(), confirmation);
+        let (next, confirmed) = both.await;
+        let failed_after = clock.elapsed() - start;
+        let outcome = connection.closed().await;
+        (
+            next,
+            confirmed,
+            failed_after,
+            outcome,
+            clock.elapsed() - start,
+        )
+    });
+    let violation = |e: &ConnectionError| {
+        matches!(
+            e,
+            ConnectionError::Protocol(carehare_core::error::ProtocolViolation::UnknownChannel(99))
+        )
+    };
+    assert!(violation(&outcome), "{outcome:?}");
+    for r in [next.map(drop), confirmed] {
+        assert!(
+            matches!(&r, Err(Error::ConnectionClosed(e)) if violation(e)),
+            "{r:?}"
+        );
+    }
+    assert_eq!(failed_after, Duration::ZERO);
+    assert_eq!(closed_after, Duration::from_secs(7));
+}
+
 #[test]
 fn an_rpc_call_without_a_reply_times_out_on_time() {
     let sim = with_broker(tune(0), |broker| serve(broker, 0, POLITE, Arc::default()));

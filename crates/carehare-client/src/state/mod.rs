@@ -209,6 +209,14 @@ impl Inner {
         while let Some(event) = self.conn.poll_event() {
             self.route(now, event);
         }
+        // Once a close is under way the core reads nothing but its
+        // close-ok: no confirm, delivery or reply can come any more, so
+        // waiters learn why now rather than when the close-ok comes (which
+        // a server may hold back until `close_timeout`).
+        if let Some(reason) = self.conn.closing_reason() {
+            let why = Error::ConnectionClosed(reason.clone());
+            self.fail_waiters(&why);
+        }
     }
 
     /// Hands one core event to the piece it concerns.
@@ -313,15 +321,20 @@ impl Inner {
 
     fn on_closed(&mut self, error: ConnectionError) {
         debug!(%error, "connection over");
-        let why = Error::ConnectionClosed(error.clone());
-        self.ops.fail_all(&why);
-        self.confirms.fail_all(&why);
-        self.unconfirmed.forget();
-        self.backlog.wake_all();
-        self.rpc.fail_all(&why);
-        self.consumers.fail_all(&why);
+        self.fail_waiters(&Error::ConnectionClosed(error.clone()));
         self.lifecycle.ended(error);
         self.blocking.changed();
+    }
+
+    /// Fails everything that waits for the server with `why`. Harmless
+    /// to repeat: each piece is emptied (a consumer keeps its first reason).
+    fn fail_waiters(&mut self, why: &Error) {
+        self.ops.fail_all(why);
+        self.confirms.fail_all(why);
+        self.unconfirmed.forget();
+        self.backlog.wake_all();
+        self.rpc.fail_all(why);
+        self.consumers.fail_all(why);
     }
 }
 

@@ -77,6 +77,17 @@ impl Ending<'_> {
         };
     }
 
+    /// Ends now for `error`, telling the server why with a
+    /// `connection.close` whose `close-ok` is not waited for (the server
+    /// is not reading, e.g. while it blocks us).
+    pub(super) fn abandon(&mut self, error: ConnectionError, code: u16, text: &str) {
+        if self.state.ending() {
+            return;
+        }
+        self.start_closing(error.clone(), code, text);
+        self.finish(error);
+    }
+
     /// The end: fail what is left and report why. Queued bytes (e.g. a
     /// `close-ok`) stay available to `poll_transmit`.
     pub(super) fn finish(&mut self, error: ConnectionError) {

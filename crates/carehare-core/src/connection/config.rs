@@ -126,6 +126,14 @@ pub struct ConnectionConfig {
     /// Largest message body we accept (RabbitMQ's own default
     /// `max_message_size` is 128 MiB). A bigger one closes the connection.
     pub max_body_size: u64,
+    /// How long RabbitMQ may block publishing (`connection.blocked`, e.g.
+    /// during a memory or disk alarm) before the client gives up and ends
+    /// the connection with
+    /// [`ConnectionError::BlockedTimeout`](crate::error::ConnectionError::BlockedTimeout).
+    /// Publishes wait while the connection is blocked; this bounds the
+    /// wait, and everything still waiting then fails with that error.
+    /// `None` (the default): wait as long as the alarm lasts.
+    pub blocked_timeout: Option<Duration>,
 }
 
 impl Default for ConnectionConfig {
@@ -142,6 +150,7 @@ impl Default for ConnectionConfig {
             handshake_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(10),
             max_body_size: 128 * 1024 * 1024,
+            blocked_timeout: None,
         }
     }
 }

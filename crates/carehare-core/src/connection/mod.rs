@@ -14,6 +14,9 @@
 //!   connection is open, is a protocol fault (504).
 //! - `now` only moves forward: it is the latest time any input was given.
 //! - `next_op` only grows, so op ids are unique within the connection.
+//! - `blocked_since` is set from the first `connection.blocked` to the
+//!   next `unblocked` (a repeated `blocked` keeps the first time), and only
+//!   while `Open`: the blocked timeout counts from it.
 
 mod close;
 mod config;
@@ -55,6 +58,8 @@ pub struct Connection {
     /// Connection-level commands awaiting a reply (`update-secret`).
     connection_ops: VecDeque<OpId>,
     heartbeat: Heartbeat,
+    /// Since when the server has blocked publishing, while it does.
+    blocked_since: Option<Instant>,
     next_op: u64,
     /// The latest time passed in; used as "now" by commands, which take none.
     now: Instant,
@@ -75,6 +80,7 @@ impl Connection {
             channels: Channels::default(),
             connection_ops: VecDeque::new(),
             heartbeat: Heartbeat::new(0, now),
+            blocked_since: None,
             next_op: 0,
             now,
         }
@@ -194,8 +200,8 @@ impl Connection {
         }
     }
 
-    /// Runs the timers due at `now`: heartbeat send and monitor, handshake
-    /// and close timeouts. Calling it early is harmless.
+    /// Runs the timers due at `now`: heartbeat send and monitor, handshake,
+    /// close and blocked timeouts. Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tick(now);
         match &self.state {
@@ -212,6 +218,18 @@ impl Connection {
                     self.finish(ConnectionError::ClosedByHeartbeatMonitor(
                         self.heartbeat.dead_after(),
                     ));
+                } else if let Some((deadline, limit)) = self.blocked_deadline()
+                    && now >= deadline
+                {
+                    warn!(?limit, "blocked by the server for too long: closing");
+                    // The server reads nothing while it blocks us, so its
+                    // close-ok would never come: tell it why, and end now.
+                    let text = format!("blocked by the server for longer than {limit:?}");
+                    self.ending().abandon(
+                        ConnectionError::BlockedTimeout(limit),
+                        reply_code::REPLY_SUCCESS,
+                        &text,
+                    );
                 } else if self.heartbeat.should_send(now) {
                     self.out.heartbeat();
                     self.heartbeat.on_write(now);
@@ -433,11 +451,24 @@ impl Connection {
                     .next_deadline()
                     .map_or(handshake_deadline, |h| h.min(handshake_deadline)),
             ),
-            State::Open => self.heartbeat.next_deadline(),
+            State::Open => {
+                let blocked = self.blocked_deadline().map(|(at, _)| at);
+                match (self.heartbeat.next_deadline(), blocked) {
+                    (Some(h), Some(b)) => Some(h.min(b)),
+                    (h, b) => h.or(b),
+                }
+            }
         }
     }
 
     // ---- Internals ----------------------------------------------------------
+
+    /// When the blocked timeout runs out, and the limit, while the server
+    /// blocks publishing and a limit is set.
+    fn blocked_deadline(&self) -> Option<(Instant, std::time::Duration)> {
+        let limit = self.config.blocked_timeout?;
+        Some((self.blocked_since? + limit, limit))
+    }
 
     fn tick(&mut self, now: Instant) {
         self.now = self.now.max(now);
@@ -671,10 +702,16 @@ impl Connection {
                 debug!(?tuning, "connection open");
                 self.out.event(Event::Connected(tuning));
             }
-            (State::Open, Method::ConnectionBlocked(b)) => self.out.event(Event::Blocked {
-                reason: b.reason.to_string(),
-            }),
-            (State::Open, Method::ConnectionUnblocked(_)) => self.out.event(Event::Unblocked),
+            (State::Open, Method::ConnectionBlocked(b)) => {
+                self.blocked_since.get_or_insert(now);
+                self.out.event(Event::Blocked {
+                    reason: b.reason.to_string(),
+                })
+            }
+            (State::Open, Method::ConnectionUnblocked(_)) => {
+                self.blocked_since = None;
+                self.out.event(Event::Unblocked)
+            }
             (State::Open, Method::ConnectionUpdateSecretOk(m)) => {
                 match self.connection_ops.pop_front() {
                     Some(op) => self.out.complete(op, 0, Ok(Reply::Method(m.into()))),
