@@ -10,7 +10,8 @@ test:
     scripts/test
 
 # Every benchmark (codec, allocations, end to end against lapin, amqprs and
-# the Python clients, how cost grows); writes docs/benchmarks.md. ~15 min.
+# the Python clients, how cost grows, where the plain program's CPU goes:
+# callgrind and flame graphs); writes docs/benchmarks.md and docs/flame-*.svg. ~20 min.
 bench:
     benches/run.sh
 

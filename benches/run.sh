@@ -6,6 +6,11 @@
 #   alloc   the counting-allocator test (benches/tests/allocations.rs)
 #   e2e     every client side by side on the local broker (src/bin/e2e.rs)
 #   growth  how cost grows, through `carehare perf` (src/bin/growth.rs)
+#   profile where the CPU of the plain user program (peer-plain) goes, beside
+#           amqprs on the same current-thread runtime: instructions per
+#           message counted by callgrind (repeatable on a loaded machine),
+#           and flame graphs from perf's cpu-clock samples drawn by inferno
+#           into docs/flame-*.svg
 #
 # Needs the local broker (test-server/start.sh starts or reuses it) and
 # Python 3 for the Python peers (a venv under benches/target/python/e2e,
@@ -17,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
-only=",${ONLY:-codec,alloc,e2e,growth},"  # ONLY=none only rewrites docs/benchmarks.md
+only=",${ONLY:-codec,alloc,e2e,growth,profile},"  # ONLY=none only rewrites docs/benchmarks.md
 out="$root/benches/target/bench"
 mkdir -p "$out"
 
@@ -58,6 +63,37 @@ if [[ $only == *,growth,* ]]; then
   echo "== how cost grows (carehare perf)" >&2
   target/release/growth >"$out/growth.md"
 fi
+if [[ $only == *,profile,* ]]; then
+  echo "== profile: the plain program beside amqprs (callgrind, perf + inferno)" >&2
+  for tool in valgrind perf; do
+    command -v "$tool" >/dev/null || { echo "profile needs $tool (Debian: valgrind, linux-perf)" >&2; exit 1; }
+  done
+  command -v inferno-flamegraph >/dev/null || cargo install --locked inferno
+  {
+    echo "| body | program | instructions per message (publish + consume) | ratio to amqprs |"
+    echo "|---|---|---|---|"
+    for size in 12 1024; do
+      declare -A ir=()
+      for peer in plain amqprs; do
+        PEER_RUNTIME=current_thread valgrind --tool=callgrind \
+          --callgrind-out-file="$out/callgrind.$peer.$size" \
+          "target/release/peer-$peer" --count 20000 --size "$size" >/dev/null 2>"$out/callgrind.$peer.$size.log"
+        total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$out/callgrind.$peer.$size.log")
+        ir[$peer]=$((total / 20000))
+      done
+      echo "| $size B | carehare-plain | ${ir[plain]} | $(python3 -c "print(f'{${ir[plain]}/${ir[amqprs]}:.2f}×')") |"
+      echo "| $size B | amqprs | ${ir[amqprs]} | 1.00× |"
+    done
+  } >"$out/profile.md"
+  for peer in plain amqprs; do
+    PEER_RUNTIME=current_thread perf record -q -F 4000 -g --call-graph dwarf,16384 \
+      -o "$out/perf.$peer.data" "target/release/peer-$peer" --count 100000 --size 12 >/dev/null
+    perf script -i "$out/perf.$peer.data" 2>/dev/null | inferno-collapse-perf >"$out/perf.$peer.folded"
+    name=$([[ $peer == plain ]] && echo carehare-plain || echo amqprs)
+    inferno-flamegraph --title "$name: 100,000 messages of 12 B published with confirms and consumed with acks (current-thread tokio)" \
+      --width 1400 --minwidth 2 <"$out/perf.$peer.folded" >"$root/docs/flame-$name.svg"
+  done
+fi
 cd "$root"
 
 rabbit=$( (source test-server/env.sh && rabbitmqctl version 2>/dev/null) | tail -1 || echo unknown)
@@ -67,7 +103,7 @@ python3 - "$out" "$machine" "$(date -u +%Y-%m-%d)" <<'PY'
 import pathlib, sys
 out, machine, date = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 text = pathlib.Path("benches/benchmarks.md.in").read_text()
-for name in ["codec", "alloc", "e2e", "growth"]:
+for name in ["codec", "alloc", "e2e", "growth", "profile"]:
     f = out / f"{name}.md"
     table = f.read_text().rstrip() if f.exists() else "(not run)"
     text = text.replace(f"@{name.upper()}@", table)

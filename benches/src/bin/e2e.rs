@@ -16,6 +16,10 @@
 //! it runs on one thread by default), else with this crate's
 //! `peer-carehare`. `carehare-mt` is `peer-carehare` on tokio's
 //! multi-threaded runtime, as the lapin and amqprs peers run.
+//! `carehare-plain` is `peer-plain`, the guide's calls as a new user
+//! writes them, on tokio's current-thread runtime (`carehare-plain-mt`:
+//! multi-threaded); `amqprs-ct` is the amqprs peer on the current-thread
+//! runtime, to compare like with like.
 //! `carehare-recovering` is the CLI on recovering connections (its
 //! default; the others run with `--no-recovery`), to price recovery.
 //! `--extra`
@@ -53,7 +57,10 @@ fn parse() -> Opts {
             "carehare",
             "carehare-recovering",
             "carehare-mt",
+            "carehare-plain",
+            "carehare-plain-mt",
             "amqprs",
+            "amqprs-ct",
             "lapin",
             "carehare-py",
             "aio-pika",
@@ -145,6 +152,15 @@ fn command(o: &Opts, peer: &str, size: usize) -> Command {
         "carehare" | "carehare-mt" => cmd = Command::new(own_bin("peer-carehare")),
         "carehare-recovering" => panic!("carehare-recovering needs the CLI (--carehare-cli)"),
         "amqprs" => cmd = Command::new(own_bin("peer-amqprs")),
+        "amqprs-ct" => {
+            cmd = Command::new(own_bin("peer-amqprs"));
+            cmd.env("PEER_RUNTIME", "current_thread");
+        }
+        "carehare-plain" => cmd = Command::new(own_bin("peer-plain")),
+        "carehare-plain-mt" => {
+            cmd = Command::new(own_bin("peer-plain"));
+            cmd.env("PEER_RUNTIME", "multi_thread");
+        }
         "lapin" => cmd = Command::new(own_bin("peer-lapin")),
         "carehare-py" | "aio-pika" => {
             cmd = Command::new(&o.python);
@@ -316,6 +332,9 @@ fn main() {
             ("carehare-recovering", "amqprs"),
             ("carehare-mt", "amqprs"),
             ("carehare-mt", "lapin"),
+            ("carehare-plain", "amqprs-ct"),
+            ("carehare-plain", "carehare"),
+            ("carehare-plain-mt", "amqprs"),
         ] {
             let Some(ours) = by_peer.get(mine) else {
                 continue;

@@ -59,9 +59,18 @@ fn host_port(url: &str) -> (String, u16) {
     (h.to_string(), p.parse().expect("port"))
 }
 
-#[tokio::main]
-async fn main() {
-    let w = Workload::from_args();
+fn main() {
+    // `#[tokio::main]`'s multi-thread runtime, or `PEER_RUNTIME=current_thread`
+    // to compare with a current-thread peer on the same runtime.
+    let mut runtime = match std::env::var("PEER_RUNTIME").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = runtime.enable_all().build().expect("tokio runtime");
+    runtime.block_on(run(Workload::from_args()));
+}
+
+async fn run(w: Workload) {
     let body = w.body();
     let (host, port) = host_port(&w.url);
     let conn = Connection::open(&OpenConnectionArguments::new(&host, port, "guest", "guest"))

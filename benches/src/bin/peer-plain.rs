@@ -1,0 +1,73 @@
+//! The end-to-end workload written as a new user writes it from the guide,
+//! with nothing tuned: `connection.publisher(window)` and each
+//! `Confirmation` pushed into a `FuturesUnordered`, drained when the window
+//! is full; `acking_consumer(queue, prefetch)` read with `next_delivery`
+//! and acked with `ack_multiple`. This is the figure a user gets, beside
+//! `peer-carehare` and `carehare perf`.
+//!
+//! `PEER_RUNTIME=current_thread` (the default) or `multi_thread`.
+
+use carehare_benches::e2e::{PhaseTimer, Workload, report};
+use carehare_tokio::QueueOptions;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+fn main() {
+    let multi = std::env::var("PEER_RUNTIME").as_deref() == Ok("multi_thread");
+    let mut runtime = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = runtime.enable_all().build().expect("tokio runtime");
+    let w = Workload::from_args();
+    let tool = if multi { "carehare-plain-mt" } else { "carehare-plain" };
+    runtime.block_on(run(tool, w));
+}
+
+async fn run(tool: &str, w: Workload) {
+    let body = bytes::Bytes::from(w.body());
+    let connection = carehare_tokio::connect(&w.url).await.expect("connect");
+    let queue = connection
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .expect("queue.declare")
+        .queue;
+
+    let timer = PhaseTimer::start();
+    let publisher = connection.publisher(w.confirm);
+    let mut pending = FuturesUnordered::new();
+    for _ in 0..w.count {
+        let confirmation = publisher
+            .publish(body.clone(), "", &queue)
+            .await
+            .expect("publish");
+        pending.push(confirmation);
+        if pending.len() >= w.confirm {
+            pending.next().await.expect("pending").expect("confirm");
+        }
+    }
+    while let Some(result) = pending.next().await {
+        result.expect("confirm");
+    }
+    let publish = timer.stop(w.count);
+
+    let timer = PhaseTimer::start();
+    let consumer = connection
+        .acking_consumer(&queue, w.prefetch)
+        .await
+        .expect("consume");
+    let mut seen = 0u64;
+    while seen < w.count {
+        let (body, tag) = consumer.next_delivery().await.expect("delivery");
+        assert_eq!(body.len(), w.size);
+        seen += 1;
+        if seen.is_multiple_of(w.multi_ack_every) || seen == w.count {
+            consumer.ack_multiple(tag);
+        }
+    }
+    let consume = timer.stop(seen);
+    consumer.close().await;
+    connection.close().await.expect("close");
+    report(tool, &w, publish, consume);
+}
