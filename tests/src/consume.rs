@@ -522,7 +522,7 @@ pub async fn the_envelope_and_all_properties_arrive(rt: Arc<dyn Runtime>) {
     assert_eq!(m.exchange.as_str(), "amq.direct");
     assert_eq!(m.routing_key.as_str(), routing_key);
     assert_eq!(m.consumer_tag.as_str(), tag);
-    assert_eq!(m.properties, properties);
+    assert_eq!(*m.properties, properties);
     consumer.ack(m.delivery_tag);
 }
 
@@ -797,7 +797,7 @@ pub async fn get_returns_the_message_and_the_count_and_ack_removes_it(rt: Arc<dy
     assert!(!one.redelivered);
     assert_eq!(one.routing_key.as_str(), q);
     assert_eq!(one.exchange.as_str(), "");
-    assert_eq!(one.properties, properties);
+    assert_eq!(*one.properties, properties);
     assert!(one.consumer_tag.is_empty());
     one.ack();
 

@@ -220,7 +220,7 @@ fn deliver_header(channel: ChannelId, body_size: u64) -> Vec<u8> {
         header: ContentHeader {
             class_id: BASIC_CLASS_ID,
             body_size,
-            properties: BasicProperties::default(),
+            properties: Box::default(),
         },
     }
     .encode(&mut out);

@@ -275,7 +275,7 @@ fn publish_with_confirms_then_consume_and_ack() {
         };
         assert_eq!(d.consumer_tag, ok.consumer_tag);
         assert_eq!(&delivery.body[..], body);
-        assert_eq!(delivery.properties, props);
+        assert_eq!(*delivery.properties, props);
         c.conn
             .send(
                 ch,

@@ -35,8 +35,9 @@ pub enum ContentMethod {
 pub struct Delivery {
     /// The method it came with.
     pub method: ContentMethod,
-    /// Its properties.
-    pub properties: BasicProperties,
+    /// Its properties (boxed, as decoded: see
+    /// [`ContentHeader`](crate::properties::ContentHeader)).
+    pub properties: Box<BasicProperties>,
     /// Its body. When the body came in one frame this is a slice of the
     /// read buffer, not a copy.
     pub body: Bytes,

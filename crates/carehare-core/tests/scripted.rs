@@ -912,7 +912,7 @@ fn delivery_body_in_one_frame_is_zero_copy() {
         (d.delivery_tag, d.redelivered, d.consumer_tag.as_str()),
         (42, true, "ctag")
     );
-    assert_eq!(delivery.properties, props);
+    assert_eq!(*delivery.properties, props);
     assert_eq!(&delivery.body[..], b"hello world");
 }
 

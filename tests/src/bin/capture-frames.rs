@@ -343,7 +343,7 @@ fn capture() -> Result<Vec<u8>> {
             }
             _ => None,
         })?;
-        if delivery.body.as_ref() != *body || delivery.properties != *properties {
+        if delivery.body.as_ref() != *body || *delivery.properties != *properties {
             return Err(format!("delivery {i} differs from what was published").into());
         }
     }

@@ -20,7 +20,7 @@ pub(crate) struct Assembly {
     method: ContentMethod,
     /// Set for `basic.get-ok`: the op its message completes.
     get_op: Option<OpId>,
-    header: Option<(BasicProperties, u64)>,
+    header: Option<(Box<BasicProperties>, u64)>,
     body: Body,
 }
 
@@ -54,7 +54,7 @@ impl Assembly {
     pub(crate) fn on_header(
         &mut self,
         channel: ChannelId,
-        properties: BasicProperties,
+        properties: Box<BasicProperties>,
         body_size: u64,
         max_body_size: u64,
     ) -> Result<Progress, ProtocolViolation> {

@@ -307,7 +307,7 @@ impl Channel {
     /// A content header frame on this channel.
     pub(crate) fn on_header(
         &mut self,
-        properties: BasicProperties,
+        properties: Box<BasicProperties>,
         body_size: u64,
         max_body_size: u64,
     ) -> Result<Outcome, ProtocolViolation> {

@@ -14,7 +14,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 header: ContentHeader {
                     class_id: BASIC_CLASS_ID,
                     body_size,
-                    properties,
+                    properties: Box::new(properties),
                 },
             }
         }),
