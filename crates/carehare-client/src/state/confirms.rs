@@ -489,6 +489,16 @@ impl Confirms {
     }
 
     /// The connection ended: every unsettled and held publish fails.
+    /// Publishes awaiting their confirm, and publishes held.
+    #[cfg(feature = "testing")]
+    pub(crate) fn pending(&self) -> usize {
+        self.publishers
+            .values()
+            .map(|p| p.pending.len())
+            .sum::<usize>()
+            + self.held.len()
+    }
+
     pub(crate) fn fail_all(&mut self, why: &Error) {
         self.exchanges.clear();
         for (_, p) in self.publishers.drain() {
