@@ -18,8 +18,8 @@ fn frame(bytes: &[u8]) -> Result<Option<Frame>, DecodeError> {
 }
 
 /// `differential-field-type-U`, `differential-field-type-L`: the 0-9-1
-/// spec's tags for short-int and long-long-uint, which RabbitMQ replaced
-/// with 's' and 'l' and does not parse.
+/// grammar's tags for short-int and long-long-int, which RabbitMQ writes
+/// 's' and 'l' and does not parse.
 #[test]
 fn field_types_u_and_l_are_refused() {
     let table = |tag: u8, len: u8| {
