@@ -28,9 +28,15 @@ mod options;
 pub mod otel;
 mod recovery;
 mod runtime;
-#[cfg(test)]
+// Public (through `testing`) only with the `testing` feature; the
+// client's own tests use more of it than the feature exposes.
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(not(test), allow(dead_code))]
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 mod sim;
 mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod tls;
 mod uri;
 

@@ -1,6 +1,7 @@
-//! A runtime on simulated time, for the client's own tests: a manual clock,
-//! an executor that advances the clock only when every task is stalled,
-//! and in-memory sockets. Heartbeats, timeouts and backoff run faster than
+//! A runtime on simulated time, for the client's own tests and fuzz
+//! targets (public as [`crate::testing`] with the `testing` feature): a
+//! manual clock, an executor that advances the clock only when every task
+//! is stalled, and in-memory sockets. Heartbeats, timeouts and backoff run faster than
 //! real time and the same way every run.
 //!
 //! Invariants:
@@ -35,11 +36,11 @@ use futures_io::{AsyncRead, AsyncWrite};
 use crate::runtime::{BoxFuture, Runtime, Stream};
 
 /// What a simulated connect to one address does.
-pub(crate) type Connector = Box<dyn Fn(SocketAddr) -> io::Result<Box<dyn Stream>> + Send + Sync>;
+pub type Connector = Box<dyn Fn(SocketAddr) -> io::Result<Box<dyn Stream>> + Send + Sync>;
 
 /// A runtime on a manual clock. Connects go to `connector`; names resolve
 /// through `names`.
-pub(crate) struct SimRuntime {
+pub struct SimRuntime {
     start: Instant,
     clock: Arc<Clock>,
     executor: Mutex<Arc<smol::Executor<'static>>>,
@@ -56,11 +57,14 @@ struct Clock {
 }
 
 impl SimRuntime {
-    pub(crate) fn new(connector: Connector) -> Arc<Self> {
+    /// A runtime whose connects go to `connector`, resolving no names.
+    pub fn new(connector: Connector) -> Arc<Self> {
         Arc::new(Self::with_names(connector, Vec::new()))
     }
 
-    pub(crate) fn with_names(connector: Connector, names: Vec<(String, Vec<SocketAddr>)>) -> Self {
+    /// A runtime whose connects go to `connector`, resolving each name
+    /// of `names` to its addresses.
+    pub fn with_names(connector: Connector, names: Vec<(String, Vec<SocketAddr>)>) -> Self {
         Self {
             start: Instant::now(),
             clock: Arc::default(),
@@ -73,18 +77,18 @@ impl SimRuntime {
 
     /// From now on, sleepers due at the same instant are woken in the
     /// reverse of the order they started waiting in.
-    pub(crate) fn wake_latest_first(&self) {
+    pub fn wake_latest_first(&self) {
         self.latest_first.store(true, Ordering::Relaxed);
     }
 
     /// Simulated time since the runtime was made.
-    pub(crate) fn elapsed(&self) -> Duration {
+    pub fn elapsed(&self) -> Duration {
         *self.clock.elapsed.lock().unwrap()
     }
 
     /// Runs `future` and every task it spawns until it completes, moving
     /// the clock whenever all of them wait.
-    pub(crate) fn block_on<T: Send + 'static>(
+    pub fn block_on<T: Send + 'static>(
         &self,
         future: impl Future<Output = T> + Send + 'static,
     ) -> T {
@@ -100,7 +104,7 @@ impl SimRuntime {
     }
 
     /// Drops every task still running, as a runtime that shuts down does.
-    pub(crate) fn drop_tasks(&self) {
+    pub fn drop_tasks(&self) {
         let old = std::mem::replace(
             &mut *self.executor.lock().unwrap(),
             Arc::new(smol::Executor::new()),
@@ -189,19 +193,19 @@ struct Pipe {
 }
 
 /// One end of an in-memory socket pair.
-pub(crate) struct End {
+pub struct End {
     rx: Arc<Mutex<Pipe>>,
     tx: Arc<Mutex<Pipe>>,
 }
 
 /// A connected pair of in-memory sockets.
-pub(crate) fn duplex() -> (End, End) {
+pub fn duplex() -> (End, End) {
     duplex_bounded(None)
 }
 
 /// [`duplex`], where the first end's writes wait while `capacity` bytes
 /// are unread, as a real socket's do when its buffers are full.
-pub(crate) fn duplex_bounded(capacity: Option<usize>) -> (End, End) {
+pub fn duplex_bounded(capacity: Option<usize>) -> (End, End) {
     let a: Arc<Mutex<Pipe>> = Arc::default();
     let b: Arc<Mutex<Pipe>> = Arc::new(Mutex::new(Pipe {
         capacity,
@@ -292,7 +296,7 @@ impl AsyncWrite for End {
 
 /// The server's side of one simulated socket: it plays the handshake from
 /// the core's test harness, then the test's script.
-pub(crate) struct FakeBroker {
+pub struct FakeBroker {
     io: End,
     from_client: testing::ClientOutput,
 }
@@ -300,7 +304,7 @@ pub(crate) struct FakeBroker {
 impl FakeBroker {
     /// Accepts `io` and sends the server's whole handshake (`tune`
     /// proposed) at once: the client answers each step in order.
-    pub(crate) fn accept(io: End, tune: ConnectionTune) -> Self {
+    pub fn accept(io: End, tune: ConnectionTune) -> Self {
         let mut broker = Self {
             io,
             from_client: testing::ClientOutput::new(),
@@ -310,7 +314,7 @@ impl FakeBroker {
     }
 
     /// Accepts `io` without sending anything.
-    pub(crate) fn silent(io: End) -> Self {
+    pub fn silent(io: End) -> Self {
         Self {
             io,
             from_client: testing::ClientOutput::new(),
@@ -318,7 +322,7 @@ impl FakeBroker {
     }
 
     /// Takes the client's protocol header.
-    pub(crate) async fn expect_protocol_header(&mut self) {
+    pub async fn expect_protocol_header(&mut self) {
         use futures_util::AsyncReadExt;
         let mut header = [0u8; 8];
         self.io.read_exact(&mut header).await.unwrap();
@@ -327,7 +331,7 @@ impl FakeBroker {
     }
 
     /// Writes `bytes` to the client.
-    pub(crate) fn send(&mut self, bytes: &[u8]) {
+    pub fn send(&mut self, bytes: &[u8]) {
         // An in-memory write never waits.
         let mut tx = self.io.tx.lock().unwrap();
         tx.data.extend(bytes);
@@ -338,7 +342,7 @@ impl FakeBroker {
 
     /// Reads until the client's next method (heartbeats and content are
     /// skipped); `None` when the client closed the socket.
-    pub(crate) async fn next_method(&mut self) -> Option<(u16, Method)> {
+    pub async fn next_method(&mut self) -> Option<(u16, Method)> {
         use futures_util::AsyncReadExt;
         loop {
             if let Some(method) = self.from_client.next_method() {
@@ -355,7 +359,7 @@ impl FakeBroker {
 
     /// Reads until the next body frame (the content of the publish whose
     /// method was just read); `None` when the client closed the socket.
-    pub(crate) async fn next_body(&mut self) -> Option<bytes::Bytes> {
+    pub async fn next_body(&mut self) -> Option<bytes::Bytes> {
         use futures_util::AsyncReadExt;
         loop {
             while let Some(frame) = self.from_client.next_frame() {
@@ -373,7 +377,7 @@ impl FakeBroker {
     }
 
     /// Reads the client's side of the handshake, checking each step.
-    pub(crate) async fn expect_handshake(&mut self) {
+    pub async fn expect_handshake(&mut self) {
         self.expect_protocol_header().await;
         for name in [
             "connection.start-ok",
@@ -386,7 +390,7 @@ impl FakeBroker {
     }
 
     /// Reads until the client closes the socket, counting its heartbeats.
-    pub(crate) async fn count_heartbeats_until_eof(&mut self) -> usize {
+    pub async fn count_heartbeats_until_eof(&mut self) -> usize {
         use futures_util::AsyncReadExt;
         let mut heartbeats = 0;
         loop {
@@ -405,7 +409,7 @@ impl FakeBroker {
 /// A simulated runtime whose every connect reaches a new [`FakeBroker`]
 /// running `script` (spawned on the same runtime), which starts by
 /// sending the handshake with `tune` proposed.
-pub(crate) fn with_broker<F, Fut>(tune: ConnectionTune, script: F) -> Arc<SimRuntime>
+pub fn with_broker<F, Fut>(tune: ConnectionTune, script: F) -> Arc<SimRuntime>
 where
     F: Fn(FakeBroker) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -420,7 +424,7 @@ where
 /// simulated time, how many connects came before, and the server's end of
 /// a fresh socket, it refuses (`Err`) or returns the server's script,
 /// which is spawned on the same runtime.
-pub(crate) fn with_network<F>(accept: F) -> Arc<SimRuntime>
+pub fn with_network<F>(accept: F) -> Arc<SimRuntime>
 where
     F: Fn(Duration, u32, End) -> io::Result<BoxFuture<'static, ()>> + Send + Sync + 'static,
 {

@@ -225,7 +225,7 @@ impl Pending {
         self.entries.into_iter().map(|(_, c)| c)
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     fn len(&self) -> usize {
         self.entries.len()
     }
@@ -538,6 +538,16 @@ impl Confirms {
         while let Some(h) = self.held.pop_front() {
             self.send(conn, h.outgoing, h.tx, h.permit);
         }
+    }
+
+    /// Publishes awaiting their confirm, and publishes held.
+    #[cfg(feature = "testing")]
+    pub(crate) fn pending(&self) -> usize {
+        self.publishers
+            .values()
+            .map(|p| p.pending.len())
+            .sum::<usize>()
+            + self.held.len()
     }
 
     /// The connection ended: every unsettled and held publish fails.

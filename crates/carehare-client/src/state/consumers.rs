@@ -293,6 +293,12 @@ impl Consumers {
     }
 
     /// The connection ended: every mailbox ends with `why`.
+    /// Mailboxes not yet ended.
+    #[cfg(feature = "testing")]
+    pub(crate) fn open(&self) -> usize {
+        self.boxes.values().filter(|(_, m)| m.end.is_none()).count()
+    }
+
     pub(crate) fn fail_all(&mut self, why: &Error) {
         for (_, mailbox) in self.boxes.values_mut() {
             mailbox.finish(why.clone());

@@ -64,6 +64,25 @@ use ops::Ops;
 use rpc::RpcRoutes;
 use unconfirmed::Unconfirmed;
 
+/// What a connection still has waiting or open. Once the connection has
+/// ended (its `closed()` returned), every count is 0.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Operations waiting for a reply.
+    pub op_waiters: usize,
+    /// Short-lived channels (a declare's) still to be closed.
+    pub temporary_channels: usize,
+    /// Publishes awaiting their confirm, or held while blocked.
+    pub unsettled_publishes: usize,
+    /// RPC replies awaited.
+    pub reply_waiters: usize,
+    /// Consumer mailboxes that have not ended.
+    pub open_mailboxes: usize,
+    /// Channels the core still counts as open.
+    pub core_channels: usize,
+}
+
 /// The shared state behind one connection.
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
@@ -365,6 +384,21 @@ impl Inner {
     pub(crate) fn lost(&self) -> Error {
         self.closed_error()
             .unwrap_or(Error::Internal("a waiter was dropped unanswered"))
+    }
+
+    /// What is still waiting or open, for the `testing` feature's leak
+    /// checks.
+    #[cfg(feature = "testing")]
+    pub(crate) fn leftovers(&self) -> Leftovers {
+        let (op_waiters, temporary_channels) = self.ops.pending();
+        Leftovers {
+            op_waiters,
+            temporary_channels,
+            unsettled_publishes: self.confirms.pending(),
+            reply_waiters: self.rpc.pending(),
+            open_mailboxes: self.consumers.open(),
+            core_channels: self.conn.channel_count(),
+        }
     }
 
     /// How the connection ended, if it has.

@@ -59,6 +59,12 @@ impl Ops {
     }
 
     /// The connection ended: every waiter fails with `why`.
+    /// Waiters not yet answered, and temporary channels not yet closed.
+    #[cfg(feature = "testing")]
+    pub(crate) fn pending(&self) -> (usize, usize) {
+        (self.waiters.len(), self.temporary.len())
+    }
+
     pub(crate) fn fail_all(&mut self, why: &Error) {
         self.temporary.clear();
         for (_, tx) in self.waiters.drain() {

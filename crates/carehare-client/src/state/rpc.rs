@@ -86,6 +86,12 @@ impl RpcRoutes {
     }
 
     /// The connection ended: every call fails with `why`.
+    /// Reply waiters not yet answered.
+    #[cfg(feature = "testing")]
+    pub(crate) fn pending(&self) -> usize {
+        self.channels.values().map(HashMap::len).sum()
+    }
+
     pub(crate) fn fail_all(&mut self, why: &Error) {
         for (_, waiters) in self.channels.drain() {
             for (_, tx) in waiters {

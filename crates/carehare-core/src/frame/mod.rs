@@ -372,4 +372,6 @@ pub(crate) fn encode_body_chunks(
 }
 
 #[cfg(test)]
+mod differences_tests;
+#[cfg(test)]
 mod tests;
