@@ -161,3 +161,47 @@ pub fn report(tool: &str, w: &Workload, publish: Phase, consume: Phase) {
         max_rss_kib()
     );
 }
+
+/// The tokio runtime a peer runs on: `PEER_RUNTIME=current_thread` or
+/// `multi_thread`, else the peer's default (`multi`: tokio's
+/// multi-threaded runtime, as `#[tokio::main]`).
+pub fn runtime(multi: bool) -> tokio::runtime::Runtime {
+    let multi = match std::env::var("PEER_RUNTIME").as_deref() {
+        Ok("current_thread") => false,
+        Ok("multi_thread") => true,
+        _ => multi,
+    };
+    let mut builder = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().expect("tokio runtime")
+}
+
+/// The consume phase of the carehare peers: an `acking_consumer` with the
+/// workload's prefetch, read with `next_delivery`, acked with
+/// `ack_multiple` every `multi_ack_every` messages; closes the consumer.
+pub async fn consume_with_carehare(
+    connection: &carehare_tokio::Connection,
+    queue: &str,
+    w: &Workload,
+) -> Phase {
+    let timer = PhaseTimer::start();
+    let consumer = connection
+        .acking_consumer(queue, w.prefetch)
+        .await
+        .expect("consume");
+    let mut seen = 0u64;
+    while seen < w.count {
+        let (body, tag) = consumer.next_delivery().await.expect("delivery");
+        assert_eq!(body.len(), w.size);
+        seen += 1;
+        if seen.is_multiple_of(w.multi_ack_every) || seen == w.count {
+            consumer.ack_multiple(tag);
+        }
+    }
+    let phase = timer.stop(seen);
+    consumer.close().await;
+    phase
+}

@@ -16,7 +16,7 @@ use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use async_trait::async_trait;
 
 type Result<T> = std::result::Result<T, AmqprsError>;
-use carehare_benches::e2e::{PhaseTimer, Workload, report};
+use carehare_benches::e2e::{PhaseTimer, Workload, report, runtime};
 use tokio::sync::Semaphore;
 
 /// Releases one window slot per confirmed message.
@@ -62,12 +62,7 @@ fn host_port(url: &str) -> (String, u16) {
 fn main() {
     // `#[tokio::main]`'s multi-thread runtime, or `PEER_RUNTIME=current_thread`
     // to compare with a current-thread peer on the same runtime.
-    let mut runtime = match std::env::var("PEER_RUNTIME").as_deref() {
-        Ok("current_thread") => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    };
-    let runtime = runtime.enable_all().build().expect("tokio runtime");
-    runtime.block_on(run(Workload::from_args()));
+    runtime(true).block_on(run(Workload::from_args()));
 }
 
 async fn run(w: Workload) {

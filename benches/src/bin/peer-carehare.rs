@@ -6,18 +6,13 @@
 
 use std::collections::VecDeque;
 
-use carehare_benches::e2e::{PhaseTimer, Workload, report};
+use carehare_benches::e2e::{PhaseTimer, Workload, consume_with_carehare, report, runtime};
 use carehare_tokio::QueueOptions;
 
 fn main() {
     // The default is tokio's multi-thread runtime, as `#[tokio::main]`;
     // `PEER_RUNTIME=current_thread` is for profiling.
-    let mut runtime = match std::env::var("PEER_RUNTIME").as_deref() {
-        Ok("current_thread") => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    };
-    let runtime = runtime.enable_all().build().expect("tokio runtime");
-    runtime.block_on(run(Workload::from_args()));
+    runtime(true).block_on(run(Workload::from_args()));
 }
 
 async fn run(w: Workload) {
@@ -52,22 +47,7 @@ async fn run(w: Workload) {
     }
     let publish = timer.stop(w.count);
 
-    let timer = PhaseTimer::start();
-    let consumer = conn
-        .acking_consumer(&queue, w.prefetch)
-        .await
-        .expect("consume");
-    let mut seen = 0u64;
-    while seen < w.count {
-        let (body, tag) = consumer.next_delivery().await.expect("delivery");
-        assert_eq!(body.len(), w.size);
-        seen += 1;
-        if seen.is_multiple_of(w.multi_ack_every) || seen == w.count {
-            consumer.ack_multiple(tag);
-        }
-    }
-    let consume = timer.stop(seen);
-    consumer.close().await;
+    let consume = consume_with_carehare(&conn, &queue, &w).await;
     conn.close().await.expect("close");
     report("carehare-rs", &w, publish, consume);
 }

@@ -7,21 +7,20 @@
 //!
 //! `PEER_RUNTIME=current_thread` (the default) or `multi_thread`.
 
-use carehare_benches::e2e::{PhaseTimer, Workload, report};
+use carehare_benches::e2e::{PhaseTimer, Workload, consume_with_carehare, report, runtime};
 use carehare_tokio::QueueOptions;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 fn main() {
     let multi = std::env::var("PEER_RUNTIME").as_deref() == Ok("multi_thread");
-    let mut runtime = if multi {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    let runtime = runtime.enable_all().build().expect("tokio runtime");
+    let runtime = runtime(false);
     let w = Workload::from_args();
-    let tool = if multi { "carehare-plain-mt" } else { "carehare-plain" };
+    let tool = if multi {
+        "carehare-plain-mt"
+    } else {
+        "carehare-plain"
+    };
     runtime.block_on(run(tool, w));
 }
 
@@ -52,22 +51,7 @@ async fn run(tool: &str, w: Workload) {
     }
     let publish = timer.stop(w.count);
 
-    let timer = PhaseTimer::start();
-    let consumer = connection
-        .acking_consumer(&queue, w.prefetch)
-        .await
-        .expect("consume");
-    let mut seen = 0u64;
-    while seen < w.count {
-        let (body, tag) = consumer.next_delivery().await.expect("delivery");
-        assert_eq!(body.len(), w.size);
-        seen += 1;
-        if seen.is_multiple_of(w.multi_ack_every) || seen == w.count {
-            consumer.ack_multiple(tag);
-        }
-    }
-    let consume = timer.stop(seen);
-    consumer.close().await;
+    let consume = consume_with_carehare(&connection, &queue, &w).await;
     connection.close().await.expect("close");
     report(tool, &w, publish, consume);
 }

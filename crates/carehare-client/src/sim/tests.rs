@@ -687,12 +687,9 @@ impl std::io::Write for Captured {
     }
 }
 
-/// Everything logged at every level while a connection with a password
-/// connects, works and closes, and while another is refused (403), runs in
-/// a span naming the connection; and neither the password nor the URL
-/// with its credentials reaches a log line, an error or a `Debug` output.
-fn logs_name_the_connection_and_never_show_a_password() {
-    const PASSWORD: &str = "s3cr3t-Pa55";
+/// Captures every log line at every level on this thread, until the
+/// guard is dropped.
+fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -700,7 +697,16 @@ fn logs_name_the_connection_and_never_show_a_password() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+/// Everything logged at every level while a connection with a password
+/// connects, works and closes, and while another is refused (403), runs in
+/// a span naming the connection; and neither the password nor the URL
+/// with its credentials reaches a log line, an error or a `Debug` output.
+fn logs_name_the_connection_and_never_show_a_password() {
+    const PASSWORD: &str = "s3cr3t-Pa55";
+    let (captured, _guard) = capture_logs();
 
     let world = Arc::new(Mutex::new(super::World::default()));
     let sim = super::with_network(move |_, n, io| {
@@ -753,14 +759,7 @@ fn logs_name_the_connection_and_never_show_a_password() {
 /// it, its end) is under the consumer's own span, `amqp_channel`, a child
 /// of the connection's; `AckingConsumer::span` hands it to the application.
 fn a_consumers_logs_are_under_its_channel_span() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_logs();
 
     let sim = with_clock(move |_, server| {
         Box::pin(async move {
