@@ -19,8 +19,11 @@ const BUCKETS: usize = 1400;
 /// soak goes on.
 fn touched(n: usize) -> Vec<AtomicU64> {
     let v: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
+    // A store, not `fetch_or(0)`: an idempotent read-modify-write is
+    // compiled to a load, which maps the shared zero page and not one of
+    // our own.
     for w in v.iter().step_by(4096 / 8) {
-        w.fetch_or(0, Ordering::Relaxed);
+        w.store(0, Ordering::Relaxed);
     }
     v
 }
@@ -226,6 +229,15 @@ mod tests {
         assert!(b.set(130));
         assert!(b.get(130) && !b.get(129));
         assert!(!b.set(10_000), "out of range is ignored");
+    }
+
+    #[test]
+    fn bits_are_resident_from_the_start() {
+        let before = crate::sys::Usage::now().rss_kib;
+        let bits = Bits::new(64 * 8 * 1024 * 1024);
+        let after = crate::sys::Usage::now().rss_kib;
+        assert!(after - before >= 60 * 1024, "{before} -> {after} KiB");
+        drop(bits);
     }
 
     #[test]
