@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! soak run [--minutes 60] [--rate 5000] [--upstream 127.0.0.1:5781] [--node c1]
-//!     [--heartbeat 3] [--every 60-180] [--quiet 150] [--seed N] --out DIR
+//!     [--heartbeat 3] [--every 60-180] [--quiet 150] [--seed N] [--direct yes] --out DIR
 //! soak report --json FILE [--svg PATH] [--command TEXT]
 //! soak proxy --upstream ADDR          (the fault proxy's child process)
 //! ```

@@ -108,6 +108,19 @@ pub fn markdown(soak: &Value, command: Option<&str>) -> String {
         mib(rss("baseline")),
         mib(rss("end")),
     );
+    let heap = |k: &str| u[k]["heap_kib"].as_u64();
+    if heap("end").is_some() {
+        let _ = writeln!(
+            s,
+            "| Heap in use (malloc): connected / {} / {} / end | {} / {} / {} / {} | – |",
+            at("warm"),
+            at("baseline"),
+            mib(heap("connected")),
+            mib(heap("warm")),
+            mib(heap("baseline")),
+            mib(heap("end")),
+        );
+    }
     if let (Some(b), Some(e)) = (rss("baseline"), rss("end")) {
         let _ = writeln!(
             s,
@@ -224,8 +237,13 @@ pub fn svg(soak: &Value) -> String {
         * 1000.0
         + 1000.0;
     let rss: Vec<(f64, f64)> = samples.iter().map(|r| (r[0], r[5] / 1024.0)).collect();
-    let rss_hi = rss.iter().map(|r| r.1).fold(1.0, f64::max).ceil() + 1.0;
-    let rss_lo = (rss.iter().map(|r| r.1).fold(f64::MAX, f64::min).floor() - 1.0).max(0.0);
+    let heap: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|r| Some((r[0], r.get(9)? / 1024.0)))
+        .collect();
+    let memory = || rss.iter().chain(&heap).map(|r| r.1);
+    let rss_hi = memory().fold(1.0, f64::max).ceil() + 1.0;
+    let rss_lo = (memory().fold(f64::MAX, f64::min).floor() - 1.0).max(0.0);
     let y_rate = |v: f64| top + panel * (1.0 - v / rate_hi);
     let top2 = top + panel + gap;
     let y_rss = |v: f64| top2 + panel * (1.0 - (v - rss_lo) / (rss_hi - rss_lo).max(1e-9));
@@ -238,7 +256,7 @@ pub fn svg(soak: &Value) -> String {
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">Soak: messages per second (10 s averages) and the client's RSS; a line per fault</text>"#,
+        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">Soak: messages per second (10 s averages) and the client's memory; a line per fault</text>"#,
         w / 2.0
     );
     // Faults, behind the data.
@@ -256,7 +274,7 @@ pub fn svg(soak: &Value) -> String {
         }
     }
     // Axes and grid.
-    for (y0, label) in [(top, "msg/s"), (top2, "RSS (MiB)")] {
+    for (y0, label) in [(top, "msg/s"), (top2, "MiB")] {
         let _ = writeln!(
             s,
             r##"<rect x="{left}" y="{y0}" width="{}" height="{panel}" fill="none" stroke="#adb5bd"/><text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">{label}</text>"##,
@@ -315,7 +333,8 @@ pub fn svg(soak: &Value) -> String {
     };
     let confirmed = path(&mut rates.iter().map(|r| (x(r.0), y_rate(r.1))));
     let consumed = path(&mut rates.iter().map(|r| (x(r.0), y_rate(r.2))));
-    let memory = path(&mut rss.iter().map(|r| (x(r.0), y_rss(r.1))));
+    let resident = path(&mut rss.iter().map(|r| (x(r.0), y_rss(r.1))));
+    let in_use = path(&mut heap.iter().map(|r| (x(r.0), y_rss(r.1))));
     let _ = writeln!(
         s,
         r##"<path d="{confirmed}" fill="none" stroke="#d9480f" stroke-width="1.5"/>"##
@@ -326,20 +345,29 @@ pub fn svg(soak: &Value) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<path d="{memory}" fill="none" stroke="#2b8a3e" stroke-width="1.5"/>"##
+        r##"<path d="{resident}" fill="none" stroke="#2b8a3e" stroke-width="1.5"/>"##
+    );
+    let _ = writeln!(
+        s,
+        r##"<path d="{in_use}" fill="none" stroke="#5c940d" stroke-width="1.5" stroke-dasharray="4 2"/>"##
     );
     // Legend.
-    let legend = [
+    let mut legend = vec![
         ("#d9480f", "confirmed/s"),
         ("#1c7ed6", "consumed/s"),
         ("#2b8a3e", "RSS"),
+    ];
+    if !heap.is_empty() {
+        legend.push(("#5c940d", "heap in use"));
+    }
+    legend.extend([
         (fault_color("link"), "link cut"),
         (fault_color("black"), "black hole"),
         (fault_color("node"), "node restart"),
-    ];
+    ]);
     let ly = h - 10.0;
     for (i, (color, label)) in legend.iter().enumerate() {
-        let lx = left + i as f64 * 112.0;
+        let lx = left + i as f64 * (w - left) / legend.len() as f64;
         let _ = writeln!(
             s,
             r#"<line x1="{lx}" x2="{}" y1="{}" y2="{}" stroke="{color}" stroke-width="3"/><text x="{}" y="{ly}">{label}</text>"#,

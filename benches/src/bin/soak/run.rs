@@ -33,6 +33,10 @@ pub struct Settings {
     every: (u64, u64),
     quiet: u64,
     seed: u64,
+    /// Straight to the node, without the proxy and without faults: the
+    /// steady state alone (e.g. under a heap profiler, which a child
+    /// process would confuse).
+    direct: bool,
     out: String,
 }
 
@@ -63,6 +67,7 @@ impl Settings {
                 .ok_or("--every LO-HI (seconds)")?,
             quiet: num("--quiet", 150)?,
             seed: num("--seed", seed)?,
+            direct: flag("--direct").is_some_and(|v| v == "yes"),
             out: flag("--out").ok_or("--out DIR")?,
         })
     }
@@ -94,12 +99,15 @@ pub async fn soak(s: Settings) -> Result<(), String> {
     // first figures and not counted as growth.
     faults::node_script(&["status", &s.node]).await?;
 
-    let mut proxy = ProxyProcess::start(&s.upstream).await?;
-    let url = format!(
-        "amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat={}",
-        proxy.port(),
-        s.heartbeat
-    );
+    let mut proxy = match s.direct {
+        true => None,
+        false => Some(ProxyProcess::start(&s.upstream).await?),
+    };
+    let address = match &proxy {
+        Some(p) => format!("127.0.0.1:{}", p.port()),
+        None => s.upstream.clone(),
+    };
+    let url = format!("amqp://guest:guest@{address}/%2f?heartbeat={}", s.heartbeat);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -132,9 +140,9 @@ pub async fn soak(s: Settings) -> Result<(), String> {
         if now >= total.as_secs_f64() {
             break;
         }
-        if now >= next && now <= last_fault {
+        if let Some(proxy) = proxy.as_mut().filter(|_| now >= next && now <= last_fault) {
             let kind = Kind::pick(&mut rng, (s.heartbeat * 3 + 1, s.heartbeat * 5));
-            let fault = faults::inject(kind, &s.node, &mut proxy, &track, &log).await;
+            let fault = faults::inject(kind, &s.node, proxy, &track, &log).await;
             next =
                 (fault.start_s + rng.between(s.every.0, s.every.1) as f64).max(track.secs() + 10.0);
             faults.push(fault);
@@ -151,7 +159,9 @@ pub async fn soak(s: Settings) -> Result<(), String> {
     let caught_up = wait_until(SETTLE, || track.lost(published).is_empty()).await;
     sampler.abort();
     work.close().await;
-    proxy.stop().await;
+    if let Some(proxy) = proxy {
+        proxy.stop().await;
+    }
     let drained = drain(&s.upstream, &queue, &track).await;
     let lost = track.lost(published);
     let unconfirmed = track.unconfirmed(published);
@@ -222,18 +232,19 @@ pub async fn soak(s: Settings) -> Result<(), String> {
         "samples": samples.iter().map(|x| json!([
             (x.t_s * 10.0).round() / 10.0, x.published, x.confirmed, x.delivered,
             x.duplicates, x.usage.rss_kib, x.usage.fds, x.usage.threads, x.usage.tasks,
+            x.usage.heap_kib,
         ])).collect::<Vec<_>>(),
     });
     std::fs::create_dir_all(&s.out).map_err(|e| format!("{}: {e}", s.out))?;
     let text = serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?;
     std::fs::write(format!("{}/soak.json", s.out), text).map_err(|e| e.to_string())?;
     let mut csv = String::from(
-        "t_s,published,confirmed,delivered,duplicates,rss_kib,fds,threads,tokio_tasks\n",
+        "t_s,published,confirmed,delivered,duplicates,rss_kib,fds,threads,tokio_tasks,heap_kib\n",
     );
     for x in &samples {
         let _ = writeln!(
             csv,
-            "{:.1},{},{},{},{},{},{},{},{}",
+            "{:.1},{},{},{},{},{},{},{},{},{}",
             x.t_s,
             x.published,
             x.confirmed,
@@ -242,7 +253,8 @@ pub async fn soak(s: Settings) -> Result<(), String> {
             x.usage.rss_kib,
             x.usage.fds,
             x.usage.threads,
-            x.usage.tasks
+            x.usage.tasks,
+            x.usage.heap_kib
         );
     }
     std::fs::write(format!("{}/timeline.csv", s.out), csv).map_err(|e| e.to_string())?;
@@ -276,12 +288,13 @@ async fn sample(track: Arc<Tracker>, samples: Arc<Mutex<Samples>>) {
         if x.t_s - last_print >= 60.0 {
             last_print = x.t_s;
             eprintln!(
-                "soak: {:>7.1} s  confirmed {}  delivered {}  duplicates {}  rss {} KiB  fds {}  threads {}  tasks {}",
+                "soak: {:>7.1} s  confirmed {}  delivered {}  duplicates {}  rss {} KiB  heap {} KiB  fds {}  threads {}  tasks {}",
                 x.t_s,
                 x.confirmed,
                 x.delivered,
                 x.duplicates,
                 x.usage.rss_kib,
+                x.usage.heap_kib,
                 x.usage.fds,
                 x.usage.threads,
                 x.usage.tasks
