@@ -154,6 +154,10 @@ pub fn markdown(soak: &Value, command: Option<&str>) -> String {
             w["from_s"].as_f64().unwrap_or(0.0),
             w["to_s"].as_f64().unwrap_or(0.0),
         );
+        // Deliveries after the end, while the last confirms settle.
+        if from >= end_s {
+            continue;
+        }
         let inside = faults
             .iter()
             .filter(|f| {
