@@ -22,6 +22,13 @@ bench:
 recovery-bench RUNS="5":
     RUNS={{RUNS}} benches/recovery.sh
 
+# Soak: MINUTES minutes (default 60) of 5,000 msg/s with confirms and acks
+# over recovering connections, a fault every 1-3 minutes (link cut, black
+# hole, node restart) on the cluster's node c1 (under the cluster lock);
+# writes the figures into docs/reliability.md and docs/soak.svg.
+soak MINUTES="60":
+    MINUTES={{MINUTES}} benches/soak.sh
+
 # Start (or reuse) the private RabbitMQ node on 127.0.0.1.
 broker-start:
     test-server/start.sh

@@ -69,8 +69,20 @@ struct Sub {
     consumer: Option<Arc<AckingConsumer>>,
     /// Closed by the user: no more subscriptions.
     closed: bool,
-    /// Calls waiting for recovery, woken by `close`.
-    waiting: Vec<Waker>,
+    /// The call waiting for recovery (one at a time: it holds
+    /// `subscribing`), woken by `close`; cleared when its wait ends.
+    waiting: Option<Waker>,
+}
+
+/// Forgets the waiting call's waker when its wait ends, however it ends:
+/// a cancelled `next` must not leave its task's waker behind (one per
+/// cancelled call, for the consumer's life, before).
+struct Waiting<'a>(&'a Mutex<Sub>);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).waiting = None;
+    }
 }
 
 /// A consumer on a [`RecoveringConnection`](crate::RecoveringConnection):
@@ -124,7 +136,7 @@ impl<T: Clone + Send + Sync + 'static> RecoveringConsumer<T> {
                 generation: 0,
                 consumer: None,
                 closed: false,
-                waiting: Vec::new(),
+                waiting: None,
             }),
             subscribing: async_lock::Mutex::new(()),
         }
@@ -192,12 +204,18 @@ impl<T: Clone + Send + Sync + 'static> RecoveringConsumer<T> {
                 if sub.closed {
                     return Poll::Ready(());
                 }
-                sub.waiting.push(cx.waker().clone());
+                match &mut sub.waiting {
+                    Some(waker) => waker.clone_from(cx.waker()),
+                    None => sub.waiting = Some(cx.waker().clone()),
+                }
                 Poll::Pending
             });
-            let live = match select(Box::pin(self.shared.live(after)), Box::pin(closed)).await {
-                Either::Left((live, _)) => live?,
-                Either::Right(_) => return Err(Error::ConsumerClosed),
+            let live = {
+                let _waiting = Waiting(&self.sub);
+                match select(Box::pin(self.shared.live(after)), Box::pin(closed)).await {
+                    Either::Left((live, _)) => live?,
+                    Either::Right(_) => return Err(Error::ConsumerClosed),
+                }
             };
             let (connection, topology, generation) = live;
             let queue = (self.queue)(&topology);
@@ -225,6 +243,12 @@ impl<T: Clone + Send + Sync + 'static> RecoveringConsumer<T> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether a call is registered as waiting for recovery.
+    #[cfg(test)]
+    pub(super) fn has_waiter(&self) -> bool {
+        self.lock().waiting.is_some()
     }
 
     /// Runs `settle` on the subscription `tag` came from; `false` if that
@@ -270,7 +294,7 @@ impl<T: Clone + Send + Sync + 'static> RecoveringConsumer<T> {
         let consumer = {
             let mut sub = self.lock();
             sub.closed = true;
-            for w in sub.waiting.drain(..) {
+            if let Some(w) = sub.waiting.take() {
                 w.wake();
             }
             sub.consumer.take()

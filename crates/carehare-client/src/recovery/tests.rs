@@ -656,3 +656,57 @@ fn first_connect_attempts_gives_up_the_first_connect_after_that_many() {
         "{seen:?}"
     );
 }
+
+/// A task's waker that does nothing.
+struct Task;
+
+impl std::task::Wake for Task {
+    fn wake(self: Arc<Self>) {}
+}
+
+#[test]
+fn a_cancelled_next_during_an_outage_leaves_no_waker_behind() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    let world = Arc::new(Mutex::new(World::default()));
+    let first = Behaviour {
+        drop_after_publishes: Some(1),
+        ack: 0,
+        ..POLITE
+    };
+    let down = Duration::from_millis(1)..Duration::MAX;
+    let sim = network(&world, down, move |_| first);
+    let connection = connect(&sim, RecoveryOptions::default());
+    let publisher = connection.publisher(10);
+    let consumer = connection.consumer(|q: &String| q.clone(), ConsumerOptions::default());
+    let clock = sim.clone();
+    let ended = sim.block_on(async move {
+        let _confirmation = publisher.publish("m1", "", "q").await.unwrap();
+        // The connection is lost and stays away.
+        clock
+            .sleep_until(clock.now() + Duration::from_secs(3))
+            .await;
+        // Calls from tasks of their own (a `timeout(.., next())` loop,
+        // say), each given up on while it waits for recovery.
+        for _ in 0..100 {
+            let task = Arc::new(Task);
+            let waker = Waker::from(task.clone());
+            let mut next = Box::pin(consumer.next());
+            let polled = next.as_mut().poll(&mut Context::from_waker(&waker));
+            assert!(polled.is_pending());
+            assert!(consumer.has_waiter());
+            drop(next);
+            assert!(!consumer.has_waiter(), "the cancelled call's waker stays");
+        }
+        // A call still waiting is woken by close.
+        let closing = async {
+            clock
+                .sleep_until(clock.now() + Duration::from_secs(1))
+                .await;
+            consumer.close().await;
+        };
+        futures_util::future::join(consumer.next(), closing).await.0
+    });
+    assert!(matches!(ended, Err(Error::ConsumerClosed)), "{ended:?}");
+}
