@@ -118,16 +118,31 @@ impl PendingConfirm {
 
     /// Settles with an ack (`true`) or a nack.
     fn settle(self, ack: bool) {
-        let result = match (ack, self.returned) {
+        let Self {
+            tx,
+            returned,
+            _permit: permit,
+            ..
+        } = self;
+        // The window slot is free before the caller can see the outcome
+        // (it may run on another thread the moment the sender fires).
+        drop(permit);
+        let result = match (ack, returned) {
             (true, None) => Ok(()),
             (true, Some(returned)) => Err(Error::Returned(returned)),
             (false, _) => Err(Error::ServerSentNack),
         };
-        let _ = self.tx.send(result);
+        let _ = tx.send(result);
     }
 
     fn fail(self, why: Error) {
-        let _ = self.tx.send(Err(why));
+        let Self {
+            tx,
+            _permit: permit,
+            ..
+        } = self;
+        drop(permit);
+        let _ = tx.send(Err(why));
     }
 
     /// Marks this publish as returned if `r` is its message.
