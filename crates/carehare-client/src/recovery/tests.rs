@@ -354,8 +354,9 @@ fn reconnects_back_off_with_jitter_up_to_the_cap() {
     );
 }
 
-#[test]
-fn close_during_an_outage_returns_at_once_and_answers_every_waiter() {
+/// A network whose first connection drops after one publish (unacked),
+/// and which never lets a connection through again.
+fn lost_for_good_after_one_publish() -> Arc<SimRuntime> {
     let world = Arc::new(Mutex::new(World::default()));
     let first = Behaviour {
         drop_after_publishes: Some(1),
@@ -363,7 +364,12 @@ fn close_during_an_outage_returns_at_once_and_answers_every_waiter() {
         ..POLITE
     };
     let down = Duration::from_millis(1)..Duration::MAX;
-    let sim = network(&world, down, move |_| first);
+    network(&world, down, move |_| first)
+}
+
+#[test]
+fn close_during_an_outage_returns_at_once_and_answers_every_waiter() {
+    let sim = lost_for_good_after_one_publish();
     let connection = connect(&sim, RecoveryOptions::default());
     let publisher = connection.publisher(10);
     let consumer = connection.consumer(|q: &String| q.clone(), ConsumerOptions::default());
@@ -464,14 +470,7 @@ fn close_during_a_hanging_reconnect_ends_recovery_without_another_event() {
 
 #[test]
 fn calls_waiting_for_recovery_fail_after_the_outage_timeout() {
-    let world = Arc::new(Mutex::new(World::default()));
-    let first = Behaviour {
-        drop_after_publishes: Some(1),
-        ack: 0,
-        ..POLITE
-    };
-    let down = Duration::from_millis(1)..Duration::MAX;
-    let sim = network(&world, down, move |_| first);
+    let sim = lost_for_good_after_one_publish();
     let recovery = RecoveryOptions {
         outage_timeout: Some(Duration::from_secs(5)),
         ..RecoveryOptions::default()
@@ -669,14 +668,7 @@ fn a_cancelled_next_during_an_outage_leaves_no_waker_behind() {
     use std::future::Future;
     use std::task::{Context, Waker};
 
-    let world = Arc::new(Mutex::new(World::default()));
-    let first = Behaviour {
-        drop_after_publishes: Some(1),
-        ack: 0,
-        ..POLITE
-    };
-    let down = Duration::from_millis(1)..Duration::MAX;
-    let sim = network(&world, down, move |_| first);
+    let sim = lost_for_good_after_one_publish();
     let connection = connect(&sim, RecoveryOptions::default());
     let publisher = connection.publisher(10);
     let consumer = connection.consumer(|q: &String| q.clone(), ConsumerOptions::default());
