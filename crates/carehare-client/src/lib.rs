@@ -17,6 +17,7 @@
 #![deny(unreachable_pub)]
 
 mod address;
+mod capacity;
 mod connect;
 mod driver;
 mod error;

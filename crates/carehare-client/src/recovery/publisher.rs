@@ -38,6 +38,7 @@ use futures_channel::oneshot;
 
 use super::options::Republish;
 use super::shared::Recovery;
+use crate::capacity::shrink_sparse;
 use crate::error::{ConnectionError, Error};
 use crate::handles::confirmation::Confirmation;
 use crate::handles::connection::Connection;
@@ -59,7 +60,7 @@ struct Job {
 
 /// One unsettled publish.
 struct Entry {
-    job: Job,
+    job: Boxed,
     /// Its confirm on the live connection; `None` while in doubt.
     sent: Option<Confirmation>,
 }
@@ -69,6 +70,10 @@ struct Entry {
 struct Unsettled {
     entries: VecDeque<Entry>,
 }
+
+/// Jobs are boxed: an outage queues up to a window of them, and the
+/// deques that carry them then hold pointers, not 500-byte jobs.
+type Boxed = Box<Job>;
 
 impl Unsettled {
     /// Sends every entry on `connection`, in order (after a loss, these
@@ -96,7 +101,7 @@ impl Unsettled {
     }
 
     /// Adds and sends a new job.
-    fn send_new(&mut self, connection: &Connection, job: Job) {
+    fn send_new(&mut self, connection: &Connection, job: Boxed) {
         let sent = Some(send_on(connection, &job));
         self.entries.push_back(Entry { job, sent });
     }
@@ -158,7 +163,7 @@ impl Unsettled {
 
 #[derive(Default)]
 struct Queue {
-    jobs: VecDeque<Job>,
+    jobs: VecDeque<Boxed>,
     /// Every publisher handle is gone: finish what is queued, then stop.
     handles_gone: bool,
     /// The task stopped: new publishes fail at once.
@@ -310,7 +315,7 @@ impl<T: Clone + Send + Sync + 'static> RecoveringPublisher<T> {
         crate::error::short(routing_key)?;
         let permit = Permit::acquire(&self.window, &self.in_flight).await;
         let (tx, rx) = oneshot::channel();
-        let job = Job {
+        let job = Box::new(Job {
             exchange: exchange.to_string(),
             routing_key: routing_key.to_string(),
             properties: properties.clone(),
@@ -319,7 +324,7 @@ impl<T: Clone + Send + Sync + 'static> RecoveringPublisher<T> {
             tx: Some(tx),
             _permit: permit,
             in_doubt: 0,
-        };
+        });
         let mut q = lock(&self.queue);
         if let Some(e) = &q.task_gone {
             return Err(e.clone());
@@ -440,7 +445,7 @@ fn pump(
     connection: &Connection,
     unsettled: &mut Unsettled,
     queue: &SharedQueue,
-    spare: &mut VecDeque<Job>,
+    spare: &mut VecDeque<Boxed>,
     cx: &mut Context<'_>,
 ) -> Poll<Pass> {
     let handles_gone = {
@@ -454,7 +459,11 @@ fn pump(
     for job in spare.drain(..) {
         unsettled.send_new(connection, job);
     }
-    if unsettled.settle_in_order(cx) {
+    // After an outage both deques carried its backlog.
+    shrink_sparse(spare);
+    let lost = unsettled.settle_in_order(cx);
+    shrink_sparse(&mut unsettled.entries);
+    if lost {
         return Poll::Ready(Pass::Lost);
     }
     if handles_gone && unsettled.entries.is_empty() && lock(queue).jobs.is_empty() {

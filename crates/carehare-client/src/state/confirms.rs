@@ -32,6 +32,7 @@ use rustc_hash::FxHashMap;
 use tracing::warn;
 
 use super::channels::open_with;
+use crate::capacity::shrink_sparse;
 use crate::error::{Error, short};
 use crate::message::Returned;
 
@@ -230,6 +231,11 @@ impl Pending {
     fn take_upto(&mut self, seq: u64) -> impl Iterator<Item = PendingConfirm> + '_ {
         let n = self.entries.partition_point(|(s, _)| *s <= seq);
         self.entries.drain(..n).map(|(_, c)| c)
+    }
+
+    /// Gives back the room an outage's backlog took, once it drained.
+    fn shrink(&mut self) {
+        shrink_sparse(&mut self.entries);
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut PendingConfirm> {
@@ -478,6 +484,7 @@ impl Confirms {
             c.settle(ack);
             settled = 1;
         }
+        p.pending.shrink();
         if ack {
             p.nacks_in_a_row = 0;
         } else {
@@ -553,6 +560,7 @@ impl Confirms {
         while let Some(h) = self.held.pop_front() {
             self.send(conn, h.outgoing, h.tx, h.permit);
         }
+        shrink_sparse(&mut self.held);
     }
 
     /// Publishes awaiting their confirm, and publishes held.
