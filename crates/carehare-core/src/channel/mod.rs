@@ -53,26 +53,45 @@ struct Pending {
 }
 
 /// What the connection must do after a channel took a frame, in this
-/// order: send `reply` on the channel, free the id if `free`, complete each
-/// op of `failed` with its error, then queue `event`.
+/// order: the [`Effects`], if any, then queue `event`.
+///
+/// Every frame returns one, so it is kept small: nearly all are an event
+/// or nothing, and the rare rest is boxed (unboxed it was 416 bytes,
+/// copied several times per frame).
 #[derive(Debug, Default)]
 #[must_use]
 pub(crate) struct Outcome {
+    /// What to tell the driver.
+    pub(crate) event: Option<Event>,
+    /// What else to do, first.
+    pub(crate) effects: Option<Box<Effects>>,
+}
+
+/// The rare part of an [`Outcome`], done in this order: send `reply` on
+/// the channel, free the id if `free`, complete each op of `failed` with
+/// its error.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
     /// The channel's answer: `close-ok`, `cancel-ok` or `flow-ok`.
     pub(crate) reply: Option<Method>,
     /// The channel is over; its id may be reused.
     pub(crate) free: bool,
     /// Commands that will never get their reply, and why.
     pub(crate) failed: Option<(Unanswered, ChannelError)>,
-    /// What to tell the driver.
-    pub(crate) event: Option<Event>,
 }
 
 impl Outcome {
     fn event(event: Event) -> Self {
         Self {
             event: Some(event),
-            ..Self::default()
+            effects: None,
+        }
+    }
+
+    fn with(effects: Effects, event: Option<Event>) -> Self {
+        Self {
+            event,
+            effects: Some(Box::new(effects)),
         }
     }
 }
@@ -180,20 +199,26 @@ impl Channel {
             return Ok(match method {
                 Method::ChannelCloseOk(m) => {
                     debug!(channel, "channel closed");
-                    Outcome {
-                        free: true,
-                        ..Outcome::event(Event::Completed {
+                    Outcome::with(
+                        Effects {
+                            free: true,
+                            ..Effects::default()
+                        },
+                        Some(Event::Completed {
                             op,
                             channel,
                             result: Ok(Reply::Method(m.into())),
-                        })
-                    }
+                        }),
+                    )
                 }
                 // Both sides closed at once; our close-ok still comes.
-                Method::ChannelClose(_) => Outcome {
-                    reply: Some(ChannelCloseOk {}.into()),
-                    ..Outcome::default()
-                },
+                Method::ChannelClose(_) => Outcome::with(
+                    Effects {
+                        reply: Some(ChannelCloseOk {}.into()),
+                        ..Effects::default()
+                    },
+                    None,
+                ),
                 _ => Outcome::default(),
             });
         }
@@ -227,18 +252,20 @@ impl Channel {
                     debug!(channel, code = reason.code, text = %reason.text, "server refused a request and closed its channel");
                 }
                 let pending = std::mem::take(&mut self.pending);
-                Outcome {
-                    reply: Some(ChannelCloseOk {}.into()),
-                    free: true,
-                    failed: Some((
-                        Unanswered {
-                            first: [None, None],
-                            pending: pending.into_iter(),
-                        },
-                        ChannelError::ClosedByServer(reason.clone()),
-                    )),
-                    event: Some(Event::ChannelClosed { channel, reason }),
-                }
+                Outcome::with(
+                    Effects {
+                        reply: Some(ChannelCloseOk {}.into()),
+                        free: true,
+                        failed: Some((
+                            Unanswered {
+                                first: [None, None],
+                                pending: pending.into_iter(),
+                            },
+                            ChannelError::ClosedByServer(reason.clone()),
+                        )),
+                    },
+                    Some(Event::ChannelClosed { channel, reason }),
+                )
             }
             Method::BasicDeliver(m) => {
                 self.content = Some(Assembly::new(ContentMethod::Deliver(m), None));
@@ -263,25 +290,31 @@ impl Channel {
                 delivery_tag: m.delivery_tag,
                 multiple: m.multiple,
             }),
-            Method::BasicCancel(m) => Outcome {
-                reply: (!m.no_wait).then(|| {
-                    BasicCancelOk {
-                        consumer_tag: m.consumer_tag.clone(),
-                    }
-                    .into()
-                }),
-                ..Outcome::event(Event::ConsumerCancelled {
+            Method::BasicCancel(m) => Outcome::with(
+                Effects {
+                    reply: (!m.no_wait).then(|| {
+                        BasicCancelOk {
+                            consumer_tag: m.consumer_tag.clone(),
+                        }
+                        .into()
+                    }),
+                    ..Effects::default()
+                },
+                Some(Event::ConsumerCancelled {
                     channel,
                     consumer_tag: m.consumer_tag,
-                })
-            },
-            Method::ChannelFlow(m) => Outcome {
-                reply: Some(ChannelFlowOk { active: m.active }.into()),
-                ..Outcome::event(Event::Flow {
+                }),
+            ),
+            Method::ChannelFlow(m) => Outcome::with(
+                Effects {
+                    reply: Some(ChannelFlowOk { active: m.active }.into()),
+                    ..Effects::default()
+                },
+                Some(Event::Flow {
                     channel,
                     active: m.active,
-                })
-            },
+                }),
+            ),
             method if front_matches => {
                 let Some(p) = self.pending.pop_front() else {
                     return Ok(Outcome::default());

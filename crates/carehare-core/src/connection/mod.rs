@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 
 pub use config::{Auth, ConnectionConfig};
 
-use crate::channel::{Channel, Channels, Outcome};
+use crate::channel::{Channel, Channels, Effects, Outcome};
 use crate::error::{ChannelError, ConnectionError, ProtocolViolation, UsageError, reply_code};
 use crate::event::{Event, Reply, Tuning};
 use crate::frame::{self, Frame, FrameType};
@@ -646,21 +646,23 @@ impl Connection {
 
     /// Does what a channel said, in the order [`Outcome`] documents.
     fn apply(&mut self, channel: ChannelId, outcome: Outcome) {
-        let Outcome {
-            reply,
-            free,
-            failed,
-            event,
-        } = outcome;
-        if let Some(reply) = reply {
-            self.out.method(channel, &reply);
-        }
-        if free {
-            self.channels.free(channel);
-        }
-        if let Some((ops, why)) = failed {
-            for op in ops {
-                self.out.complete(op, channel, Err(why.clone()));
+        let Outcome { event, effects } = outcome;
+        if let Some(effects) = effects {
+            let Effects {
+                reply,
+                free,
+                failed,
+            } = *effects;
+            if let Some(reply) = reply {
+                self.out.method(channel, &reply);
+            }
+            if free {
+                self.channels.free(channel);
+            }
+            if let Some((ops, why)) = failed {
+                for op in ops {
+                    self.out.complete(op, channel, Err(why.clone()));
+                }
             }
         }
         if let Some(event) = event {
