@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use carehare_core::properties::BasicProperties;
 use futures_channel::oneshot;
 
 use crate::error::Error;
-use crate::state::{ConfirmReceiver, Permit, Shared};
+use crate::state::{ConfirmReceiver, Inner, Permit, Shared};
 
 /// The confirm of one publish. See
 /// [`Connection::publish`](crate::Connection::publish).
@@ -52,7 +52,58 @@ impl Confirmation {
         mandatory: bool,
         permit: Option<Permit>,
     ) -> Self {
-        let mut inner = shared.lock();
+        let inner = shared.lock();
+        Self::publish_locked(
+            shared,
+            inner,
+            body,
+            exchange,
+            routing_key,
+            properties,
+            mandatory,
+            permit,
+        )
+    }
+
+    /// [`publish`](Self::publish), but an error at once if the connection
+    /// is closed: the check and the publish take the lock once.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn publish_if_open(
+        shared: &Arc<Shared>,
+        body: Bytes,
+        exchange: &str,
+        routing_key: &str,
+        properties: &BasicProperties,
+        mandatory: bool,
+        permit: Option<Permit>,
+    ) -> Result<Self, Error> {
+        let inner = shared.lock();
+        if let Some(e) = inner.closed_error() {
+            return Err(e);
+        }
+        Ok(Self::publish_locked(
+            shared,
+            inner,
+            body,
+            exchange,
+            routing_key,
+            properties,
+            mandatory,
+            permit,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn publish_locked(
+        shared: &Arc<Shared>,
+        mut inner: MutexGuard<'_, Inner>,
+        body: Bytes,
+        exchange: &str,
+        routing_key: &str,
+        properties: &BasicProperties,
+        mandatory: bool,
+        permit: Option<Permit>,
+    ) -> Self {
         // Queued bytes mean the driver was woken for them and has not taken
         // them yet (it takes them under this lock): it will send this publish
         // with them, so skip the wake-up.

@@ -1,7 +1,6 @@
 //! [`Publisher`]: publishing within a window of unconfirmed messages.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use carehare_core::properties::BasicProperties;
@@ -9,7 +8,7 @@ use carehare_core::properties::BasicProperties;
 use super::confirmation::Confirmation;
 use super::connection::Connection;
 use crate::error::Error;
-use crate::state::Permit;
+use crate::state::Window;
 
 /// Publishes with at most `max_in_flight` unconfirmed messages: when the
 /// window is full, `publish` waits for a confirm. Memory stays bounded
@@ -31,16 +30,14 @@ use crate::state::Permit;
 #[derive(Clone)]
 pub struct Publisher {
     connection: Connection,
-    window: Arc<async_lock::Semaphore>,
-    in_flight: Arc<AtomicUsize>,
-    max_in_flight: usize,
+    window: Arc<Window>,
 }
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
             .field("in_flight", &self.in_flight())
-            .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight", &self.max_in_flight())
             .finish()
     }
 }
@@ -56,12 +53,9 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     pub fn publisher(&self, max_in_flight: usize) -> Publisher {
-        let max_in_flight = max_in_flight.max(1);
         Publisher {
             connection: self.clone(),
-            window: Arc::new(async_lock::Semaphore::new(max_in_flight)),
-            in_flight: Arc::new(AtomicUsize::new(0)),
-            max_in_flight,
+            window: Window::new(max_in_flight),
         }
     }
 }
@@ -75,7 +69,7 @@ impl Publisher {
     /// # }
     /// ```
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.window.in_flight()
     }
 
     /// The window size.
@@ -86,7 +80,7 @@ impl Publisher {
     /// # }
     /// ```
     pub fn max_in_flight(&self) -> usize {
-        self.max_in_flight
+        self.window.max()
     }
 
     /// Waits for room in the window, queues the message, and returns its
@@ -165,11 +159,8 @@ impl Publisher {
         properties: &BasicProperties,
         mandatory: bool,
     ) -> Result<Confirmation, Error> {
-        let permit = Permit::acquire(&self.window, &self.in_flight).await;
-        if let Some(e) = self.connection.shared().lock().closed_error() {
-            return Err(e);
-        }
-        Ok(Confirmation::publish(
+        let permit = self.window.acquire().await;
+        Confirmation::publish_if_open(
             self.connection.shared(),
             body,
             exchange,
@@ -177,6 +168,6 @@ impl Publisher {
             properties,
             mandatory,
             Some(permit),
-        ))
+        )
     }
 }

@@ -28,7 +28,6 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -42,13 +41,15 @@ use crate::capacity::shrink_sparse;
 use crate::error::{ConnectionError, Error};
 use crate::handles::confirmation::Confirmation;
 use crate::handles::connection::Connection;
-use crate::state::Permit;
+use crate::state::{Permit, Window};
 
-/// One publish, as the caller made it.
+/// One publish, as the caller made it. The names and properties are
+/// shared with the jobs before it when they are the same (see [`Last`]):
+/// an outage queues a window of jobs, and most repeat them.
 struct Job {
-    exchange: String,
-    routing_key: String,
-    properties: BasicProperties,
+    exchange: Arc<str>,
+    routing_key: Arc<str>,
+    properties: Arc<BasicProperties>,
     body: Bytes,
     mandatory: bool,
     /// Taken when the caller is answered.
@@ -161,9 +162,30 @@ impl Unsettled {
     }
 }
 
+/// The names and properties of the last publish, for the next to share.
+#[derive(Default)]
+struct Last {
+    exchange: Option<Arc<str>>,
+    routing_key: Option<Arc<str>>,
+    properties: Option<Arc<BasicProperties>>,
+}
+
+/// `value`, shared with `last` if equal, else made and kept in `last`.
+fn reuse<T: ?Sized + PartialEq>(
+    last: &mut Option<Arc<T>>,
+    value: &T,
+    make: impl FnOnce(&T) -> Arc<T>,
+) -> Arc<T> {
+    match last {
+        Some(kept) if **kept == *value => kept.clone(),
+        _ => last.insert(make(value)).clone(),
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Boxed>,
+    last: Last,
     /// Every publisher handle is gone: finish what is queued, then stop.
     handles_gone: bool,
     /// The task stopped: new publishes fail at once.
@@ -198,9 +220,7 @@ impl Drop for Handles {
 pub struct RecoveringPublisher<T> {
     shared: Arc<Recovery<T>>,
     queue: SharedQueue,
-    window: Arc<async_lock::Semaphore>,
-    in_flight: Arc<AtomicUsize>,
-    max_in_flight: usize,
+    window: Arc<Window>,
     _handles: Arc<Handles>,
 }
 
@@ -210,8 +230,6 @@ impl<T> Clone for RecoveringPublisher<T> {
             shared: self.shared.clone(),
             queue: self.queue.clone(),
             window: self.window.clone(),
-            in_flight: self.in_flight.clone(),
-            max_in_flight: self.max_in_flight,
             _handles: self._handles.clone(),
         }
     }
@@ -220,31 +238,28 @@ impl<T> Clone for RecoveringPublisher<T> {
 impl<T> std::fmt::Debug for RecoveringPublisher<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecoveringPublisher")
-            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
-            .field("max_in_flight", &self.max_in_flight)
+            .field("in_flight", &self.window.in_flight())
+            .field("max_in_flight", &self.window.max())
             .finish()
     }
 }
 
 impl<T: Clone + Send + Sync + 'static> RecoveringPublisher<T> {
     pub(super) fn new(shared: Arc<Recovery<T>>, max_in_flight: usize) -> Self {
-        let max_in_flight = max_in_flight.max(1);
         let queue = SharedQueue::default();
         let task = run(shared.clone(), queue.clone());
         shared.runtime().spawn(Box::pin(task));
         Self {
             shared,
             queue: queue.clone(),
-            window: Arc::new(async_lock::Semaphore::new(max_in_flight)),
-            in_flight: Arc::default(),
-            max_in_flight,
+            window: Window::new(max_in_flight),
             _handles: Arc::new(Handles(queue)),
         }
     }
 
     /// Unsettled publishes right now.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.window.in_flight()
     }
 
     /// Waits for room in the window, queues the message and returns its
@@ -313,22 +328,23 @@ impl<T: Clone + Send + Sync + 'static> RecoveringPublisher<T> {
         // Names are checked now, not on some later connection.
         crate::error::short(exchange)?;
         crate::error::short(routing_key)?;
-        let permit = Permit::acquire(&self.window, &self.in_flight).await;
+        let permit = self.window.acquire().await;
         let (tx, rx) = oneshot::channel();
+        let mut q = lock(&self.queue);
+        if let Some(e) = &q.task_gone {
+            return Err(e.clone());
+        }
+        let last = &mut q.last;
         let job = Box::new(Job {
-            exchange: exchange.to_string(),
-            routing_key: routing_key.to_string(),
-            properties: properties.clone(),
+            exchange: reuse(&mut last.exchange, exchange, |s| Arc::from(s)),
+            routing_key: reuse(&mut last.routing_key, routing_key, |s| Arc::from(s)),
+            properties: reuse(&mut last.properties, properties, |p| Arc::new(p.clone())),
             body,
             mandatory,
             tx: Some(tx),
             _permit: permit,
             in_doubt: 0,
         });
-        let mut q = lock(&self.queue);
-        if let Some(e) = &q.task_gone {
-            return Err(e.clone());
-        }
         q.jobs.push_back(job);
         if let Some(w) = q.waker.take() {
             w.wake();

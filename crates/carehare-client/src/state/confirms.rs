@@ -19,8 +19,6 @@
 //!   channel) and is closed once its last publish is settled.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use carehare_core::Connection;
@@ -32,6 +30,7 @@ use rustc_hash::FxHashMap;
 use tracing::warn;
 
 use super::channels::open_with;
+use super::window::Permit;
 use crate::capacity::shrink_sparse;
 use crate::error::{Error, short};
 use crate::message::Returned;
@@ -65,33 +64,6 @@ impl Outgoing {
             body,
             mandatory,
         }
-    }
-}
-
-/// A slot in a publisher's window, freed when its publish is settled.
-pub(crate) struct Permit {
-    _guard: async_lock::SemaphoreGuardArc,
-    in_flight: Arc<AtomicUsize>,
-}
-
-impl Permit {
-    /// Takes a slot of `window`, counted in `in_flight` until dropped.
-    pub(crate) async fn acquire(
-        window: &Arc<async_lock::Semaphore>,
-        in_flight: &Arc<AtomicUsize>,
-    ) -> Self {
-        let guard = window.acquire_arc().await;
-        in_flight.fetch_add(1, Ordering::Relaxed);
-        Self {
-            _guard: guard,
-            in_flight: in_flight.clone(),
-        }
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -28,6 +28,7 @@ mod lifecycle;
 mod ops;
 mod rpc;
 mod unconfirmed;
+mod window;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -49,11 +50,12 @@ use crate::metrics::{Counter, Meter};
 #[cfg(test)]
 pub(crate) use backlog::HIGH_WATER;
 pub(crate) use blocking::Watch;
-pub(crate) use confirms::{ConfirmReceiver, Permit};
+pub(crate) use confirms::ConfirmReceiver;
 pub(crate) use consumers::Token;
 pub(crate) use lifecycle::ConnectedReceiver;
 pub(crate) use ops::OpReceiver;
 pub(crate) use rpc::ReplyReceiver;
+pub(crate) use window::{Permit, Window};
 
 use backlog::Backlog;
 use blocking::Blocking;
