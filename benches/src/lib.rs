@@ -3,6 +3,8 @@
 //! (the codec lapin uses).
 
 pub mod e2e;
+pub mod figure;
+pub mod plot;
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame, parse_frame};
 use amq_protocol::protocol::{AMQPClass, basic};
