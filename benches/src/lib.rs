@@ -2,6 +2,7 @@
 //! same messages encoded and decoded by carehare-core and by amq-protocol
 //! (the codec lapin uses).
 
+pub mod amqprs_peer;
 pub mod e2e;
 pub mod figure;
 pub mod plot;
