@@ -5,6 +5,7 @@
 pub mod amqprs_peer;
 pub mod e2e;
 pub mod figure;
+pub mod latency;
 pub mod plot;
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame, parse_frame};
