@@ -11,7 +11,10 @@
 //!     [--url URL] [--fig-dir target/bench]
 //! ```
 //!
-//! The round trip is defined in `carehare_benches::latency`.
+//! The round trip is defined in `carehare_benches::latency`. A client name
+//! ending in `-ct` or `-mt` runs that client's program on tokio's
+//! current-thread or multi-threaded runtime instead of its default (e.g.
+//! `lapin-ct` beside the current-thread carehare and amqprs).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -79,7 +82,16 @@ struct Run {
 }
 
 fn run(o: &Opts, peer: &str) -> Option<Run> {
-    let out = Command::new(own_bin(&format!("latency-{peer}")))
+    let (program, runtime) = match (peer.strip_suffix("-ct"), peer.strip_suffix("-mt")) {
+        (Some(client), _) => (client, Some("current_thread")),
+        (_, Some(client)) => (client, Some("multi_thread")),
+        _ => (peer, None),
+    };
+    let mut command = Command::new(own_bin(&format!("latency-{program}")));
+    if let Some(runtime) = runtime {
+        command.env("PEER_RUNTIME", runtime);
+    }
+    let out = command
         .args(["--round-trips", &o.round_trips.to_string()])
         .args(["--warmup", &o.warmup.to_string()])
         .args(["--size", &o.size.to_string()])
@@ -116,7 +128,7 @@ fn run(o: &Opts, peer: &str) -> Option<Run> {
         .open("target/latency-results.jsonl")
         .expect("results log");
     let record = serde_json::json!({
-        "tool": v["tool"], "runtime": runtime, "round_trips": v["round_trips"],
+        "tool": peer, "runtime": runtime, "round_trips": v["round_trips"],
         "warmup": v["warmup"], "size": v["size"], "latency": summary,
     });
     writeln!(log, "{record}").expect("results log");
@@ -185,8 +197,9 @@ fn main() {
     }
     println!();
     println!(
-        "Medians of {} rounds of {} round trips each ({} warm-up round trips first), {} B bodies; ratios below 1 are faster than amqprs.",
+        "Medians of {} round{} of {} round trips each ({} warm-up round trips first), {} B bodies; ratios below 1 are faster than amqprs.",
         o.rounds,
+        if o.rounds == 1 { "" } else { "s" },
         thousands(o.round_trips),
         o.warmup,
         o.size
