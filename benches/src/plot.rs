@@ -98,10 +98,11 @@ pub fn plot_dir(dir: &Path, out: &Path) -> Result<Vec<Plotted>, PlotError> {
 pub fn render(figure: &Figure, path: &Path) -> Result<(), PlotError> {
     figure.check()?;
     let legend_width = legend_width(figure);
-    let root = SVGBackend::new(path, (CHART.0 + legend_width, CHART.1)).into_drawing_area();
+    let width = CHART.0 + legend_width;
+    let root = SVGBackend::new(path, (width, CHART.1)).into_drawing_area();
     root.fill(&WHITE)?;
     // plotters writes a font size of n as n / 1.24 px: these are ~19, 14.5, 13.
-    let body = root.titled(&figure.title, (FONT, 24))?;
+    let body = root.titled(&figure.title, (FONT, title_size(&figure.title, width)))?;
     let (chart, legend) = body.split_horizontally(CHART.0);
     let x = axis(figure, |(x, _)| x, figure.log_x);
     let y = axis(figure, |(_, y)| y, figure.log_y);
@@ -124,6 +125,14 @@ pub fn render(figure: &Figure, path: &Path) -> Result<(), PlotError> {
 enum Axis {
     Linear(Range<f64>),
     Log(Range<f64>),
+}
+
+/// The title's font size: 24 (~19 px), smaller for a title that would not
+/// fit the width (sans-serif glyphs average about 0.55 em).
+fn title_size(title: &str, width: u32) -> f64 {
+    let chars = title.chars().count().max(1) as f64;
+    let fits = f64::from(width) * 0.95 / (chars * 0.55) * 1.24;
+    fits.clamp(12.0, 24.0)
 }
 
 /// The range of one axis, with room so no point sits on the frame.
@@ -489,5 +498,10 @@ mod tests {
         assert_eq!(nice_below(63.0), 50.0);
         assert_eq!(nice_above(5_500.0), 10_000.0);
         assert_eq!(nice_above(100.0), 100.0);
+        assert_eq!(title_size("Throughput", 800), 24.0);
+        assert!(
+            title_size(&"x".repeat(100), 800) < 20.0,
+            "a long title shrinks"
+        );
     }
 }

@@ -47,6 +47,8 @@ struct Axis {
     /// The figure is `fig-growth-<name>.json`, drawn as `bench-growth-<name>.svg`.
     name: &'static str,
     title: &'static str,
+    /// The figure's title: shorter than the table's.
+    chart: &'static str,
     x_label: &'static str,
     shows: Shows,
     log_y: bool,
@@ -130,7 +132,7 @@ fn measure(cli: &PathBuf, axis: Axis, fig_dir: &Path) {
         Shows::Throughput => "msg/s",
         Shows::Memory => "client max RSS (MiB)",
     };
-    let mut figure = Figure::new(Kind::Lines, title, axis.x_label, y_label);
+    let mut figure = Figure::new(Kind::Lines, axis.chart, axis.x_label, y_label);
     // Every axis steps geometrically.
     figure.log_x = true;
     figure.log_y = axis.log_y;
@@ -189,6 +191,7 @@ fn main() {
         Axis {
             name: "window",
             title: "In-flight window (12 B, concurrent)",
+            chart: "How throughput grows with the confirm window (12 B)",
             x_label: "confirm window (messages)",
             shows: Shows::Throughput,
             log_y: false,
@@ -208,6 +211,7 @@ fn main() {
         Axis {
             name: "body",
             title: "Body size (concurrent; window and prefetch shrink to keep about 32 MiB in flight)",
+            chart: "Throughput against body size (about 32 MiB in flight)",
             x_label: "body size (bytes)",
             shows: Shows::Throughput,
             // From tens of thousands of msg/s down to tens.
@@ -233,6 +237,7 @@ fn main() {
         Axis {
             name: "consumers",
             title: "Consumers on one connection (12 B, one queue, concurrent)",
+            chart: "Throughput against consumers on one connection (12 B)",
             x_label: "consumers",
             shows: Shows::Throughput,
             log_y: false,
@@ -248,6 +253,7 @@ fn main() {
         Axis {
             name: "connections",
             title: "Connections (12 B; a producer, a consumer and a queue per connection, concurrent)",
+            chart: "Throughput against connections (12 B, a queue each)",
             x_label: "connections",
             shows: Shows::Throughput,
             log_y: false,
@@ -265,6 +271,7 @@ fn main() {
         Axis {
             name: "memory",
             title: "Memory against message count (12 B, concurrent)",
+            chart: "Client memory against messages moved (12 B)",
             x_label: "messages",
             shows: Shows::Memory,
             log_y: false,
