@@ -172,7 +172,7 @@ fn main() {
         println!(
             "| {peer} | {} | {} | {} × {} |",
             runs[0].runtime.replace('_', "-"),
-            cells(m.iter().map(|x| format!("{x:.1}"))),
+            cells(m.iter().map(|&x| micros(x))),
             runs.len(),
             thousands(o.round_trips),
         );
@@ -231,6 +231,15 @@ fn main() {
         .write(&o.fig_dir, "latency-cdf")
         .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("wrote {}", path.display());
+}
+
+/// `85.3` under a millisecond, `12345` above: the tenth of a µs is noise there.
+fn micros(x: f64) -> String {
+    if x < 1000.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.0}")
+    }
 }
 
 /// `10,000`.
