@@ -54,6 +54,7 @@ async fn run(args: &Args) -> Vec<u64> {
                 .expect("ack");
             delivered.send(elapsed).expect("the publisher waits");
         }
+        consuming
     });
     let publish = BasicPublishArguments::new("", &queue);
     // The closure publishes and yields the confirm, for `round_trips` to
@@ -69,7 +70,15 @@ async fn run(args: &Args) -> Vec<u64> {
         async { drop(window.acquire().await.expect("window")) }
     })
     .await;
-    consumer.await.expect("consumer task");
+    // Each channel closed before the connection, as amqprs' examples do: a
+    // dropped channel closes itself in the background, and the
+    // connection's close can then fail with "channel closed".
+    let consuming = consumer.await.expect("consumer task");
+    consuming
+        .close()
+        .await
+        .expect("close the consuming channel");
+    channel.close().await.expect("close the publishing channel");
     connection.close().await.expect("close");
     samples
 }
