@@ -3,12 +3,14 @@
 //! legend in a column of its own right of the chart, so it never hides a
 //! point. Text is written as SVG `<text>`; no font is loaded.
 
-use std::cell::Cell;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
-use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::combinators::{BindKeyPoints, LogCoord, WithKeyPoints};
+use plotters::coord::ranged1d::{
+    AsRangedCoord, DefaultFormatting, KeyPointHint, Ranged, ValueFormatter,
+};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -106,16 +108,11 @@ pub fn render(figure: &Figure, path: &Path) -> Result<(), PlotError> {
     let (chart, legend) = body.split_horizontally(CHART.0);
     let x = axis(figure, |(x, _)| x, figure.log_x);
     let y = axis(figure, |(_, y)| y, figure.log_y);
-    // Bars stand on the bottom of the y axis.
-    let floor = match &y {
-        Axis::Linear(r) | Axis::Log(r) => r.start,
-    };
-    // plotters types each axis by its scale: four combinations.
-    match (x, y) {
-        (Axis::Linear(x), Axis::Linear(y)) => draw(&chart, figure, x, y, floor)?,
-        (Axis::Linear(x), Axis::Log(y)) => draw(&chart, figure, x, y.log_scale(), floor)?,
-        (Axis::Log(x), Axis::Linear(y)) => draw(&chart, figure, x.log_scale(), y, floor)?,
-        (Axis::Log(x), Axis::Log(y)) => draw(&chart, figure, x.log_scale(), y.log_scale(), floor)?,
+    // plotters types each axis by its scale.
+    match x {
+        Axis::Linear(x) => with_y(&chart, figure, x, y)?,
+        Axis::Log(x) => with_y(&chart, figure, log_axis(x), y)?,
+        Axis::Categories(n) => with_y(&chart, figure, CategoryAxis(n), y)?,
     }
     draw_legend(&legend, figure)?;
     root.present()?;
@@ -125,6 +122,86 @@ pub fn render(figure: &Figure, path: &Path) -> Result<(), PlotError> {
 enum Axis {
     Linear(Range<f64>),
     Log(Range<f64>),
+    /// Bars' categories: so many.
+    Categories(usize),
+}
+
+/// The bars' x axis: the categories at 0, 1, 2..., a tick on each.
+#[derive(Clone)]
+struct CategoryAxis(usize);
+
+impl Ranged for CategoryAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        let fraction = (v + 0.5) / self.0 as f64;
+        limit.0 + (f64::from(limit.1 - limit.0) * fraction).round() as i32
+    }
+
+    fn key_points<H: KeyPointHint>(&self, _: H) -> Vec<f64> {
+        (0..self.0).map(|i| i as f64).collect()
+    }
+
+    fn range(&self) -> Range<f64> {
+        -0.5..self.0 as f64 - 0.5
+    }
+}
+
+/// [`draw`] with the y axis typed by its scale.
+fn with_y<X>(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    figure: &Figure,
+    x: X,
+    y: Axis,
+) -> Result<(), PlotError>
+where
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+{
+    match y {
+        // Bars stand on the bottom of the y axis.
+        Axis::Linear(y) => draw(area, figure, x, y.start, y),
+        Axis::Log(y) => draw(area, figure, x, y.start, log_axis(y)),
+        Axis::Categories(_) => unreachable!("categories are on x"),
+    }
+}
+
+/// A log axis over `range`, its ticks at 1, 2 and 5 × 10ⁿ (only the powers
+/// of ten when those would crowd it), its light lines at every multiple.
+/// plotters' own log ticks skip the range's start up to the first power of
+/// ten, and list each power of ten twice.
+fn log_axis(range: Range<f64>) -> WithKeyPoints<LogCoord<f64>> {
+    let (bold, light) = log_ticks(&range);
+    range
+        .log_scale()
+        .with_key_points(bold)
+        .with_light_points(light)
+}
+
+/// The bold and the light ticks of a log axis over `range` (> 0).
+fn log_ticks(range: &Range<f64>) -> (Vec<f64>, Vec<f64>) {
+    let inside = |v: f64| v >= range.start * (1.0 - 1e-9) && v <= range.end * (1.0 + 1e-9);
+    let (mut nice, mut tens, mut light) = (Vec::new(), Vec::new(), Vec::new());
+    let mut decade = 10f64.powf(range.start.log10().floor());
+    while decade <= range.end * (1.0 + 1e-9) {
+        for m in 1..=9 {
+            let v = decade * f64::from(m);
+            if !inside(v) {
+                continue;
+            }
+            light.push(v);
+            if [1, 2, 5].contains(&m) {
+                nice.push(v);
+            }
+            if m == 1 {
+                tens.push(v);
+            }
+        }
+        decade *= 10.0;
+    }
+    let bold = if nice.len() <= 12 { nice } else { tens };
+    (bold, light)
 }
 
 /// The title's font size: 24 (~19 px), smaller for a title that would not
@@ -139,8 +216,7 @@ fn title_size(title: &str, width: u32) -> f64 {
 fn axis(figure: &Figure, pick: impl Fn((f64, f64)) -> f64, log: bool) -> Axis {
     let is_x = pick((1.0, 0.0)) == 1.0;
     if is_x && figure.kind == Kind::Bars {
-        let n = figure.categories.as_ref().map_or(1, Vec::len);
-        return Axis::Linear(-0.5..n as f64 - 0.5);
+        return Axis::Categories(figure.categories.as_ref().map_or(1, Vec::len));
     }
     if !is_x && figure.kind == Kind::Cdf && !log {
         return Axis::Linear(0.0..1.0);
@@ -207,19 +283,6 @@ pub fn tick(v: f64) -> String {
     }
 }
 
-/// A log axis labels 1, 2 and 5 × 10ⁿ only: the others crowd it.
-fn log_tick(v: f64) -> String {
-    let mantissa = v / 10f64.powf(v.log10().floor());
-    if [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .any(|m| (mantissa - m).abs() < 1e-6)
-    {
-        tick(v)
-    } else {
-        String::new()
-    }
-}
-
 fn colour(i: usize) -> RGBColor {
     COLOURS[i % COLOURS.len()]
 }
@@ -228,8 +291,8 @@ fn draw<X, Y>(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     figure: &Figure,
     x: X,
-    y: Y,
     floor: f64,
+    y: Y,
 ) -> Result<(), PlotError>
 where
     X: AsRangedCoord<Value = f64>,
@@ -245,26 +308,11 @@ where
         .build_cartesian_2d(x, y)?;
 
     let categories = figure.categories.clone().unwrap_or_default();
-    // plotters lists each power of ten twice on a log axis (as the last
-    // multiple of the decade below, and as its own): label it once.
-    let (last_x, last_y) = (Cell::new(f64::NAN), Cell::new(f64::NAN));
-    let once = |last: &Cell<f64>, v: f64| {
-        let again = (last.get() - v).abs() <= v.abs() * 1e-9;
-        last.set(v);
-        if again { String::new() } else { log_tick(v) }
-    };
     let x_fmt = |v: &f64| match figure.kind {
         Kind::Bars => category(&categories, *v),
-        _ if figure.log_x => once(&last_x, *v),
         _ => tick(*v),
     };
-    let y_fmt = |v: &f64| {
-        if figure.log_y {
-            once(&last_y, *v)
-        } else {
-            tick(*v)
-        }
-    };
+    let y_fmt = |v: &f64| tick(*v);
     let mut mesh = chart.configure_mesh();
     mesh.x_desc(figure.x_label.as_str())
         .y_desc(figure.y_label.as_str())
@@ -276,16 +324,11 @@ where
         .y_label_formatter(&y_fmt)
         .light_line_style(RGBColor(0, 0, 0).mix(0.05))
         .bold_line_style(RGBColor(0, 0, 0).mix(0.15));
-    // A log axis over a decade or three asks for many key points, so that
-    // plotters gives 2, 3... 9 × 10ⁿ as well as the powers of ten; `log_tick`
-    // labels 1, 2 and 5 of them.
+    // Log and category axes bring their own ticks (`log_axis`, `render`).
     if figure.kind == Kind::Bars {
-        // One label per group: the categories sit at 0, 1, 2...
-        mesh.disable_x_mesh().x_labels(categories.len());
-    } else {
-        mesh.x_labels(if figure.log_x { 40 } else { 12 });
+        mesh.disable_x_mesh();
     }
-    mesh.y_labels(if figure.log_y { 40 } else { 10 }).draw()?;
+    mesh.x_labels(12).y_labels(10).draw()?;
 
     let n = figure.series.len().max(1) as f64;
     for (i, s) in figure.series.iter().enumerate() {
@@ -493,8 +536,18 @@ mod tests {
         assert_eq!(tick(120.0), "120");
         assert_eq!(tick(0.25), "0.25");
         assert_eq!(tick(0.0), "0");
-        assert_eq!(log_tick(200.0), "200");
-        assert_eq!(log_tick(300.0), "");
+        let (bold, light) = log_ticks(&(50.0..10_000.0));
+        assert_eq!(
+            bold,
+            [50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10_000.0]
+        );
+        assert_eq!(
+            light.len(),
+            5 + 9 + 9 + 1,
+            "50...90, 100...900, 1k...9k, 10k"
+        );
+        let (bold, _) = log_ticks(&(1.0..1e9));
+        assert_eq!(bold.len(), 10, "the powers of ten only");
         assert_eq!(nice_below(63.0), 50.0);
         assert_eq!(nice_above(5_500.0), 10_000.0);
         assert_eq!(nice_above(100.0), 100.0);
