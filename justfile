@@ -10,8 +10,9 @@ test:
     scripts/test
 
 # Every benchmark (codec, allocations, end to end against lapin, amqprs and
-# the Python clients, how cost grows, where the plain program's CPU goes:
-# callgrind and flame graphs); writes docs/benchmarks.md and docs/flame-*.svg. ~20 min.
+# the Python clients, latency one message at a time, how cost grows, where
+# the plain program's CPU goes: callgrind and flame graphs); writes
+# docs/benchmarks.md, its charts docs/bench-*.svg and docs/flame-*.svg. ~20 min.
 bench:
     benches/run.sh
 

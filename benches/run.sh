@@ -5,6 +5,8 @@
 #   codec   criterion, carehare-core against amq-protocol (benches/codec.rs)
 #   alloc   the counting-allocator test (benches/tests/allocations.rs)
 #   e2e     every client side by side on the local broker (src/bin/e2e.rs)
+#   latency one message at a time: publish to delivery, carehare, amqprs and
+#           lapin side by side (src/bin/latency.rs)
 #   growth  how cost grows, through `carehare perf` (src/bin/growth.rs)
 #   profile where the CPU of the plain user program (peer-plain) goes, beside
 #           amqprs on the same current-thread runtime: instructions per
@@ -12,17 +14,22 @@
 #           and flame graphs from perf's cpu-clock samples drawn by inferno
 #           into docs/flame-*.svg
 #
+# Then, whatever ran, the plots binary (src/bin/plots.rs) draws every
+# figure file the programs wrote (benches/target/bench/fig-*.json) into
+# docs/bench-*.svg.
+#
 # Needs the local broker (test-server/start.sh starts or reuses it) and
 # Python 3 for the Python peers (a venv under benches/target/python/e2e,
 # made here, with carehare and aio-pika from PyPI). About 15 minutes on 2
-# cores. ROUNDS (default 3) sets the e2e rounds; ONLY=codec,alloc,e2e,growth
-# runs a subset (the other tables are left as they were in the last run's
-# files under benches/target/bench/). E2E_ARGS passes flags to the e2e
-# runner (e.g. --extra-cli NAME=PATH to add another build of the CLI).
+# cores. ROUNDS (default 3) sets the e2e and latency rounds;
+# ONLY=codec,alloc,e2e,latency,growth,profile runs a subset (the other
+# tables and figures are left as they were in the last run's files under
+# benches/target/bench/). E2E_ARGS passes flags to the e2e runner (e.g.
+# --extra-cli NAME=PATH to add another build of the CLI).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
-only=",${ONLY:-codec,alloc,e2e,growth,profile},"  # ONLY=none only rewrites docs/benchmarks.md
+only=",${ONLY:-codec,alloc,e2e,latency,growth,profile},"  # ONLY=none only rewrites docs/benchmarks.md
 out="$root/benches/target/bench"
 mkdir -p "$out"
 
@@ -57,11 +64,15 @@ if [[ $only == *,e2e,* ]]; then
   echo "== end to end (every client, ${ROUNDS:-3} rounds)" >&2
   # E2E_ARGS adds peers, e.g. --extra-cli carehare-before=PATH (an older build).
   # shellcheck disable=SC2086
-  target/release/e2e --rounds "${ROUNDS:-3}" ${E2E_ARGS:-} >"$out/e2e.md"
+  target/release/e2e --rounds "${ROUNDS:-3}" --fig-dir "$out" ${E2E_ARGS:-} >"$out/e2e.md"
+fi
+if [[ $only == *,latency,* ]]; then
+  echo "== latency, one message at a time (${ROUNDS:-3} rounds)" >&2
+  target/release/latency --rounds "${ROUNDS:-3}" --fig-dir "$out" >"$out/latency.md"
 fi
 if [[ $only == *,growth,* ]]; then
   echo "== how cost grows (carehare perf)" >&2
-  target/release/growth >"$out/growth.md"
+  target/release/growth --fig-dir "$out" >"$out/growth.md"
 fi
 if [[ $only == *,profile,* ]]; then
   echo "== profile: the plain program beside amqprs (callgrind, perf + inferno)" >&2
@@ -96,6 +107,9 @@ if [[ $only == *,profile,* ]]; then
 fi
 cd "$root"
 
+echo "== plots: every figure file into docs/bench-*.svg" >&2
+benches/target/release/plots --dir "$out" --out docs
+
 rabbit=$( (source test-server/env.sh && rabbitmqctl version 2>/dev/null) | tail -1 || echo unknown)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 machine="$(nproc) cores ($cpu), $(free -g | awk '/^Mem:/ {print $2}') GiB; RabbitMQ $rabbit on the same machine (the local test broker); $(rustc --version | cut -d' ' -f1-2); Python $(python3 --version | cut -d' ' -f2)"
@@ -103,7 +117,7 @@ python3 - "$out" "$machine" "$(date -u +%Y-%m-%d)" <<'PY'
 import pathlib, sys
 out, machine, date = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 text = pathlib.Path("benches/benchmarks.md.in").read_text()
-for name in ["codec", "alloc", "e2e", "growth", "profile"]:
+for name in ["codec", "alloc", "e2e", "latency", "growth", "profile"]:
     f = out / f"{name}.md"
     table = f.read_text().rstrip() if f.exists() else "(not run)"
     text = text.replace(f"@{name.upper()}@", table)

@@ -166,17 +166,43 @@ pub fn report(tool: &str, w: &Workload, publish: Phase, consume: Phase) {
 /// `multi_thread`, else the peer's default (`multi`: tokio's
 /// multi-threaded runtime, as `#[tokio::main]`).
 pub fn runtime(multi: bool) -> tokio::runtime::Runtime {
-    let multi = match std::env::var("PEER_RUNTIME").as_deref() {
-        Ok("current_thread") => false,
-        Ok("multi_thread") => true,
-        _ => multi,
-    };
+    let multi = runtime_is_multi(multi);
     let mut builder = if multi {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
     builder.enable_all().build().expect("tokio runtime")
+}
+
+/// Whether [`runtime`] builds the multi-threaded runtime, given the
+/// peer's default.
+pub fn runtime_is_multi(multi: bool) -> bool {
+    match std::env::var("PEER_RUNTIME").as_deref() {
+        Ok("current_thread") => false,
+        Ok("multi_thread") => true,
+        _ => multi,
+    }
+}
+
+/// The path of another binary of this crate, beside the running one.
+pub fn own_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.with_file_name(name)
+}
+
+/// The median; NaN for none.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
 }
 
 /// The consume phase of the carehare peers: an `acking_consumer` with the

@@ -1,8 +1,14 @@
-//! Shared fixtures for the codec benchmarks and the allocation count: the
-//! same messages encoded and decoded by carehare-core and by amq-protocol
-//! (the codec lapin uses).
+//! What the bench programs share. Here: the fixtures of the codec
+//! benchmarks and the allocation count (the same messages encoded and
+//! decoded by carehare-core and by amq-protocol, the codec lapin uses).
+//! In the modules: the end-to-end and latency workloads, the amqprs
+//! setup, and the figure files with their plotter.
 
+pub mod amqprs_peer;
 pub mod e2e;
+pub mod figure;
+pub mod latency;
+pub mod plot;
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame, parse_frame};
 use amq_protocol::protocol::{AMQPClass, basic};

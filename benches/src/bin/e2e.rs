@@ -3,12 +3,14 @@
 //! round so no peer always follows the same one. Prints a markdown table
 //! (medians of the rounds) and ratios for carehare against amqprs and
 //! lapin, and appends every raw JSON line to `target/e2e-results.jsonl`.
+//! Writes the same medians as figures: `fig-throughput.json` (msg/s) and
+//! `fig-cpu.json` (CPU µs per message), bars per body size and phase.
 //!
 //! ```text
 //! cargo run --release --bin e2e -- [--rounds 3] [--count 100000]
 //!     [--py-count 20000] [--sizes 12,1024] [--peers carehare,amqprs,lapin,carehare-py,aio-pika]
 //!     [--carehare-cli PATH] [--python PATH] [--extra NAME=PATH ...]
-//!     [--extra-cli NAME=PATH ...]
+//!     [--extra-cli NAME=PATH ...] [--fig-dir target/bench]
 //! ```
 //!
 //! carehare is measured with `carehare perf --sequential ... --json` when
@@ -32,6 +34,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use carehare_benches::e2e::{median, own_bin};
+use carehare_benches::figure::{Figure, default_dir};
 use serde_json::Value;
 
 struct Opts {
@@ -45,6 +49,8 @@ struct Opts {
     url: String,
     /// Extra peers: name, binary, and whether it is a `carehare` CLI.
     extra: Vec<(String, PathBuf, bool)>,
+    /// Where the figure files go.
+    fig_dir: PathBuf,
 }
 
 fn parse() -> Opts {
@@ -71,6 +77,7 @@ fn parse() -> Opts {
         python: PathBuf::from("target/python/e2e/bin/python"),
         url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
         extra: Vec::new(),
+        fig_dir: default_dir(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -86,6 +93,7 @@ fn parse() -> Opts {
             "--carehare-cli" => o.carehare_cli = v.into(),
             "--python" => o.python = v.into(),
             "--url" => o.url = v,
+            "--fig-dir" => o.fig_dir = v.into(),
             "--extra" | "--extra-cli" => {
                 let (name, path) = v.split_once('=').expect("--extra NAME=PATH");
                 o.extra
@@ -96,11 +104,6 @@ fn parse() -> Opts {
         }
     }
     o
-}
-
-fn own_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.with_file_name(name)
 }
 
 /// The command line of one peer run.
@@ -207,19 +210,6 @@ fn run(o: &Opts, peer: &str, size: usize) -> Option<Value> {
             );
             None
         }
-    }
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    if xs.is_empty() {
-        return f64::NAN;
-    }
-    xs.sort_by(|a, b| a.total_cmp(b));
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
     }
 }
 
@@ -354,4 +344,72 @@ fn main() {
     }
     println!();
     println!("carehare measured with {carehare_source}.");
+
+    // The Python clients spend a hundred times the CPU of the Rust ones: a
+    // log axis keeps both readable.
+    for (name, title, field, unit, log_y) in [
+        (
+            "throughput",
+            "End to end: throughput",
+            "msg_per_s",
+            "msg/s",
+            false,
+        ),
+        (
+            "cpu",
+            "End to end: client CPU per message",
+            "cpu_us_per_msg",
+            "CPU (µs per message)",
+            true,
+        ),
+    ] {
+        let mut figure = phase_figure(&results, &peers, title, field, unit);
+        figure.log_y = log_y;
+        let path = figure
+            .write(&o.fig_dir, name)
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("wrote {}", path.display());
+    }
+}
+
+/// Grouped bars of one field: a category per body size and phase, a
+/// series per peer, each bar the median of the rounds.
+fn phase_figure(
+    results: &BTreeMap<usize, BTreeMap<&str, Vec<Value>>>,
+    peers: &[&str],
+    title: &str,
+    field: &str,
+    unit: &str,
+) -> Figure {
+    const PHASES: [&str; 2] = ["publish", "consume"];
+    let categories = results
+        .keys()
+        .flat_map(|&size| PHASES.map(|phase| format!("{} {phase}", size_name(size))))
+        .collect();
+    let mut figure = Figure::bars(title, "body size and phase", unit, categories);
+    for peer in peers {
+        let points: Vec<(f64, f64)> = results
+            .values()
+            .enumerate()
+            .flat_map(|(k, by_peer)| {
+                PHASES.iter().enumerate().filter_map(move |(j, phase)| {
+                    let runs = by_peer.get(peer)?;
+                    Some(((2 * k + j) as f64, med(runs, phase, field)))
+                })
+            })
+            .collect();
+        if !points.is_empty() {
+            figure.push(peer, points);
+        }
+    }
+    figure
+}
+
+/// `12 B`, `1 KiB`, `1 MiB`.
+fn size_name(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 && s.is_multiple_of(1 << 20) => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 && s.is_multiple_of(1 << 10) => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
 }

@@ -3,61 +3,12 @@
 //! may be `multiple`), and a semaphore keeps at most `confirm` unconfirmed;
 //! the consumer is `basic_consume_rx`, acked with `multiple`.
 
-use std::sync::Arc;
-
-use amqprs::callbacks::{ChannelCallback, DefaultConnectionCallback};
+use amqprs::BasicProperties;
 use amqprs::channel::{
-    BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
-    ConfirmSelectArguments, QueueDeclareArguments,
+    BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments,
 };
-use amqprs::connection::{Connection, OpenConnectionArguments};
-use amqprs::error::Error as AmqprsError;
-use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
-use async_trait::async_trait;
-
-type Result<T> = std::result::Result<T, AmqprsError>;
+use carehare_benches::amqprs_peer::{Publishing, publishing};
 use carehare_benches::e2e::{PhaseTimer, Workload, report, runtime};
-use tokio::sync::Semaphore;
-
-/// Releases one window slot per confirmed message.
-struct Confirms {
-    window: Arc<Semaphore>,
-    settled: u64,
-}
-
-#[async_trait]
-impl ChannelCallback for Confirms {
-    async fn close(&mut self, _: &Channel, close: CloseChannel) -> Result<()> {
-        panic!("channel closed by the server: {close}");
-    }
-    async fn cancel(&mut self, _: &Channel, _: Cancel) -> Result<()> {
-        Ok(())
-    }
-    async fn flow(&mut self, _: &Channel, active: bool) -> Result<bool> {
-        Ok(active)
-    }
-    async fn publish_ack(&mut self, _: &Channel, ack: Ack) {
-        let tag = ack.delivery_tag();
-        let n = if ack.mutiple() { tag - self.settled } else { 1 };
-        self.settled = self.settled.max(tag);
-        self.window.add_permits(n as usize);
-    }
-    async fn publish_nack(&mut self, _: &Channel, nack: Nack) {
-        panic!("nack {}", nack.delivery_tag());
-    }
-    async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {
-        panic!("returned");
-    }
-}
-
-fn host_port(url: &str) -> (String, u16) {
-    // amqp://user:pass@host:port/vhost; the bench only uses the default
-    // user and vhost.
-    let rest = url.split('@').nth(1).unwrap_or("127.0.0.1:5672/");
-    let hp = rest.split('/').next().unwrap_or("127.0.0.1:5672");
-    let (h, p) = hp.split_once(':').unwrap_or((hp, "5672"));
-    (h.to_string(), p.parse().expect("port"))
-}
 
 fn main() {
     // `#[tokio::main]`'s multi-thread runtime, or `PEER_RUNTIME=current_thread`
@@ -67,31 +18,12 @@ fn main() {
 
 async fn run(w: Workload) {
     let body = w.body();
-    let (host, port) = host_port(&w.url);
-    let conn = Connection::open(&OpenConnectionArguments::new(&host, port, "guest", "guest"))
-        .await
-        .expect("connect");
-    conn.register_callback(DefaultConnectionCallback)
-        .await
-        .expect("callback");
-    let publisher = conn.open_channel(None).await.expect("channel");
-    let window = Arc::new(Semaphore::new(w.confirm));
-    publisher
-        .register_callback(Confirms {
-            window: window.clone(),
-            settled: 0,
-        })
-        .await
-        .expect("callback");
-    let (queue, _, _) = publisher
-        .queue_declare(QueueDeclareArguments::exclusive_server_named())
-        .await
-        .expect("queue.declare")
-        .expect("declare-ok");
-    publisher
-        .confirm_select(ConfirmSelectArguments::default())
-        .await
-        .expect("confirm.select");
+    let Publishing {
+        connection: conn,
+        channel: publisher,
+        queue,
+        window,
+    } = publishing(&w.url, w.confirm).await;
 
     let timer = PhaseTimer::start();
     let args = BasicPublishArguments::new("", &queue);
