@@ -11,7 +11,8 @@ test:
 
 # Every benchmark (codec, allocations, end to end against lapin, amqprs and
 # the Python clients, how cost grows, where the plain program's CPU goes:
-# callgrind and flame graphs); writes docs/benchmarks.md and docs/flame-*.svg. ~20 min.
+# callgrind and flame graphs; idle connections, many consumers, many
+# queues); writes docs/benchmarks.md and docs/flame-*.svg. ~25 min.
 bench:
     benches/run.sh
 

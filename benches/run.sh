@@ -11,18 +11,26 @@
 #           message counted by callgrind (repeatable on a loaded machine),
 #           and flame graphs from perf's cpu-clock samples drawn by inferno
 #           into docs/flame-*.svg
+#   scale   memory per idle connection (carehare, amqprs, lapin), 10,000 idle
+#           carehare connections on a 1 s heartbeat, and 1 to 1,000 consumers
+#           on one connection (src/bin/scale/)
+#   queues  N queues with a producer and a consumer each, over one
+#           connection and over N (src/bin/scale/)
 #
 # Needs the local broker (test-server/start.sh starts or reuses it) and
 # Python 3 for the Python peers (a venv under benches/target/python/e2e,
-# made here, with carehare and aio-pika from PyPI). About 15 minutes on 2
+# made here, with carehare and aio-pika from PyPI). About 25 minutes on 2
 # cores. ROUNDS (default 3) sets the e2e rounds; ONLY=codec,alloc,e2e,growth
-# runs a subset (the other tables are left as they were in the last run's
+# (or any of the steps above) runs a subset (the other tables are left as they were in the last run's
 # files under benches/target/bench/). E2E_ARGS passes flags to the e2e
 # runner (e.g. --extra-cli NAME=PATH to add another build of the CLI).
+# SCALE_CONNECTIONS (default 10000) sets the idle connections of `scale`;
+# the broker must allow that many sockets (test-server/node.sh raises its
+# open-file limit to the hard limit when it starts it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
-only=",${ONLY:-codec,alloc,e2e,growth,profile},"  # ONLY=none only rewrites docs/benchmarks.md
+only=",${ONLY:-codec,alloc,e2e,growth,profile,scale,queues},"  # ONLY=none only rewrites docs/benchmarks.md
 out="$root/benches/target/bench"
 mkdir -p "$out"
 
@@ -94,6 +102,18 @@ if [[ $only == *,profile,* ]]; then
       --width 1400 --minwidth 2 <"$out/perf.$peer.folded" >"$root/docs/flame-$name.svg"
   done
 fi
+if [[ $only == *,scale,* ]]; then
+  echo "== scale: idle connections, ${SCALE_CONNECTIONS:-10000} idle connections, consumers on one connection" >&2
+  {
+    target/release/scale idle-rss --out "$out"
+    target/release/scale idle --connections "${SCALE_CONNECTIONS:-10000}"
+    target/release/scale consumers --rounds "${ROUNDS:-3}" --out "$out"
+  } >"$out/scale.md"
+fi
+if [[ $only == *,queues,* ]]; then
+  echo "== queues: N producers and consumers over 1 and N connections" >&2
+  target/release/scale queues --rounds "${ROUNDS:-3}" --out "$out" >"$out/queues.md"
+fi
 cd "$root"
 
 rabbit=$( (source test-server/env.sh && rabbitmqctl version 2>/dev/null) | tail -1 || echo unknown)
@@ -103,7 +123,7 @@ python3 - "$out" "$machine" "$(date -u +%Y-%m-%d)" <<'PY'
 import pathlib, sys
 out, machine, date = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 text = pathlib.Path("benches/benchmarks.md.in").read_text()
-for name in ["codec", "alloc", "e2e", "growth", "profile"]:
+for name in ["codec", "alloc", "e2e", "growth", "profile", "scale", "queues"]:
     f = out / f"{name}.md"
     table = f.read_text().rstrip() if f.exists() else "(not run)"
     text = text.replace(f"@{name.upper()}@", table)
