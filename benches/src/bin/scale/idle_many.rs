@@ -207,10 +207,15 @@ async fn run(
         "how they ended",
         format!("{} (closing took {close_s:.1} s)", tally(&ended)),
     );
-    println!("{table}");
-
     let broker_ok = matches!(on_broker, Ok((all, running)) if all == n && running == n);
-    if opened != n || open != n || open_later != n || !broker_ok || clean != n {
+    let all_well = opened == n && open == n && open_later == n && broker_ok && clean == n;
+    row(
+        &mut table,
+        "no heartbeat missed (every connection open to the end by both counts, and closed cleanly)",
+        if all_well { "yes" } else { "**no**" }.to_string(),
+    );
+    println!("{table}");
+    if !all_well {
         return Err(format!(
             "not every connection lived through the idle time: {opened} opened, {open} open at \
              its end, {open_later} after the broker's count ({on_broker:?}), {clean} closed \
