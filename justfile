@@ -11,8 +11,9 @@ test:
 
 # Every benchmark (codec, allocations, end to end against lapin, amqprs and
 # the Python clients, latency one message at a time, how cost grows, where
-# the plain program's CPU goes: callgrind and flame graphs); writes
-# docs/benchmarks.md, its charts docs/bench-*.svg and docs/flame-*.svg. ~20 min.
+# the plain program's CPU goes: callgrind and flame graphs; idle
+# connections, many consumers, many queues); writes docs/benchmarks.md, its
+# charts docs/bench-*.svg and docs/flame-*.svg. ~30 min.
 bench:
     benches/run.sh
 

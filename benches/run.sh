@@ -13,6 +13,11 @@
 #           message counted by callgrind (repeatable on a loaded machine),
 #           and flame graphs from perf's cpu-clock samples drawn by inferno
 #           into docs/flame-*.svg
+#   scale   memory per idle connection (carehare, amqprs, lapin), 10,000 idle
+#           carehare connections on a 1 s heartbeat, and 1 to 1,000 consumers
+#           on one connection (src/bin/scale/)
+#   queues  N queues with a producer and a consumer each, over one
+#           connection and over N (src/bin/scale/)
 #
 # Then, whatever ran, the plots binary (src/bin/plots.rs) draws every
 # figure file the programs wrote (benches/target/bench/fig-*.json) into
@@ -20,16 +25,21 @@
 #
 # Needs the local broker (test-server/start.sh starts or reuses it) and
 # Python 3 for the Python peers (a venv under benches/target/python/e2e,
-# made here, with carehare and aio-pika from PyPI). About 15 minutes on 2
-# cores. ROUNDS (default 3) sets the e2e and latency rounds;
-# ONLY=codec,alloc,e2e,latency,growth,profile runs a subset (the other
-# tables and figures are left as they were in the last run's files under
-# benches/target/bench/). E2E_ARGS passes flags to the e2e runner (e.g.
-# --extra-cli NAME=PATH to add another build of the CLI).
+# made here, with carehare and aio-pika from PyPI). About 30 minutes on 2
+# cores. ROUNDS (default 3) sets the e2e, latency, consumers and queues
+# rounds; ONLY=codec,alloc,e2e,latency,growth,profile,scale,queues (any of
+# the steps above) runs a subset (the other tables and figures are left as
+# they were in the last run's files under benches/target/bench/). E2E_ARGS
+# passes flags to the e2e runner (e.g. --extra-cli NAME=PATH to add another
+# build of the CLI). SCALE_CONNECTIONS (default 10000) sets the idle
+# connections of `scale`; the broker must allow that many sockets
+# (test-server/node.sh raises its open-file limit to the hard limit when it
+# starts it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
-only=",${ONLY:-codec,alloc,e2e,latency,growth,profile},"  # ONLY=none only rewrites docs/benchmarks.md
+only=",${ONLY:-codec,alloc,e2e,latency,growth,profile,scale,queues},"  # ONLY=none only rewrites docs/benchmarks.md
+failed=""
 out="$root/benches/target/bench"
 mkdir -p "$out"
 
@@ -105,6 +115,20 @@ if [[ $only == *,profile,* ]]; then
       --width 1400 --minwidth 2 <"$out/perf.$peer.folded" >"$root/docs/flame-$name.svg"
   done
 fi
+if [[ $only == *,scale,* ]]; then
+  echo "== scale: idle connections, ${SCALE_CONNECTIONS:-10000} idle connections, consumers on one connection" >&2
+  {
+    target/release/scale idle-rss --out "$out"
+    # A failed check (a connection lost) still leaves its table; the run
+    # goes on and fails at the end.
+    target/release/scale idle --connections "${SCALE_CONNECTIONS:-10000}" || failed+=" scale-idle"
+    target/release/scale consumers --rounds "${ROUNDS:-3}" --out "$out"
+  } >"$out/scale.md"
+fi
+if [[ $only == *,queues,* ]]; then
+  echo "== queues: N producers and consumers over 1 and N connections" >&2
+  target/release/scale queues --rounds "${ROUNDS:-3}" --out "$out" >"$out/queues.md"
+fi
 cd "$root"
 
 echo "== plots: every figure file into docs/bench-*.svg" >&2
@@ -117,7 +141,7 @@ python3 - "$out" "$machine" "$(date -u +%Y-%m-%d)" <<'PY'
 import pathlib, sys
 out, machine, date = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 text = pathlib.Path("benches/benchmarks.md.in").read_text()
-for name in ["codec", "alloc", "e2e", "latency", "growth", "profile"]:
+for name in ["codec", "alloc", "e2e", "latency", "growth", "profile", "scale", "queues"]:
     f = out / f"{name}.md"
     table = f.read_text().rstrip() if f.exists() else "(not run)"
     text = text.replace(f"@{name.upper()}@", table)
@@ -130,3 +154,7 @@ text = text.replace("@MACHINE@", machine).replace("@DATE@", date)
 pathlib.Path("docs/benchmarks.md").write_text(text)
 PY
 echo "== wrote docs/benchmarks.md" >&2
+if [[ -n $failed ]]; then
+  echo "== failed:$failed" >&2
+  exit 1
+fi

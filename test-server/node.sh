@@ -247,17 +247,54 @@ if [[ -n "$amqps_port" ]]; then
 fi
 want_fp="$(cd "$stage" && sha256sum "${staged_files[@]}" | sha256sum | cut -d' ' -f1)"
 
+# ---- open files: every AMQP connection is one ----
+# RabbitMQ 3.10 takes about 0.9 x its open-file limit as its socket limit, so a node
+# started from a shell with the common soft limit of 1024 takes only ~900 connections.
+# The broker gets the hard limit (at most 65536, Erlang's default port limit) as its soft
+# one: the scale benchmarks (benches/src/bin/scale) hold 10,000 idle connections.
+nofile_wanted() {
+    local hard want=65536
+    hard="$(ulimit -Hn)"
+    if [[ "$hard" != unlimited ]] && ((hard < want)); then want="$hard"; fi
+    echo "$want"
+}
+nofile_of() { # pid: the soft open-file limit of a running process
+    awk '/^Max open files/ { print $4 }' "/proc/$1/limits" 2>/dev/null
+}
+raise_nofile() {
+    local soft want
+    soft="$(ulimit -Sn)"
+    want="$(nofile_wanted)"
+    if [[ "$soft" != unlimited ]] && ((soft < want)); then
+        ulimit -Sn "$want" 2>/dev/null || log "could not raise the open-file limit to $want; it stays $soft"
+    fi
+}
+# A broker started with fewer (by a shell with a lower limit, or before this rule) is
+# restarted once; the limit only goes up, so callers never take turns restarting it.
+nofile_short() {
+    local pid have
+    ((!cluster)) || return 1
+    pid="$(read_pid "$RABBITMQ_PID_FILE")"
+    [[ -n "$pid" ]] && ours "$pid" || return 1
+    have="$(nofile_of "$pid")"
+    [[ "$have" =~ ^[0-9]+$ ]] && ((have < $(nofile_wanted)))
+}
+
 # ---- reuse a running node ----
 if node_up; then
-    if ((!reuse_only_if_unchanged)) ||
+    if nofile_short; then
+        log "$RABBITMQ_NODENAME runs with $(nofile_of "$(read_pid "$RABBITMQ_PID_FILE")") open files, fewer than $(nofile_wanted): restarting it"
+        stop_node stop
+    elif ((!reuse_only_if_unchanged)) ||
         [[ -f "$fingerprint_file" && "$(cat "$fingerprint_file")" == "$want_fp" ]]; then
         log "$RABBITMQ_NODENAME already running (pid $(cat "$RABBITMQ_PID_FILE" 2>/dev/null || echo '?')), reusing it"
         rm -rf "$stage"
         if ((!cluster)); then import_users; fi
         exit 0
+    else
+        log "$RABBITMQ_NODENAME is running with a different config or certs: restarting it"
+        stop_node stop
     fi
-    log "$RABBITMQ_NODENAME is running with a different config or certs: restarting it"
-    stop_node stop
 elif [[ -s "$RABBITMQ_PID_FILE" || -s "$launcher_pid_file" ]]; then
     # Leftovers of a crashed/killed node, or a node that does not answer: clean up.
     stop_node stop
@@ -313,6 +350,7 @@ stdout_log_offset="$(log_size "$stdout_log")"
         fd="${fd##*/}"
         if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
     done
+    if ((!cluster)); then raise_nofile; fi
     HOME="$home" LC_ALL=C.UTF-8 ERL_EPMD_ADDRESS=127.0.0.1 \
         exec setsid nohup "$CAREHARE_RABBITMQ_BIN/rabbitmq-server" >>"$stdout_log" 2>&1 </dev/null
 ) &

@@ -13,6 +13,8 @@ use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
+use crate::e2e::host_port;
+
 type Result<T> = std::result::Result<T, AmqprsError>;
 
 /// Releases one window slot per confirmed message.
@@ -44,15 +46,6 @@ impl ChannelCallback for Confirms {
     async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {
         panic!("returned");
     }
-}
-
-fn host_port(url: &str) -> (String, u16) {
-    // amqp://user:pass@host:port/vhost; the bench only uses the default
-    // user and vhost.
-    let rest = url.split('@').nth(1).unwrap_or("127.0.0.1:5672/");
-    let hp = rest.split('/').next().unwrap_or("127.0.0.1:5672");
-    let (h, p) = hp.split_once(':').unwrap_or((hp, "5672"));
-    (h.to_string(), p.parse().expect("port"))
 }
 
 /// A connection to `url`, a publishing channel in confirm mode and a

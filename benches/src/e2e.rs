@@ -79,14 +79,38 @@ pub fn cpu_time() -> Duration {
 /// else `ru_maxrss` (which on Linux survives `execve`, so a child can
 /// report its parent's size at the fork).
 pub fn max_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(rusage().ru_maxrss as u64)
+    status_field("VmHWM:").unwrap_or(rusage().ru_maxrss as u64)
+}
+
+/// The resident set size of this process now, in KiB (Linux's `VmRSS`).
+pub fn rss_kib() -> u64 {
+    status_field("VmRSS:").unwrap_or(0)
+}
+
+/// The threads of this process now.
+pub fn threads() -> u64 {
+    status_field("Threads:").unwrap_or(0)
+}
+
+/// A number field of `/proc/self/status` (`VmRSS:`, `Threads:`...), its
+/// unit (`kB`) dropped.
+fn status_field(name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The host and port of an `amqp://user:pass@host:port/vhost` URL, for
+/// clients that take them apart (amqprs); the benches only use the
+/// default user and vhost.
+pub fn host_port(url: &str) -> (String, u16) {
+    let rest = url.split('@').nth(1).unwrap_or("127.0.0.1:5672/");
+    let hp = rest.split(['/', '?']).next().unwrap_or("127.0.0.1:5672");
+    let (h, p) = hp.split_once(':').unwrap_or((hp, "5672"));
+    (h.to_string(), p.parse().expect("port"))
 }
 
 fn rusage() -> libc::rusage {

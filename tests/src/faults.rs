@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use carehare_client::carehare_core::frame::FRAME_BODY;
 use carehare_client::carehare_core::method::ConnectionTune;
 use carehare_client::{
-    Connection, ConnectionError, Error, ExchangeOptions, FieldTable, QueueOptions, Runtime,
-    UsageError, connect_with_runtime,
+    AckingConsumer, Connection, ConnectionError, Error, ExchangeOptions, FieldTable, QueueOptions,
+    Runtime, UsageError, connect_with_runtime,
 };
 use futures_util::future::join_all;
 
@@ -41,6 +41,7 @@ macro_rules! fault_scenarios {
             faults::cut_mid_consume_ends_everything,
             faults::channel_error_amid_100_concurrent_publishes_fails_only_that_exchange,
             faults::channel_max_exhaustion_gives_typed_errors_and_leaks_nothing,
+            faults::consumers_past_channel_max_get_a_typed_error_and_the_rest_go_on,
             faults::oversized_frame_from_a_fake_server_closes_with_501,
             faults::black_holed_link_detection_time,
             );
@@ -315,6 +316,67 @@ pub async fn channel_max_exhaustion_gives_typed_errors_and_leaks_nothing(rt: Arc
         }
         sleep(&rt, SETTLE).await;
     }
+    c.close().await.unwrap();
+}
+
+/// One connection holds as many consumers as the negotiated `channel_max`
+/// (RabbitMQ's default, 2047), one channel each; the next is refused
+/// before anything is sent, with the typed `UsageError::NoFreeChannel`:
+/// no panic, no hang, and no second connection opened behind the caller's
+/// back (docs/architecture.md, "More consumers than channels"). The
+/// connection and its consumers go on: one of them still gets a message,
+/// and closing one frees its channel for a new consumer.
+pub async fn consumers_past_channel_max_get_a_typed_error_and_the_rest_go_on(rt: Arc<dyn Runtime>) {
+    let c = connect(&rt).await;
+    let channel_max = c.tuning().channel_max;
+    assert_eq!(channel_max, 2047, "RabbitMQ's default channel_max");
+    // Declared before the consumers: a declare takes a short-lived channel.
+    let declare = || c.queue_declare("", QueueOptions::exclusive());
+    let own = declare().await.unwrap().queue.to_string();
+    let shared = declare().await.unwrap().queue.to_string();
+    let first = within(&rt, STEP, c.acking_consumer(&own, 10))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    while rest.len() + 1 < usize::from(channel_max) {
+        let batch = (usize::from(channel_max) - 1 - rest.len()).min(256);
+        let opened = (0..batch).map(|_| c.acking_consumer(&shared, 10));
+        for r in within(&rt, STEP, join_all(opened)).await {
+            rest.push(r.expect("a consumer within channel_max"));
+        }
+    }
+    let refused = |r: Result<AckingConsumer, Error>, which: &str| match r {
+        Err(Error::Usage(UsageError::NoFreeChannel(n))) => assert_eq!(n, channel_max),
+        Err(other) => panic!("{which}: expected NoFreeChannel, got {other:?}"),
+        Ok(_) => panic!("{which}: expected NoFreeChannel, got a consumer"),
+    };
+    refused(
+        within(&rt, STEP, c.acking_consumer(&shared, 10)).await,
+        "consumer 2048",
+    );
+
+    // A message published from another connection (this one has no
+    // channel left to publish on) reaches the first consumer.
+    let other = connect(&rt).await;
+    within(&rt, STEP, other.publish("still consuming", "", &own))
+        .await
+        .unwrap();
+    let (body, tag) = within(&rt, STEP, first.next_delivery()).await.unwrap();
+    assert_eq!(&body[..], b"still consuming");
+    first.ack(tag);
+
+    // Closing a consumer frees its channel once RabbitMQ's close-ok is in.
+    let last = rest.pop().unwrap();
+    within(&rt, STEP, last.close()).await;
+    let again = within(&rt, STEP, c.acking_consumer(&own, 10))
+        .await
+        .expect("a consumer on the freed channel");
+    refused(
+        within(&rt, STEP, c.acking_consumer(&shared, 10)).await,
+        "a consumer past channel_max again",
+    );
+    drop(again);
+    other.close().await.unwrap();
     c.close().await.unwrap();
 }
 

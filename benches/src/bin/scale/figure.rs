@@ -1,0 +1,34 @@
+//! The figure files of this program: line charts, written through the
+//! shared figure module (`carehare_benches::figure`) that `plots` reads.
+
+use std::path::Path;
+
+use carehare_benches::figure::{Figure, Kind};
+
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A line chart: one line with markers per series.
+pub struct Lines<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub log_x: bool,
+    pub series: Vec<Series>,
+}
+
+impl Lines<'_> {
+    /// Writes `DIR/fig-<name>.json`.
+    pub fn write(&self, dir: &Path, name: &str) -> Result<(), String> {
+        let mut figure = Figure::new(Kind::Lines, self.title, self.x_label, self.y_label);
+        figure.log_x = self.log_x;
+        for s in &self.series {
+            figure.push(&s.name, s.points.iter().copied());
+        }
+        let path = figure.write(dir, name).map_err(|e| e.to_string())?;
+        eprintln!("scale: wrote {}", path.display());
+        Ok(())
+    }
+}

@@ -1,0 +1,226 @@
+//! Many idle carehare connections in one process on a short heartbeat
+//! (default 10,000 at 1 s): opened in batches, then idle for a minute.
+//! Reports the CPU the process used while idle, its RSS, and whether any
+//! heartbeat was missed: a missed heartbeat ends a connection (the
+//! client's monitor or the broker's), so every connection must still be
+//! open at the end, by the client's account and by the broker's.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use carehare_benches::e2e::runtime;
+use futures::FutureExt;
+
+use crate::broker;
+use crate::clients::{self, Target};
+use crate::flags::Flags;
+use crate::sys::{self, Usage};
+
+pub fn main(f: &Flags) -> Result<(), String> {
+    crate::alloc::enable();
+    let n: usize = f.get("connections", 10_000)?;
+    let heartbeat: u16 = f.get("heartbeat", 1)?;
+    let idle: f64 = f.get("idle", 60.0)?;
+    let batch: usize = f.get("batch", 100)?;
+    let url = f.text("url", crate::URL);
+    let test_server = f.text(
+        "test-server",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../test-server"),
+    );
+    f.done()?;
+    sys::raise_nofile(n as u64 + 100)?;
+    match broker::socket_limit() {
+        Ok(limit) if limit < n as u64 + 50 => {
+            return Err(format!(
+                "the broker allows {limit} sockets, fewer than {n} connections need: restart it \
+                 with a higher open-file limit (test-server/node.sh raises it to the hard limit: \
+                 flock -x /tmp/carehare-broker.lock sh -c 'test-server/stop.sh && test-server/start.sh')"
+            ));
+        }
+        Ok(limit) => eprintln!("scale idle: the broker allows {limit} sockets"),
+        Err(e) => eprintln!("scale idle: the broker's socket limit is unknown ({e}); going on"),
+    }
+    let target = Target {
+        url,
+        heartbeat,
+        prefix: format!("scale-idle-{}-", std::process::id()),
+    };
+    runtime(true).block_on(run(target, n, idle, batch, &test_server))
+}
+
+async fn run(
+    target: Target,
+    n: usize,
+    idle: f64,
+    batch: usize,
+    test_server: &str,
+) -> Result<(), String> {
+    let before = Usage::now();
+    let t0 = Instant::now();
+    let target = &target;
+    let mut failed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut list = Vec::with_capacity(n);
+    let attempts =
+        clients::each_in_batches(n, batch, |i| clients::carehare_unnamed_error(target, i)).await;
+    for r in attempts {
+        match r {
+            Ok(c) => list.push(c),
+            Err(e) => *failed.entry(e).or_default() += 1,
+        }
+    }
+    let opened = list.len();
+    let connect_s = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "scale idle: {opened} of {n} connections open in {connect_s:.1} s; idle for {idle} s"
+    );
+    let negotiated = list.first().map_or(0, |c| c.tuning().heartbeat);
+    let connections = clients::Idle::Carehare(list);
+
+    let start = Usage::now();
+    let wall = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(idle)).await;
+    let end = Usage::now();
+    let idle_wall = wall.elapsed().as_secs_f64();
+    let open = connections.still_open();
+
+    eprintln!("scale idle: asking the broker (rabbitmqctl list_connections)");
+    let on_broker = broker::connections_named(test_server, &target.prefix);
+    let open_later = connections.still_open();
+    let clients::Idle::Carehare(list) = connections else {
+        return Err("carehare connections expected".into());
+    };
+    let t_close = Instant::now();
+    clients::each_in_batches(list.len(), batch, |i| {
+        let c = &list[i];
+        async move { c.close().await.map_err(|e| e.to_string()) }
+    })
+    .await;
+    let close_s = t_close.elapsed().as_secs_f64();
+    // How each connection ended: a clean close is "closed by the client";
+    // a missed heartbeat shows as the heartbeat monitor (ours) or as the
+    // server closing the socket (RabbitMQ's).
+    let mut ended: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &list {
+        *ended.entry(c.closed().await.to_string()).or_default() += 1;
+    }
+    let clean = list
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.closed().now_or_never(),
+                Some(carehare_tokio::ConnectionError::ClosedByClient)
+            )
+        })
+        .count();
+
+    let cpu = (end.cpu - start.cpu).as_secs_f64();
+    let rss_mib = |u: &Usage| u.rss_kib as f64 / 1024.0;
+    let per_kib = (end.rss_kib as f64 - before.rss_kib as f64) / opened.max(1) as f64;
+    let heap = end.heap.since(&before.heap);
+    let broker_cell = match &on_broker {
+        Ok((all, running)) => format!("{all} ({running} running)"),
+        Err(e) => format!("unknown: {e}"),
+    };
+    let tally = |m: &BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(k, v)| format!("{v}: {k}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut table = String::new();
+    let row = |t: &mut String, k: &str, v: String| {
+        let _ = writeln!(t, "| {k} | {v} |");
+    };
+    let _ = writeln!(
+        table,
+        "### {n} idle connections, {} s heartbeat\n",
+        target.heartbeat
+    );
+    let _ = writeln!(table, "| | |\n|---|---|");
+    row(
+        &mut table,
+        "connections",
+        format!("{opened} of {n} opened, {batch} at a time, in {connect_s:.1} s"),
+    );
+    if !failed.is_empty() {
+        row(&mut table, "failed to open", tally(&failed));
+    }
+    row(
+        &mut table,
+        "heartbeat (negotiated)",
+        format!("{negotiated} s"),
+    );
+    row(
+        &mut table,
+        "RSS",
+        format!(
+            "{:.1} MiB before connecting, {:.1} MiB when the idle time began, {:.1} MiB at its end: {per_kib:.1} KiB per connection",
+            rss_mib(&before),
+            rss_mib(&start),
+            rss_mib(&end)
+        ),
+    );
+    row(
+        &mut table,
+        "RSS growth while idle",
+        format!(
+            "{:.2} KiB per connection",
+            (end.rss_kib as f64 - start.rss_kib as f64) / opened.max(1) as f64
+        ),
+    );
+    row(
+        &mut table,
+        "heap per connection",
+        format!(
+            "{:.1} KiB in {:.1} blocks",
+            heap.total_bytes() as f64 / opened.max(1) as f64 / 1024.0,
+            heap.total_blocks() as f64 / opened.max(1) as f64
+        ),
+    );
+    row(
+        &mut table,
+        &format!("CPU while idle ({idle_wall:.0} s)"),
+        format!(
+            "{:.2} % of one core ({cpu:.2} s user + system)",
+            cpu / idle_wall * 100.0
+        ),
+    );
+    row(&mut table, "threads", end.threads.to_string());
+    row(
+        &mut table,
+        "open at the end of the idle time (client)",
+        open.to_string(),
+    );
+    row(
+        &mut table,
+        "open by the broker's count (`rabbitmqctl list_connections`)",
+        broker_cell,
+    );
+    row(
+        &mut table,
+        "open after the broker's count (client)",
+        open_later.to_string(),
+    );
+    row(
+        &mut table,
+        "how they ended",
+        format!("{} (closing took {close_s:.1} s)", tally(&ended)),
+    );
+    let broker_ok = matches!(on_broker, Ok((all, running)) if all == n && running == n);
+    let all_well = opened == n && open == n && open_later == n && broker_ok && clean == n;
+    row(
+        &mut table,
+        "no heartbeat missed (every connection open to the end by both counts, and closed cleanly)",
+        if all_well { "yes" } else { "**no**" }.to_string(),
+    );
+    println!("{table}");
+    if !all_well {
+        return Err(format!(
+            "not every connection lived through the idle time: {opened} opened, {open} open at \
+             its end, {open_later} after the broker's count ({on_broker:?}), {clean} closed \
+             cleanly, of {n}"
+        ));
+    }
+    Ok(())
+}

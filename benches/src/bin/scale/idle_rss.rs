@@ -1,0 +1,259 @@
+//! What an idle connection costs each client: the process's RSS after the
+//! runtime is up and before connecting, then after N connections have
+//! been open and idle for a while; (after − before) / N. The counting
+//! allocator adds the heap each connection holds, by block size.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use carehare_benches::e2e::runtime;
+use serde_json::{Value, json};
+
+use crate::alloc::{self, CLASSES, class_label};
+use crate::child::{self, num};
+use crate::clients::{self, Client, Target};
+use crate::figure::{Lines, Series};
+use crate::flags::Flags;
+use crate::sys::{self, Usage};
+
+/// One client, N connections, in this process: prints one JSON line.
+pub fn child(f: &Flags) -> Result<(), String> {
+    alloc::enable();
+    let client: Client = f.text("client", "carehare").parse()?;
+    let n: usize = f.get("connections", 1)?;
+    let heartbeat: u16 = f.get("heartbeat", 10)?;
+    let idle: f64 = f.get("idle", 12.0)?;
+    let batch: usize = f.get("batch", 50)?;
+    let url = f.text("url", crate::URL);
+    f.done()?;
+    sys::raise_nofile(n as u64 + 100)?;
+    let target = Target {
+        url,
+        heartbeat,
+        prefix: format!("scale-rss-{}-", std::process::id()),
+    };
+    runtime(true).block_on(async {
+        let before = Usage::now();
+        let t0 = Instant::now();
+        let idle_connections = clients::open(client, &target, n, batch).await?;
+        let connect_s = t0.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs_f64(idle)).await;
+        let after = Usage::now();
+        let still_open = idle_connections.still_open();
+        let closed = idle_connections.close(batch).await;
+        let heap = after.heap.since(&before.heap);
+        let classes: Vec<[i64; 3]> = (0..CLASSES)
+            .filter(|&c| heap.blocks[c] != 0)
+            .map(|c| [c as i64, heap.blocks[c], heap.bytes[c]])
+            .collect();
+        let line = json!({
+            "client": client.name(),
+            "connections": n,
+            "heartbeat_s": heartbeat,
+            "idle_s": idle,
+            "connect_s": connect_s,
+            "rss_before_kib": before.rss_kib,
+            "rss_after_kib": after.rss_kib,
+            "rss_per_connection_kib": (after.rss_kib as f64 - before.rss_kib as f64) / n as f64,
+            "heap_per_connection_bytes": heap.total_bytes() as f64 / n as f64,
+            "heap_blocks_per_connection": heap.total_blocks() as f64 / n as f64,
+            "heap_classes": classes,
+            "threads_before": before.threads,
+            "threads_after": after.threads,
+            "still_open": still_open,
+            "closed_cleanly": closed,
+        });
+        println!("{line}");
+        if still_open != n {
+            return Err(format!(
+                "{} of {n} connections still open after the idle time",
+                still_open
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// Every client at every connection count, each in a child process:
+/// prints the tables, writes `fig-idle-rss.json`.
+pub fn main(f: &Flags) -> Result<(), String> {
+    let counts: Vec<usize> = f.list("connections", "1,100,1000")?;
+    let clients: Vec<Client> = f.list("clients", "carehare,amqprs,lapin")?;
+    let out = PathBuf::from(f.text("out", "target/bench"));
+    let pass = f.passed(&["heartbeat", "idle", "batch", "url"]);
+    let heartbeat: u16 = f.get("heartbeat", 10)?;
+    let idle: f64 = f.get("idle", 12.0)?;
+    let batch: usize = f.get("batch", 50)?;
+    let _ = f.text("url", crate::URL);
+    f.done()?;
+
+    let mut runs: Vec<(usize, Client, Value)> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    for &n in &counts {
+        for &client in &clients {
+            // A client whose connections are large (lapin takes megabytes
+            // each) is not run where the machine can't hold them: the
+            // estimate is its largest run so far, scaled.
+            let estimate_kib = runs
+                .iter()
+                .filter(|r| r.1 == client)
+                .max_by_key(|r| r.0)
+                .map(|r| num(&r.2, "rss_per_connection_kib") * n as f64);
+            if let (Some(need), Some(free)) = (estimate_kib, sys::mem_available_kib())
+                && need * 1.25 + 1024.0 * 1024.0 > free as f64
+            {
+                skipped.push(format!(
+                    "{} × {n} skipped: it would need about {:.1} GiB, and {:.1} GiB are available",
+                    client.name(),
+                    need / (1024.0 * 1024.0),
+                    free as f64 / (1024.0 * 1024.0)
+                ));
+                eprintln!(
+                    "scale idle-rss: {}",
+                    skipped.last().map_or("", String::as_str)
+                );
+                continue;
+            }
+            eprintln!("scale idle-rss: {} × {n}", client.name());
+            let mut args = vec![
+                "idle-rss-child".to_string(),
+                "--client".into(),
+                client.name().into(),
+                "--connections".into(),
+                n.to_string(),
+            ];
+            args.extend(pass.iter().cloned());
+            runs.push((n, client, child::run(&args)?));
+        }
+    }
+    let get = |n: usize, c: Client| runs.iter().find(|r| r.0 == n && r.1 == c).map(|r| &r.2);
+
+    println!("### Idle connections: memory\n");
+    println!(
+        "Heartbeat {heartbeat} s, idle {idle} s after the last connection opened; connections opened {batch} at a time; tokio's multi-threaded runtime.\n"
+    );
+    let ratio = clients.contains(&Client::Carehare) && clients.contains(&Client::Amqprs);
+    print!("| connections |");
+    for c in &clients {
+        print!(" {} (KiB per connection) |", c.name());
+    }
+    println!("{}", if ratio { " carehare ÷ amqprs |" } else { "" });
+    println!(
+        "|---|{}{}",
+        "---|".repeat(clients.len()),
+        if ratio { "---|" } else { "" }
+    );
+    for &n in &counts {
+        print!("| {n} |");
+        for &c in &clients {
+            match get(n, c) {
+                Some(v) => print!(" {:.1} |", num(v, "rss_per_connection_kib")),
+                None => print!(" skipped |"),
+            }
+        }
+        if ratio {
+            let per = |c| get(n, c).map_or(f64::NAN, |v| num(v, "rss_per_connection_kib"));
+            let r = per(Client::Carehare) / per(Client::Amqprs);
+            if r.is_finite() {
+                print!(" {r:.2}× |");
+            } else {
+                print!(" – |");
+            }
+        }
+        println!();
+    }
+    println!();
+    println!(
+        "| connections | client | RSS before → after (MiB) | heap per connection (KiB) | heap blocks per connection | threads before → after | connect time (s) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for &n in &counts {
+        for &c in &clients {
+            let Some(v) = get(n, c) else { continue };
+            println!(
+                "| {n} | {} | {:.1} → {:.1} | {:.1} | {:.1} | {} → {} | {:.2} |",
+                c.name(),
+                num(v, "rss_before_kib") / 1024.0,
+                num(v, "rss_after_kib") / 1024.0,
+                num(v, "heap_per_connection_bytes") / 1024.0,
+                num(v, "heap_blocks_per_connection"),
+                v["threads_before"],
+                v["threads_after"],
+                num(v, "connect_s"),
+            );
+        }
+    }
+    for line in &skipped {
+        println!("- {line}");
+    }
+    println!();
+    if let Some(&most) = counts.iter().max() {
+        classes_table(most, &clients, &get);
+    }
+
+    let series = clients
+        .iter()
+        .map(|&c| Series {
+            name: c.name().to_string(),
+            points: counts
+                .iter()
+                .filter_map(|&n| get(n, c).map(|v| (n as f64, num(v, "rss_per_connection_kib"))))
+                .collect(),
+        })
+        .collect();
+    Lines {
+        title: "Memory per idle connection",
+        x_label: "connections in one process",
+        y_label: "RSS per connection (KiB)",
+        log_x: true,
+        series,
+    }
+    .write(&out, "idle-rss")
+}
+
+/// The heap blocks each idle connection holds at `n` connections, by size
+/// class: blocks per connection and KiB per connection.
+fn classes_table<'a>(
+    n: usize,
+    clients: &[Client],
+    get: &dyn Fn(usize, Client) -> Option<&'a Value>,
+) {
+    let per_class = |c: Client| -> Vec<(f64, f64)> {
+        let mut v = vec![(0.0, 0.0); CLASSES];
+        if let Some(run) = get(n, c)
+            && let Some(classes) = run["heap_classes"].as_array()
+        {
+            for row in classes {
+                let f = |i: usize| row[i].as_f64().unwrap_or(0.0);
+                if let Some(slot) = v.get_mut(f(0) as usize) {
+                    *slot = (f(1) / n as f64, f(2) / n as f64 / 1024.0);
+                }
+            }
+        }
+        v
+    };
+    let all: Vec<Vec<(f64, f64)>> = clients.iter().map(|&c| per_class(c)).collect();
+    println!(
+        "Heap blocks held per idle connection at {n} connections, by block size: blocks (KiB).\n"
+    );
+    print!("| block size |");
+    for c in clients {
+        print!(" {} |", c.name());
+    }
+    println!();
+    println!("|---|{}", "---|".repeat(clients.len()));
+    for class in 0..CLASSES {
+        // Classes under a tenth of a block per connection are the noise of
+        // the runtime and the allocator's own bookkeeping.
+        if all.iter().all(|v| v[class].0.abs() < 0.1) {
+            continue;
+        }
+        print!("| {} |", class_label(class));
+        for v in &all {
+            let (blocks, kib) = v[class];
+            print!(" {blocks:.2} ({kib:.1}) |");
+        }
+        println!();
+    }
+    println!();
+}

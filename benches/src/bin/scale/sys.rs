@@ -1,0 +1,63 @@
+//! The process's own limits and usage.
+
+use carehare_benches::e2e::{cpu_time, rss_kib, threads};
+
+use crate::alloc::Heap;
+
+/// Raises the soft limit of open files to at least `want` (the hard limit
+/// stays; only root could raise it).
+pub fn raise_nofile(want: u64) -> Result<(), String> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
+    }
+    if lim.rlim_cur >= want {
+        return Ok(());
+    }
+    if lim.rlim_max < want {
+        return Err(format!(
+            "{want} open files needed, and the hard limit is {} (raise it as root: ulimit -Hn, or limits.conf)",
+            lim.rlim_max
+        ));
+    }
+    lim.rlim_cur = want;
+    // SAFETY: setrlimit reads the struct we pass; the soft limit is within the hard one.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The machine's available memory (`MemAvailable`), in KiB.
+pub fn mem_available_kib() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// What the process holds at one moment.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    pub rss_kib: u64,
+    pub threads: u64,
+    pub heap: Heap,
+    pub cpu: std::time::Duration,
+}
+
+impl Usage {
+    pub fn now() -> Self {
+        Self {
+            rss_kib: rss_kib(),
+            threads: threads(),
+            heap: Heap::now(),
+            cpu: cpu_time(),
+        }
+    }
+}
