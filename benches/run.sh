@@ -31,8 +31,8 @@
 # the steps above) runs a subset (the other tables and figures are left as
 # they were in the last run's files under benches/target/bench/). E2E_ARGS
 # passes flags to the e2e runner (e.g. --extra-cli NAME=PATH to add another
-# build of the CLI). SCALE_CONNECTIONS (default 10000) sets the idle
-# connections of `scale`; the broker must allow that many sockets
+# build of the CLI). SCALE_CONNECTIONS (default 10000) and SCALE_HEARTBEAT
+# (seconds, default 1) set the many idle connections of `scale`; the broker must allow that many sockets
 # (test-server/node.sh raises its open-file limit to the hard limit when it
 # starts it).
 set -euo pipefail
@@ -116,12 +116,13 @@ if [[ $only == *,profile,* ]]; then
   done
 fi
 if [[ $only == *,scale,* ]]; then
-  echo "== scale: idle connections, ${SCALE_CONNECTIONS:-10000} idle connections, consumers on one connection" >&2
+  echo "== scale: idle connections, ${SCALE_CONNECTIONS:-10000} idle connections (heartbeat ${SCALE_HEARTBEAT:-1} s), consumers on one connection" >&2
   {
     target/release/scale idle-rss --out "$out"
     # A failed check (a connection lost) still leaves its table; the run
     # goes on and fails at the end.
-    target/release/scale idle --connections "${SCALE_CONNECTIONS:-10000}" || failed+=" scale-idle"
+    target/release/scale idle --connections "${SCALE_CONNECTIONS:-10000}" \
+      --heartbeat "${SCALE_HEARTBEAT:-1}" || failed+=" scale-idle"
     target/release/scale consumers --rounds "${ROUNDS:-3}" --out "$out"
   } >"$out/scale.md"
 fi

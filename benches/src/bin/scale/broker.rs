@@ -46,6 +46,16 @@ pub fn socket_limit() -> Result<u64, String> {
         .ok_or_else(|| "no sockets_total in /api/nodes".to_string())
 }
 
+/// The broker's operating-system process id (`os_pid` in the management
+/// API), to read its CPU time from `/proc` when it runs on this machine.
+pub fn os_pid() -> Result<u32, String> {
+    let nodes = management_get("/api/nodes")?;
+    nodes[0]["os_pid"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| "no os_pid in /api/nodes".to_string())
+}
+
 /// The broker's connections whose client-provided name starts with
 /// `prefix`: (all of them, those in state `running`).
 pub fn connections_named(test_server: &str, prefix: &str) -> Result<(usize, usize), String> {

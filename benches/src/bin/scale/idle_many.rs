@@ -77,11 +77,19 @@ async fn run(
     let negotiated = list.first().map_or(0, |c| c.tuning().heartbeat);
     let connections = clients::Idle::Carehare(list);
 
+    // The broker's CPU over the same time, when it runs on this machine:
+    // at a short heartbeat it is the broker that runs out first.
+    let broker_pid = broker::os_pid().ok();
+    let broker_cpu0 = broker_pid.and_then(sys::process_cpu);
     let start = Usage::now();
     let wall = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(idle)).await;
     let end = Usage::now();
     let idle_wall = wall.elapsed().as_secs_f64();
+    let broker_cpu = broker_pid
+        .and_then(sys::process_cpu)
+        .zip(broker_cpu0)
+        .map(|(b, a)| (b - a).as_secs_f64());
     let open = connections.still_open();
 
     eprintln!("scale idle: asking the broker (rabbitmqctl list_connections)");
@@ -185,6 +193,13 @@ async fn run(
             "{:.2} % of one core ({cpu:.2} s user + system)",
             cpu / idle_wall * 100.0
         ),
+    );
+    row(
+        &mut table,
+        "the broker's CPU meanwhile",
+        broker_cpu.map_or("unknown (not on this machine)".into(), |b| {
+            format!("{:.1} % of one core", b / idle_wall * 100.0)
+        }),
     );
     row(&mut table, "threads", end.threads.to_string());
     row(

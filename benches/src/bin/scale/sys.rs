@@ -42,6 +42,19 @@ pub fn mem_available_kib() -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The user + system CPU time of another process so far, from
+/// `/proc/PID/stat`; `None` if it isn't on this machine.
+pub fn process_cpu(pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (in parentheses, which may hold
+    // spaces): state is field 3, utime 14 and stime 15, in clock ticks.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_s > 0).then(|| std::time::Duration::from_secs_f64(ticks as f64 / per_s as f64))
+}
+
 /// What the process holds at one moment.
 #[derive(Clone, Copy, Debug)]
 pub struct Usage {
