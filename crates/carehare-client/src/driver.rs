@@ -10,9 +10,13 @@
 //! consumer takes a message, which wakes the driver; the core is told, so
 //! that its heartbeat monitor does not blame the server for the silence.
 //!
-//! Neither direction copies in the driver. Reads land in a block of memory
-//! that is split off and handed to the core, so delivered bodies are slices
-//! of it; the block is reused once every slice of it is dropped. Writes
+//! Neither direction copies in the driver, but for short reads. Reads land
+//! in a block of memory that is split off and handed to the core, so
+//! delivered bodies are slices of it; the block is reused once every slice
+//! of it is dropped. A short read (a heartbeat, an ack) is copied out
+//! instead, so that a quiet connection doesn't walk through its block and
+//! make all of it resident. Blocks grow with the reads (256 KiB under
+//! load) and drop back to a small one after a run of short reads. Writes
 //! take the core's queued pieces as `Bytes` (its write buffer, plus large
 //! published bodies as the caller's own `Bytes`) and send them with one
 //! `writev`.
@@ -34,12 +38,19 @@ use crate::state::Shared;
 /// Reads per wakeup before yielding, so one busy connection can't starve
 /// other tasks on the same executor thread.
 const READS_PER_POLL: usize = 16;
-/// Reads go into blocks this large, split off as they fill.
+/// Reads go into blocks at most this large, split off as they fill.
 const READ_BLOCK: usize = 256 * 1024;
+/// The first block, and the block after a quiet spell: an idle connection
+/// holds this much for reading.
+const SMALL_BLOCK: usize = 2 * 1024;
 /// A read is at most this large...
 const READ_MAX: usize = 64 * 1024;
 /// ...and at least this large; below it a fresh block is taken.
-const READ_MIN: usize = 4 * 1024;
+const READ_MIN: usize = 512;
+/// Reads shorter than this are copied out of the block (see the top).
+const COPY_BELOW: usize = 256;
+/// After this many short reads in a row, a large block is let go.
+const SHRINK_AFTER: u32 = 16;
 /// Pieces per `writev` at most (Linux allows 1024; this is plenty).
 const MAX_IOV: usize = 64;
 
@@ -55,6 +66,10 @@ pub(crate) struct Driver {
     /// How much to offer the next read: grows after full reads, so that
     /// small reads don't zero a large buffer every time.
     read_size: usize,
+    /// The size the current block was taken at.
+    block: usize,
+    /// Short reads in a row.
+    short_reads: u32,
     /// Queued output, in order; the front may be partly written.
     out: VecDeque<Bytes>,
     timer: Option<(Instant, BoxFuture<'static, ()>)>,
@@ -67,9 +82,11 @@ impl Driver {
             io,
             shared,
             runtime,
-            read_buf: BytesMut::with_capacity(READ_BLOCK),
+            read_buf: BytesMut::with_capacity(SMALL_BLOCK),
             filled: 0,
             read_size: READ_MIN,
+            block: SMALL_BLOCK,
+            short_reads: 0,
             out: VecDeque::new(),
             timer: None,
             eof: false,
@@ -95,8 +112,13 @@ impl Driver {
             let filled = self.filled;
             if self.read_buf.capacity() - filled < READ_MIN {
                 self.read_buf.truncate(filled);
+                // Room for four reads of the current size, and never
+                // smaller than the last block until a quiet spell (see
+                // below): SMALL_BLOCK while reads are short, READ_BLOCK
+                // under load.
+                self.block = (self.read_size * 4).clamp(self.block, READ_BLOCK);
                 // Reuses the block in place when no slice of it is alive.
-                self.read_buf.reserve(READ_BLOCK);
+                self.read_buf.reserve(self.block);
                 // A partial frame left in the old block moves to the new
                 // one, so what we read next joins it without a copy.
                 self.shared.lock().relocate_input(&mut self.read_buf);
@@ -117,15 +139,30 @@ impl Driver {
                     return false;
                 }
                 Poll::Ready(Ok(n)) => {
-                    let data = self.read_buf.split_to(start + n);
-                    self.filled = 0;
                     self.read_size = if n == want {
-                        (want * 2).min(READ_MAX)
+                        // Full, even if the block's end cut it short: grow.
+                        (self.read_size * 2).min(READ_MAX)
                     } else {
                         (n * 2).clamp(READ_MIN, READ_MAX)
                     };
+                    let data = if start == 0 && n < COPY_BELOW {
+                        // The scratch stays where it is, for the next read.
+                        self.short_reads = self.short_reads.saturating_add(1);
+                        BytesMut::from(&self.read_buf[..n])
+                    } else {
+                        self.short_reads = 0;
+                        self.filled = 0;
+                        self.read_buf.split_to(start + n)
+                    };
                     let now = self.runtime.now();
                     self.shared.lock().input(now, data);
+                    if self.short_reads >= SHRINK_AFTER && self.block > SMALL_BLOCK {
+                        // Quiet now: let the large block go (once every
+                        // slice of it is dropped); the next read takes a
+                        // small one.
+                        self.read_buf = BytesMut::new();
+                        self.block = SMALL_BLOCK;
+                    }
                 }
                 Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(e)) => {
@@ -251,5 +288,124 @@ impl Drop for Driver {
     /// answer: tell them why.
     fn drop(&mut self) {
         self.shared.lock().driver_stopped();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::io;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Waker};
+
+    use carehare_core::method::ConnectionOpenOk;
+    use carehare_core::testing;
+    use futures_io::{AsyncRead, AsyncWrite};
+
+    use super::{Driver, READ_BLOCK, SHRINK_AFTER, SMALL_BLOCK};
+    use crate::metrics::Meter;
+    use crate::runtime::Runtime;
+    use crate::sim::SimRuntime;
+    use crate::state::Shared;
+
+    /// A socket that hands out one scripted piece per read (a piece larger
+    /// than the read's buffer over several reads), then waits; writes go
+    /// nowhere.
+    #[derive(Clone, Default)]
+    struct Script(Arc<Mutex<VecDeque<Vec<u8>>>>);
+
+    impl AsyncRead for Script {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let mut pieces = self.0.lock().unwrap();
+            let Some(front) = pieces.front_mut() else {
+                return Poll::Pending;
+            };
+            let n = front.len().min(buf.len());
+            buf[..n].copy_from_slice(&front[..n]);
+            front.drain(..n);
+            if front.is_empty() {
+                pieces.pop_front();
+            }
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Script {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn heartbeats(n: usize) -> Vec<u8> {
+        [8, 0, 0, 0, 0, 0, 0, 0xCE].repeat(n)
+    }
+
+    /// A connected driver, and the socket's script.
+    fn connected() -> (Driver, Arc<Shared>, Script) {
+        let runtime = SimRuntime::new(Box::new(|_| Err(io::ErrorKind::ConnectionRefused.into())));
+        let script = Script::default();
+        script.0.lock().unwrap().extend([
+            testing::method_bytes(0, testing::server_start()),
+            testing::method_bytes(0, testing::server_tune()),
+            testing::method_bytes(0, ConnectionOpenOk::default()),
+        ]);
+        let conn = carehare_core::Connection::new(Default::default(), runtime.now());
+        let (shared, _connected) = Shared::new(conn, Meter::new(None), tracing::Span::none());
+        let driver = Driver::new(Box::new(script.clone()), shared.clone(), runtime);
+        let mut driver = (driver, shared, script);
+        read(&mut driver, []);
+        driver
+    }
+
+    /// Scripts `pieces`, and polls the driver until it has read them all.
+    fn read(driver: &mut (Driver, Arc<Shared>, Script), pieces: impl IntoIterator<Item = Vec<u8>>) {
+        driver.2.0.lock().unwrap().extend(pieces);
+        let mut cx = Context::from_waker(Waker::noop());
+        while !driver.2.0.lock().unwrap().is_empty() {
+            assert!(Pin::new(&mut driver.0).poll(&mut cx).is_pending());
+        }
+        assert!(!driver.1.lock().is_closed());
+    }
+
+    #[test]
+    fn a_quiet_connection_reads_into_one_small_block() {
+        let mut driver = connected();
+        assert_eq!(driver.0.block, SMALL_BLOCK);
+        let before = driver.0.read_buf.as_ptr();
+        read(&mut driver, (0..5000).map(|_| heartbeats(1)));
+        // Short reads are copied out: the scratch never moved.
+        assert_eq!(driver.0.read_buf.as_ptr(), before);
+        assert_eq!(driver.0.block, SMALL_BLOCK);
+    }
+
+    #[test]
+    fn blocks_grow_under_load_and_shrink_when_it_is_quiet() {
+        let mut driver = connected();
+        read(&mut driver, [heartbeats(256 * 1024)]);
+        assert_eq!(driver.0.block, READ_BLOCK);
+        read(&mut driver, (1..SHRINK_AFTER).map(|_| heartbeats(1)));
+        assert_eq!(driver.0.block, READ_BLOCK);
+        read(&mut driver, [heartbeats(1)]);
+        assert_eq!(driver.0.block, SMALL_BLOCK);
+        read(&mut driver, [heartbeats(1)]);
+        assert!(driver.0.read_buf.capacity() <= SMALL_BLOCK);
     }
 }

@@ -36,6 +36,15 @@ impl BodyRef<'_> {
     }
 }
 
+/// The write buffer's first size: room for the handshake, and all an idle
+/// connection (heartbeats) or a consumer's acks need.
+const WRITE_START: usize = 1024;
+/// The write buffer's size once the connection publishes. While the
+/// transport still holds its queued bytes, more frames go to a fresh
+/// buffer of at least the first one's size; this keeps those allocations
+/// few under load.
+const WRITE_BLOCK: usize = 4096;
+
 #[derive(Debug)]
 pub(super) struct Outbox {
     /// Outgoing bytes that precede `write_buf`: sealed pieces of it and
@@ -44,18 +53,21 @@ pub(super) struct Outbox {
     /// Bytes in `chunks`, so the queued total is known without a walk.
     chunks_len: usize,
     write_buf: BytesMut,
+    /// Whether `write_buf` was taken at `WRITE_BLOCK` (on the first publish).
+    publishing: bool,
     events: VecDeque<Event>,
 }
 
 impl Outbox {
     /// An outbox holding the protocol header, which the client sends first.
     pub(super) fn new() -> Self {
-        let mut write_buf = BytesMut::with_capacity(4096);
+        let mut write_buf = BytesMut::with_capacity(WRITE_START);
         write_buf.extend_from_slice(&PROTOCOL_HEADER);
         Self {
             chunks: VecDeque::new(),
             chunks_len: 0,
             write_buf,
+            publishing: false,
             events: VecDeque::new(),
         }
     }
@@ -101,6 +113,9 @@ impl Outbox {
         body: BodyRef<'_>,
         frame_max: u32,
     ) -> Result<(), UsageError> {
+        if !self.publishing {
+            self.start_publishing();
+        }
         let mark = self.write_buf.len();
         frame::encode_basic_publish(&mut self.write_buf, channel, publish);
         let method_len = self.write_buf.len() - mark;
@@ -149,6 +164,17 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+
+    /// Moves the write buffer to one of `WRITE_BLOCK` bytes: a buffer
+    /// keeps the size it was first taken at when it is reallocated, and a
+    /// publisher wants the larger one.
+    #[cold]
+    fn start_publishing(&mut self) {
+        let mut buf = BytesMut::with_capacity(WRITE_BLOCK.max(2 * self.write_buf.len()));
+        buf.extend_from_slice(&self.write_buf);
+        self.write_buf = buf;
+        self.publishing = true;
     }
 
     /// Queues a heartbeat frame.
