@@ -77,9 +77,11 @@ fn decode_frame_allocations_per_small_message() {
     assert_eq!(body, N * BODY.len());
     let per = allocs as f64 / N as f64;
     println!("decode_frame: {allocs} allocations for {N} messages = {per:.3} per message");
-    // Measured: none. Method, header and body all borrow the input buffer
-    // (ShortStr is a ByteString slice, Body a Bytes slice).
-    assert_eq!(allocs, 0, "{allocs} allocations for {N} messages");
+    // One per message: the content header's properties are decoded into a
+    // box, so that they travel as a pointer to the caller. Method, header
+    // strings and body borrow the input buffer (ShortStr is a ByteString
+    // slice, Body a Bytes slice).
+    assert_eq!(allocs, N, "{allocs} allocations for {N} messages");
 }
 
 /// The whole path a driver takes: `Connection::handle_input` (copy into the
@@ -133,7 +135,8 @@ fn handle_input_allocations_per_small_message() {
         // (which moved it to a fresh allocation every read while earlier
         // bodies still shared the buffer); the buffer grows in place once
         // the deliveries of the previous read are dropped.
-        assert_eq!(allocs, 0, "{allocs} allocations, {reads} reads");
+        // And one per message: the properties' box (see above).
+        assert_eq!(allocs, N, "{allocs} allocations, {reads} reads");
     }
 
     // The driver's way (carehare-client): each read lands in the free tail
@@ -189,9 +192,10 @@ fn handle_input_allocations_per_small_message() {
         // the case here (every delivery is dropped at once) but for the
         // partial frame `relocate_input` moves out: at most a new block
         // (the Vec and its shared header: two allocations) per block
-        // filled, never per message.
+        // filled.
+        // Plus the properties' box of each message (see above).
         assert!(
-            allocs <= 2 * blocks,
+            allocs <= got + 2 * blocks,
             "{allocs} allocations, {blocks} blocks"
         );
     }
