@@ -22,6 +22,9 @@
 //! writes them, on tokio's current-thread runtime (`carehare-plain-mt`:
 //! multi-threaded); `amqprs-ct` is the amqprs peer on the current-thread
 //! runtime, to compare like with like.
+//! `raw` (`peer-raw`) is the broker's ceiling: pre-encoded frames over a
+//! blocking socket, no runtime; every client's rate is also given as a
+//! share of its rate.
 //! `carehare-recovering` is the CLI on recovering connections (its
 //! default; the others run with `--no-recovery`), to price recovery.
 //! `--extra`
@@ -60,6 +63,7 @@ fn parse() -> Opts {
         py_count: 20_000,
         sizes: vec![12, 1024],
         peers: [
+            "raw",
             "carehare",
             "carehare-recovering",
             "carehare-mt",
@@ -165,6 +169,7 @@ fn command(o: &Opts, peer: &str, size: usize) -> Command {
             cmd.env("PEER_RUNTIME", "multi_thread");
         }
         "lapin" => cmd = Command::new(own_bin("peer-lapin")),
+        "raw" => cmd = Command::new(own_bin("peer-raw")),
         "carehare-py" | "aio-pika" => {
             cmd = Command::new(&o.python);
             let script = if peer == "aio-pika" {
@@ -340,6 +345,32 @@ fn main() {
                 r("consume", "msg_per_s"),
                 r("consume", "cpu_us_per_msg"),
             );
+        }
+    }
+    // The broker's ceiling: each client's rate as a share of the raw
+    // peer's (pre-encoded frames, no runtime) in the same rounds.
+    if results.values().any(|by_peer| by_peer.contains_key("raw")) {
+        println!();
+        println!("| body | client | publish msg/s ÷ raw | consume msg/s ÷ raw |");
+        println!("|---|---|---|---|");
+        for (size, by_peer) in &results {
+            let Some(raw) = by_peer.get("raw") else {
+                continue;
+            };
+            for peer in &peers {
+                let Some(ours) = by_peer.get(peer) else {
+                    continue;
+                };
+                if *peer == "raw" {
+                    continue;
+                }
+                let r = |phase: &str| med(ours, phase, "msg_per_s") / med(raw, phase, "msg_per_s");
+                println!(
+                    "| {size} B | {peer} | {:.2}× | {:.2}× |",
+                    r("publish"),
+                    r("consume")
+                );
+            }
         }
     }
     println!();
