@@ -40,6 +40,7 @@ impl Client {
 }
 
 /// Where and how to connect.
+#[derive(Clone)]
 pub struct Target {
     /// `amqp://user:pass@host:port/vhost`, no query.
     pub url: String,

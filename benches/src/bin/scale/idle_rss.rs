@@ -24,6 +24,7 @@ pub fn child(f: &Flags) -> Result<(), String> {
     let heartbeat: u16 = f.get("heartbeat", 10)?;
     let idle: f64 = f.get("idle", 12.0)?;
     let batch: usize = f.get("batch", 50)?;
+    let warmup: usize = f.get("warmup", 1)?;
     let url = f.text("url", crate::URL);
     f.done()?;
     sys::raise_nofile(n as u64 + 100)?;
@@ -33,6 +34,20 @@ pub fn child(f: &Flags) -> Result<(), String> {
         prefix: format!("scale-rss-{}-", std::process::id()),
     };
     runtime(true).block_on(async {
+        // What the first connection costs the process once (about a
+        // hundred times what each further one adds) is not any one
+        // connection's: with `--warmup`, that many connections are
+        // opened, used for a moment and closed before the first reading.
+        if warmup > 0 {
+            let warm = Target {
+                prefix: format!("scale-rss-warmup-{}-", std::process::id()),
+                ..target.clone()
+            };
+            let idle = clients::open(client, &warm, warmup, batch).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            idle.close(batch).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let before = Usage::now();
         let t0 = Instant::now();
         let idle_connections = clients::open(client, &target, n, batch).await?;
@@ -51,6 +66,7 @@ pub fn child(f: &Flags) -> Result<(), String> {
             "connections": n,
             "heartbeat_s": heartbeat,
             "idle_s": idle,
+            "warmup": warmup,
             "connect_s": connect_s,
             "rss_before_kib": before.rss_kib,
             "rss_after_kib": after.rss_kib,
@@ -80,10 +96,11 @@ pub fn main(f: &Flags) -> Result<(), String> {
     let counts: Vec<usize> = f.list("connections", "1,100,1000")?;
     let clients: Vec<Client> = f.list("clients", "carehare,amqprs,lapin")?;
     let out = PathBuf::from(f.text("out", "target/bench"));
-    let pass = f.passed(&["heartbeat", "idle", "batch", "url"]);
+    let pass = f.passed(&["heartbeat", "idle", "batch", "warmup", "url"]);
     let heartbeat: u16 = f.get("heartbeat", 10)?;
     let idle: f64 = f.get("idle", 12.0)?;
     let batch: usize = f.get("batch", 50)?;
+    let warmup: usize = f.get("warmup", 1)?;
     let _ = f.text("url", crate::URL);
     f.done()?;
 
@@ -130,7 +147,12 @@ pub fn main(f: &Flags) -> Result<(), String> {
 
     println!("### Idle connections: memory\n");
     println!(
-        "Heartbeat {heartbeat} s, idle {idle} s after the last connection opened; connections opened {batch} at a time; tokio's multi-threaded runtime.\n"
+        "Heartbeat {heartbeat} s, idle {idle} s after the last connection opened; connections opened {batch} at a time; tokio's multi-threaded runtime; {}.\n",
+        if warmup == 0 {
+            "measured from a process that had not connected yet (no warm-up)".to_string()
+        } else {
+            format!("measured after {warmup} warm-up connection(s) opened and closed")
+        }
     );
     let ratio = clients.contains(&Client::Carehare) && clients.contains(&Client::Amqprs);
     print!("| connections |");
