@@ -255,3 +255,16 @@ pub async fn consume_with_carehare(
     consumer.close().await;
     phase
 }
+
+/// `n` with thousands separators: `16,421,550`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -7,6 +7,7 @@
 pub mod amqprs_peer;
 pub mod e2e;
 pub mod figure;
+pub mod lapin_peer;
 pub mod latency;
 pub mod plot;
 

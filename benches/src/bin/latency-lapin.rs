@@ -8,14 +8,12 @@
 //! runtime instead.
 
 use carehare_benches::e2e::{runtime, runtime_is_multi};
+use carehare_benches::lapin_peer::publishing;
 use carehare_benches::latency::{Args, Clock, report, round_trips};
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
-};
+use lapin::BasicProperties;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 fn main() {
     let args = Args::from_args();
@@ -25,27 +23,7 @@ fn main() {
 
 async fn run(args: &Args) -> Vec<u64> {
     let clock = Clock::start();
-    let connection = Connection::connect(&args.url, ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let publisher = connection.create_channel().await.expect("channel");
-    let queue = publisher
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("queue.declare")
-        .name()
-        .clone();
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirm.select");
+    let (connection, publisher, queue) = publishing(&args.url).await;
     let consuming = connection.create_channel().await.expect("channel");
     consuming
         .basic_qos(args.prefetch, BasicQosOptions::default())

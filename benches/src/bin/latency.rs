@@ -21,7 +21,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
-use carehare_benches::e2e::{median, own_bin};
+use carehare_benches::e2e::{median, own_bin, thousands};
 use carehare_benches::figure::{Figure, Kind, default_dir};
 use carehare_benches::latency::{cdf, quantile};
 use serde_json::Value;
@@ -174,7 +174,7 @@ fn main() {
             runs[0].runtime.replace('_', "-"),
             cells(m.iter().map(|&x| micros(x))),
             runs.len(),
-            thousands(o.round_trips),
+            thousands(o.round_trips as u64),
         );
     }
     if let Some(theirs) = medians.get("amqprs") {
@@ -200,7 +200,7 @@ fn main() {
         "Medians of {} round{} of {} round trips each ({} warm-up round trips first), {} B bodies; ratios below 1 are faster than amqprs.",
         o.rounds,
         if o.rounds == 1 { "" } else { "s" },
-        thousands(o.round_trips),
+        thousands(o.round_trips as u64),
         o.warmup,
         o.size
     );
@@ -240,19 +240,6 @@ fn micros(x: f64) -> String {
     } else {
         format!("{x:.0}")
     }
-}
-
-/// `10,000`.
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Table cells: `a | b | c`.

@@ -4,39 +4,18 @@
 //! stream, acked through each delivery's `acker`.
 
 use carehare_benches::e2e::{PhaseTimer, Workload, report};
+use carehare_benches::lapin_peer::publishing;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
-};
+use lapin::BasicProperties;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 #[tokio::main]
 async fn main() {
     let w = Workload::from_args();
     let body = w.body();
-    let conn = Connection::connect(&w.url, ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let publisher = conn.create_channel().await.expect("channel");
-    let queue = publisher
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("queue.declare");
-    let queue = queue.name().clone();
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirm.select");
+    let (conn, publisher, queue) = publishing(&w.url).await;
 
     let timer = PhaseTimer::start();
     let mut in_flight: FuturesUnordered<lapin::PublisherConfirm> = FuturesUnordered::new();

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use carehare_benches::e2e::thousands;
 use serde_json::Value;
 
 pub fn from_file(
@@ -26,18 +27,6 @@ fn mmss(s: f64) -> String {
 
 fn mib(kib: Option<u64>) -> String {
     kib.map_or("–".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
-}
-
-fn int(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn secs(v: &Value) -> String {
@@ -67,7 +56,7 @@ pub fn markdown(soak: &Value, command: Option<&str>) -> String {
         s,
         "{} of {} msg/s (persistent, 16-byte bodies, publisher confirms; a consumer acking each message), heartbeat {} s, {} faults, seed {}.\n",
         mmss(end_s),
-        int(n(&soak["rate"])),
+        thousands(n(&soak["rate"])),
         n(&soak["heartbeat_s"]),
         soak["faults"].as_array().map_or(0, Vec::len),
         n(&soak["seed"]),
@@ -76,24 +65,24 @@ pub fn markdown(soak: &Value, command: Option<&str>) -> String {
     let _ = writeln!(
         s,
         "| Confirmed messages lost | **{}** of {} confirmed | 0 |",
-        int(n(&t["lost"])),
-        int(n(&t["confirmed"]))
+        thousands(n(&t["lost"])),
+        thousands(n(&t["confirmed"]))
     );
     let _ = writeln!(
         s,
         "| Duplicates (consumed more than once) | {} of {} deliveries{} | counted |",
-        int(n(&t["duplicates"])),
-        int(n(&t["delivered"]) + n(&t["drained"])),
+        thousands(n(&t["duplicates"])),
+        thousands(n(&t["delivered"]) + n(&t["drained"])),
         match n(&t["drained"]) {
             0 => String::new(),
-            d => format!(", {} of them left in the queue and drained", int(d)),
+            d => format!(", {} of them left in the queue and drained", thousands(d)),
         }
     );
     let _ = writeln!(
         s,
         "| Published, never confirmed | {} of {} | – |",
-        int(n(&t["unconfirmed"])),
-        int(n(&t["published"]))
+        thousands(n(&t["unconfirmed"])),
+        thousands(n(&t["published"]))
     );
     let rss = |k: &str| u[k]["rss_kib"].as_u64();
     let at = |k: &str| mmss(u[k]["t_s"].as_f64().unwrap_or(0.0));
@@ -170,7 +159,7 @@ pub fn markdown(soak: &Value, command: Option<&str>) -> String {
             "| {}–{} | {} | {} | {} | {} | {} |",
             mmss(from),
             mmss(to),
-            int(n(&w["messages"])),
+            thousands(n(&w["messages"])),
             inside,
             ms(&w["p50_ms"]),
             ms(&w["p99_ms"]),
