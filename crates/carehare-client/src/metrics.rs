@@ -7,6 +7,10 @@
 //! Counts are of messages, not of frames: an `ack_multiple` that settles
 //! 30 deliveries adds 30 to [`Counter::Acked`]. A connection without a hook
 //! counts nothing, and pays one branch per event.
+//!
+//! An outcome is counted before the call that waits for it returns: once
+//! a publish's confirmation resolves, [`Counter::Confirmed`] (or
+//! [`Counter::PublishNacked`]) already includes it.
 
 use std::fmt;
 use std::sync::Arc;

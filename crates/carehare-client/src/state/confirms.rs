@@ -34,6 +34,7 @@ use super::window::Permit;
 use crate::capacity::shrink_sparse;
 use crate::error::{Error, short};
 use crate::message::Returned;
+use crate::metrics::{Counter, Meter};
 
 /// The receiving half of one publish's confirm.
 pub(crate) type ConfirmReceiver = oneshot::Receiver<Result<(), Error>>;
@@ -200,7 +201,7 @@ impl Pending {
     }
 
     /// Takes every publish up to and including `seq`.
-    fn take_upto(&mut self, seq: u64) -> impl Iterator<Item = PendingConfirm> + '_ {
+    fn take_upto(&mut self, seq: u64) -> impl ExactSizeIterator<Item = PendingConfirm> + '_ {
         let n = self.entries.partition_point(|(s, _)| *s <= seq);
         self.entries.drain(..n).map(|(_, c)| c)
     }
@@ -444,19 +445,33 @@ impl Confirms {
         tag: u64,
         multiple: bool,
         ack: bool,
-    ) -> u64 {
+        meter: &Meter,
+    ) {
         let Some(p) = self.publishers.get_mut(&channel) else {
-            return 0;
+            return;
         };
-        let mut settled: u32 = 0;
+        // Counted before any sender fires: a caller whose publish resolved
+        // must already see it in the counters (it may run on another
+        // thread the moment it is woken).
+        let counter = if ack {
+            Counter::Confirmed
+        } else {
+            Counter::PublishNacked
+        };
+        let settled: u32;
         if multiple {
-            for c in p.pending.take_upto(tag) {
+            let taken = p.pending.take_upto(tag);
+            settled = u32::try_from(taken.len()).unwrap_or(u32::MAX);
+            meter.add(counter, u64::from(settled));
+            for c in taken {
                 c.settle(ack);
-                settled = settled.saturating_add(1);
             }
         } else if let Some(c) = p.pending.remove(tag) {
+            meter.add(counter, 1);
             c.settle(ack);
             settled = 1;
+        } else {
+            settled = 0;
         }
         p.pending.shrink();
         if ack {
@@ -482,7 +497,6 @@ impl Confirms {
             self.publishers.remove(&channel);
             let _ = conn.close_channel(channel);
         }
-        u64::from(settled)
     }
 
     /// A `basic.return` on `channel`: marks the matching mandatory publish.

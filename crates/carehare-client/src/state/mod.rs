@@ -260,22 +260,26 @@ impl Inner {
                 channel,
                 delivery_tag,
                 multiple,
-            } => {
-                let n = self
-                    .confirms
-                    .settle(&mut self.conn, channel, delivery_tag, multiple, true);
-                self.meter.add(Counter::Confirmed, n);
-            }
+            } => self.confirms.settle(
+                &mut self.conn,
+                channel,
+                delivery_tag,
+                multiple,
+                true,
+                &self.meter,
+            ),
             Event::Nack {
                 channel,
                 delivery_tag,
                 multiple,
-            } => {
-                let n =
-                    self.confirms
-                        .settle(&mut self.conn, channel, delivery_tag, multiple, false);
-                self.meter.add(Counter::PublishNacked, n);
-            }
+            } => self.confirms.settle(
+                &mut self.conn,
+                channel,
+                delivery_tag,
+                multiple,
+                false,
+                &self.meter,
+            ),
             Event::ConsumerCancelled {
                 channel,
                 consumer_tag,

@@ -387,3 +387,66 @@ fn blocked_time_is_counted_until_unblocked_and_until_the_end() {
     shared.lock().eof(t0 + std::time::Duration::from_secs(12));
     assert_eq!(counters.get(Counter::BlockedMicros), 5_000_000);
 }
+
+/// A publish's outcome is counted before its waiter is woken: a task that
+/// wakes on another thread must already see its publish in the counters.
+#[test]
+fn a_settled_publish_is_counted_before_its_waiter_wakes() {
+    use std::sync::Mutex;
+    use std::task::Wake;
+
+    use crate::metrics::{Counter, Counters, Meter};
+
+    /// Reads the counters at the moment it is woken.
+    struct Witness {
+        counters: Arc<Counters>,
+        seen: Mutex<Vec<(u64, u64)>>,
+    }
+    impl Wake for Witness {
+        fn wake(self: Arc<Self>) {
+            let c = &self.counters;
+            let now = (c.get(Counter::Confirmed), c.get(Counter::PublishNacked));
+            self.seen.lock().unwrap().push(now);
+        }
+    }
+
+    let counters = Arc::new(Counters::default());
+    let conn = testing::open_connection(ConnectionConfig::default(), Instant::now());
+    let (shared, _connected) = Shared::new(
+        conn,
+        Meter::new(Some(counters.clone())),
+        tracing::Span::none(),
+    );
+    sent(&mut shared.lock());
+    let witness = Arc::new(Witness {
+        counters: counters.clone(),
+        seen: Mutex::new(Vec::new()),
+    });
+    let waker = std::task::Waker::from(witness.clone());
+    let mut c: Vec<_> = (0..3).map(|_| publish(&shared, "ex", false, "x")).collect();
+    for c in &mut c {
+        assert!(Pin::new(c).poll(&mut Context::from_waker(&waker)).is_pending());
+    }
+    let mut inner = shared.lock();
+    let ch = inner.confirms.channel_of("ex").unwrap();
+    feed(&mut inner, ch, ChannelOpenOk::default());
+    feed(&mut inner, ch, ConfirmSelectOk {});
+    feed(
+        &mut inner,
+        ch,
+        BasicAck {
+            delivery_tag: 2,
+            multiple: true,
+        },
+    );
+    feed(
+        &mut inner,
+        ch,
+        BasicNack {
+            delivery_tag: 3,
+            multiple: false,
+            requeue: false,
+        },
+    );
+    assert_eq!(*witness.seen.lock().unwrap(), [(2, 0), (2, 0), (2, 1)]);
+}
