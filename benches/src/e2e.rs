@@ -70,9 +70,8 @@ impl Workload {
 
 /// This process's user + system CPU time so far, all threads.
 pub fn cpu_time() -> Duration {
-    let ru = rusage();
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    let (user, sys, _) = usage();
+    user + sys
 }
 
 /// The peak resident set size of this process, in KiB: Linux's `VmHWM`,
@@ -122,6 +121,15 @@ fn rusage() -> libc::rusage {
     unsafe { ru.assume_init() }
 }
 
+/// User CPU, system CPU and voluntary context switches (each a time a
+/// thread blocked: a sleep in `epoll_wait`, mostly) of this process so
+/// far, all threads.
+fn usage() -> (Duration, Duration, u64) {
+    let ru = rusage();
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    (tv(ru.ru_utime), tv(ru.ru_stime), ru.ru_nvcsw as u64)
+}
+
 /// Wall and CPU time of one phase.
 #[derive(Debug, Clone, Copy)]
 pub struct Phase {
@@ -131,12 +139,16 @@ pub struct Phase {
     pub wall: Duration,
     /// CPU time of the process (all threads).
     pub cpu: Duration,
+    /// The part of `cpu` spent in the kernel.
+    pub sys: Duration,
+    /// Times a thread of the process blocked (went to sleep).
+    pub sleeps: u64,
 }
 
 /// Starts timing a phase.
 pub struct PhaseTimer {
     wall: Instant,
-    cpu: Duration,
+    usage: (Duration, Duration, u64),
 }
 
 impl PhaseTimer {
@@ -144,16 +156,20 @@ impl PhaseTimer {
     pub fn start() -> Self {
         PhaseTimer {
             wall: Instant::now(),
-            cpu: cpu_time(),
+            usage: usage(),
         }
     }
 
     /// The phase is over, having moved `messages`.
     pub fn stop(self, messages: u64) -> Phase {
+        let (user, sys, sleeps) = usage();
+        let (user0, sys0, sleeps0) = self.usage;
         Phase {
             messages,
             wall: self.wall.elapsed(),
-            cpu: cpu_time() - self.cpu,
+            cpu: (user + sys).saturating_sub(user0 + sys0),
+            sys: sys.saturating_sub(sys0),
+            sleeps: sleeps.saturating_sub(sleeps0),
         }
     }
 }
@@ -165,12 +181,15 @@ impl Phase {
         let c = self.cpu.as_secs_f64();
         let n = self.messages as f64;
         format!(
-            r#"{{"messages":{},"seconds":{:.6},"msg_per_s":{:.1},"cpu_s":{:.6},"cpu_us_per_msg":{:.3}}}"#,
+            r#"{{"messages":{},"seconds":{:.6},"msg_per_s":{:.1},"cpu_s":{:.6},"cpu_us_per_msg":{:.3},"user_us_per_msg":{:.3},"sys_us_per_msg":{:.3},"sleeps_per_1k_msg":{:.1}}}"#,
             self.messages,
             s,
             n / s,
             c,
-            c * 1e6 / n
+            c * 1e6 / n,
+            self.cpu.saturating_sub(self.sys).as_secs_f64() * 1e6 / n,
+            self.sys.as_secs_f64() * 1e6 / n,
+            self.sleeps as f64 * 1000.0 / n,
         )
     }
 }

@@ -373,6 +373,41 @@ fn main() {
             }
         }
     }
+    // Where each client's CPU goes: user space, the kernel, and how often
+    // a thread went to sleep waiting for the broker (each sleep costs a
+    // context switch and an `epoll_wait`, whatever the messages it ends).
+    if results
+        .values()
+        .flat_map(|by_peer| by_peer.values().flatten())
+        .any(|r| r["publish"]["sleeps_per_1k_msg"].is_number())
+    {
+        println!();
+        println!(
+            "| body | client | publish user (µs/msg) | publish kernel (µs/msg) | publish sleeps per 1k msg | consume user (µs/msg) | consume kernel (µs/msg) | consume sleeps per 1k msg |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for (size, by_peer) in &results {
+            for peer in &peers {
+                let Some(runs) = by_peer.get(peer) else {
+                    continue;
+                };
+                if !runs[0]["publish"]["sleeps_per_1k_msg"].is_number() {
+                    continue;
+                }
+                let f = |phase: &str, field: &str| fmt_us(med(runs, phase, field));
+                let sleeps = |phase: &str| format!("{:.0}", med(runs, phase, "sleeps_per_1k_msg"));
+                println!(
+                    "| {size} B | {peer} | {} | {} | {} | {} | {} | {} |",
+                    f("publish", "user_us_per_msg"),
+                    f("publish", "sys_us_per_msg"),
+                    sleeps("publish"),
+                    f("consume", "user_us_per_msg"),
+                    f("consume", "sys_us_per_msg"),
+                    sleeps("consume"),
+                );
+            }
+        }
+    }
     println!();
     println!("carehare measured with {carehare_source}.");
 
