@@ -225,9 +225,22 @@ impl Driver {
             self.timer = None;
             return false;
         };
-        // Re-arm only when the deadline moved earlier; a later one is served
-        // by waking early, which the core allows.
-        if self.timer.as_ref().is_none_or(|(at, _)| wanted < *at) {
+        // Re-arm when the deadline moved earlier. A later one is served by
+        // waking early, which the core allows, unless the timer would fire
+        // before half the way to it: then it is re-armed too, so that a
+        // quiet connection whose heartbeats ride on its reads (see the
+        // core's `heartbeat`) is never woken by the timer. Under load that
+        // re-arms about twice per heartbeat interval, not per wakeup.
+        let rearm = match &self.timer {
+            None => true,
+            Some((at, _)) if wanted < *at => true,
+            Some((at, _)) if wanted > *at => {
+                let now = self.runtime.now();
+                at.saturating_duration_since(now) < wanted.saturating_duration_since(now) / 2
+            }
+            Some(_) => false,
+        };
+        if rearm {
             self.timer = Some((wanted, self.runtime.sleep_until(wanted)));
         }
         let Some((_, sleep)) = self.timer.as_mut() else {

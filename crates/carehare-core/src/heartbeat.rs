@@ -1,7 +1,13 @@
 //! Heartbeat timers, driven entirely by the times the caller passes in.
 //!
-//! We send a heartbeat after `interval / 2` without writing, and declare the
-//! peer dead after `2 × interval` without reading anything.
+//! We declare the peer dead after `2 × interval` without reading anything.
+//! We write a heartbeat when something was read and nothing written for
+//! `interval / 4` (it rides on a wakeup the read already caused), and at
+//! the latest after `3/4 × interval` without writing (the timer). RabbitMQ
+//! sends its own every `interval / 2`, so on a quiet connection ours go out
+//! with its, and the timer never fires: one wakeup per heartbeat instead
+//! of two. RabbitMQ allows two to three intervals of silence, so the timer's
+//! `3/4` leaves more than an interval to spare.
 
 use std::time::{Duration, Instant};
 
@@ -39,7 +45,14 @@ impl Heartbeat {
     }
 
     pub(crate) fn send_deadline(&self) -> Option<Instant> {
-        self.enabled().then(|| self.last_write + self.interval / 2)
+        self.enabled()
+            .then(|| self.last_write + self.interval.mul_f64(0.75))
+    }
+
+    /// Whether a read at `now` should take a heartbeat along: nothing
+    /// written for a quarter interval.
+    pub(crate) fn send_with_read(&self, now: Instant) -> bool {
+        self.enabled() && now >= self.last_write + self.interval / 4
     }
 
     pub(crate) fn dead_deadline(&self) -> Option<Instant> {
@@ -70,10 +83,12 @@ mod tests {
     fn deadlines() {
         let t0 = Instant::now();
         let mut hb = Heartbeat::new(10, t0);
-        assert_eq!(hb.send_deadline(), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(hb.send_deadline(), Some(t0 + Duration::from_millis(7_500)));
+        assert!(!hb.send_with_read(t0 + Duration::from_millis(2_499)));
+        assert!(hb.send_with_read(t0 + Duration::from_millis(2_500)));
         assert_eq!(hb.dead_deadline(), Some(t0 + Duration::from_secs(20)));
-        assert!(!hb.should_send(t0 + Duration::from_millis(4999)));
-        assert!(hb.should_send(t0 + Duration::from_secs(5)));
+        assert!(!hb.should_send(t0 + Duration::from_millis(7_499)));
+        assert!(hb.should_send(t0 + Duration::from_millis(7_500)));
         hb.on_read(t0 + Duration::from_secs(15));
         assert!(!hb.is_dead(t0 + Duration::from_secs(34)));
         assert!(hb.is_dead(t0 + Duration::from_secs(35)));
@@ -86,6 +101,7 @@ mod tests {
     fn zero_disables() {
         let hb = Heartbeat::new(0, Instant::now());
         assert_eq!(hb.next_deadline(), None);
+        assert!(!hb.send_with_read(Instant::now() + Duration::from_secs(1_000_000)));
         assert!(!hb.is_dead(Instant::now() + Duration::from_secs(1_000_000)));
     }
 }

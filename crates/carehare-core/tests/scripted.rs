@@ -269,22 +269,15 @@ fn commands_before_open_are_usage_errors() {
 // ---- Heartbeats -----------------------------------------------------------
 
 #[test]
-fn heartbeat_is_sent_after_half_the_interval_of_write_silence() {
+fn heartbeat_is_sent_after_three_quarters_of_the_interval_of_write_silence() {
     let mut b = Broker::new(ConnectionConfig {
         heartbeat: 10,
         ..Default::default()
     });
     b.handshake();
     b.sent();
-    b.advance(Duration::from_millis(4_900));
+    b.advance(Duration::from_millis(7_400));
     assert!(b.sent().is_empty());
-    b.method(
-        0,
-        ConnectionBlocked {
-            reason: s("keep reading alive"),
-        },
-    );
-    b.events();
     b.advance(Duration::from_millis(100));
     assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
     // Writing something else resets the write timer.
@@ -293,10 +286,45 @@ fn heartbeat_is_sent_after_half_the_interval_of_write_silence() {
         b.open_channel()
     };
     assert!(ch > 0);
-    b.advance(Duration::from_secs(4));
-    assert!(b.sent().is_empty(), "a write 4 s ago: no heartbeat due yet");
-    b.advance(Duration::from_secs(1));
+    b.advance(Duration::from_millis(7_400));
+    assert!(
+        b.sent().is_empty(),
+        "a write 7.4 s ago: no heartbeat due yet"
+    );
+    b.advance(Duration::from_millis(100));
     assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
+}
+
+#[test]
+fn a_read_takes_a_heartbeat_along_after_a_quarter_interval_of_write_silence() {
+    let mut b = Broker::new(ConnectionConfig {
+        heartbeat: 10,
+        ..Default::default()
+    });
+    b.handshake();
+    b.sent();
+    b.advance(Duration::from_millis(2_400));
+    b.frame(Frame::Heartbeat { channel: 0 });
+    assert!(b.sent().is_empty(), "written 2.4 s ago: not yet");
+    b.advance(Duration::from_millis(100));
+    b.frame(Frame::Heartbeat { channel: 0 });
+    assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
+    // RabbitMQ's every 5 s: ours go out with them, and the timer (7.5 s
+    // after the last write) never comes due.
+    for _ in 0..4 {
+        b.advance(Duration::from_secs(5));
+        b.frame(Frame::Heartbeat { channel: 0 });
+        assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
+        let due = b.conn.poll_timeout().unwrap() - b.now;
+        assert_eq!(due, Duration::from_millis(7_500));
+    }
+    // A read while something is queued takes nothing more along.
+    b.advance(Duration::from_secs(3));
+    let ch = b.conn.open_channel().unwrap().0;
+    b.frame(Frame::Heartbeat { channel: 0 });
+    let sent = b.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(matches!(sent[0], Frame::Method { channel, .. } if channel == ch));
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -53,7 +53,13 @@ pub struct SimRuntime {
 #[derive(Default)]
 struct Clock {
     elapsed: Mutex<Duration>,
-    sleepers: Mutex<Vec<(Duration, Waker)>>,
+    /// Each waiting sleep: its deadline, its id, and its task's waker. A
+    /// sleep dropped before its deadline takes its entries out, as a real
+    /// runtime's timer does, so it wakes nobody.
+    sleepers: Mutex<Vec<(Duration, u64, Waker)>>,
+    next_id: AtomicU64,
+    /// Sleepers woken so far.
+    wakes: AtomicU64,
 }
 
 impl SimRuntime {
@@ -79,6 +85,12 @@ impl SimRuntime {
     /// reverse of the order they started waiting in.
     pub fn wake_latest_first(&self) {
         self.latest_first.store(true, Ordering::Relaxed);
+    }
+
+    /// How many sleeps the clock has woken at their deadline so far (a
+    /// timer that fires, whether or not its task had other work).
+    pub fn timer_wakes(&self) -> u64 {
+        self.clock.wakes.load(Ordering::Relaxed)
     }
 
     /// Simulated time since the runtime was made.
@@ -117,18 +129,21 @@ impl SimRuntime {
         let mut sleepers = self.clock.sleepers.lock().unwrap();
         let next = sleepers
             .iter()
-            .map(|(at, _)| *at)
+            .map(|(at, _, _)| *at)
             .min()
             .expect("deadlock: every task waits and no timer is set");
         *self.clock.elapsed.lock().unwrap() = next;
         let (mut due, later): (Vec<_>, Vec<_>) =
-            sleepers.drain(..).partition(|(at, _)| *at <= next);
+            sleepers.drain(..).partition(|(at, _, _)| *at <= next);
         *sleepers = later;
         drop(sleepers);
         if self.latest_first.load(Ordering::Relaxed) {
             due.reverse();
         }
-        for (_, w) in due {
+        self.clock
+            .wakes
+            .fetch_add(due.len() as u64, Ordering::Relaxed);
+        for (_, _, w) in due {
             w.wake();
         }
     }
@@ -157,18 +172,11 @@ impl Runtime for SimRuntime {
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
         let at = deadline.saturating_duration_since(self.start);
-        let clock = self.clock.clone();
-        Box::pin(std::future::poll_fn(move |cx| {
-            if *clock.elapsed.lock().unwrap() >= at {
-                return Poll::Ready(());
-            }
-            clock
-                .sleepers
-                .lock()
-                .unwrap()
-                .push((at, cx.waker().clone()));
-            Poll::Pending
-        }))
+        Box::pin(Sleep {
+            at,
+            id: self.clock.next_id.fetch_add(1, Ordering::Relaxed),
+            clock: self.clock.clone(),
+        })
     }
 
     fn spawn(&self, future: BoxFuture<'static, ()>) {
@@ -177,6 +185,38 @@ impl Runtime for SimRuntime {
 
     fn now(&self) -> Instant {
         self.start + self.elapsed()
+    }
+}
+
+/// A sleep on the simulated clock.
+struct Sleep {
+    at: Duration,
+    id: u64,
+    clock: Arc<Clock>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if *self.clock.elapsed.lock().unwrap() >= self.at {
+            return Poll::Ready(());
+        }
+        let mut sleepers = self.clock.sleepers.lock().unwrap();
+        // One entry per sleep: a poll again only renews its waker.
+        match sleepers.iter_mut().find(|(_, id, _)| *id == self.id) {
+            Some(entry) => entry.2 = cx.waker().clone(),
+            None => sleepers.push((self.at, self.id, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Ok(mut sleepers) = self.clock.sleepers.lock() {
+            sleepers.retain(|(_, id, _)| *id != self.id);
+        }
     }
 }
 

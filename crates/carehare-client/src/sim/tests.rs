@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use carehare_core::frame::Frame;
 use carehare_core::method::*;
 use carehare_core::properties::BasicProperties;
 use carehare_core::testing;
@@ -65,16 +66,70 @@ fn a_silent_server_is_declared_dead_after_two_heartbeat_intervals() {
         "{declared:?}"
     );
     assert_eq!(closed, dead);
-    // The client kept sending heartbeats every half interval meanwhile.
+    // The client kept sending heartbeats meanwhile, after three quarters
+    // of an interval without writing: at 1.5 s and 3 s.
     sim.block_on(async {});
     let sent = heartbeats
         .lock()
         .unwrap()
         .expect("the client closed the socket");
-    assert!(
-        (3..=4).contains(&sent),
-        "{sent} heartbeats in 4 s at 1 per s"
-    );
+    assert_eq!(sent, 2, "heartbeats in 4 s, one per 1.5 s");
+}
+
+/// On a quiet connection whose server sends a heartbeat every half
+/// interval (as RabbitMQ does), the client's heartbeats go out with the
+/// wakeups those reads cause: its timer never fires, and the server still
+/// hears from it as often as it speaks.
+#[test]
+fn a_quiet_connection_wakes_for_the_servers_heartbeats_only() {
+    const SECONDS: u64 = 30;
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let log = heard.clone();
+    let sim = with_clock(move |clock, server| {
+        let log = log.clone();
+        Box::pin(async move {
+            let mut broker = super::FakeBroker::accept(server, tune(2));
+            broker.expect_handshake().await;
+            let mut heartbeat = bytes::BytesMut::new();
+            carehare_core::frame::encode_heartbeat(&mut heartbeat);
+            for _ in 0..SECONDS {
+                clock
+                    .sleep_until(clock.now() + Duration::from_secs(1))
+                    .await;
+                // What the client wrote since the last heartbeat.
+                let written: Vec<u8> = broker.io.rx.lock().unwrap().data.drain(..).collect();
+                broker.from_client.extend(&written);
+                let mut n = 0;
+                while let Some(frame) = broker.from_client.next_frame() {
+                    n += usize::from(matches!(frame, Frame::Heartbeat { .. }));
+                }
+                log.lock().unwrap().push(n);
+                broker.send(&heartbeat);
+            }
+            // Stay, silent, until the client has gone.
+            broker.count_heartbeats_until_eof().await;
+        })
+    });
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    let clock = sim.clone();
+    let (open, wakes) = sim.block_on(async move {
+        let connection = connect_with_runtime(runtime, options(2)).await.unwrap();
+        let wakes = clock.timer_wakes();
+        clock
+            .sleep_until(clock.now() + Duration::from_millis(SECONDS * 1000 + 500))
+            .await;
+        let open = futures_util::FutureExt::now_or_never(connection.closed()).is_none();
+        let wakes = clock.timer_wakes() - wakes;
+        connection.close().await.unwrap();
+        (open, wakes)
+    });
+    assert!(open);
+    // The server's 30 sleeps and this test's one: none is the client's.
+    assert_eq!(wakes, SECONDS + 1, "timer wakes");
+    let heard = heard.lock().unwrap().clone();
+    // Before the server's first heartbeat the client has nothing to ride
+    // on; after it, one of its own answers each.
+    assert_eq!(heard[2..], [1; SECONDS as usize - 2][..], "{heard:?}");
 }
 
 #[test]

@@ -425,7 +425,11 @@ fn a_settled_publish_is_counted_before_its_waiter_wakes() {
     let waker = std::task::Waker::from(witness.clone());
     let mut c: Vec<_> = (0..3).map(|_| publish(&shared, "ex", false, "x")).collect();
     for c in &mut c {
-        assert!(Pin::new(c).poll(&mut Context::from_waker(&waker)).is_pending());
+        assert!(
+            Pin::new(c)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
     }
     let mut inner = shared.lock();
     let ch = inner.confirms.channel_of("ex").unwrap();

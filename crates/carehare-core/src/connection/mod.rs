@@ -140,6 +140,7 @@ impl Connection {
         self.heartbeat.on_read(now);
         self.read_buf.extend_from_slice(data);
         self.process_input(now);
+        self.heartbeat_with_read(now);
     }
 
     /// [`handle_input`](Self::handle_input) for a buffer the caller read
@@ -161,6 +162,7 @@ impl Connection {
             self.read_buf.unsplit(data);
         }
         self.process_input(now);
+        self.heartbeat_with_read(now);
     }
 
     /// Moves the buffered bytes of a partial frame (if any) to the end of
@@ -462,6 +464,19 @@ impl Connection {
     }
 
     // ---- Internals ----------------------------------------------------------
+
+    /// Queues a heartbeat on a read's wakeup when one is nearly due and
+    /// nothing else is queued (see `heartbeat`): on a quiet connection the
+    /// timer then never has to wake the caller just to send one.
+    fn heartbeat_with_read(&mut self, now: Instant) {
+        if matches!(self.state, State::Open | State::AwaitingOpenOk)
+            && !self.out.has_transmit()
+            && self.heartbeat.send_with_read(now)
+        {
+            self.out.heartbeat();
+            self.heartbeat.on_write(now);
+        }
+    }
 
     /// When the blocked timeout runs out, and the limit, while the server
     /// blocks publishing and a limit is set.
