@@ -80,6 +80,43 @@ fn settled(c: &mut Confirmation) -> Option<Result<(), Error>> {
     }
 }
 
+/// The publish channel of `exchange`, answered by the server: open, and in
+/// confirm mode.
+fn confirming_channel(inner: &mut Inner, exchange: &str) -> u16 {
+    let ch = inner.confirms.channel_of(exchange).unwrap();
+    feed(inner, ch, ChannelOpenOk::default());
+    feed(inner, ch, ConfirmSelectOk {});
+    ch
+}
+
+/// The server confirms `delivery_tag` (and every earlier one if `multiple`).
+fn ack(delivery_tag: u64, multiple: bool) -> BasicAck {
+    BasicAck {
+        delivery_tag,
+        multiple,
+    }
+}
+
+/// The server refuses `delivery_tag` (and every earlier one if `multiple`).
+fn nack(delivery_tag: u64, multiple: bool) -> BasicNack {
+    BasicNack {
+        delivery_tag,
+        multiple,
+        requeue: false,
+    }
+}
+
+/// A connection whose metrics go to `counters`.
+fn open_metered(counters: &Arc<crate::metrics::Counters>, now: Instant) -> Arc<Shared> {
+    let conn = testing::open_connection(ConnectionConfig::default(), now);
+    let (shared, _connected) = Shared::new(
+        conn,
+        crate::metrics::Meter::new(Some(counters.clone())),
+        tracing::Span::none(),
+    );
+    shared
+}
+
 #[test]
 fn multiple_acks_and_nacks_settle_every_covered_publish() {
     let shared = open_shared();
@@ -87,25 +124,12 @@ fn multiple_acks_and_nacks_settle_every_covered_publish() {
     let mut inner = shared.lock();
     let ch = inner.confirms.channel_of("ex").unwrap();
     assert_eq!(inner.confirms.unsettled(ch), 5, "one channel per exchange");
-    feed(&mut inner, ch, ChannelOpenOk::default());
-    feed(&mut inner, ch, ConfirmSelectOk {});
+    confirming_channel(&mut inner, "ex");
     // ack up to 2 (multiple), nack 3 alone, then nack up to 5 (multiple).
-    feed(
-        &mut inner,
-        ch,
-        BasicAck {
-            delivery_tag: 2,
-            multiple: true,
-        },
-    );
+    feed(&mut inner, ch, ack(2, true));
     assert!(matches!(settled(&mut c[0]), Some(Ok(()))));
     assert!(matches!(settled(&mut c[1]), Some(Ok(()))));
     assert!(settled(&mut c[2]).is_none());
-    let nack = |delivery_tag, multiple| BasicNack {
-        delivery_tag,
-        multiple,
-        requeue: false,
-    };
     feed(&mut inner, ch, nack(3, false));
     assert!(matches!(
         settled(&mut c[2]),
@@ -155,9 +179,7 @@ fn a_returned_mandatory_publish_fails_with_returned_and_others_confirm() {
     let mut routed = publish(&shared, "", false, "a");
     let mut lost = publish(&shared, "", true, "b");
     let mut inner = shared.lock();
-    let ch = inner.confirms.channel_of("").unwrap();
-    feed(&mut inner, ch, ChannelOpenOk::default());
-    feed(&mut inner, ch, ConfirmSelectOk {});
+    let ch = confirming_channel(&mut inner, "");
     let ret = BasicReturn {
         reply_code: 312,
         reply_text: short("NO_ROUTE").unwrap(),
@@ -165,14 +187,7 @@ fn a_returned_mandatory_publish_fails_with_returned_and_others_confirm() {
         routing_key: short("nowhere").unwrap(),
     };
     feed_content(&mut inner, ch, ret, b"b");
-    feed(
-        &mut inner,
-        ch,
-        BasicAck {
-            delivery_tag: 2,
-            multiple: true,
-        },
-    );
+    feed(&mut inner, ch, ack(2, true));
     drop(inner);
     assert!(matches!(settled(&mut routed), Some(Ok(()))));
     match settled(&mut lost) {
@@ -203,17 +218,8 @@ fn publishes_wait_while_blocked_and_go_out_in_order_when_unblocked() {
     assert_eq!(shared.lock().confirms.held(), 0, "held only while blocked");
     assert!(!sent(&mut shared.lock()).is_empty(), "sent once unblocked");
     let mut inner = shared.lock();
-    let ch = inner.confirms.channel_of("").unwrap();
-    feed(&mut inner, ch, ChannelOpenOk::default());
-    feed(&mut inner, ch, ConfirmSelectOk {});
-    feed(
-        &mut inner,
-        ch,
-        BasicAck {
-            delivery_tag: 1,
-            multiple: false,
-        },
-    );
+    let ch = confirming_channel(&mut inner, "");
+    feed(&mut inner, ch, ack(1, false));
     drop(inner);
     assert!(matches!(settled(&mut c), Some(Ok(()))));
 }
@@ -283,17 +289,10 @@ fn a_channel_that_nacks_everything_is_replaced_and_closed_once_settled() {
     let shared = open_shared();
     let mut c: Vec<_> = (0..65).map(|_| publish(&shared, "", false, "x")).collect();
     let mut inner = shared.lock();
-    let old = inner.confirms.channel_of("").unwrap();
-    feed(&mut inner, old, ChannelOpenOk::default());
-    feed(&mut inner, old, ConfirmSelectOk {});
+    let old = confirming_channel(&mut inner, "");
     sent(&mut inner);
     for tag in 1..=64 {
-        let nack = BasicNack {
-            delivery_tag: tag,
-            multiple: false,
-            requeue: false,
-        };
-        feed(&mut inner, old, nack);
+        feed(&mut inner, old, nack(tag, false));
     }
     assert!(matches!(
         settled(&mut c[0]),
@@ -321,14 +320,7 @@ fn a_channel_that_nacks_everything_is_replaced_and_closed_once_settled() {
             .all(|(ch, m)| ch != old || !matches!(m, Method::ChannelClose(_))),
         "not closed while a publish on it is unsettled"
     );
-    feed(
-        &mut inner,
-        old,
-        BasicAck {
-            delivery_tag: 65,
-            multiple: false,
-        },
-    );
+    feed(&mut inner, old, ack(65, false));
     assert!(matches!(settled(&mut c[64]), Some(Ok(()))));
     let mut out = testing::ClientOutput::new();
     out.extend(&sent(&mut inner));
@@ -344,29 +336,17 @@ fn a_few_nacks_keep_the_channel() {
     let shared = open_shared();
     let _c: Vec<_> = (0..10).map(|_| publish(&shared, "", false, "x")).collect();
     let mut inner = shared.lock();
-    let ch = inner.confirms.channel_of("").unwrap();
-    feed(&mut inner, ch, ChannelOpenOk::default());
-    feed(&mut inner, ch, ConfirmSelectOk {});
-    let nack = BasicNack {
-        delivery_tag: 10,
-        multiple: true,
-        requeue: false,
-    };
-    feed(&mut inner, ch, nack);
+    let ch = confirming_channel(&mut inner, "");
+    feed(&mut inner, ch, nack(10, true));
     assert_eq!(inner.confirms.channel_of(""), Some(ch));
 }
 
 #[test]
 fn blocked_time_is_counted_until_unblocked_and_until_the_end() {
-    use crate::metrics::{Counter, Counters, Meter};
+    use crate::metrics::{Counter, Counters};
     let t0 = Instant::now();
     let counters = Arc::new(Counters::default());
-    let conn = testing::open_connection(ConnectionConfig::default(), t0);
-    let (shared, _connected) = Shared::new(
-        conn,
-        Meter::new(Some(counters.clone())),
-        tracing::Span::none(),
-    );
+    let shared = open_metered(&counters, t0);
     let at = |secs: u64, method: Method| {
         let bytes = testing::method_bytes(0, method);
         shared.lock().input(
@@ -395,7 +375,7 @@ fn a_settled_publish_is_counted_before_its_waiter_wakes() {
     use std::sync::Mutex;
     use std::task::Wake;
 
-    use crate::metrics::{Counter, Counters, Meter};
+    use crate::metrics::{Counter, Counters};
 
     /// Reads the counters at the moment it is woken.
     struct Witness {
@@ -411,12 +391,7 @@ fn a_settled_publish_is_counted_before_its_waiter_wakes() {
     }
 
     let counters = Arc::new(Counters::default());
-    let conn = testing::open_connection(ConnectionConfig::default(), Instant::now());
-    let (shared, _connected) = Shared::new(
-        conn,
-        Meter::new(Some(counters.clone())),
-        tracing::Span::none(),
-    );
+    let shared = open_metered(&counters, Instant::now());
     sent(&mut shared.lock());
     let witness = Arc::new(Witness {
         counters: counters.clone(),
@@ -432,25 +407,8 @@ fn a_settled_publish_is_counted_before_its_waiter_wakes() {
         );
     }
     let mut inner = shared.lock();
-    let ch = inner.confirms.channel_of("ex").unwrap();
-    feed(&mut inner, ch, ChannelOpenOk::default());
-    feed(&mut inner, ch, ConfirmSelectOk {});
-    feed(
-        &mut inner,
-        ch,
-        BasicAck {
-            delivery_tag: 2,
-            multiple: true,
-        },
-    );
-    feed(
-        &mut inner,
-        ch,
-        BasicNack {
-            delivery_tag: 3,
-            multiple: false,
-            requeue: false,
-        },
-    );
+    let ch = confirming_channel(&mut inner, "ex");
+    feed(&mut inner, ch, ack(2, true));
+    feed(&mut inner, ch, nack(3, false));
     assert_eq!(*witness.seen.lock().unwrap(), [(2, 0), (2, 0), (2, 1)]);
 }
