@@ -45,6 +45,9 @@ use handshake::{Handshake, Refusal};
 use outbox::{BodyRef, Outbox};
 use state::State;
 
+/// The input buffer `handle_input` copies into starts this large.
+const READ_BUF_START: usize = 4096;
+
 /// One AMQP connection, without IO. See the [crate docs](crate) for the
 /// contract.
 #[derive(Debug)]
@@ -75,7 +78,9 @@ impl Connection {
             handshake: Handshake::new(now + config.handshake_timeout),
             config,
             state: State::AwaitingStart,
-            read_buf: BytesMut::with_capacity(4096),
+            // Taken on the first `handle_input`: a caller that reads into
+            // its own buffers (`handle_input_bytes`) never needs it.
+            read_buf: BytesMut::new(),
             out: Outbox::new(),
             channels: Channels::default(),
             connection_ops: VecDeque::new(),
@@ -138,6 +143,9 @@ impl Connection {
             return;
         }
         self.heartbeat.on_read(now);
+        if self.read_buf.capacity() == 0 {
+            self.read_buf = BytesMut::with_capacity(READ_BUF_START.max(data.len()));
+        }
         self.read_buf.extend_from_slice(data);
         self.process_input(now);
         self.heartbeat_with_read(now);
