@@ -15,6 +15,9 @@ pub const CLASSES: usize = 40;
 static ON: AtomicBool = AtomicBool::new(false);
 static BYTES: [AtomicI64; CLASSES] = [const { AtomicI64::new(0) }; CLASSES];
 static BLOCKS: [AtomicI64; CLASSES] = [const { AtomicI64::new(0) }; CLASSES];
+/// All live bytes, and their highest value since [`reset_peak`].
+static LIVE: AtomicI64 = AtomicI64::new(0);
+static PEAK: AtomicI64 = AtomicI64::new(0);
 
 /// The system allocator, counted while [`enable`]d.
 pub struct Counting;
@@ -23,6 +26,16 @@ pub struct Counting;
 /// a block allocated before and freed after would count as negative).
 pub fn enable() {
     ON.store(true, Relaxed);
+}
+
+/// Starts a new peak from the bytes live now.
+pub fn reset_peak() {
+    PEAK.store(LIVE.load(Relaxed), Relaxed);
+}
+
+/// The live bytes now, and the most live at once since [`reset_peak`].
+pub fn live_and_peak() -> (i64, i64) {
+    (LIVE.load(Relaxed), PEAK.load(Relaxed))
 }
 
 fn class(size: usize) -> usize {
@@ -35,6 +48,8 @@ fn note(size: usize, sign: i64) {
         let c = class(size);
         BYTES[c].fetch_add(sign * size as i64, Relaxed);
         BLOCKS[c].fetch_add(sign, Relaxed);
+        let live = LIVE.fetch_add(sign * size as i64, Relaxed) + sign * size as i64;
+        PEAK.fetch_max(live, Relaxed);
     }
 }
 

@@ -49,11 +49,14 @@ pub fn child(f: &Flags) -> Result<(), String> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let before = Usage::now();
+        alloc::reset_peak();
+        let (live0, _) = alloc::live_and_peak();
         let t0 = Instant::now();
         let idle_connections = clients::open(client, &target, n, batch).await?;
         let connect_s = t0.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_secs_f64(idle)).await;
         let after = Usage::now();
+        let (_, peak) = alloc::live_and_peak();
         let still_open = idle_connections.still_open();
         let closed = idle_connections.close(batch).await;
         let heap = after.heap.since(&before.heap);
@@ -73,6 +76,7 @@ pub fn child(f: &Flags) -> Result<(), String> {
             "rss_per_connection_kib": (after.rss_kib as f64 - before.rss_kib as f64) / n as f64,
             "heap_per_connection_bytes": heap.total_bytes() as f64 / n as f64,
             "heap_blocks_per_connection": heap.total_blocks() as f64 / n as f64,
+            "heap_peak_per_connection_bytes": (peak - live0) as f64 / n as f64,
             "heap_classes": classes,
             "threads_before": before.threads,
             "threads_after": after.threads,
@@ -186,18 +190,19 @@ pub fn main(f: &Flags) -> Result<(), String> {
     }
     println!();
     println!(
-        "| connections | client | RSS before → after (MiB) | heap per connection (KiB) | heap blocks per connection | threads before → after | connect time (s) |"
+        "| connections | client | RSS before → after (MiB) | heap per connection (KiB) | heap peak per connection (KiB) | heap blocks per connection | threads before → after | connect time (s) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for &n in &counts {
         for &c in &clients {
             let Some(v) = get(n, c) else { continue };
             println!(
-                "| {n} | {} | {:.1} → {:.1} | {:.1} | {:.1} | {} → {} | {:.2} |",
+                "| {n} | {} | {:.1} → {:.1} | {:.1} | {:.1} | {:.1} | {} → {} | {:.2} |",
                 c.name(),
                 num(v, "rss_before_kib") / 1024.0,
                 num(v, "rss_after_kib") / 1024.0,
                 num(v, "heap_per_connection_bytes") / 1024.0,
+                num(v, "heap_peak_per_connection_bytes") / 1024.0,
                 num(v, "heap_blocks_per_connection"),
                 v["threads_before"],
                 v["threads_after"],
