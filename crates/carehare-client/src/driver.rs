@@ -308,92 +308,53 @@ impl Drop for Driver {
 mod tests {
     #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-    use std::collections::VecDeque;
     use std::future::Future;
     use std::io;
     use std::pin::Pin;
-    use std::sync::{Arc, Mutex};
-    use std::task::{Context, Poll, Waker};
+    use std::sync::Arc;
+    use std::task::{Context, Waker};
 
-    use carehare_core::method::ConnectionOpenOk;
     use carehare_core::testing;
-    use futures_io::{AsyncRead, AsyncWrite};
 
     use super::{Driver, READ_BLOCK, SHRINK_AFTER, SMALL_BLOCK};
     use crate::metrics::Meter;
     use crate::runtime::Runtime;
-    use crate::sim::SimRuntime;
+    use crate::sim::{FakeBroker, SimRuntime, duplex};
     use crate::state::Shared;
-
-    /// A socket that hands out one scripted piece per read (a piece larger
-    /// than the read's buffer over several reads), then waits; writes go
-    /// nowhere.
-    #[derive(Clone, Default)]
-    struct Script(Arc<Mutex<VecDeque<Vec<u8>>>>);
-
-    impl AsyncRead for Script {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut [u8],
-        ) -> Poll<io::Result<usize>> {
-            let mut pieces = self.0.lock().unwrap();
-            let Some(front) = pieces.front_mut() else {
-                return Poll::Pending;
-            };
-            let n = front.len().min(buf.len());
-            buf[..n].copy_from_slice(&front[..n]);
-            front.drain(..n);
-            if front.is_empty() {
-                pieces.pop_front();
-            }
-            Poll::Ready(Ok(n))
-        }
-    }
-
-    impl AsyncWrite for Script {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            b: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Poll::Ready(Ok(b.len()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
 
     fn heartbeats(n: usize) -> Vec<u8> {
         [8, 0, 0, 0, 0, 0, 0, 0xCE].repeat(n)
     }
 
-    /// A connected driver, and the socket's script.
-    fn connected() -> (Driver, Arc<Shared>, Script) {
+    /// A connected driver over an in-memory socket, and the server's end.
+    fn connected() -> (Driver, Arc<Shared>, FakeBroker) {
         let runtime = SimRuntime::new(Box::new(|_| Err(io::ErrorKind::ConnectionRefused.into())));
-        let script = Script::default();
-        script.0.lock().unwrap().extend([
-            testing::method_bytes(0, testing::server_start()),
-            testing::method_bytes(0, testing::server_tune()),
-            testing::method_bytes(0, ConnectionOpenOk::default()),
-        ]);
+        let (client, server) = duplex();
+        let broker = FakeBroker::accept(server, testing::server_tune());
         let conn = carehare_core::Connection::new(Default::default(), runtime.now());
         let (shared, _connected) = Shared::new(conn, Meter::new(None), tracing::Span::none());
-        let driver = Driver::new(Box::new(script.clone()), shared.clone(), runtime);
-        let mut driver = (driver, shared, script);
+        let driver = Driver::new(Box::new(client), shared.clone(), runtime);
+        let mut driver = (driver, shared, broker);
         read(&mut driver, []);
         driver
     }
 
-    /// Scripts `pieces`, and polls the driver until it has read them all.
-    fn read(driver: &mut (Driver, Arc<Shared>, Script), pieces: impl IntoIterator<Item = Vec<u8>>) {
-        driver.2.0.lock().unwrap().extend(pieces);
+    /// Sends `pieces` one at a time, polling the driver after each until
+    /// it has read all of it: one read per piece that fits a read.
+    fn read(
+        driver: &mut (Driver, Arc<Shared>, FakeBroker),
+        pieces: impl IntoIterator<Item = Vec<u8>>,
+    ) {
         let mut cx = Context::from_waker(Waker::noop());
-        while !driver.2.0.lock().unwrap().is_empty() {
-            assert!(Pin::new(&mut driver.0).poll(&mut cx).is_pending());
+        let mut poll = |driver: &mut (Driver, Arc<Shared>, FakeBroker)| {
+            while driver.2.unread_by_client() > 0 {
+                assert!(Pin::new(&mut driver.0).poll(&mut cx).is_pending());
+            }
+        };
+        poll(driver);
+        for piece in pieces {
+            driver.2.send(&piece);
+            poll(driver);
         }
         assert!(!driver.1.lock().is_closed());
     }

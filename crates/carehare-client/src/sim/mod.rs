@@ -434,15 +434,42 @@ impl FakeBroker {
         use futures_util::AsyncReadExt;
         let mut heartbeats = 0;
         loop {
-            while let Some(frame) = self.from_client.next_frame() {
-                heartbeats += usize::from(matches!(frame, Frame::Heartbeat { .. }));
-            }
+            heartbeats += self.heartbeats_taken();
             let mut chunk = [0u8; 4096];
             match self.io.read(&mut chunk).await {
                 Ok(0) | Err(_) => return heartbeats,
                 Ok(n) => self.from_client.extend(&chunk[..n]),
             }
         }
+    }
+
+    /// Takes what the client has written so far, without waiting, and
+    /// counts the heartbeats in it (other frames are dropped).
+    pub fn heartbeats_written(&mut self) -> usize {
+        let written: Vec<u8> = {
+            let mut rx = self.io.rx.lock().unwrap();
+            if let Some(w) = rx.writer.take() {
+                w.wake();
+            }
+            rx.data.drain(..).collect()
+        };
+        self.from_client.extend(&written);
+        self.heartbeats_taken()
+    }
+
+    /// Bytes sent to the client that it has not read yet.
+    pub fn unread_by_client(&self) -> usize {
+        self.io.tx.lock().unwrap().data.len()
+    }
+
+    /// Takes every whole frame read from the client so far, counting the
+    /// heartbeats.
+    fn heartbeats_taken(&mut self) -> usize {
+        let mut heartbeats = 0;
+        while let Some(frame) = self.from_client.next_frame() {
+            heartbeats += usize::from(matches!(frame, Frame::Heartbeat { .. }));
+        }
+        heartbeats
     }
 }
 

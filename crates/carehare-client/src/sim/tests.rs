@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use carehare_core::frame::Frame;
 use carehare_core::method::*;
 use carehare_core::properties::BasicProperties;
 use carehare_core::testing;
@@ -97,13 +96,7 @@ fn a_quiet_connection_wakes_for_the_servers_heartbeats_only() {
                     .sleep_until(clock.now() + Duration::from_secs(1))
                     .await;
                 // What the client wrote since the last heartbeat.
-                let written: Vec<u8> = broker.io.rx.lock().unwrap().data.drain(..).collect();
-                broker.from_client.extend(&written);
-                let mut n = 0;
-                while let Some(frame) = broker.from_client.next_frame() {
-                    n += usize::from(matches!(frame, Frame::Heartbeat { .. }));
-                }
-                log.lock().unwrap().push(n);
+                log.lock().unwrap().push(broker.heartbeats_written());
                 broker.send(&heartbeat);
             }
             // Stay, silent, until the client has gone.
