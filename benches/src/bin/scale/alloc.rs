@@ -28,14 +28,16 @@ pub fn enable() {
     ON.store(true, Relaxed);
 }
 
-/// Starts a new peak from the bytes live now.
-pub fn reset_peak() {
-    PEAK.store(LIVE.load(Relaxed), Relaxed);
+/// Starts a new peak from the bytes live now, and returns them.
+pub fn reset_peak() -> i64 {
+    let live = LIVE.load(Relaxed);
+    PEAK.store(live, Relaxed);
+    live
 }
 
-/// The live bytes now, and the most live at once since [`reset_peak`].
-pub fn live_and_peak() -> (i64, i64) {
-    (LIVE.load(Relaxed), PEAK.load(Relaxed))
+/// The most bytes live at once since [`reset_peak`].
+pub fn peak() -> i64 {
+    PEAK.load(Relaxed)
 }
 
 fn class(size: usize) -> usize {

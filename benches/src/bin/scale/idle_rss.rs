@@ -49,14 +49,13 @@ pub fn child(f: &Flags) -> Result<(), String> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let before = Usage::now();
-        alloc::reset_peak();
-        let (live0, _) = alloc::live_and_peak();
+        let live0 = alloc::reset_peak();
         let t0 = Instant::now();
         let idle_connections = clients::open(client, &target, n, batch).await?;
         let connect_s = t0.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_secs_f64(idle)).await;
         let after = Usage::now();
-        let (_, peak) = alloc::live_and_peak();
+        let peak = alloc::peak();
         let still_open = idle_connections.still_open();
         let closed = idle_connections.close(batch).await;
         let heap = after.heap.since(&before.heap);

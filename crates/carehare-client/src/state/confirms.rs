@@ -458,21 +458,21 @@ impl Confirms {
         } else {
             Counter::PublishNacked
         };
-        let settled: u32;
-        if multiple {
+        let settled: u32 = if multiple {
             let taken = p.pending.take_upto(tag);
-            settled = u32::try_from(taken.len()).unwrap_or(u32::MAX);
-            meter.add(counter, u64::from(settled));
+            let n = u32::try_from(taken.len()).unwrap_or(u32::MAX);
+            meter.add(counter, u64::from(n));
             for c in taken {
                 c.settle(ack);
             }
+            n
         } else if let Some(c) = p.pending.remove(tag) {
             meter.add(counter, 1);
             c.settle(ack);
-            settled = 1;
+            1
         } else {
-            settled = 0;
-        }
+            0
+        };
         p.pending.shrink();
         if ack {
             p.nacks_in_a_row = 0;
