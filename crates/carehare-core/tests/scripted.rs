@@ -268,13 +268,19 @@ fn commands_before_open_are_usage_errors() {
 
 // ---- Heartbeats -----------------------------------------------------------
 
-#[test]
-fn heartbeat_is_sent_after_three_quarters_of_the_interval_of_write_silence() {
+/// A broker past the handshake, on a heartbeat of `seconds`.
+fn open_with_heartbeat(seconds: u16) -> Broker {
     let mut b = Broker::new(ConnectionConfig {
-        heartbeat: 10,
+        heartbeat: seconds,
         ..Default::default()
     });
     b.handshake();
+    b
+}
+
+#[test]
+fn heartbeat_is_sent_after_three_quarters_of_the_interval_of_write_silence() {
+    let mut b = open_with_heartbeat(10);
     b.sent();
     b.advance(Duration::from_millis(7_400));
     assert!(b.sent().is_empty());
@@ -297,11 +303,7 @@ fn heartbeat_is_sent_after_three_quarters_of_the_interval_of_write_silence() {
 
 #[test]
 fn a_read_takes_a_heartbeat_along_after_a_quarter_interval_of_write_silence() {
-    let mut b = Broker::new(ConnectionConfig {
-        heartbeat: 10,
-        ..Default::default()
-    });
-    b.handshake();
+    let mut b = open_with_heartbeat(10);
     b.sent();
     b.advance(Duration::from_millis(2_400));
     b.frame(Frame::Heartbeat { channel: 0 });
@@ -329,11 +331,7 @@ fn a_read_takes_a_heartbeat_along_after_a_quarter_interval_of_write_silence() {
 
 #[test]
 fn silent_peer_is_declared_dead_after_twice_the_interval() {
-    let mut b = Broker::new(ConnectionConfig {
-        heartbeat: 10,
-        ..Default::default()
-    });
-    b.handshake();
+    let mut b = open_with_heartbeat(10);
     let ch = b.open_channel();
     let op = b
         .conn
