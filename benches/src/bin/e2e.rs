@@ -219,6 +219,19 @@ fn run(o: &Opts, peer: &str, size: usize) -> Option<Value> {
 }
 
 /// Median of one field over a peer's rounds.
+/// Every body size, peer and its rounds, in table order (sizes up, peers
+/// in the order they ran), leaving out a peer that did not run at a size.
+fn rows<'a>(
+    results: &'a BTreeMap<usize, BTreeMap<&str, Vec<Value>>>,
+    peers: &'a [&str],
+) -> impl Iterator<Item = (usize, &'a str, &'a [Value])> {
+    results.iter().flat_map(move |(&size, by_peer)| {
+        peers
+            .iter()
+            .filter_map(move |&peer| Some((size, peer, by_peer.get(peer)?.as_slice())))
+    })
+}
+
 fn med(runs: &[Value], phase: &str, field: &str) -> f64 {
     median(
         runs.iter()
@@ -289,30 +302,25 @@ fn main() {
         "| body | client | publish (msg/s) | publish CPU (µs/msg) | consume (msg/s) | consume CPU (µs/msg) | max RSS (MiB) | runs |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for (size, by_peer) in &results {
-        for peer in &peers {
-            let Some(runs) = by_peer.get(peer) else {
-                continue;
-            };
-            let rss = median(
-                runs.iter()
-                    .filter_map(|r| r["max_rss_kib"].as_f64())
-                    .collect(),
-            ) / 1024.0;
-            let n = runs
-                .first()
-                .and_then(|r| r["publish"]["messages"].as_u64())
-                .unwrap_or(0);
-            println!(
-                "| {size} B | {peer} | {} | {} | {} | {} | {rss:.1} | {} × {}k |",
-                fmt_rate(med(runs, "publish", "msg_per_s")),
-                fmt_us(med(runs, "publish", "cpu_us_per_msg")),
-                fmt_rate(med(runs, "consume", "msg_per_s")),
-                fmt_us(med(runs, "consume", "cpu_us_per_msg")),
-                runs.len(),
-                n / 1000,
-            );
-        }
+    for (size, peer, runs) in rows(&results, &peers) {
+        let rss = median(
+            runs.iter()
+                .filter_map(|r| r["max_rss_kib"].as_f64())
+                .collect(),
+        ) / 1024.0;
+        let n = runs
+            .first()
+            .and_then(|r| r["publish"]["messages"].as_u64())
+            .unwrap_or(0);
+        println!(
+            "| {size} B | {peer} | {} | {} | {} | {} | {rss:.1} | {} × {}k |",
+            fmt_rate(med(runs, "publish", "msg_per_s")),
+            fmt_us(med(runs, "publish", "cpu_us_per_msg")),
+            fmt_rate(med(runs, "consume", "msg_per_s")),
+            fmt_us(med(runs, "consume", "cpu_us_per_msg")),
+            runs.len(),
+            n / 1000,
+        );
     }
     println!();
     println!(
@@ -353,24 +361,19 @@ fn main() {
         println!();
         println!("| body | client | publish msg/s ÷ raw | consume msg/s ÷ raw |");
         println!("|---|---|---|---|");
-        for (size, by_peer) in &results {
-            let Some(raw) = by_peer.get("raw") else {
+        for (size, peer, ours) in rows(&results, &peers) {
+            let Some(raw) = results[&size].get("raw") else {
                 continue;
             };
-            for peer in &peers {
-                let Some(ours) = by_peer.get(peer) else {
-                    continue;
-                };
-                if *peer == "raw" {
-                    continue;
-                }
-                let r = |phase: &str| med(ours, phase, "msg_per_s") / med(raw, phase, "msg_per_s");
-                println!(
-                    "| {size} B | {peer} | {:.2}× | {:.2}× |",
-                    r("publish"),
-                    r("consume")
-                );
+            if peer == "raw" {
+                continue;
             }
+            let r = |phase: &str| med(ours, phase, "msg_per_s") / med(raw, phase, "msg_per_s");
+            println!(
+                "| {size} B | {peer} | {:.2}× | {:.2}× |",
+                r("publish"),
+                r("consume")
+            );
         }
     }
     // Where each client's CPU goes: user space, the kernel, and how often
@@ -386,26 +389,21 @@ fn main() {
             "| body | client | publish user (µs/msg) | publish kernel (µs/msg) | publish sleeps per 1k msg | consume user (µs/msg) | consume kernel (µs/msg) | consume sleeps per 1k msg |"
         );
         println!("|---|---|---|---|---|---|---|---|");
-        for (size, by_peer) in &results {
-            for peer in &peers {
-                let Some(runs) = by_peer.get(peer) else {
-                    continue;
-                };
-                if !runs[0]["publish"]["sleeps_per_1k_msg"].is_number() {
-                    continue;
-                }
-                let f = |phase: &str, field: &str| fmt_us(med(runs, phase, field));
-                let sleeps = |phase: &str| format!("{:.0}", med(runs, phase, "sleeps_per_1k_msg"));
-                println!(
-                    "| {size} B | {peer} | {} | {} | {} | {} | {} | {} |",
-                    f("publish", "user_us_per_msg"),
-                    f("publish", "sys_us_per_msg"),
-                    sleeps("publish"),
-                    f("consume", "user_us_per_msg"),
-                    f("consume", "sys_us_per_msg"),
-                    sleeps("consume"),
-                );
+        for (size, peer, runs) in rows(&results, &peers) {
+            if !runs[0]["publish"]["sleeps_per_1k_msg"].is_number() {
+                continue;
             }
+            let f = |phase: &str, field: &str| fmt_us(med(runs, phase, field));
+            let sleeps = |phase: &str| format!("{:.0}", med(runs, phase, "sleeps_per_1k_msg"));
+            println!(
+                "| {size} B | {peer} | {} | {} | {} | {} | {} | {} |",
+                f("publish", "user_us_per_msg"),
+                f("publish", "sys_us_per_msg"),
+                sleeps("publish"),
+                f("consume", "user_us_per_msg"),
+                f("consume", "sys_us_per_msg"),
+                sleeps("consume"),
+            );
         }
     }
     println!();
