@@ -7,7 +7,8 @@
 //! sends its own every `interval / 2`, so on a quiet connection ours go out
 //! with its, and the timer never fires: one wakeup per heartbeat instead
 //! of two. RabbitMQ allows two to three intervals of silence, so the timer's
-//! `3/4` leaves more than an interval to spare.
+//! `3/4` leaves more than an interval to spare. Heartbeats go on while a
+//! close waits for its `close-ok`: the server's monitor runs until then.
 
 use std::time::{Duration, Instant};
 

@@ -457,6 +457,65 @@ fn client_close_times_out() {
     );
 }
 
+/// The server's heartbeat monitor runs until it sends its close-ok: a slow
+/// close-ok on a short heartbeat must not cost the clean close.
+#[test]
+fn heartbeats_go_on_while_a_close_waits_for_its_close_ok() {
+    let mut b = Broker::new(ConnectionConfig {
+        heartbeat: 2,
+        close_timeout: Duration::from_secs(10),
+        ..Default::default()
+    });
+    b.handshake();
+    b.conn.close(b.now, 200, "bye").unwrap();
+    assert!(matches!(b.expect_one(), (0, Method::ConnectionClose(_))));
+    // The timer: three quarters of an interval after the close went out.
+    assert_eq!(
+        b.conn.poll_timeout().map(|t| t - b.now),
+        Some(Duration::from_millis(1_500))
+    );
+    b.advance(Duration::from_millis(1_500));
+    assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
+    // A read a quarter interval later takes one along, as when open.
+    b.advance(Duration::from_millis(500));
+    b.frame(Frame::Heartbeat { channel: 0 });
+    assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
+    for _ in 0..4 {
+        b.advance(Duration::from_millis(1_500));
+        assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
+    }
+    assert!(b.events().is_empty(), "still waiting for the close-ok");
+    b.method(0, ConnectionCloseOk {});
+    let events = b.events();
+    assert_eq!(closed_with(&events), &ConnectionError::ClosedByClient);
+    assert_eq!(b.conn.poll_timeout(), None);
+    // The close timeout still ends a close-ok that never comes, heartbeats
+    // or not.
+    let mut b = Broker::new(ConnectionConfig {
+        heartbeat: 2,
+        close_timeout: Duration::from_secs(4),
+        ..Default::default()
+    });
+    b.handshake();
+    b.conn.close(b.now, 200, "bye").unwrap();
+    b.sent();
+    for _ in 0..2 {
+        b.advance(Duration::from_millis(1_500));
+        assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
+    }
+    assert_eq!(
+        b.conn.poll_timeout().map(|t| t - b.now),
+        Some(Duration::from_millis(1_000))
+    );
+    b.advance(Duration::from_millis(1_000));
+    let events = b.events();
+    assert_eq!(
+        closed_with(&events),
+        &ConnectionError::CloseTimeout(Duration::from_secs(4))
+    );
+    assert!(b.sent().is_empty());
+}
+
 #[test]
 fn eof_without_close_is_unexpected() {
     let mut b = open_broker();

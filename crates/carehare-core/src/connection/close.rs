@@ -8,7 +8,8 @@
 //!   the connection-level ones) with `ChannelError::ConnectionClosed` and
 //!   empties the channel table: nothing waits forever.
 //! - `connection.close` is queued once, when `Closing` starts; while
-//!   `Closing`, only `close` and `close-ok` on channel 0 are read.
+//!   `Closing`, only `close` and `close-ok` on channel 0 are read, and
+//!   heartbeats still go out (the server's monitor runs until it answers).
 //! - `Event::ConnectionClosed` is queued once, on entering `Closed`, and is
 //!   the last event; the read buffer is dropped then.
 

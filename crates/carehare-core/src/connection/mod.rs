@@ -216,7 +216,15 @@ impl Connection {
         self.tick(now);
         match &self.state {
             State::Closed => {}
-            State::Closing { .. } => self.ending().on_timeout(now),
+            State::Closing { .. } => {
+                self.ending().on_timeout(now);
+                // The server's monitor runs until its close-ok: a close-ok
+                // slower than two intervals must not cost the clean close.
+                if matches!(self.state, State::Closing { .. }) && self.heartbeat.should_send(now) {
+                    self.out.heartbeat();
+                    self.heartbeat.on_write(now);
+                }
+            }
             state if state.handshaking() && now >= self.handshake.deadline() => {
                 self.finish(ConnectionError::HandshakeTimeout(
                     self.config.handshake_timeout,
@@ -454,7 +462,11 @@ impl Connection {
         let handshake_deadline = self.handshake.deadline();
         match &self.state {
             State::Closed => None,
-            State::Closing { deadline, .. } => Some(*deadline),
+            State::Closing { deadline, .. } => Some(
+                self.heartbeat
+                    .send_deadline()
+                    .map_or(*deadline, |h| h.min(*deadline)),
+            ),
             State::AwaitingStart | State::AwaitingTune => Some(handshake_deadline),
             State::AwaitingOpenOk => Some(
                 self.heartbeat
@@ -477,8 +489,10 @@ impl Connection {
     /// nothing else is queued (see `heartbeat`): on a quiet connection the
     /// timer then never has to wake the caller just to send one.
     fn heartbeat_with_read(&mut self, now: Instant) {
-        if matches!(self.state, State::Open | State::AwaitingOpenOk)
-            && !self.out.has_transmit()
+        if matches!(
+            self.state,
+            State::Open | State::AwaitingOpenOk | State::Closing { .. }
+        ) && !self.out.has_transmit()
             && self.heartbeat.send_with_read(now)
         {
             self.out.heartbeat();
