@@ -93,7 +93,15 @@ async fn run(
     let open = connections.still_open();
 
     eprintln!("scale idle: asking the broker (rabbitmqctl list_connections)");
-    let on_broker = broker::connections_named(test_server, &target.prefix);
+    // rabbitmqctl takes seconds with 10,000 connections: off the runtime's
+    // threads, or a current-thread runtime would send no heartbeats
+    // meanwhile and the broker would close connections for it.
+    let on_broker = {
+        let (dir, prefix) = (test_server.to_owned(), target.prefix.clone());
+        tokio::task::spawn_blocking(move || broker::connections_named(&dir, &prefix))
+            .await
+            .map_err(|e| format!("rabbitmqctl's thread: {e}"))?
+    };
     let open_later = connections.still_open();
     let clients::Idle::Carehare(list) = connections else {
         return Err("carehare connections expected".into());
