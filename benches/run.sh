@@ -10,9 +10,11 @@
 #   growth  how cost grows, through `carehare perf` (src/bin/growth.rs)
 #   profile where the CPU of the plain user program (peer-plain) goes, beside
 #           amqprs on the same current-thread runtime: instructions per
-#           message counted by callgrind (repeatable on a loaded machine),
-#           and flame graphs from perf's cpu-clock samples drawn by inferno
-#           into docs/flame-*.svg
+#           message counted by callgrind (repeatable on a loaded machine);
+#           flame graphs from perf's cpu-clock samples drawn by inferno
+#           into docs/flame-*.svg, on both tokio runtimes, and the parts
+#           of the CPU in a table (python/flame_parts.py); the same for
+#           10 s of 10,000 idle connections on a 1 s heartbeat
 #   scale   memory per idle connection (carehare, amqprs, lapin), 10,000 idle
 #           carehare connections on a 1 s and a 10 s heartbeat, and 1 to 1,000 consumers
 #           on one connection (src/bin/scale/)
@@ -107,14 +109,41 @@ if [[ $only == *,profile,* ]]; then
       echo "| $size B | amqprs | ${ir[amqprs]} | 1.00× |"
     done
   } >"$out/profile.md"
-  for peer in plain amqprs; do
-    PEER_RUNTIME=current_thread perf record -q -F 4000 -g --call-graph dwarf,16384 \
-      -o "$out/perf.$peer.data" "target/release/peer-$peer" --count 100000 --size 12 >/dev/null
-    perf script -i "$out/perf.$peer.data" 2>/dev/null | inferno-collapse-perf >"$out/perf.$peer.folded"
-    name=$([[ $peer == plain ]] && echo carehare-plain || echo amqprs)
-    inferno-flamegraph --title "$name: 100,000 messages of 12 B published with confirms and consumed with acks (current-thread tokio)" \
-      --width 1400 --minwidth 2 <"$out/perf.$peer.folded" >"$root/docs/flame-$name.svg"
+  # perf's samples of each program on both runtimes: a flame graph each,
+  # and a table of the parts their CPU goes to (python/flame_parts.py).
+  parts=()
+  for rt in current_thread multi_thread; do
+    for peer in plain amqprs; do
+      suffix=$([[ $rt == multi_thread ]] && echo -mt || true)
+      # The e2e table's names: amqprs-ct on the current-thread runtime.
+      name=$([[ $peer == plain ]] && echo carehare-plain || echo amqprs)${suffix:-$([[ $peer == amqprs ]] && echo -ct || true)}
+      PEER_RUNTIME=$rt perf record -q -F 4000 -g --call-graph dwarf,16384 \
+        -o "$out/perf.$peer$suffix.data" "target/release/peer-$peer" --count 100000 --size 12 >/dev/null
+      perf script -i "$out/perf.$peer$suffix.data" 2>/dev/null | inferno-collapse-perf >"$out/perf.$peer$suffix.folded"
+      inferno-flamegraph --title "$name: 100,000 messages of 12 B published with confirms and consumed with acks ($rt tokio)" \
+        --width 1400 --minwidth 2 <"$out/perf.$peer$suffix.folded" >"$root/docs/flame-$name.svg"
+      parts+=("$name=$out/perf.$peer$suffix.folded")
+    done
   done
+  python3 python/flame_parts.py 100000 "${parts[@]}" >"$out/profile_parts.md"
+  # Idle connections on a 1 s heartbeat: 10 s of samples from the middle of
+  # the idle time, per heartbeat RabbitMQ sent (two a second each).
+  idle_n=${SCALE_CONNECTIONS:-10000}
+  PEER_RUNTIME=current_thread target/release/scale idle --connections "$idle_n" --heartbeat 1 --idle 30 \
+    >/dev/null 2>"$out/idle-profile.log" &
+  idle_pid=$!
+  until grep -q "idle for" "$out/idle-profile.log" 2>/dev/null; do
+    kill -0 "$idle_pid" 2>/dev/null || break
+    sleep 1
+  done
+  sleep 5
+  perf record -q -F 2000 -g --call-graph dwarf,8192 -p "$idle_pid" -o "$out/perf.idle.data" -- sleep 10 >/dev/null
+  wait "$idle_pid" || failed+=" profile-idle"
+  perf script -i "$out/perf.idle.data" 2>/dev/null | inferno-collapse-perf >"$out/perf.idle.folded"
+  inferno-flamegraph --title "carehare: $idle_n idle connections on a 1 s heartbeat, 10 s (current-thread tokio)" \
+    --width 1400 --minwidth 2 <"$out/perf.idle.folded" >"$root/docs/flame-idle.svg"
+  python3 python/flame_parts.py $((idle_n * 2 * 10)) "carehare, $idle_n idle connections=$out/perf.idle.folded" \
+    >"$out/profile_idle.md"
 fi
 if [[ $only == *,scale,* ]]; then
   echo "== scale: idle connections, ${SCALE_CONNECTIONS:-10000} idle connections (heartbeat ${SCALE_HEARTBEAT:-1 10} s), consumers on one connection" >&2
@@ -145,7 +174,7 @@ python3 - "$out" "$machine" "$(date -u +%Y-%m-%d)" <<'PY'
 import pathlib, sys
 out, machine, date = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 text = pathlib.Path("benches/benchmarks.md.in").read_text()
-for name in ["codec", "alloc", "e2e", "latency", "growth", "profile", "scale", "queues"]:
+for name in ["codec", "alloc", "e2e", "latency", "growth", "profile", "profile_parts", "profile_idle", "scale", "queues"]:
     f = out / f"{name}.md"
     table = f.read_text().rstrip() if f.exists() else "(not run)"
     text = text.replace(f"@{name.upper()}@", table)
