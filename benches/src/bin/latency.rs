@@ -205,6 +205,49 @@ fn main() {
         o.size
     );
 
+    // Every round's round trips together: a tail percentile is then the
+    // share of slow round trips over all rounds, where a round's own
+    // tail says mostly whether that round caught one of the machine's
+    // stalls (slow round trips come in runs).
+    let pooled: BTreeMap<&str, Vec<f64>> = results
+        .iter()
+        .map(|(&peer, runs)| {
+            let mut all: Vec<f64> = runs
+                .iter()
+                .flat_map(|r| r.sorted_us.iter().copied())
+                .collect();
+            all.sort_by(f64::total_cmp);
+            (peer, all)
+        })
+        .collect();
+    let pooled_quantiles = |peer: &str| -> Option<Vec<f64>> {
+        let all = pooled.get(peer)?;
+        Some(PERCENTILES.iter().map(|&(_, p)| quantile(all, p)).collect())
+    };
+    println!();
+    println!(
+        "| client (all rounds pooled) | {} |",
+        cells(names.iter().map(|n| format!("{n} (µs)")))
+    );
+    println!("|---|{}", "---|".repeat(names.len()));
+    for peer in &o.peers {
+        if let Some(q) = pooled_quantiles(peer) {
+            println!("| {peer} | {} |", cells(q.iter().map(|&x| micros(x))));
+        }
+    }
+    if let Some(theirs) = pooled_quantiles("amqprs") {
+        for peer in o.peers.iter().filter(|p| *p != "amqprs") {
+            let Some(ours) = pooled_quantiles(peer) else {
+                continue;
+            };
+            let ratios = ours
+                .iter()
+                .zip(&theirs)
+                .map(|(a, b)| format!("{:.2}×", a / b));
+            println!("| {peer} ÷ amqprs | {} |", cells(ratios));
+        }
+    }
+
     let mut figure = Figure::new(
         Kind::Cdf,
         &format!("Unloaded round trip, publish to delivery ({} B)", o.size),
@@ -213,15 +256,10 @@ fn main() {
     );
     figure.log_x = true;
     for peer in &o.peers {
-        let Some(runs) = results.get(peer.as_str()) else {
+        let Some(all) = pooled.get(peer.as_str()) else {
             continue;
         };
-        let mut pooled: Vec<f64> = runs
-            .iter()
-            .flat_map(|r| r.sorted_us.iter().copied())
-            .collect();
-        pooled.sort_by(f64::total_cmp);
-        figure.push(peer, cdf(&pooled));
+        figure.push(peer, cdf(all));
     }
     if figure.series.is_empty() {
         eprintln!("no client ran: no figure");
