@@ -461,14 +461,19 @@ fn client_close_times_out() {
 /// close-ok on a short heartbeat must not cost the clean close.
 #[test]
 fn heartbeats_go_on_while_a_close_waits_for_its_close_ok() {
-    let mut b = Broker::new(ConnectionConfig {
-        heartbeat: 2,
-        close_timeout: Duration::from_secs(10),
-        ..Default::default()
-    });
-    b.handshake();
-    b.conn.close(b.now, 200, "bye").unwrap();
-    assert!(matches!(b.expect_one(), (0, Method::ConnectionClose(_))));
+    /// Open on a 2 s heartbeat, then closing, its `connection.close` sent.
+    fn closing(close_timeout: Duration) -> Broker {
+        let mut b = Broker::new(ConnectionConfig {
+            heartbeat: 2,
+            close_timeout,
+            ..Default::default()
+        });
+        b.handshake();
+        b.conn.close(b.now, 200, "bye").unwrap();
+        assert!(matches!(b.expect_one(), (0, Method::ConnectionClose(_))));
+        b
+    }
+    let mut b = closing(Duration::from_secs(10));
     // The timer: three quarters of an interval after the close went out.
     assert_eq!(
         b.conn.poll_timeout().map(|t| t - b.now),
@@ -491,14 +496,7 @@ fn heartbeats_go_on_while_a_close_waits_for_its_close_ok() {
     assert_eq!(b.conn.poll_timeout(), None);
     // The close timeout still ends a close-ok that never comes, heartbeats
     // or not.
-    let mut b = Broker::new(ConnectionConfig {
-        heartbeat: 2,
-        close_timeout: Duration::from_secs(4),
-        ..Default::default()
-    });
-    b.handshake();
-    b.conn.close(b.now, 200, "bye").unwrap();
-    b.sent();
+    let mut b = closing(Duration::from_secs(4));
     for _ in 0..2 {
         b.advance(Duration::from_millis(1_500));
         assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
