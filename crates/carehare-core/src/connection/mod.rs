@@ -737,6 +737,7 @@ impl Connection {
             }
             (State::AwaitingOpenOk, Method::ConnectionOpenOk(_)) => {
                 self.state = State::Open;
+                self.out.handshake_done();
                 let tuning = self.handshake.on_open_ok(&self.config);
                 debug!(?tuning, "connection open");
                 self.out.event(Event::Connected(tuning));
@@ -782,5 +783,45 @@ fn peek_channel(buf: &[u8]) -> ChannelId {
     match buf {
         [_, hi, lo, ..] => u16::from_be_bytes([*hi, *lo]),
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+    use crate::frame::Frame;
+    use crate::method::BasicPublish;
+    use crate::properties::BasicProperties;
+    use crate::testing::Broker;
+
+    /// An idle connection holds its write buffer for as long as it lives:
+    /// the handshake's is traded for a small one, and the first publish
+    /// takes a large one.
+    #[test]
+    fn the_write_buffer_is_small_between_the_handshake_and_the_first_publish() {
+        let mut b = Broker::new(Default::default());
+        assert!(b.conn.out.write_capacity() >= 1024);
+        b.handshake();
+        assert!(
+            b.conn.out.write_capacity() <= 128,
+            "{}",
+            b.conn.out.write_capacity()
+        );
+        // Heartbeats and channel opens fit without growing it.
+        b.advance(std::time::Duration::from_secs(45));
+        assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
+        let ch = b.open_channel();
+        assert!(b.conn.out.write_capacity() <= 128);
+        b.conn
+            .publish(
+                ch,
+                &BasicPublish::default(),
+                &BasicProperties::default(),
+                b"x",
+            )
+            .unwrap();
+        assert!(b.conn.out.write_capacity() >= 4096);
+        assert!(b.sent().iter().any(|f| matches!(f, Frame::Body { .. })));
     }
 }

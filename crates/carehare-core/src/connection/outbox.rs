@@ -36,9 +36,12 @@ impl BodyRef<'_> {
     }
 }
 
-/// The write buffer's first size: room for the handshake, and all an idle
-/// connection (heartbeats) or a consumer's acks need.
+/// The write buffer's first size: room for the handshake.
 const WRITE_START: usize = 1024;
+/// The write buffer's size once the handshake is over, until the first
+/// publish: all an idle connection (heartbeats) or a consumer's acks need,
+/// and an idle connection holds it for as long as it lives.
+const WRITE_IDLE: usize = 128;
 /// The write buffer's size once the connection publishes. While the
 /// transport still holds its queued bytes, more frames go to a fresh
 /// buffer of at least the first one's size; this keeps those allocations
@@ -175,6 +178,21 @@ impl Outbox {
         buf.extend_from_slice(&self.write_buf);
         self.write_buf = buf;
         self.publishing = true;
+    }
+
+    /// The handshake is over: trade its buffer for a small one, unless the
+    /// connection publishes already or bytes wait in it. (A piece of the
+    /// old buffer the transport still holds keeps it alive until written.)
+    pub(super) fn handshake_done(&mut self) {
+        if !self.publishing && !self.has_transmit() {
+            self.write_buf = BytesMut::with_capacity(WRITE_IDLE);
+        }
+    }
+
+    /// The write buffer's capacity.
+    #[cfg(test)]
+    pub(super) fn write_capacity(&self) -> usize {
+        self.write_buf.capacity()
     }
 
     /// Queues a heartbeat frame.
