@@ -216,15 +216,7 @@ impl Connection {
         self.tick(now);
         match &self.state {
             State::Closed => {}
-            State::Closing { .. } => {
-                self.ending().on_timeout(now);
-                // The server's monitor runs until its close-ok: a close-ok
-                // slower than two intervals must not cost the clean close.
-                if matches!(self.state, State::Closing { .. }) && self.heartbeat.should_send(now) {
-                    self.out.heartbeat();
-                    self.heartbeat.on_write(now);
-                }
-            }
+            State::Closing { .. } => self.ending().on_timeout(now),
             state if state.handshaking() && now >= self.handshake.deadline() => {
                 self.finish(ConnectionError::HandshakeTimeout(
                     self.config.handshake_timeout,
@@ -248,11 +240,13 @@ impl Connection {
                         reply_code::REPLY_SUCCESS,
                         &text,
                     );
-                } else if self.heartbeat.should_send(now) {
-                    self.out.heartbeat();
-                    self.heartbeat.on_write(now);
                 }
             }
+        }
+        // After the monitor and the timeouts: a connection they ended is
+        // `Closed` and sends nothing.
+        if self.state.sends_heartbeats() && self.heartbeat.should_send(now) {
+            self.send_heartbeat(now);
         }
     }
 
@@ -489,15 +483,17 @@ impl Connection {
     /// nothing else is queued (see `heartbeat`): on a quiet connection the
     /// timer then never has to wake the caller just to send one.
     fn heartbeat_with_read(&mut self, now: Instant) {
-        if matches!(
-            self.state,
-            State::Open | State::AwaitingOpenOk | State::Closing { .. }
-        ) && !self.out.has_transmit()
+        if self.state.sends_heartbeats()
+            && !self.out.has_transmit()
             && self.heartbeat.send_with_read(now)
         {
-            self.out.heartbeat();
-            self.heartbeat.on_write(now);
+            self.send_heartbeat(now);
         }
+    }
+
+    fn send_heartbeat(&mut self, now: Instant) {
+        self.out.heartbeat();
+        self.heartbeat.on_write(now);
     }
 
     /// When the blocked timeout runs out, and the limit, while the server

@@ -180,11 +180,12 @@ impl Outbox {
         self.publishing = true;
     }
 
-    /// The handshake is over: trade its buffer for a small one, unless the
-    /// connection publishes already or bytes wait in it. (A piece of the
-    /// old buffer the transport still holds keeps it alive until written.)
+    /// The handshake is over: trade its buffer for a small one, unless
+    /// bytes wait in it. (Nothing was published yet: publishing needs an
+    /// open connection. A piece of the old buffer the transport still
+    /// holds keeps it alive until written.)
     pub(super) fn handshake_done(&mut self) {
-        if !self.publishing && !self.has_transmit() {
+        if !self.has_transmit() {
             self.write_buf = BytesMut::with_capacity(WRITE_IDLE);
         }
     }

@@ -38,6 +38,16 @@ impl State {
         )
     }
 
+    /// Whether heartbeats go out: from the tuning on (its interval is
+    /// known then) until the close is answered, since the server's monitor
+    /// runs until it sends its `close-ok`.
+    pub(super) fn sends_heartbeats(&self) -> bool {
+        matches!(
+            self,
+            State::AwaitingOpenOk | State::Open | State::Closing { .. }
+        )
+    }
+
     /// Whether a close started or finished.
     pub(super) fn ending(&self) -> bool {
         matches!(self, State::Closing { .. } | State::Closed)
