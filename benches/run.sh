@@ -119,8 +119,13 @@ if [[ $only == *,profile,* ]]; then
   for rt in current_thread multi_thread; do
     for peer in plain amqprs; do
       suffix=$([[ $rt == multi_thread ]] && echo -mt || true)
-      # The e2e table's names: amqprs-ct on the current-thread runtime.
-      name=$([[ $peer == plain ]] && echo carehare-plain || echo amqprs)${suffix:-$([[ $peer == amqprs ]] && echo -ct || true)}
+      # The e2e table's names.
+      case $peer-$rt in
+        plain-current_thread) name=carehare-plain ;;
+        plain-multi_thread) name=carehare-plain-mt ;;
+        amqprs-current_thread) name=amqprs-ct ;;
+        amqprs-multi_thread) name=amqprs-mt ;;
+      esac
       PEER_RUNTIME=$rt perf record -q -F 4000 -g --call-graph dwarf,16384 \
         -o "$out/perf.$peer$suffix.data" "target/release/peer-$peer" --count 100000 --size 12 >/dev/null
       perf script -i "$out/perf.$peer$suffix.data" 2>/dev/null | inferno-collapse-perf >"$out/perf.$peer$suffix.folded"
@@ -133,21 +138,28 @@ if [[ $only == *,profile,* ]]; then
   # Idle connections on a 1 s heartbeat: 10 s of samples from the middle of
   # the idle time, per heartbeat RabbitMQ sent (two a second each).
   idle_n=${SCALE_CONNECTIONS:-10000}
+  rm -f "$out/perf.idle.data"
   PEER_RUNTIME=current_thread target/release/scale idle --connections "$idle_n" --heartbeat 1 --idle 30 \
     >/dev/null 2>"$out/idle-profile.log" &
   idle_pid=$!
-  until grep -q "idle for" "$out/idle-profile.log" 2>/dev/null; do
-    kill -0 "$idle_pid" 2>/dev/null || break
+  until grep -q "idle for" "$out/idle-profile.log" 2>/dev/null || ! kill -0 "$idle_pid" 2>/dev/null; do
     sleep 1
   done
   sleep 5
-  perf record -q -F 2000 -g --call-graph dwarf,8192 -p "$idle_pid" -o "$out/perf.idle.data" -- sleep 10 >/dev/null
-  wait "$idle_pid" || failed+=" profile-idle"
-  perf script -i "$out/perf.idle.data" 2>/dev/null | inferno-collapse-perf >"$out/perf.idle.folded"
-  inferno-flamegraph --title "carehare: $idle_n idle connections on a 1 s heartbeat, 10 s (current-thread tokio)" \
-    --width 1400 --minwidth 2 <"$out/perf.idle.folded" >"$root/docs/flame-idle.svg"
-  python3 python/flame_parts.py $((idle_n * 2 * 10)) "carehare, $idle_n idle connections=$out/perf.idle.folded" \
-    >"$out/profile_idle.md"
+  # A run that ended before its idle time (a failed check: see its log)
+  # leaves the last figures as they were.
+  if kill -0 "$idle_pid" 2>/dev/null; then
+    perf record -q -F 2000 -g --call-graph dwarf,8192 -p "$idle_pid" -o "$out/perf.idle.data" -- sleep 10 >/dev/null
+  fi
+  if wait "$idle_pid" && [[ -s $out/perf.idle.data ]]; then
+    perf script -i "$out/perf.idle.data" 2>/dev/null | inferno-collapse-perf >"$out/perf.idle.folded"
+    inferno-flamegraph --title "carehare: $idle_n idle connections on a 1 s heartbeat, 10 s (current-thread tokio)" \
+      --width 1400 --minwidth 2 <"$out/perf.idle.folded" >"$root/docs/flame-idle.svg"
+    python3 python/flame_parts.py $((idle_n * 2 * 10)) "carehare, $idle_n idle connections=$out/perf.idle.folded" \
+      >"$out/profile_idle.md"
+  else
+    failed+=" profile-idle"
+  fi
 fi
 if [[ $only == *,scale,* ]]; then
   echo "== scale: idle connections, ${SCALE_CONNECTIONS:-10000} idle connections (heartbeat ${SCALE_HEARTBEAT:-1 10} s), consumers on one connection" >&2

@@ -218,7 +218,6 @@ fn run(o: &Opts, peer: &str, size: usize) -> Option<Value> {
     }
 }
 
-/// Median of one field over a peer's rounds.
 /// Every body size, peer and its rounds, in table order (sizes up, peers
 /// in the order they ran), leaving out a peer that did not run at a size.
 fn rows<'a>(
@@ -232,6 +231,7 @@ fn rows<'a>(
     })
 }
 
+/// Median of one field over a peer's rounds.
 fn med(runs: &[Value], phase: &str, field: &str) -> f64 {
     median(
         runs.iter()
