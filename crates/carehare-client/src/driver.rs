@@ -16,7 +16,8 @@
 //! of it is dropped. A short read (a heartbeat, an ack) is copied out
 //! instead, so that a quiet connection doesn't walk through its block and
 //! make all of it resident. Blocks grow with the reads (256 KiB under
-//! load) and drop back to a small one after a run of short reads. Writes
+//! load) and drop back to a 512 B one after a run of short reads: an idle
+//! connection holds 512 B for reading, not the handshake's 2 KiB. Writes
 //! take the core's queued pieces as `Bytes` (its write buffer, plus large
 //! published bodies as the caller's own `Bytes`) and send them with one
 //! `writev`.
@@ -40,17 +41,27 @@ use crate::state::Shared;
 const READS_PER_POLL: usize = 16;
 /// Reads go into blocks at most this large, split off as they fill.
 const READ_BLOCK: usize = 256 * 1024;
-/// The first block, and the block after a quiet spell: an idle connection
-/// holds this much for reading.
+/// The first block, large enough for the handshake's `connection.start`
+/// in one or two reads; also the least a block grows to after load
+/// returns.
 const SMALL_BLOCK: usize = 2 * 1024;
 /// A read is at most this large...
 const READ_MAX: usize = 64 * 1024;
 /// ...and at least this large; below it a fresh block is taken.
 const READ_MIN: usize = 512;
+/// The block after a quiet spell: what an idle connection holds for
+/// reading. Exactly one read of the least size, so short reads keep
+/// reusing it without taking a fresh block.
+const IDLE_BLOCK: usize = READ_MIN;
 /// Reads shorter than this are copied out of the block (see the top).
 const COPY_BELOW: usize = 256;
-/// After this many short reads in a row, a large block is let go.
+/// After this many short reads in a row, a block larger than SMALL_BLOCK
+/// is let go: taking a large one again under load costs more...
 const SHRINK_AFTER: u32 = 16;
+/// ...than taking a small one, which is let go sooner. The handshake ends
+/// with two short reads (`tune`, `open-ok`), so an idle connection is down
+/// to IDLE_BLOCK as soon as it opens.
+const SHRINK_SMALL_AFTER: u32 = 2;
 /// Pieces per `writev` at most (Linux allows 1024; this is plenty).
 const MAX_IOV: usize = 64;
 
@@ -156,12 +167,17 @@ impl Driver {
                     };
                     let now = self.runtime.now();
                     self.shared.lock().input(now, data);
-                    if self.short_reads >= SHRINK_AFTER && self.block > SMALL_BLOCK {
-                        // Quiet now: let the large block go (once every
-                        // slice of it is dropped); the next read takes a
-                        // small one.
-                        self.read_buf = BytesMut::new();
-                        self.block = SMALL_BLOCK;
+                    let quiet = if self.block > SMALL_BLOCK {
+                        SHRINK_AFTER
+                    } else {
+                        SHRINK_SMALL_AFTER
+                    };
+                    if self.short_reads >= quiet && self.block > IDLE_BLOCK {
+                        // Quiet now: let the block go (once every slice of
+                        // it is dropped) for an idle one. Short reads are
+                        // copied out, so nothing unread is in it.
+                        self.read_buf = BytesMut::with_capacity(IDLE_BLOCK);
+                        self.block = IDLE_BLOCK;
                     }
                 }
                 Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -316,7 +332,7 @@ mod tests {
 
     use carehare_core::testing;
 
-    use super::{Driver, READ_BLOCK, SHRINK_AFTER, SMALL_BLOCK};
+    use super::{Driver, IDLE_BLOCK, READ_BLOCK, SHRINK_AFTER, SHRINK_SMALL_AFTER, SMALL_BLOCK};
     use crate::metrics::Meter;
     use crate::runtime::Runtime;
     use crate::sim::{FakeBroker, SimRuntime, duplex};
@@ -360,14 +376,17 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_connection_reads_into_one_small_block() {
+    fn a_quiet_connection_reads_into_one_idle_block() {
         let mut driver = connected();
-        assert_eq!(driver.0.block, SMALL_BLOCK);
+        // The handshake's block is let go once the connection opened.
+        read(&mut driver, (0..SHRINK_SMALL_AFTER).map(|_| heartbeats(1)));
+        assert_eq!(driver.0.block, IDLE_BLOCK);
+        assert!(driver.0.read_buf.capacity() <= IDLE_BLOCK);
         let before = driver.0.read_buf.as_ptr();
         read(&mut driver, (0..5000).map(|_| heartbeats(1)));
         // Short reads are copied out: the scratch never moved.
         assert_eq!(driver.0.read_buf.as_ptr(), before);
-        assert_eq!(driver.0.block, SMALL_BLOCK);
+        assert_eq!(driver.0.block, IDLE_BLOCK);
     }
 
     #[test]
@@ -378,8 +397,24 @@ mod tests {
         read(&mut driver, (1..SHRINK_AFTER).map(|_| heartbeats(1)));
         assert_eq!(driver.0.block, READ_BLOCK);
         read(&mut driver, [heartbeats(1)]);
-        assert_eq!(driver.0.block, SMALL_BLOCK);
+        assert_eq!(driver.0.block, IDLE_BLOCK);
         read(&mut driver, [heartbeats(1)]);
-        assert!(driver.0.read_buf.capacity() <= SMALL_BLOCK);
+        assert!(driver.0.read_buf.capacity() <= IDLE_BLOCK);
+    }
+
+    #[test]
+    fn an_idle_block_grows_again_when_reads_are_long() {
+        let mut driver = connected();
+        read(&mut driver, (0..SHRINK_SMALL_AFTER).map(|_| heartbeats(1)));
+        assert_eq!(driver.0.block, IDLE_BLOCK);
+        // One read fills the idle block; the next takes a larger one.
+        read(&mut driver, [heartbeats(IDLE_BLOCK / 8 * 3)]);
+        assert!(driver.0.block >= SMALL_BLOCK);
+        // It is larger than SMALL_BLOCK, so it is kept for a longer
+        // quiet spell than the handshake's.
+        read(&mut driver, (1..SHRINK_AFTER).map(|_| heartbeats(1)));
+        assert!(driver.0.block > SMALL_BLOCK);
+        read(&mut driver, [heartbeats(1)]);
+        assert_eq!(driver.0.block, IDLE_BLOCK);
     }
 }
