@@ -1,9 +1,12 @@
 //! Connecting: for each address in turn, resolve, then TCP, TLS and the AMQP
 //! handshake, each attempt under its own limit and all under one timeout.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, select};
@@ -15,7 +18,7 @@ use crate::error::{ConnectionError, Error};
 use crate::handles::connection::Connection;
 use crate::metrics::Meter;
 use crate::options::ConnectOptions;
-use crate::runtime::{Runtime, Stream};
+use crate::runtime::{BoxFuture, Runtime, Stream};
 use crate::state::Shared;
 use crate::tls;
 
@@ -41,11 +44,48 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 /// connection.close().await?;
 /// # Ok(()) }
 /// ```
-pub async fn connect_with_runtime(
-    runtime: Arc<dyn Runtime>,
+pub fn connect_with_runtime(runtime: Arc<dyn Runtime>, options: ConnectOptions) -> Connecting {
+    connect_with_runtime_of(move || runtime, options)
+}
+
+/// [`connect_with_runtime`], with the runtime made when the future is
+/// first polled. An adapter's `connect_with` may be called outside its
+/// runtime (as the argument of a `block_on`, say), and some runtimes
+/// (tokio's) can only be found from inside one.
+#[doc(hidden)]
+pub fn connect_with_runtime_of(
+    runtime: impl FnOnce() -> Arc<dyn Runtime> + Send + 'static,
     options: ConnectOptions,
-) -> Result<Connection, Error> {
-    connect_observed(runtime, options, &|_| {}).await
+) -> Connecting {
+    Connecting(Box::pin(async move {
+        connect_observed(runtime(), options, &|_| {}).await
+    }))
+}
+
+/// A connection being opened: the future [`connect_with_runtime`] (and
+/// each adapter's `connect_with`) returns; it resolves to the
+/// [`Connection`] or to the error that ended every attempt.
+///
+/// Its state is on the heap, and it is two words. Connecting holds a few
+/// KiB (the options, each attempt's TCP, TLS and handshake state), and
+/// unboxed that would be part of the future of every task that awaits a
+/// connection, for that task's whole life: an async block is as large as
+/// the largest future it awaits.
+#[must_use = "a connection is opened only while this future is polled"]
+pub struct Connecting(BoxFuture<'static, Result<Connection, Error>>);
+
+impl Future for Connecting {
+    type Output = Result<Connection, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for Connecting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connecting").finish_non_exhaustive()
+    }
 }
 
 /// [`connect_with_runtime`], calling `trying` with each address before it

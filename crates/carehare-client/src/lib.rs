@@ -50,7 +50,7 @@ pub use carehare_core::types::{
     AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortStr,
     ShortStrTooLong,
 };
-pub use connect::connect_with_runtime;
+pub use connect::{Connecting, connect_with_runtime, connect_with_runtime_of};
 pub use error::{Cause, CloseReason, ConnectionError, Error, UsageError};
 pub use handles::blocking::{Blocking, BlockingChanges};
 pub use handles::confirmation::Confirmation;
@@ -88,10 +88,15 @@ macro_rules! adapter_entry_points {
         /// # Ok(()) }
         /// ```
         pub async fn connect(url: &str) -> Result<$crate::Connection, $crate::Error> {
-            connect_with($crate::ConnectOptions::from_url(url)?).await
+            // Apart, so that the parsed options are not kept across the
+            // await: the future stays a few words (see `connect_with`).
+            let connecting = connect_with($crate::ConnectOptions::from_url(url)?);
+            connecting.await
         }
 
-        /// Connects with explicit options.
+        /// Connects with explicit options. The future, [`Connecting`], is
+        /// two words (its state is on the heap), and the runtime is found
+        /// when it is first polled, so it may be made outside the runtime.
         ///
         /// ```no_run
         #[doc = concat!("# async fn f() -> Result<(), ", stringify!($krate), "::Error> {")]
@@ -101,10 +106,8 @@ macro_rules! adapter_entry_points {
         #[doc = concat!("let connection = ", stringify!($krate), "::connect_with(options).await?;")]
         /// # drop(connection); Ok(()) }
         /// ```
-        pub async fn connect_with(
-            options: $crate::ConnectOptions,
-        ) -> Result<$crate::Connection, $crate::Error> {
-            $crate::connect_with_runtime(::std::sync::Arc::new($runtime), options).await
+        pub fn connect_with(options: $crate::ConnectOptions) -> $crate::Connecting {
+            $crate::connect_with_runtime_of(move || ::std::sync::Arc::new($runtime), options)
         }
 
         /// Connects with `options`, runs `setup` (which declares the
@@ -126,11 +129,11 @@ macro_rules! adapter_entry_points {
         /// publisher.publish("hello", "", "jobs").await?.await?;
         /// # Ok(()) }
         /// ```
-        pub async fn connect_recovering<T, F>(
+        pub fn connect_recovering<T, F>(
             options: $crate::ConnectOptions,
             recovery: $crate::RecoveryOptions,
             setup: F,
-        ) -> Result<$crate::RecoveringConnection<T>, $crate::Error>
+        ) -> $crate::BoxFuture<'static, Result<$crate::RecoveringConnection<T>, $crate::Error>>
         where
             T: Clone + Send + Sync + 'static,
             F: Fn($crate::Connection) -> $crate::BoxFuture<'static, Result<T, $crate::Error>>
@@ -138,13 +141,16 @@ macro_rules! adapter_entry_points {
                 + Sync
                 + 'static,
         {
-            $crate::RecoveringConnection::connect(
-                ::std::sync::Arc::new($runtime),
-                options,
-                recovery,
-                setup,
-            )
-            .await
+            // The runtime is made on the first poll (see `connect_with`).
+            ::std::boxed::Box::pin(async move {
+                $crate::RecoveringConnection::connect(
+                    ::std::sync::Arc::new($runtime),
+                    options,
+                    recovery,
+                    setup,
+                )
+                .await
+            })
         }
     };
 }

@@ -73,3 +73,42 @@ impl Runtime for Tokio {
 }
 
 carehare_client::adapter_entry_points!(carehare_tokio, crate::Tokio::current());
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+    use std::mem::size_of_val;
+
+    /// A task that awaits a connection carries the future it awaits for
+    /// its whole life: it is two words, and it may be made before the
+    /// runtime it runs on is entered.
+    #[test]
+    fn connecting_is_two_words_and_finds_its_runtime_when_polled() {
+        // Nothing listens on port 1: refused at once.
+        let options = crate::ConnectOptions::from_url("amqp://127.0.0.1:1/").unwrap();
+        let connecting = crate::connect_with(options.clone());
+        assert_eq!(size_of_val(&connecting), 2 * size_of::<usize>());
+        let recovering =
+            crate::connect_recovering(options, Default::default(), |_| Box::pin(async { Ok(()) }));
+        assert_eq!(size_of_val(&recovering), 2 * size_of::<usize>());
+        let url_connect = async { crate::connect("amqp://127.0.0.1:1/").await.map(drop) };
+        assert!(
+            size_of_val(&url_connect) <= 64,
+            "{}",
+            size_of_val(&url_connect)
+        );
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let error = runtime.block_on(connecting).unwrap_err();
+        assert!(matches!(error, crate::Error::Connect { .. }), "{error:?}");
+        drop(recovering);
+        assert!(matches!(
+            runtime.block_on(url_connect).unwrap_err(),
+            crate::Error::Connect { .. }
+        ));
+    }
+}

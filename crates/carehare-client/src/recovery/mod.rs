@@ -96,42 +96,46 @@ impl<T> std::fmt::Debug for RecoveringConnection<T> {
 
 impl<T: Clone + Send + Sync + 'static> RecoveringConnection<T> {
     /// Connects with `options`, runs `setup`, and from then on recovers
-    /// the connection whenever it is lost.
+    /// the connection whenever it is lost. The future is boxed (two
+    /// words), like [`Connecting`](crate::Connecting).
     ///
     /// # Cancel safety
     /// Cancel-safe: nothing runs on before it returns. Cancelled, a
     /// connection it already made is closed, and recovery (which starts
     /// when it returns) never starts.
-    pub async fn connect<F>(
+    pub fn connect<F>(
         runtime: Arc<dyn Runtime>,
         options: ConnectOptions,
         recovery: RecoveryOptions,
         setup: F,
-    ) -> Result<Self, Error>
+    ) -> BoxFuture<'static, Result<Self, Error>>
     where
         F: Fn(Connection) -> BoxFuture<'static, Result<T, Error>> + Send + Sync + 'static,
     {
-        let setup: Setup<T> = Arc::new(setup);
-        let first = if recovery.retry_first_connect {
-            None
-        } else {
-            let connection = connect_with_runtime(runtime.clone(), options.clone()).await?;
-            let topology = setup(connection.clone()).await?;
-            info!(address = %connection.address(), "connected; recovery is on");
-            Some((connection, topology))
-        };
-        let background = first.is_none();
-        let (shared, handles_gone) = Recovery::new(runtime.clone(), recovery, first);
-        let supervisor = supervise(
-            Arc::downgrade(&shared),
-            handles_gone,
-            runtime.clone(),
-            options,
-            setup,
-            background,
-        );
-        runtime.spawn(Box::pin(supervisor));
-        Ok(Self { shared })
+        // Boxed, for the reason `Connecting` is: see there.
+        Box::pin(async move {
+            let setup: Setup<T> = Arc::new(setup);
+            let first = if recovery.retry_first_connect {
+                None
+            } else {
+                let connection = connect_with_runtime(runtime.clone(), options.clone()).await?;
+                let topology = setup(connection.clone()).await?;
+                info!(address = %connection.address(), "connected; recovery is on");
+                Some((connection, topology))
+            };
+            let background = first.is_none();
+            let (shared, handles_gone) = Recovery::new(runtime.clone(), recovery, first);
+            let supervisor = supervise(
+                Arc::downgrade(&shared),
+                handles_gone,
+                runtime.clone(),
+                options,
+                setup,
+                background,
+            );
+            runtime.spawn(Box::pin(supervisor));
+            Ok(Self { shared })
+        })
     }
 
     /// The connection in use, waiting for recovery if there is none
