@@ -86,6 +86,13 @@ pub fn rss_kib() -> u64 {
     status_field("VmRSS:").unwrap_or(0)
 }
 
+/// The anonymous part of this process's resident set now, in KiB
+/// (`RssAnon`: heap, stacks), without the code and file pages (`RssFile`)
+/// that count in `VmRSS` once touched.
+pub fn rss_anon_kib() -> u64 {
+    status_field("RssAnon:").unwrap_or(0)
+}
+
 /// The threads of this process now.
 pub fn threads() -> u64 {
     status_field("Threads:").unwrap_or(0)

@@ -197,6 +197,7 @@ pub fn main(f: &Flags) -> Result<(), String> {
         x_label: "consumers (one channel each)",
         y_label: "delivered msg/s",
         log_x: true,
+        log_y: false,
         series: vec![Series {
             name: "carehare".into(),
             points,

@@ -168,6 +168,7 @@ pub fn main(f: &Flags) -> Result<(), String> {
         x_label: "queues (N), a producer and a consumer each",
         y_label: "msg/s",
         log_x: true,
+        log_y: false,
         series: vec![
             Series {
                 name: "1 connection".into(),

@@ -1,6 +1,6 @@
 //! The process's own limits and usage.
 
-use carehare_benches::e2e::{cpu_time, rss_kib, threads};
+use carehare_benches::e2e::{cpu_time, rss_anon_kib, rss_kib, threads};
 
 use crate::alloc::Heap;
 
@@ -59,6 +59,8 @@ pub fn process_cpu(pid: u32) -> Option<std::time::Duration> {
 #[derive(Clone, Copy, Debug)]
 pub struct Usage {
     pub rss_kib: u64,
+    /// The anonymous part of `rss_kib`: heap and stacks.
+    pub rss_anon_kib: u64,
     pub threads: u64,
     pub heap: Heap,
     pub cpu: std::time::Duration,
@@ -68,6 +70,7 @@ impl Usage {
     pub fn now() -> Self {
         Self {
             rss_kib: rss_kib(),
+            rss_anon_kib: rss_anon_kib(),
             threads: threads(),
             heap: Heap::now(),
             cpu: cpu_time(),
