@@ -139,7 +139,13 @@ if [[ $only == *,profile,* ]]; then
   # the idle time, per heartbeat RabbitMQ sent (two a second each).
   idle_n=${SCALE_CONNECTIONS:-10000}
   rm -f "$out/perf.idle.data"
-  PEER_RUNTIME=current_thread target/release/scale idle --connections "$idle_n" --heartbeat 1 --idle 30 \
+  # The runs above left a few hundred MB of perf data to write back: on
+  # this machine that stalled the broker enough to fail handshakes of the
+  # 10,000 connections. The samples need every connection open through
+  # the idle time (--check idle), not the broker's count after it.
+  sync
+  sleep 5
+  PEER_RUNTIME=current_thread target/release/scale idle --connections "$idle_n" --heartbeat 1 --idle 30 --check idle \
     >/dev/null 2>"$out/idle-profile.log" &
   idle_pid=$!
   until grep -q "idle for" "$out/idle-profile.log" 2>/dev/null || ! kill -0 "$idle_pid" 2>/dev/null; do

@@ -8,7 +8,7 @@
 //! scale idle-rss  [--connections 1,100,1000] [--clients carehare,amqprs,lapin]
 //!                 [--heartbeat 10] [--idle 12] [--batch 50] [--warmup 1] [--out DIR]
 //! scale idle      [--connections 10000] [--heartbeat 1] [--idle 60] [--batch 100]
-//!                 [--test-server DIR]
+//!                 [--check all|idle] [--test-server DIR]
 //! scale consumers [--consumers 1,10,100,1000] [--messages 100000] [--prefetch 300]
 //!                 [--rounds 1] [--out DIR]
 //! scale queues    [--queues 1,4,16,64] [--messages 100000] [--confirm 1000]
