@@ -27,10 +27,11 @@ pub fn main(f: &Flags) -> Result<(), String> {
     // counts and closed cleanly. `idle`: every connection open to the end
     // of the idle time by the client's count, for a profile of the idle
     // time; the broker's count and the close are reported all the same.
-    let check = f.text("check", "all");
-    if !matches!(check.as_str(), "all" | "idle") {
-        return Err(format!("--check {check}: all or idle"));
-    }
+    let idle_only = match f.text("check", "all").as_str() {
+        "all" => false,
+        "idle" => true,
+        other => return Err(format!("--check {other}: all or idle")),
+    };
     let url = f.text("url", crate::URL);
     let test_server = f.text(
         "test-server",
@@ -54,7 +55,6 @@ pub fn main(f: &Flags) -> Result<(), String> {
         heartbeat,
         prefix: format!("scale-idle-{}-", std::process::id()),
     };
-    let idle_only = check == "idle";
     runtime(true).block_on(run(target, n, idle, batch, &test_server, idle_only))
 }
 
