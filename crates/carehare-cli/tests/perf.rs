@@ -141,8 +141,30 @@ fn perf_duration_run_on_a_quorum_queue_prints_the_table() {
     );
 }
 
+/// How many messages a two-connection run publishes: at 1,000 msg/s it
+/// lasts 16 s, long enough for a loaded CI machine, where one
+/// `rabbitmqctl` call can take a few seconds, to list the connections
+/// and close them mid-run.
+const RUN_COUNT: u64 = 16_000;
+
+/// Closes the broker's connections `pids` all at once (one `rabbitmqctl`
+/// call each, side by side: one after another they took long enough on a
+/// loaded machine for the run to end between them), then checks that the
+/// run was still going, so both closes hit a live connection.
+fn close_mid_run(child: &mut std::process::Child, pids: &[String]) {
+    std::thread::scope(|s| {
+        for pid in pids {
+            s.spawn(move || rabbitmqctl(&format!("close_connection '{pid}' 'test: go away'")));
+        }
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before its connections were closed: raise RUN_COUNT"
+    );
+}
+
 /// Starts `perf` with `extra` flags on two connections named `name`,
-/// publishing 8,000 messages at 1,000 msg/s, and waits until RabbitMQ
+/// publishing `RUN_COUNT` messages at 1,000 msg/s, and waits until RabbitMQ
 /// lists both connections (within 30 s of the start); returns the run,
 /// their pids, and that deadline, for what the test waits for next.
 fn two_connection_run(name: &str, extra: &[&str]) -> (std::process::Child, Vec<String>, Instant) {
@@ -151,7 +173,8 @@ fn two_connection_run(name: &str, extra: &[&str]) -> (std::process::Child, Vec<S
         .arg(format!("{URL}?name={name}"))
         .arg("perf")
         .args(extra)
-        .args(["--connections", "2", "--count", "8000", "--rate", "1000"])
+        .args(["--connections", "2", "--rate", "1000"])
+        .args(["--count", &RUN_COUNT.to_string()])
         .args(["--json", "--quiet"])
         .env_remove("AMQP_URL")
         .stdout(Stdio::piped())
@@ -175,22 +198,18 @@ fn two_connection_run(name: &str, extra: &[&str]) -> (std::process::Child, Vec<S
 #[test]
 fn perf_carries_on_when_rabbitmq_closes_its_connections() {
     let name = unique("perf-recovers");
-    let (child, pids, _) = two_connection_run(&name, &[]);
-    // Mid-publish: 8,000 messages at 1,000 msg/s take 8 s, and each
-    // rabbitmqctl call about one.
-    for pid in &pids {
-        rabbitmqctl(&format!("close_connection '{pid}' 'test: go away'"));
-    }
+    let (mut child, pids, _) = two_connection_run(&name, &[]);
+    close_mid_run(&mut child, &pids);
     let o = exit_within(child, Duration::from_secs(90));
     assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
     let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["config"]["recovery"], true);
     assert_eq!(
-        v["publish"]["messages"], 8000,
+        v["publish"]["messages"], RUN_COUNT,
         "every publish confirmed: {v}"
     );
     assert!(
-        v["consume"]["messages"].as_u64().unwrap() >= 8000,
+        v["consume"]["messages"].as_u64().unwrap() >= RUN_COUNT,
         "every confirmed message consumed: {v}"
     );
     let said = stderr(&o);
@@ -209,7 +228,7 @@ fn perf_carries_on_when_rabbitmq_closes_its_connections() {
 #[test]
 fn perf_without_confirms_carries_on_when_rabbitmq_closes_its_connections() {
     let name = unique("perf-unconfirmed-recovers");
-    let (child, pids, deadline) = two_connection_run(&name, &["-c", "0"]);
+    let (mut child, pids, deadline) = two_connection_run(&name, &["-c", "0"]);
     // While it publishes, no channel of its connections is in confirm
     // mode: the publishing one counts publishes, and confirms none.
     let mut publishing = false;
@@ -227,17 +246,18 @@ fn perf_without_confirms_carries_on_when_rabbitmq_closes_its_connections() {
             publishing |= fields.get(2) == Some(&"0");
         }
     }
-    for pid in &pids {
-        rabbitmqctl(&format!("close_connection '{pid}' 'test: go away'"));
-    }
+    close_mid_run(&mut child, &pids);
     let o = exit_within(child, Duration::from_secs(90));
     assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
     let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["config"]["confirms"], false);
-    assert_eq!(v["publish"]["messages"], 8000, "every message sent: {v}");
+    assert_eq!(
+        v["publish"]["messages"], RUN_COUNT,
+        "every message sent: {v}"
+    );
     // At 1,000 msg/s only the few in flight at each close can be lost.
     let consumed = v["consume"]["messages"].as_u64().unwrap();
-    assert!(consumed >= 7000, "most messages consumed: {v}");
+    assert!(consumed >= RUN_COUNT - 1000, "most messages consumed: {v}");
     let said = stderr(&o);
     assert_eq!(said.matches("320 CONNECTION_FORCED").count(), 2, "{said}");
     assert_eq!(
