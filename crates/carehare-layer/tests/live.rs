@@ -414,7 +414,9 @@ async fn remote_expiry_drops_messages_waiting_in_rabbitmq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_expiry_drops_messages_nobody_receives() {
     let mut short = config();
-    short.local_expiry = Some(Duration::from_millis(300));
+    // Long enough for the 100 confirmed sends below to reach the local
+    // buffer before the first of them expires, on a loaded machine.
+    short.local_expiry = Some(Duration::from_millis(1500));
     let layer = common::connected(Layer::new(short).unwrap()).await;
     let channel = layer.new_channel();
     let group = unique("leaked");
@@ -424,9 +426,9 @@ async fn local_expiry_drops_messages_nobody_receives() {
     layer.group_add(&group, &channel).await.unwrap();
     layer.send(&channel, &chat("old")).await.unwrap();
     layer.group_send(&group, &chat("old group")).await.unwrap();
-    // Ten times the expiry: on a loaded machine the old messages may reach
+    // Four times the expiry: on a loaded machine the old messages may reach
     // the local buffer late, and expiry counts from their arrival.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    tokio::time::sleep(Duration::from_millis(6000)).await;
     layer.send(&channel, &chat("new")).await.unwrap();
     assert_eq!(recv(&layer, &channel, 10).await, chat("new"));
     nothing(&layer, &leaked, 200).await;
