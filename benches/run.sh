@@ -13,8 +13,9 @@
 #           message counted by callgrind (repeatable on a loaded machine);
 #           flame graphs from perf's cpu-clock samples drawn by inferno
 #           into docs/flame-*.svg, on both tokio runtimes, and the parts
-#           of the CPU in a table (python/flame_parts.py); the same for
-#           10 s of 10,000 idle connections on a 1 s heartbeat
+#           of the CPU in a table (python/flame_parts.py)
+#   profile-idle  the same for 10 s of 5,000 idle connections on a 1 s
+#           heartbeat (PROFILE_IDLE_CONNECTIONS; sampled at 500 Hz)
 #   scale   memory per idle connection (carehare, amqprs, lapin), 10,000 idle
 #           carehare connections on a 1 s and a 10 s heartbeat, and 1 to 1,000 consumers
 #           on one connection (src/bin/scale/)
@@ -29,7 +30,7 @@
 # Python 3 for the Python peers (a venv under benches/target/python/e2e,
 # made here, with carehare and aio-pika from PyPI). About 30 minutes on 2
 # cores. ROUNDS (default 3) sets the e2e, consumers and queues rounds,
-# LATENCY_ROUNDS (default 11) the latency rounds; ONLY=codec,alloc,e2e,latency,growth,profile,scale,queues (any of
+# LATENCY_ROUNDS (default 11) the latency rounds; ONLY=codec,alloc,e2e,latency,growth,profile,profile-idle,scale,queues (any of
 # the steps above) runs a subset (the other tables and figures are left as
 # they were in the last run's files under benches/target/bench/). E2E_ARGS
 # passes flags to the e2e runner (e.g. --extra-cli NAME=PATH to add another
@@ -41,7 +42,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
-only=",${ONLY:-codec,alloc,e2e,latency,growth,profile,scale,queues},"  # ONLY=none only rewrites docs/benchmarks.md
+only=",${ONLY:-codec,alloc,e2e,latency,growth,profile,profile-idle,scale,queues},"  # ONLY=none only rewrites docs/benchmarks.md
 failed=""
 out="$root/benches/target/bench"
 mkdir -p "$out"
@@ -135,13 +136,22 @@ if [[ $only == *,profile,* ]]; then
     done
   done
   python3 python/flame_parts.py 100000 "${parts[@]}" >"$out/profile_parts.md"
+fi
+if [[ $only == *,profile-idle,* ]]; then
+  echo "== profile: idle connections (perf + inferno)" >&2
+  command -v perf >/dev/null || { echo "profile-idle needs perf (Debian: linux-perf)" >&2; exit 1; }
+  command -v inferno-flamegraph >/dev/null || cargo install --locked inferno
   # Idle connections on a 1 s heartbeat: 10 s of samples from the middle of
   # the idle time, per heartbeat RabbitMQ sent (two a second each).
-  idle_n=${SCALE_CONNECTIONS:-10000}
+  # Half the scale step's connections: beside the broker's 1.5 cores for
+  # 10,000 of them, perf's own load left RabbitMQ reading some sockets
+  # more than 2 s late ("missed heartbeats from client"). The cost per
+  # heartbeat is the figure here, not the count.
+  idle_n=${PROFILE_IDLE_CONNECTIONS:-5000}
   rm -f "$out/perf.idle.data"
   # The runs above left a few hundred MB of perf data to write back: on
   # this machine that stalled the broker enough to fail handshakes of the
-  # 10,000 connections. The samples need every connection open through
+  # idle connections. The samples need every connection open through
   # the idle time (--check idle), not the broker's count after it.
   sync
   sleep 5
@@ -155,7 +165,7 @@ if [[ $only == *,profile,* ]]; then
   # A run that ended before its idle time (a failed check: see its log)
   # leaves the last figures as they were.
   if kill -0 "$idle_pid" 2>/dev/null; then
-    perf record -q -F 2000 -g --call-graph dwarf,8192 -p "$idle_pid" -o "$out/perf.idle.data" -- sleep 10 >/dev/null
+    perf record -q -F 500 -g --call-graph dwarf,8192 -p "$idle_pid" -o "$out/perf.idle.data" -- sleep 10 >/dev/null
   fi
   if wait "$idle_pid" && [[ -s $out/perf.idle.data ]]; then
     perf script -i "$out/perf.idle.data" 2>/dev/null | inferno-collapse-perf >"$out/perf.idle.folded"

@@ -105,8 +105,13 @@ pub fn child(f: &Flags) -> Result<(), String> {
     })
 }
 
-/// Every client at every connection count, each in a child process:
-/// prints the tables, writes `fig-idle-rss.json`.
+/// Connection counts below this are measured in `--processes` processes
+/// at once (see `main`).
+const FEW: usize = 100;
+
+/// Every client at every connection count, each in a child process (or,
+/// below `FEW` connections, in `--processes` of them, averaged): prints
+/// the tables, writes `fig-idle-rss.json`.
 pub fn main(f: &Flags) -> Result<(), String> {
     let counts: Vec<usize> = f.list("connections", "1,100,1000")?;
     let clients: Vec<Client> = f.list("clients", "carehare,amqprs,lapin")?;
@@ -116,8 +121,12 @@ pub fn main(f: &Flags) -> Result<(), String> {
     let idle: f64 = f.get("idle", 12.0)?;
     let batch: usize = f.get("batch", 50)?;
     let warmup: usize = f.get("warmup", 1)?;
+    let processes: usize = f.get("processes", 16)?;
     let _ = f.text("url", crate::URL);
     f.done()?;
+    if processes == 0 {
+        return Err("--processes must be at least 1".into());
+    }
 
     let mut runs: Vec<(usize, Client, Value)> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
@@ -155,14 +164,30 @@ pub fn main(f: &Flags) -> Result<(), String> {
                 n.to_string(),
             ];
             args.extend(pass.iter().cloned());
-            runs.push((n, client, child::run(&args)?));
+            // Below FEW connections, RSS grows by whole 4 KiB pages, and by
+            // which freed pages the allocator happens to reuse: one process
+            // gives 0 to 4 pages for the same connection. That many
+            // processes at once (idle, so they don't disturb each other)
+            // give the mean.
+            let k = if n < FEW { processes } else { 1 };
+            let one = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..k).map(|_| s.spawn(|| child::run(&args))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err("a child's thread panicked".into()))
+                    })
+                    .collect::<Result<Vec<Value>, String>>()
+            })?;
+            runs.push((n, client, mean_of(one)));
         }
     }
     let get = |n: usize, c: Client| runs.iter().find(|r| r.0 == n && r.1 == c).map(|r| &r.2);
 
     println!("### Idle connections: memory\n");
     println!(
-        "Heartbeat {heartbeat} s, idle {idle} s after the last connection opened; connections opened {batch} at a time; tokio's multi-threaded runtime; {}.\n",
+        "Heartbeat {heartbeat} s, idle {idle} s after the last connection opened; connections opened {batch} at a time; tokio's multi-threaded runtime; below {FEW} connections, the mean of {processes} processes run at once (in brackets: the least and the most of them); {}.\n",
         if warmup == 0 {
             "measured from a process that had not connected yet (no warm-up)".to_string()
         } else {
@@ -184,6 +209,12 @@ pub fn main(f: &Flags) -> Result<(), String> {
         print!("| {n} |");
         for &c in &clients {
             match get(n, c) {
+                Some(v) if num(v, "processes") > 1.0 => print!(
+                    " {:.1} ({:.0}–{:.0}) |",
+                    num(v, "rss_per_connection_kib"),
+                    num(v, "rss_per_connection_kib_min"),
+                    num(v, "rss_per_connection_kib_max")
+                ),
                 Some(v) => print!(" {:.1} |", num(v, "rss_per_connection_kib")),
                 None => print!(" skipped |"),
             }
@@ -208,7 +239,7 @@ pub fn main(f: &Flags) -> Result<(), String> {
         for &c in &clients {
             let Some(v) = get(n, c) else { continue };
             println!(
-                "| {n} | {} | {:.1} → {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} → {} | {:.2} |",
+                "| {n} | {} | {:.1} → {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} → {:.0} | {:.2} |",
                 c.name(),
                 num(v, "rss_anon_before_kib") / 1024.0,
                 num(v, "rss_anon_after_kib") / 1024.0,
@@ -216,8 +247,8 @@ pub fn main(f: &Flags) -> Result<(), String> {
                 num(v, "heap_per_connection_bytes") / 1024.0,
                 num(v, "heap_peak_per_connection_bytes") / 1024.0,
                 num(v, "heap_blocks_per_connection"),
-                v["threads_before"],
-                v["threads_after"],
+                num(v, "threads_before"),
+                num(v, "threads_after"),
                 num(v, "connect_s"),
             );
         }
@@ -297,4 +328,52 @@ fn classes_table<'a>(
         println!();
     }
     println!();
+}
+
+/// One run's figures from several processes' runs of it: the mean of every
+/// number (heap classes by class), the least and the most RSS per
+/// connection, and how many processes.
+fn mean_of(runs: Vec<Value>) -> Value {
+    let k = runs.len().max(1) as f64;
+    let Some(mut mean) = runs.first().cloned() else {
+        return Value::Null;
+    };
+    if let Some(fields) = mean.as_object_mut() {
+        for (key, value) in fields.iter_mut() {
+            if value.is_number() {
+                let sum: f64 = runs.iter().map(|r| num(r, key)).sum();
+                *value = json!(sum / k);
+            }
+        }
+        let mut classes = vec![[0.0f64; 2]; CLASSES];
+        for row in runs
+            .iter()
+            .filter_map(|r| r["heap_classes"].as_array())
+            .flatten()
+        {
+            let f = |i: usize| row[i].as_f64().unwrap_or(0.0);
+            if let Some(slot) = classes.get_mut(f(0) as usize) {
+                slot[0] += f(1) / k;
+                slot[1] += f(2) / k;
+            }
+        }
+        let classes: Vec<Value> = classes
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c[0] != 0.0)
+            .map(|(i, c)| json!([i, c[0], c[1]]))
+            .collect();
+        fields.insert("heap_classes".into(), json!(classes));
+        let rss = runs.iter().map(|r| num(r, "rss_per_connection_kib"));
+        fields.insert(
+            "rss_per_connection_kib_min".into(),
+            json!(rss.clone().fold(f64::INFINITY, f64::min)),
+        );
+        fields.insert(
+            "rss_per_connection_kib_max".into(),
+            json!(rss.fold(f64::NEG_INFINITY, f64::max)),
+        );
+        fields.insert("processes".into(), json!(runs.len()));
+    }
+    mean
 }

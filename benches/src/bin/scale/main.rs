@@ -5,7 +5,7 @@
 //! figure is.
 //!
 //! ```text
-//! scale idle-rss  [--connections 1,100,1000] [--clients carehare,amqprs,lapin]
+//! scale idle-rss  [--connections 1,100,1000] [--clients carehare,amqprs,lapin] [--processes 16]
 //!                 [--heartbeat 10] [--idle 12] [--batch 50] [--warmup 1] [--out DIR]
 //! scale idle      [--connections 10000] [--heartbeat 1] [--idle 60] [--batch 100]
 //!                 [--check all|idle] [--test-server DIR]
