@@ -166,7 +166,7 @@ pub fn main(f: &Flags) -> Result<(), String> {
             args.extend(pass.iter().cloned());
             // Below FEW connections, RSS grows by whole 4 KiB pages, and by
             // which freed pages the allocator happens to reuse: one process
-            // gives 0 to 4 pages for the same connection. That many
+            // gives 0 to 5 pages for the same connection. That many
             // processes at once (idle, so they don't disturb each other)
             // give the mean.
             let k = if n < FEW { processes } else { 1 };
