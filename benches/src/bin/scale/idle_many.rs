@@ -67,6 +67,7 @@ async fn run(
     idle_only: bool,
 ) -> Result<(), String> {
     let before = Usage::now();
+    let machine_open = sys::MachineCpu::now();
     let t0 = Instant::now();
     let target = &target;
     let mut failed: BTreeMap<String, usize> = BTreeMap::new();
@@ -91,10 +92,12 @@ async fn run(
     // at a short heartbeat it is the broker that runs out first.
     let broker_pid = broker::os_pid().ok();
     let broker_cpu0 = broker_pid.and_then(sys::process_cpu);
+    let machine_idle = sys::MachineCpu::now();
     let start = Usage::now();
     let wall = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(idle)).await;
     let end = Usage::now();
+    let machine_end = sys::MachineCpu::now();
     let idle_wall = wall.elapsed().as_secs_f64();
     let broker_cpu = broker_pid
         .and_then(sys::process_cpu)
@@ -218,6 +221,26 @@ async fn run(
         broker_cpu.map_or("unknown (not on this machine)".into(), |b| {
             format!("{:.1} % of one core", b / idle_wall * 100.0)
         }),
+    );
+    // Connections are lost when the broker falls behind; on a shared
+    // host, a share of the cores goes to other guests (steal).
+    let shares = |a: Option<sys::MachineCpu>, b: Option<sys::MachineCpu>| {
+        a.zip(b).map_or("unknown (no /proc/stat or /proc/pressure/cpu)".into(), |(a, b)| {
+            let (waited, steal) = b.since(&a);
+            format!(
+                "a task waited for a core {waited:.0} % of the time; the host took {steal:.0} % of the cores"
+            )
+        })
+    };
+    row(
+        &mut table,
+        "the machine's cores while opening",
+        shares(machine_open, machine_idle),
+    );
+    row(
+        &mut table,
+        "the machine's cores while idle",
+        shares(machine_idle, machine_end),
     );
     row(&mut table, "threads", end.threads.to_string());
     row(

@@ -55,6 +55,58 @@ pub fn process_cpu(pid: u32) -> Option<std::time::Duration> {
     (per_s > 0).then(|| std::time::Duration::from_secs_f64(ticks as f64 / per_s as f64))
 }
 
+/// How contended the machine's cores were, so far: `/proc/stat`'s steal
+/// and `/proc/pressure/cpu`'s stall time. (Its busy and idle ticks are
+/// not used: they are sampled at the timer tick, which an idle core
+/// skips, so short bursts of work on a quiet machine count as idle.)
+#[derive(Clone, Copy, Debug)]
+pub struct MachineCpu {
+    /// Ticks the host gave other guests while this one wanted to run, and
+    /// all ticks, summed over the cores.
+    steal: u64,
+    ticks: u64,
+    /// µs in which some runnable task waited for a core.
+    waited_us: u64,
+    at: std::time::Instant,
+}
+
+impl MachineCpu {
+    pub fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal guest guest_nice;
+        // guest time is already in user.
+        let pressure = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+        let waited_us = pressure
+            .lines()
+            .find_map(|l| l.strip_prefix("some "))?
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total="))?
+            .parse()
+            .ok()?;
+        Some(Self {
+            steal: v.get(7).copied().unwrap_or(0),
+            ticks: v.iter().take(8).sum(),
+            waited_us,
+            at: std::time::Instant::now(),
+        })
+    }
+
+    /// Since `earlier`: the share of the time some task waited for a core,
+    /// and the share of the cores the host took, in %.
+    pub fn since(&self, earlier: &Self) -> (f64, f64) {
+        let wall_us = self.at.duration_since(earlier.at).as_micros().max(1) as f64;
+        let waited = self.waited_us.saturating_sub(earlier.waited_us) as f64 / wall_us;
+        let ticks = self.ticks.saturating_sub(earlier.ticks).max(1) as f64;
+        let steal = self.steal.saturating_sub(earlier.steal) as f64 / ticks;
+        (waited * 100.0, steal * 100.0)
+    }
+}
+
 /// What the process holds at one moment.
 #[derive(Clone, Copy, Debug)]
 pub struct Usage {
