@@ -16,6 +16,10 @@ use crate::broker;
 use crate::clients::{self, Target};
 use crate::flags::Flags;
 use crate::sys::{self, Usage};
+use crate::watch::{BrokerGaps, Lateness};
+
+/// Raw connections watching RabbitMQ's heartbeats beside the client's.
+const OBSERVERS: usize = 4;
 
 pub fn main(f: &Flags) -> Result<(), String> {
     crate::alloc::enable();
@@ -68,6 +72,16 @@ async fn run(
 ) -> Result<(), String> {
     let before = Usage::now();
     let machine_open = sys::MachineCpu::now();
+    // Who falls behind when connections are lost: this runtime (its timer
+    // wakes late) or RabbitMQ (its heartbeats to connections outside the
+    // runtime come late).
+    let lateness = Lateness::start();
+    let gaps = {
+        let (url, heartbeat) = (target.url.clone(), target.heartbeat);
+        tokio::task::spawn_blocking(move || BrokerGaps::start(&url, heartbeat, OBSERVERS))
+            .await
+            .map_err(|e| format!("the observers' thread: {e}"))?
+    };
     let t0 = Instant::now();
     let target = &target;
     let mut failed: BTreeMap<String, usize> = BTreeMap::new();
@@ -93,11 +107,17 @@ async fn run(
     let broker_pid = broker::os_pid().ok();
     let broker_cpu0 = broker_pid.and_then(sys::process_cpu);
     let machine_idle = sys::MachineCpu::now();
+    let (late_open, gaps_open) = (lateness.take(), gaps.take());
     let start = Usage::now();
     let wall = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(idle)).await;
     let end = Usage::now();
     let machine_end = sys::MachineCpu::now();
+    let (late_idle, gaps_idle) = (lateness.take(), gaps.take());
+    drop(lateness);
+    let observers = tokio::task::spawn_blocking(move || gaps.stop())
+        .await
+        .map_err(|e| format!("the observers' thread: {e}"))?;
     let idle_wall = wall.elapsed().as_secs_f64();
     let broker_cpu = broker_pid
         .and_then(sys::process_cpu)
@@ -242,7 +262,29 @@ async fn run(
         "the machine's cores while idle",
         shares(machine_idle, machine_end),
     );
-    row(&mut table, "threads", end.threads.to_string());
+    row(
+        &mut table,
+        "this runtime's 100 ms timer, late by: while opening",
+        late_open,
+    );
+    row(&mut table, "... while idle", late_idle);
+    row(
+        &mut table,
+        "RabbitMQ's silences, on connections of their own threads: while opening",
+        gaps_open,
+    );
+    row(&mut table, "... while idle", {
+        let mut cell = gaps_idle;
+        if let Err(e) = &observers {
+            cell.push_str(&format!("; **lost**: {e}"));
+        }
+        cell
+    });
+    row(
+        &mut table,
+        "threads",
+        format!("{} (the observers' {OBSERVERS} among them)", end.threads),
+    );
     row(
         &mut table,
         "open at the end of the idle time (client)",

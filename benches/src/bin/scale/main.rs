@@ -33,6 +33,7 @@ mod idle_many;
 mod idle_rss;
 mod queues;
 mod sys;
+mod watch;
 mod work;
 
 #[global_allocator]
