@@ -1,14 +1,19 @@
 //! Heartbeat timers, driven entirely by the times the caller passes in.
 //!
 //! We declare the peer dead after `2 × interval` without reading anything.
-//! We write a heartbeat when something was read and nothing written for
-//! `interval / 4` (it rides on a wakeup the read already caused), and at
-//! the latest after `3/4 × interval` without writing (the timer). RabbitMQ
-//! sends its own every `interval / 2`, so on a quiet connection ours go out
-//! with its, and the timer never fires: one wakeup per heartbeat instead
-//! of two. RabbitMQ allows two to three intervals of silence, so the timer's
-//! `3/4` leaves more than an interval to spare. Heartbeats go on while a
-//! close waits for its `close-ok`: the server's monitor runs until then.
+//! We write a heartbeat when something is read and nothing was written for
+//! `3/4 × interval` (it rides on a wakeup the read already caused), and at
+//! the latest after `5/4 × interval` without writing (the timer). RabbitMQ
+//! sends its own every `interval / 2`, so on a quiet connection ours goes
+//! out with every second one of its: once per interval, and the timer
+//! never fires. Sending once per interval, not with each of RabbitMQ's,
+//! halves the heartbeats RabbitMQ has to read, which is what keeps a
+//! broker with thousands of connections on a short heartbeat on time. The
+//! timer's `5/4` only counts when the server has been silent for more than
+//! `3/4` of an interval; RabbitMQ allows two to three intervals of silence,
+//! and a server that sends nothing still hears from us well within the
+//! spec's two. Heartbeats go on while a close waits for its `close-ok`: the
+//! server's monitor runs until then.
 
 use std::time::{Duration, Instant};
 
@@ -47,13 +52,14 @@ impl Heartbeat {
 
     pub(crate) fn send_deadline(&self) -> Option<Instant> {
         self.enabled()
-            .then(|| self.last_write + self.interval.mul_f64(0.75))
+            .then(|| self.last_write + self.interval * 5 / 4)
     }
 
     /// Whether a read at `now` should take a heartbeat along: nothing
-    /// written for a quarter interval.
+    /// written for three quarters of an interval. With the server's
+    /// heartbeats every half interval, that is every second one of them.
     pub(crate) fn send_with_read(&self, now: Instant) -> bool {
-        self.enabled() && now >= self.last_write + self.interval / 4
+        self.enabled() && now >= self.last_write + self.interval * 3 / 4
     }
 
     pub(crate) fn dead_deadline(&self) -> Option<Instant> {
@@ -84,12 +90,12 @@ mod tests {
     fn deadlines() {
         let t0 = Instant::now();
         let mut hb = Heartbeat::new(10, t0);
-        assert_eq!(hb.send_deadline(), Some(t0 + Duration::from_millis(7_500)));
-        assert!(!hb.send_with_read(t0 + Duration::from_millis(2_499)));
-        assert!(hb.send_with_read(t0 + Duration::from_millis(2_500)));
+        assert_eq!(hb.send_deadline(), Some(t0 + Duration::from_millis(12_500)));
+        assert!(!hb.send_with_read(t0 + Duration::from_millis(7_499)));
+        assert!(hb.send_with_read(t0 + Duration::from_millis(7_500)));
         assert_eq!(hb.dead_deadline(), Some(t0 + Duration::from_secs(20)));
-        assert!(!hb.should_send(t0 + Duration::from_millis(7_499)));
-        assert!(hb.should_send(t0 + Duration::from_millis(7_500)));
+        assert!(!hb.should_send(t0 + Duration::from_millis(12_499)));
+        assert!(hb.should_send(t0 + Duration::from_millis(12_500)));
         hb.on_read(t0 + Duration::from_secs(15));
         assert!(!hb.is_dead(t0 + Duration::from_secs(34)));
         assert!(hb.is_dead(t0 + Duration::from_secs(35)));

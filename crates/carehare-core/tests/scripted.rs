@@ -279,10 +279,10 @@ fn open_with_heartbeat(seconds: u16) -> Broker {
 }
 
 #[test]
-fn heartbeat_is_sent_after_three_quarters_of_the_interval_of_write_silence() {
+fn heartbeat_is_sent_after_five_quarters_of_the_interval_of_write_silence() {
     let mut b = open_with_heartbeat(10);
     b.sent();
-    b.advance(Duration::from_millis(7_400));
+    b.advance(Duration::from_millis(12_400));
     assert!(b.sent().is_empty());
     b.advance(Duration::from_millis(100));
     assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
@@ -292,36 +292,42 @@ fn heartbeat_is_sent_after_three_quarters_of_the_interval_of_write_silence() {
         b.open_channel()
     };
     assert!(ch > 0);
-    b.advance(Duration::from_millis(7_400));
+    b.advance(Duration::from_millis(12_400));
     assert!(
         b.sent().is_empty(),
-        "a write 7.4 s ago: no heartbeat due yet"
+        "a write 12.4 s ago: no heartbeat due yet"
     );
     b.advance(Duration::from_millis(100));
     assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
 }
 
 #[test]
-fn a_read_takes_a_heartbeat_along_after_a_quarter_interval_of_write_silence() {
+fn a_read_takes_a_heartbeat_along_after_three_quarters_of_an_interval_of_write_silence() {
     let mut b = open_with_heartbeat(10);
     b.sent();
-    b.advance(Duration::from_millis(2_400));
+    b.advance(Duration::from_millis(7_400));
     b.frame(Frame::Heartbeat { channel: 0 });
-    assert!(b.sent().is_empty(), "written 2.4 s ago: not yet");
+    assert!(b.sent().is_empty(), "written 7.4 s ago: not yet");
     b.advance(Duration::from_millis(100));
     b.frame(Frame::Heartbeat { channel: 0 });
     assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
-    // RabbitMQ's every 5 s: ours go out with them, and the timer (7.5 s
-    // after the last write) never comes due.
+    // RabbitMQ's every 5 s: ours go out with every second one, once per
+    // interval, and the timer (12.5 s after the last write) never comes
+    // due.
     for _ in 0..4 {
+        b.advance(Duration::from_secs(5));
+        b.frame(Frame::Heartbeat { channel: 0 });
+        assert!(b.sent().is_empty(), "written 5 s ago: not yet");
+        let due = b.conn.poll_timeout().unwrap() - b.now;
+        assert_eq!(due, Duration::from_millis(7_500));
         b.advance(Duration::from_secs(5));
         b.frame(Frame::Heartbeat { channel: 0 });
         assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
         let due = b.conn.poll_timeout().unwrap() - b.now;
-        assert_eq!(due, Duration::from_millis(7_500));
+        assert_eq!(due, Duration::from_millis(12_500));
     }
     // A read while something is queued takes nothing more along.
-    b.advance(Duration::from_secs(3));
+    b.advance(Duration::from_secs(8));
     let ch = b.conn.open_channel().unwrap().0;
     b.frame(Frame::Heartbeat { channel: 0 });
     let sent = b.sent();
@@ -474,19 +480,20 @@ fn heartbeats_go_on_while_a_close_waits_for_its_close_ok() {
         b
     }
     let mut b = closing(Duration::from_secs(10));
-    // The timer: three quarters of an interval after the close went out.
+    // The timer: five quarters of an interval after the close went out.
     assert_eq!(
         b.conn.poll_timeout().map(|t| t - b.now),
-        Some(Duration::from_millis(1_500))
+        Some(Duration::from_millis(2_500))
     );
-    b.advance(Duration::from_millis(1_500));
+    b.advance(Duration::from_millis(2_500));
     assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
-    // A read a quarter interval later takes one along, as when open.
-    b.advance(Duration::from_millis(500));
+    // A read three quarters of an interval later takes one along, as when
+    // open.
+    b.advance(Duration::from_millis(1_500));
     b.frame(Frame::Heartbeat { channel: 0 });
     assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
-    for _ in 0..4 {
-        b.advance(Duration::from_millis(1_500));
+    for _ in 0..2 {
+        b.advance(Duration::from_millis(2_500));
         assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
     }
     assert!(b.events().is_empty(), "still waiting for the close-ok");
@@ -497,15 +504,13 @@ fn heartbeats_go_on_while_a_close_waits_for_its_close_ok() {
     // The close timeout still ends a close-ok that never comes, heartbeats
     // or not.
     let mut b = closing(Duration::from_secs(4));
-    for _ in 0..2 {
-        b.advance(Duration::from_millis(1_500));
-        assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
-    }
+    b.advance(Duration::from_millis(2_500));
+    assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
     assert_eq!(
         b.conn.poll_timeout().map(|t| t - b.now),
-        Some(Duration::from_millis(1_000))
+        Some(Duration::from_millis(1_500))
     );
-    b.advance(Duration::from_millis(1_000));
+    b.advance(Duration::from_millis(1_500));
     let events = b.events();
     assert_eq!(
         closed_with(&events),

@@ -805,7 +805,7 @@ mod tests {
             b.conn.out.write_capacity()
         );
         // Heartbeats and channel opens fit without growing it.
-        b.advance(std::time::Duration::from_secs(45));
+        b.advance(std::time::Duration::from_secs(75));
         assert_eq!(b.sent(), vec![Frame::Heartbeat { channel: 0 }]);
         let ch = b.open_channel();
         assert!(b.conn.out.write_capacity() <= 128);
