@@ -741,6 +741,21 @@ impl std::io::Write for Captured {
 /// Captures every log line at every level on this thread, until the
 /// guard is dropped.
 fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+    // A callsite first hit by another test's thread while no subscriber
+    // wanted it can have its interest cached as "never" after this
+    // thread's subscriber was counted, and then this thread never sees it
+    // (its span missing from every line). A global subscriber that wants
+    // everything (and writes nowhere) keeps every callsite's interest open
+    // from the first capture on; the rebuild fixes any callsite cached
+    // before.
+    static EVERYTHING: std::sync::Once = std::sync::Once::new();
+    EVERYTHING.call_once(|| {
+        let sink = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(std::io::sink)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(sink);
+    });
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -748,7 +763,9 @@ fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
+    let guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+    (captured, guard)
 }
 
 /// Everything logged at every level while a connection with a password
