@@ -135,9 +135,10 @@ impl BrokerGaps {
         let (max_ms, over) = self.worst.take();
         let mut cell = format!(
             "{max_ms:.0} ms at most on {} observer connections (RabbitMQ sends every {} ms); \
-             {over} gaps longer than 1.5 s",
+             {over} gaps longer than {} ms",
             self.threads.len(),
-            u64::from(self.heartbeat) * 500
+            u64::from(self.heartbeat) * 500,
+            u64::from(self.heartbeat) * 1500
         );
         if !self.failed.is_empty() {
             cell.push_str(&format!("; failed to open: {}", self.failed.join("; ")));
@@ -213,6 +214,7 @@ impl Observer {
     fn watch(mut self, worst: &Worst, stop: &AtomicBool) -> Result<(), String> {
         let err = |e: std::io::Error| format!("observer: {e}");
         self.sock.set_read_timeout(Some(TICK)).map_err(err)?;
+        // Three half intervals: two of RabbitMQ's heartbeats in a row missing.
         let threshold = self.heartbeat.mul_f64(1.5);
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
