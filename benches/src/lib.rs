@@ -10,6 +10,7 @@ pub mod figure;
 pub mod lapin_peer;
 pub mod latency;
 pub mod plot;
+pub mod raw;
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame, parse_frame};
 use amq_protocol::protocol::{AMQPClass, basic};

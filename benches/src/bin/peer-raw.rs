@@ -8,23 +8,21 @@
 //! other peers do. Whatever rate this reaches is what the broker can
 //! take on this machine; the clients' rates are measured against it.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 
 use bytes::BytesMut;
-use carehare_benches::e2e::{PhaseTimer, Workload, host_port, report};
-use carehare_core::frame::{Frame, decode_frame, encode_content, encode_method};
+use carehare_benches::e2e::{PhaseTimer, Workload, report};
+use carehare_benches::raw::Raw;
+use carehare_benches::{CHANNEL, FRAME_MAX};
+use carehare_core::frame::{Frame, encode_content, encode_method};
 use carehare_core::method::*;
 use carehare_core::properties::{BASIC_CLASS_ID, BasicProperties};
-use carehare_core::types::{FieldTable, Secret, ShortStr};
-
-const FRAME_MAX: u32 = 131_072;
-const CHANNEL: u16 = 1;
+use carehare_core::types::ShortStr;
 
 fn main() {
     let w = Workload::from_args();
-    let mut c = Raw::connect(&w.url);
-    let queue = c.setup();
+    let mut c = Raw::connect(&w.url).expect("connect");
+    let queue = setup(&mut c);
 
     // Publish: the same pre-encoded frames, at most `confirm` unconfirmed.
     let mut one = BytesMut::new();
@@ -54,7 +52,7 @@ fn main() {
             c.sock.write_all(&batch).expect("write");
             sent += room;
         }
-        match c.next_method() {
+        match c.next_method().expect("a method") {
             Method::BasicAck(a) => confirmed = confirmed.max(a.delivery_tag),
             other => panic!("unexpected while publishing: {other:?}"),
         }
@@ -62,16 +60,27 @@ fn main() {
     let publish = timer.stop(w.count);
 
     // Consume: count deliveries, ack every `multi_ack_every`.
-    c.send(BasicQos {
-        prefetch_count: w.prefetch,
-        ..Default::default()
-    });
-    assert!(matches!(c.next_method(), Method::BasicQosOk(_)));
+    c.send_on(
+        CHANNEL,
+        BasicQos {
+            prefetch_count: w.prefetch,
+            ..Default::default()
+        },
+    )
+    .expect("write");
+    assert!(matches!(
+        c.next_method().expect("a method"),
+        Method::BasicQosOk(_)
+    ));
     let timer = PhaseTimer::start();
-    c.send(BasicConsume {
-        queue: short(&queue),
-        ..Default::default()
-    });
+    c.send_on(
+        CHANNEL,
+        BasicConsume {
+            queue: short(&queue),
+            ..Default::default()
+        },
+    )
+    .expect("write");
     let mut delivered = 0u64;
     let mut acked = 0u64;
     while delivered < w.count {
@@ -79,14 +88,18 @@ fn main() {
         if let Frame::Method {
             method: Method::BasicDeliver(d),
             ..
-        } = c.next_frame()
+        } = c.next_frame().expect("a frame")
         {
             delivered += 1;
             if delivered - acked >= w.multi_ack_every || delivered == w.count {
-                c.send(BasicAck {
-                    delivery_tag: d.delivery_tag,
-                    multiple: true,
-                });
+                c.send_on(
+                    CHANNEL,
+                    BasicAck {
+                        delivery_tag: d.delivery_tag,
+                        multiple: true,
+                    },
+                )
+                .expect("write");
                 acked = delivered;
             }
         }
@@ -95,101 +108,33 @@ fn main() {
     report("raw", &w, publish, consume);
 }
 
-struct Raw {
-    sock: TcpStream,
-    buf: BytesMut,
-}
-
-impl Raw {
-    fn connect(url: &str) -> Self {
-        let (host, port) = host_port(url);
-        let mut sock = TcpStream::connect((host.as_str(), port)).expect("connect");
-        sock.set_nodelay(true).expect("nodelay");
-        sock.write_all(b"AMQP\x00\x00\x09\x01")
-            .expect("protocol header");
-        Raw {
-            sock,
-            buf: BytesMut::with_capacity(256 * 1024),
-        }
-    }
-
-    /// The handshake as guest, a channel in confirm mode, and a
-    /// server-named exclusive queue.
-    fn setup(&mut self) -> String {
-        assert!(matches!(self.next_method(), Method::ConnectionStart(_)));
-        self.send_on(
-            0,
-            ConnectionStartOk {
-                client_properties: FieldTable::default(),
-                mechanism: ShortStr::from_static("PLAIN"),
-                response: Secret(bytes::Bytes::from_static(b"\0guest\0guest")),
-                locale: ShortStr::from_static("en_US"),
-            },
-        );
-        let Method::ConnectionTune(tune) = self.next_method() else {
-            panic!("tune expected");
-        };
-        self.send_on(
-            0,
-            ConnectionTuneOk {
-                channel_max: tune.channel_max,
-                frame_max: FRAME_MAX,
-                heartbeat: 0,
-            },
-        );
-        self.send_on(
-            0,
-            ConnectionOpen {
-                virtual_host: ShortStr::from_static("/"),
-                ..Default::default()
-            },
-        );
-        assert!(matches!(self.next_method(), Method::ConnectionOpenOk(_)));
-        self.send(ChannelOpen::default());
-        assert!(matches!(self.next_method(), Method::ChannelOpenOk(_)));
-        self.send(ConfirmSelect { no_wait: false });
-        assert!(matches!(self.next_method(), Method::ConfirmSelectOk(_)));
-        self.send(QueueDeclare {
+/// The handshake, a channel in confirm mode, and a server-named exclusive
+/// queue.
+fn setup(c: &mut Raw) -> String {
+    c.open(0).expect("handshake");
+    c.send_on(CHANNEL, ChannelOpen::default()).expect("write");
+    assert!(matches!(
+        c.next_method().expect("a method"),
+        Method::ChannelOpenOk(_)
+    ));
+    c.send_on(CHANNEL, ConfirmSelect { no_wait: false })
+        .expect("write");
+    assert!(matches!(
+        c.next_method().expect("a method"),
+        Method::ConfirmSelectOk(_)
+    ));
+    c.send_on(
+        CHANNEL,
+        QueueDeclare {
             exclusive: true,
             ..Default::default()
-        });
-        let Method::QueueDeclareOk(ok) = self.next_method() else {
-            panic!("declare-ok expected");
-        };
-        ok.queue.as_str().to_string()
-    }
-
-    fn send(&mut self, method: impl Into<Method>) {
-        self.send_on(CHANNEL, method);
-    }
-
-    fn send_on(&mut self, channel: u16, method: impl Into<Method>) {
-        let mut out = BytesMut::new();
-        encode_method(&mut out, channel, &method.into());
-        self.sock.write_all(&out).expect("write");
-    }
-
-    fn next_frame(&mut self) -> Frame {
-        loop {
-            if let Some(frame) = decode_frame(&mut self.buf, FRAME_MAX).expect("a valid frame") {
-                return frame;
-            }
-            self.buf.reserve(64 * 1024);
-            let start = self.buf.len();
-            self.buf.resize(start + 64 * 1024, 0);
-            let n = self.sock.read(&mut self.buf[start..]).expect("read");
-            assert!(n > 0, "the broker closed the connection");
-            self.buf.truncate(start + n);
-        }
-    }
-
-    fn next_method(&mut self) -> Method {
-        loop {
-            if let Frame::Method { method, .. } = self.next_frame() {
-                return method;
-            }
-        }
-    }
+        },
+    )
+    .expect("write");
+    let Method::QueueDeclareOk(ok) = c.next_method().expect("a method") else {
+        panic!("declare-ok expected");
+    };
+    ok.queue.as_str().to_string()
 }
 
 fn short(s: &str) -> ShortStr {

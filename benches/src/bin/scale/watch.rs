@@ -14,21 +14,14 @@
 //! one for the opening and one for the idle time.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use carehare_benches::e2e::host_port;
-use carehare_core::frame::{Frame, decode_frame, encode_method};
-use carehare_core::method::{
-    ConnectionClose, ConnectionOpen, ConnectionStartOk, ConnectionTuneOk, Method,
-};
-use carehare_core::types::{FieldTable, Secret, ShortStr};
+use carehare_benches::raw::Raw;
+use carehare_core::method::{ConnectionClose, Method};
 
-const FRAME_MAX: u32 = 131_072;
 const HEARTBEAT_FRAME: [u8; 8] = [8, 0, 0, 0, 0, 0, 0, 0xCE];
 const TICK: Duration = Duration::from_millis(100);
 
@@ -166,61 +159,40 @@ impl BrokerGaps {
 }
 
 struct Observer {
-    sock: TcpStream,
-    buf: BytesMut,
+    raw: Raw,
     heartbeat: Duration,
 }
 
 impl Observer {
     /// Connects and runs the handshake with `heartbeat`.
     fn open(url: &str, heartbeat: u16) -> Result<Self, String> {
-        let (host, port) = host_port(url);
-        let err = |e: std::io::Error| format!("observer: {e}");
-        let mut sock = TcpStream::connect((host.as_str(), port)).map_err(err)?;
-        sock.set_nodelay(true).map_err(err)?;
-        sock.set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(err)?;
-        sock.write_all(b"AMQP\x00\x00\x09\x01").map_err(err)?;
-        let mut o = Observer {
-            sock,
-            buf: BytesMut::with_capacity(4096),
+        let observer = |e: String| format!("observer: {e}");
+        let mut raw = Raw::connect(url).map_err(|e| observer(e.to_string()))?;
+        raw.sock
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| observer(e.to_string()))?;
+        raw.open(heartbeat).map_err(observer)?;
+        Ok(Observer {
+            raw,
             heartbeat: Duration::from_secs(u64::from(heartbeat)),
-        };
-        o.expect(|m| matches!(m, Method::ConnectionStart(_)), "start")?;
-        o.send(ConnectionStartOk {
-            client_properties: FieldTable::default(),
-            mechanism: ShortStr::from_static("PLAIN"),
-            response: Secret(bytes::Bytes::from_static(b"\0guest\0guest")),
-            locale: ShortStr::from_static("en_US"),
-        })?;
-        let Method::ConnectionTune(tune) = o.next_method()? else {
-            return Err("observer: tune expected".into());
-        };
-        o.send(ConnectionTuneOk {
-            channel_max: tune.channel_max,
-            frame_max: FRAME_MAX,
-            heartbeat,
-        })?;
-        o.send(ConnectionOpen {
-            virtual_host: ShortStr::from_static("/"),
-            ..Default::default()
-        })?;
-        o.expect(|m| matches!(m, Method::ConnectionOpenOk(_)), "open-ok")?;
-        Ok(o)
+        })
     }
 
     /// Reads until stopped, recording the gaps between reads, and sends a
     /// heartbeat every half interval; then closes.
     fn watch(mut self, worst: &Worst, stop: &AtomicBool) -> Result<(), String> {
         let err = |e: std::io::Error| format!("observer: {e}");
-        self.sock.set_read_timeout(Some(TICK)).map_err(err)?;
+        let sock = &mut self.raw.sock;
+        sock.set_read_timeout(Some(TICK)).map_err(err)?;
         // Three half intervals: two of RabbitMQ's heartbeats in a row missing.
         let threshold = self.heartbeat.mul_f64(1.5);
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
+        // Only heartbeats come on an idle connection: read and dropped, so
+        // nothing is left half decoded for the close below.
         let mut scratch = [0u8; 4096];
         while !stop.load(Ordering::Relaxed) {
-            match self.sock.read(&mut scratch) {
+            match sock.read(&mut scratch) {
                 Ok(0) => return Err("observer: RabbitMQ closed the connection".into()),
                 Ok(_) => {
                     let now = Instant::now();
@@ -232,58 +204,27 @@ impl Observer {
                 Err(e) => return Err(err(e)),
             }
             if last_write.elapsed() >= self.heartbeat / 2 {
-                self.sock.write_all(&HEARTBEAT_FRAME).map_err(err)?;
+                sock.write_all(&HEARTBEAT_FRAME).map_err(err)?;
                 last_write = Instant::now();
             }
         }
         // Counts the time since the last read as a gap too: a silence that
         // was still going on when the run ended.
         worst.record(last_read.elapsed(), threshold);
-        self.sock
-            .set_read_timeout(Some(Duration::from_secs(10)))
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(err)?;
-        self.buf.clear();
-        self.send(ConnectionClose {
-            reply_code: 200,
-            ..Default::default()
-        })?;
-        self.expect(|m| matches!(m, Method::ConnectionCloseOk(_)), "close-ok")
-    }
-
-    fn send(&mut self, method: impl Into<Method>) -> Result<(), String> {
-        let mut out = BytesMut::new();
-        encode_method(&mut out, 0, &method.into());
-        self.sock
-            .write_all(&out)
-            .map_err(|e| format!("observer: {e}"))
-    }
-
-    fn expect(&mut self, want: impl Fn(&Method) -> bool, what: &str) -> Result<(), String> {
-        let m = self.next_method()?;
-        if want(&m) {
-            Ok(())
-        } else {
-            Err(format!("observer: {what} expected, got {m:?}"))
-        }
-    }
-
-    fn next_method(&mut self) -> Result<Method, String> {
-        loop {
-            match decode_frame(&mut self.buf, FRAME_MAX).map_err(|e| format!("observer: {e}"))? {
-                Some(Frame::Method { method, .. }) => return Ok(method),
-                Some(_) => continue,
-                None => {}
-            }
-            let start = self.buf.len();
-            self.buf.resize(start + 4096, 0);
-            let n = self
-                .sock
-                .read(&mut self.buf[start..])
-                .map_err(|e| format!("observer: {e}"))?;
-            self.buf.truncate(start + n);
-            if n == 0 {
-                return Err("observer: RabbitMQ closed the connection".into());
-            }
-        }
+        let observer = |e: String| format!("observer: {e}");
+        self.raw
+            .send_on(
+                0,
+                ConnectionClose {
+                    reply_code: 200,
+                    ..Default::default()
+                },
+            )
+            .map_err(observer)?;
+        self.raw
+            .expect(|m| matches!(m, Method::ConnectionCloseOk(_)), "close-ok")
+            .map_err(observer)
     }
 }
