@@ -113,7 +113,7 @@ async fn typed_errors_for_bad_names_and_messages() {
 #[tokio::test(flavor = "current_thread")]
 async fn starting_and_using_a_layer_logs_no_warning() {
     let captured = Captured::default();
-    let _guard = tracing::subscriber::set_default(captured.subscriber(tracing::Level::WARN));
+    let _guard = captured.on_this_thread(tracing::Level::WARN);
     let layer = Layer::new(config()).unwrap();
     within(30, layer.connection()).await.unwrap();
     let channel = layer.new_channel();
