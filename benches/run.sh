@@ -61,13 +61,46 @@ if [[ ! -x $venv/bin/python ]]; then
   "$venv/bin/pip" install -q carehare aio-pika
 fi
 
+# Each step notes when it ran and how busy the machine was meanwhile
+# (step-NAME.md, one table row; the table in the docs joins them), so
+# that a reader can tell a quiet run from a contended one: the share of
+# the cores the host gave to other guests (steal in /proc/stat) and of the
+# time some runnable task waited for a core (/proc/pressure/cpu).
+machine_now() {
+  awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat
+  sed -n 's/^some .*total=\([0-9]*\).*/\1/p' /proc/pressure/cpu 2>/dev/null || echo 0
+  date +%s%N
+}
+step_start() {
+  step_name=$1
+  step_began=$(date -u +%H:%M)
+  mapfile -t step_machine < <(machine_now)
+}
+step_end() {
+  local now
+  mapfile -t now < <(machine_now)
+  python3 - "$step_name" "$step_began" "$(date -u +%H:%M)" "${step_machine[@]}" "${now[@]}" \
+    >"$out/step-$step_name.md" <<'PY'
+import sys
+name, began, ended, a_stat, a_some, a_ns, b_stat, b_some, b_ns = sys.argv[1:]
+(a_steal, a_total), (b_steal, b_total) = map(int, a_stat.split()), map(int, b_stat.split())
+steal = 100 * (b_steal - a_steal) / max(b_total - a_total, 1)
+wall_us = (int(b_ns) - int(a_ns)) / 1000
+waited = 100 * (int(b_some) - int(a_some)) / max(wall_us, 1)
+print(f"| {name} | {began}–{ended} | {wall_us / 60e6:.1f} | {steal:.1f} % | {waited:.0f} % |")
+PY
+}
+
 cd benches
 if [[ $only == *,codec,* ]]; then
+  step_start codec
   echo "== codec (criterion)" >&2
   cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3 >"$out/codec.log"
   target/release/codec-table >"$out/codec.md"
+  step_end
 fi
 if [[ $only == *,alloc,* ]]; then
+  step_start alloc
   echo "== allocations" >&2
   cargo test --release --test allocations -- --nocapture --test-threads 1 >"$out/alloc.log" 2>&1
   {
@@ -75,26 +108,34 @@ if [[ $only == *,alloc,* ]]; then
     grep -E 'allocations for' "$out/alloc.log" | sed 's/^test [a-z_]* \.\.\. //'
     echo '```'
   } >"$out/alloc.md"
+  step_end
 fi
 if [[ $only == *,e2e,* ]]; then
+  step_start e2e
   echo "== end to end (every client, ${ROUNDS:-3} rounds)" >&2
   # E2E_ARGS adds peers, e.g. --extra-cli carehare-before=PATH (an older build).
   # shellcheck disable=SC2086
   target/release/e2e --rounds "${ROUNDS:-3}" --fig-dir "$out" ${E2E_ARGS:-} >"$out/e2e.md"
+  step_end
 fi
 if [[ $only == *,latency,* ]]; then
+  step_start latency
   # More rounds than the others: slow round trips come in runs (a stall of
   # the broker or the machine for some milliseconds makes ten or twenty in
   # a row slow), and a 1 s round either catches one or not, whichever
   # client it is; medians of many rounds keep that out of the tails' ratios.
   echo "== latency, one message at a time (${LATENCY_ROUNDS:-11} rounds)" >&2
   target/release/latency --rounds "${LATENCY_ROUNDS:-11}" --fig-dir "$out" >"$out/latency.md"
+  step_end
 fi
 if [[ $only == *,growth,* ]]; then
+  step_start growth
   echo "== how cost grows (carehare perf)" >&2
   target/release/growth --fig-dir "$out" >"$out/growth.md"
+  step_end
 fi
 if [[ $only == *,profile,* ]]; then
+  step_start profile
   echo "== profile: the plain program beside amqprs (callgrind, perf + inferno)" >&2
   for tool in valgrind perf; do
     command -v "$tool" >/dev/null || { echo "profile needs $tool (Debian: valgrind, linux-perf)" >&2; exit 1; }
@@ -138,8 +179,10 @@ if [[ $only == *,profile,* ]]; then
     done
   done
   python3 python/flame_parts.py 100000 "${parts[@]}" >"$out/profile_parts.md"
+  step_end
 fi
 if [[ $only == *,profile-idle,* ]]; then
+  step_start profile-idle
   echo "== profile: idle connections (perf + inferno)" >&2
   command -v perf >/dev/null || { echo "profile-idle needs perf (Debian: linux-perf)" >&2; exit 1; }
   command -v inferno-flamegraph >/dev/null || cargo install --locked inferno
@@ -178,8 +221,10 @@ if [[ $only == *,profile-idle,* ]]; then
   else
     failed+=" profile-idle"
   fi
+  step_end
 fi
 if [[ $only == *,scale,* ]]; then
+  step_start scale
   echo "== scale: idle connections, ${SCALE_CONNECTIONS:-10000} idle connections (heartbeat ${SCALE_HEARTBEAT:-1 10} s), consumers on one connection" >&2
   {
     target/release/scale idle-rss --out "$out"
@@ -191,10 +236,13 @@ if [[ $only == *,scale,* ]]; then
     done
     target/release/scale consumers --rounds "${ROUNDS:-3}" --out "$out"
   } >"$out/scale.md"
+  step_end
 fi
 if [[ $only == *,queues,* ]]; then
+  step_start queues
   echo "== queues: N producers and consumers over 1 and N connections" >&2
   target/release/scale queues --rounds "${ROUNDS:-3}" --out "$out" >"$out/queues.md"
+  step_end
 fi
 cd "$root"
 
@@ -208,6 +256,11 @@ python3 - "$out" "$machine" "$(date -u +%Y-%m-%d)" <<'PY'
 import pathlib, sys
 out, machine, date = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 text = pathlib.Path("benches/benchmarks.md.in").read_text()
+steps = []
+for name in ["codec", "alloc", "e2e", "latency", "growth", "profile", "profile-idle", "scale", "queues"]:
+    f = out / f"step-{name}.md"
+    steps.append(f.read_text().rstrip() if f.exists() else f"| {name} | (no record) | | | |")
+text = text.replace("@STEPS@", "| step | ran (UTC) | minutes | the host took | a task waited for a core |\n|---|---|---|---|---|\n" + "\n".join(steps))
 for name in ["codec", "alloc", "e2e", "latency", "growth", "profile", "profile_parts", "profile_idle", "scale", "queues"]:
     f = out / f"{name}.md"
     table = f.read_text().rstrip() if f.exists() else "(not run)"
