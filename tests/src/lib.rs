@@ -14,7 +14,10 @@ pub mod fake_server;
 pub mod faults;
 pub mod hostile;
 pub mod locks;
-pub mod log_capture;
+/// Log lines captured as text (the client's, shared with its own tests).
+pub mod log_capture {
+    pub use carehare_client::testing::Captured;
+}
 pub mod proxy;
 pub mod publish;
 pub mod python;

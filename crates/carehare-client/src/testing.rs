@@ -13,9 +13,11 @@
 //!   fake server.
 //! - [`leftovers`]: what a connection still has waiting or open, to check
 //!   that nothing leaks once it has ended.
+//! - [`Captured`]: log lines captured as text, for tests that search them.
 
 pub use crate::sim::{
-    Connector, End, FakeBroker, SimRuntime, duplex, duplex_bounded, with_broker, with_network,
+    Captured, Connector, End, FakeBroker, SimRuntime, duplex, duplex_bounded, with_broker,
+    with_network,
 };
 
 pub use crate::state::Leftovers;

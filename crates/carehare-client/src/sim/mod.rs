@@ -35,6 +35,9 @@ use futures_io::{AsyncRead, AsyncWrite};
 
 use crate::runtime::{BoxFuture, Runtime, Stream};
 
+mod log_capture;
+pub use log_capture::Captured;
+
 /// What a simulated connect to one address does.
 pub type Connector = Box<dyn Fn(SocketAddr) -> io::Result<Box<dyn Stream>> + Send + Sync>;
 

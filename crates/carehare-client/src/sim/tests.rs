@@ -13,7 +13,7 @@ use carehare_core::testing;
 use carehare_core::types::ShortStr;
 use futures_util::future::Either;
 
-use super::{Behaviour, POLITE, SimRuntime, duplex, serve, with_broker};
+use super::{Behaviour, Captured, POLITE, SimRuntime, duplex, serve, with_broker};
 use crate::connect::connect_with_runtime;
 use crate::error::{ConnectionError, Error};
 use crate::options::ConnectOptions;
@@ -724,47 +724,11 @@ fn a_no_ack_consumer_pauses_reading_instead_of_buffering_without_bound() {
     );
 }
 
-/// What a test's subscriber logged.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Captures every log line at every level on this thread, until the
 /// guard is dropped.
 fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
-    // A callsite first hit by another test's thread while no subscriber
-    // wanted it can have its interest cached as "never" after this
-    // thread's subscriber was counted, and then this thread never sees it
-    // (its span missing from every line). A global subscriber that wants
-    // everything (and writes nowhere) keeps every callsite's interest open
-    // from the first capture on; the rebuild fixes any callsite cached
-    // before.
-    static EVERYTHING: std::sync::Once = std::sync::Once::new();
-    EVERYTHING.call_once(|| {
-        let sink = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(std::io::sink)
-            .finish();
-        let _ = tracing::subscriber::set_global_default(sink);
-    });
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let guard = captured.on_this_thread(tracing::Level::TRACE);
     (captured, guard)
 }
 
@@ -809,7 +773,7 @@ fn logs_name_the_connection_and_never_show_a_password() {
             [shown, format!("{refused:?}"), refused.to_string()]
         })
     };
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("amqp_connection{id="), "{logs}");
     assert!(logs.contains("name=\"billing\""), "{logs}");
     assert!(logs.contains("address=127.0.0.1:5672"), "{logs}");
@@ -858,7 +822,7 @@ fn a_consumers_logs_are_under_its_channel_span() {
         );
         connection.close().await.unwrap();
     });
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     for event in [
         "consuming",
         "RabbitMQ cancelled a consumer",

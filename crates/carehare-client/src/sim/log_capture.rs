@@ -1,5 +1,6 @@
 //! Log lines captured as text, for tests that search them (for a warning
-//! that must not be there, or a password).
+//! that must not be there, or a password): the client's own tests and the
+//! live suite's (public as `testing::Captured`).
 
 use std::sync::{Arc, Mutex};
 
