@@ -42,7 +42,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
-only=",${ONLY:-codec,alloc,e2e,latency,growth,profile,profile-idle,scale,queues},"  # ONLY=none only rewrites docs/benchmarks.md
+steps=codec,alloc,e2e,latency,growth,profile,profile-idle,scale,queues
+only=",${ONLY:-$steps},"  # ONLY=none only rewrites docs/benchmarks.md
 failed=""
 out="$root/benches/target/bench"
 mkdir -p "$out"
@@ -252,12 +253,12 @@ benches/target/release/plots --dir "$out" --out docs
 rabbit=$( (source test-server/env.sh && rabbitmqctl version 2>/dev/null) | tail -1 || echo unknown)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 machine="$(nproc) cores ($cpu), $(free -g | awk '/^Mem:/ {print $2}') GiB; RabbitMQ $rabbit on the same machine (the local test broker); $(rustc --version | cut -d' ' -f1-2); Python $(python3 --version | cut -d' ' -f2)"
-python3 - "$out" "$machine" "$(date -u +%Y-%m-%d)" <<'PY'
+python3 - "$out" "$machine" "$(date -u +%Y-%m-%d)" "$steps" <<'PY'
 import pathlib, sys
-out, machine, date = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+out, machine, date, step_names = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 text = pathlib.Path("benches/benchmarks.md.in").read_text()
 steps = []
-for name in ["codec", "alloc", "e2e", "latency", "growth", "profile", "profile-idle", "scale", "queues"]:
+for name in step_names.split(","):
     f = out / f"step-{name}.md"
     steps.append(f.read_text().rstrip() if f.exists() else f"| {name} | (no record) | | | |")
 text = text.replace("@STEPS@", "| step | ran (UTC) | minutes | the host took | a task waited for a core |\n|---|---|---|---|---|\n" + "\n".join(steps))

@@ -158,6 +158,11 @@ impl BrokerGaps {
     }
 }
 
+/// An observer's error, said to be one.
+fn observer(e: impl std::fmt::Display) -> String {
+    format!("observer: {e}")
+}
+
 struct Observer {
     raw: Raw,
     heartbeat: Duration,
@@ -166,11 +171,10 @@ struct Observer {
 impl Observer {
     /// Connects and runs the handshake with `heartbeat`.
     fn open(url: &str, heartbeat: u16) -> Result<Self, String> {
-        let observer = |e: String| format!("observer: {e}");
-        let mut raw = Raw::connect(url).map_err(|e| observer(e.to_string()))?;
+        let mut raw = Raw::connect(url).map_err(observer)?;
         raw.sock
             .set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| observer(e.to_string()))?;
+            .map_err(observer)?;
         raw.open(heartbeat).map_err(observer)?;
         Ok(Observer {
             raw,
@@ -181,9 +185,8 @@ impl Observer {
     /// Reads until stopped, recording the gaps between reads, and sends a
     /// heartbeat every half interval; then closes.
     fn watch(mut self, worst: &Worst, stop: &AtomicBool) -> Result<(), String> {
-        let err = |e: std::io::Error| format!("observer: {e}");
         let sock = &mut self.raw.sock;
-        sock.set_read_timeout(Some(TICK)).map_err(err)?;
+        sock.set_read_timeout(Some(TICK)).map_err(observer)?;
         // Three half intervals: two of RabbitMQ's heartbeats in a row missing.
         let threshold = self.heartbeat.mul_f64(1.5);
         let mut last_read = Instant::now();
@@ -201,10 +204,10 @@ impl Observer {
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(err(e)),
+                Err(e) => return Err(observer(e)),
             }
             if last_write.elapsed() >= self.heartbeat / 2 {
-                sock.write_all(&HEARTBEAT_FRAME).map_err(err)?;
+                sock.write_all(&HEARTBEAT_FRAME).map_err(observer)?;
                 last_write = Instant::now();
             }
         }
@@ -212,8 +215,7 @@ impl Observer {
         // was still going on when the run ended.
         worst.record(last_read.elapsed(), threshold);
         sock.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(err)?;
-        let observer = |e: String| format!("observer: {e}");
+            .map_err(observer)?;
         self.raw
             .send_on(
                 0,
