@@ -20,8 +20,11 @@
 //! multi-threaded runtime, as the lapin and amqprs peers run.
 //! `carehare-plain` is `peer-plain`, the guide's calls as a new user
 //! writes them, on tokio's current-thread runtime (`carehare-plain-mt`:
-//! multi-threaded); `amqprs-ct` is the amqprs peer on the current-thread
-//! runtime, to compare like with like.
+//! multi-threaded, the work in a spawned task as the guide says;
+//! `carehare-plain-mt-main`: the same work awaited in `block_on`'s own
+//! future, on the main thread); `amqprs-ct` is the amqprs peer on the
+//! current-thread runtime, to compare like with like, and
+//! `amqprs-spawned` the amqprs peer with its work in a spawned task.
 //! `raw` (`peer-raw`) is the broker's ceiling: pre-encoded frames over a
 //! blocking socket, no runtime; every client's rate is also given as a
 //! share of its rate.
@@ -69,8 +72,10 @@ fn parse() -> Opts {
             "carehare-mt",
             "carehare-plain",
             "carehare-plain-mt",
+            "carehare-plain-mt-main",
             "amqprs",
             "amqprs-ct",
+            "amqprs-spawned",
             "lapin",
             "carehare-py",
             "aio-pika",
@@ -163,10 +168,19 @@ fn command(o: &Opts, peer: &str, size: usize) -> Command {
             cmd = Command::new(own_bin("peer-amqprs"));
             cmd.env("PEER_RUNTIME", "current_thread");
         }
+        "amqprs-spawned" => {
+            cmd = Command::new(own_bin("peer-amqprs"));
+            cmd.env("PEER_SPAWN", "1");
+        }
         "carehare-plain" => cmd = Command::new(own_bin("peer-plain")),
         "carehare-plain-mt" => {
             cmd = Command::new(own_bin("peer-plain"));
             cmd.env("PEER_RUNTIME", "multi_thread");
+        }
+        "carehare-plain-mt-main" => {
+            cmd = Command::new(own_bin("peer-plain"));
+            cmd.env("PEER_RUNTIME", "multi_thread")
+                .env("PEER_IN_MAIN", "1");
         }
         "lapin" => cmd = Command::new(own_bin("peer-lapin")),
         "raw" => cmd = Command::new(own_bin("peer-raw")),
@@ -338,6 +352,9 @@ fn main() {
             ("carehare-plain", "amqprs-ct"),
             ("carehare-plain", "carehare"),
             ("carehare-plain-mt", "amqprs"),
+            ("carehare-plain-mt", "amqprs-spawned"),
+            ("carehare-plain-mt-main", "amqprs"),
+            ("carehare-plain-mt", "carehare-plain-mt-main"),
         ] {
             let Some(ours) = by_peer.get(mine) else {
                 continue;

@@ -12,11 +12,24 @@ use carehare_benches::e2e::{PhaseTimer, Workload, report, runtime};
 
 fn main() {
     // `#[tokio::main]`'s multi-thread runtime, or `PEER_RUNTIME=current_thread`
-    // to compare with a current-thread peer on the same runtime.
-    runtime(true).block_on(run(Workload::from_args()));
+    // to compare with a current-thread peer on the same runtime. The work is
+    // awaited in `block_on`'s future, as amqprs's examples do in
+    // `#[tokio::main]`; `PEER_SPAWN=1` runs it in a spawned task instead
+    // (`amqprs-spawned`), as carehare's guide says to on this runtime.
+    let w = Workload::from_args();
+    let runtime = runtime(true);
+    if std::env::var_os("PEER_SPAWN").is_some() {
+        runtime.block_on(async {
+            tokio::spawn(run("amqprs-spawned", w))
+                .await
+                .expect("the program's task")
+        });
+    } else {
+        runtime.block_on(run("amqprs", w));
+    }
 }
 
-async fn run(w: Workload) {
+async fn run(tool: &'static str, w: Workload) {
     let body = w.body();
     let Publishing {
         connection: conn,
@@ -71,5 +84,5 @@ async fn run(w: Workload) {
     }
     let consume = timer.stop(seen);
     conn.close().await.expect("close");
-    report("amqprs", &w, publish, consume);
+    report(tool, &w, publish, consume);
 }

@@ -5,7 +5,11 @@
 //! and acked with `ack_multiple`. This is the figure a user gets, beside
 //! `peer-carehare` and `carehare perf`.
 //!
-//! `PEER_RUNTIME=current_thread` (the default) or `multi_thread`.
+//! `PEER_RUNTIME=current_thread` (the default) or `multi_thread`. On the
+//! multi-threaded runtime the work runs in a spawned task, as the guide
+//! says ("On tokio's multi-threaded runtime"); `PEER_IN_MAIN=1` awaits it
+//! in `block_on`'s own future instead, on the main thread, outside the
+//! runtime's workers (`carehare-plain-mt-main`).
 
 use carehare_benches::e2e::{PhaseTimer, Workload, consume_with_carehare, report, runtime};
 use carehare_tokio::QueueOptions;
@@ -14,17 +18,21 @@ use futures::stream::FuturesUnordered;
 
 fn main() {
     let multi = std::env::var("PEER_RUNTIME").as_deref() == Ok("multi_thread");
+    let in_main = std::env::var_os("PEER_IN_MAIN").is_some();
     let runtime = runtime(false);
     let w = Workload::from_args();
-    let tool = if multi {
-        "carehare-plain-mt"
-    } else {
-        "carehare-plain"
-    };
-    runtime.block_on(run(tool, w));
+    match (multi, in_main) {
+        (false, _) => runtime.block_on(run("carehare-plain", w)),
+        (true, true) => runtime.block_on(run("carehare-plain-mt-main", w)),
+        (true, false) => runtime.block_on(async {
+            tokio::spawn(run("carehare-plain-mt", w))
+                .await
+                .expect("the program's task")
+        }),
+    }
 }
 
-async fn run(tool: &str, w: Workload) {
+async fn run(tool: &'static str, w: Workload) {
     let body = bytes::Bytes::from(w.body());
     let connection = carehare_tokio::connect(&w.url).await.expect("connect");
     let queue = connection
