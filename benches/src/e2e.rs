@@ -225,6 +225,16 @@ pub fn runtime(multi: bool) -> tokio::runtime::Runtime {
     builder.enable_all().build().expect("tokio runtime")
 }
 
+/// Runs `work` to its end in a task spawned on `runtime`, on its workers,
+/// rather than in `block_on`'s own future, which runs on the calling
+/// thread (the guide's advice for the multi-threaded runtime).
+pub fn block_on_in_task(
+    runtime: &tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    runtime.block_on(async { tokio::spawn(work).await.expect("the program's task") });
+}
+
 /// Whether [`runtime`] builds the multi-threaded runtime, given the
 /// peer's default.
 pub fn runtime_is_multi(multi: bool) -> bool {

@@ -8,7 +8,7 @@ use amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments,
 };
 use carehare_benches::amqprs_peer::{Publishing, publishing};
-use carehare_benches::e2e::{PhaseTimer, Workload, report, runtime};
+use carehare_benches::e2e::{PhaseTimer, Workload, block_on_in_task, report, runtime};
 
 fn main() {
     // `#[tokio::main]`'s multi-thread runtime, or `PEER_RUNTIME=current_thread`
@@ -19,11 +19,7 @@ fn main() {
     let w = Workload::from_args();
     let runtime = runtime(true);
     if std::env::var_os("PEER_SPAWN").is_some() {
-        runtime.block_on(async {
-            tokio::spawn(run("amqprs-spawned", w))
-                .await
-                .expect("the program's task")
-        });
+        block_on_in_task(&runtime, run("amqprs-spawned", w));
     } else {
         runtime.block_on(run("amqprs", w));
     }

@@ -11,24 +11,23 @@
 //! in `block_on`'s own future instead, on the main thread, outside the
 //! runtime's workers (`carehare-plain-mt-main`).
 
-use carehare_benches::e2e::{PhaseTimer, Workload, consume_with_carehare, report, runtime};
+use carehare_benches::e2e::{
+    PhaseTimer, Workload, block_on_in_task, consume_with_carehare, report, runtime,
+    runtime_is_multi,
+};
 use carehare_tokio::QueueOptions;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 fn main() {
-    let multi = std::env::var("PEER_RUNTIME").as_deref() == Ok("multi_thread");
+    let multi = runtime_is_multi(false);
     let in_main = std::env::var_os("PEER_IN_MAIN").is_some();
     let runtime = runtime(false);
     let w = Workload::from_args();
     match (multi, in_main) {
         (false, _) => runtime.block_on(run("carehare-plain", w)),
         (true, true) => runtime.block_on(run("carehare-plain-mt-main", w)),
-        (true, false) => runtime.block_on(async {
-            tokio::spawn(run("carehare-plain-mt", w))
-                .await
-                .expect("the program's task")
-        }),
+        (true, false) => block_on_in_task(&runtime, run("carehare-plain-mt", w)),
     }
 }
 
