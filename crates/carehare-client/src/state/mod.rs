@@ -553,23 +553,25 @@ impl Inner {
         mandatory: bool,
         permit: Option<Permit>,
     ) -> Result<ConfirmReceiver, Error> {
-        let (exchange, routing_key) = self.confirms.names(exchange, routing_key)?;
         if mandatory || self.confirms.is_holding() || self.lifecycle.outcome().is_some() {
+            let (exchange, routing_key) = self.confirms.names(exchange, routing_key)?;
             self.check_usable()?;
             self.meter.add(Counter::Published, 1);
             let outgoing =
                 Outgoing::new(exchange, routing_key, properties.clone(), body, mandatory);
             Ok(self.confirms.enqueue(&mut self.conn, outgoing, permit))
         } else {
-            self.meter.add(Counter::Published, 1);
-            Ok(self.confirms.publish_now(
+            let rx = self.confirms.publish_now(
                 &mut self.conn,
-                &exchange,
-                &routing_key,
+                exchange,
+                routing_key,
                 properties,
                 &body,
                 permit,
-            ))
+            )?;
+            // Counted under the lock, before the driver can settle it.
+            self.meter.add(Counter::Published, 1);
+            Ok(rx)
         }
     }
 

@@ -118,6 +118,44 @@ fn open_metered(counters: &Arc<crate::metrics::Counters>, now: Instant) -> Arc<S
 }
 
 #[test]
+fn each_publish_names_its_own_exchange_and_routing_key_and_a_bad_name_fails_alone() {
+    let shared = open_shared();
+    let publish_to = |exchange: &str, routing_key: &str| {
+        Confirmation::publish(
+            &shared,
+            Bytes::from_static(b"x"),
+            exchange,
+            routing_key,
+            &BasicProperties::default(),
+            false,
+            None,
+        )
+    };
+    let mut good = vec![publish_to("", "q1"), publish_to("", "q2")];
+    let mut too_long = publish_to("", &"k".repeat(256));
+    good.push(publish_to("ex", "q2"));
+    good.push(publish_to("", "q1"));
+    assert!(matches!(settled(&mut too_long), Some(Err(Error::Usage(_)))));
+    for c in &mut good {
+        assert!(settled(c).is_none(), "each awaits its confirm");
+    }
+    let mut out = sent(&mut shared.lock());
+    let mut names = Vec::new();
+    while let Some(frame) = carehare_core::frame::decode_frame(&mut out, u32::MAX).unwrap() {
+        if let carehare_core::frame::Frame::Method {
+            method: Method::BasicPublish(p),
+            ..
+        } = frame
+        {
+            assert!(!p.mandatory);
+            names.push((p.exchange.to_string(), p.routing_key.to_string()));
+        }
+    }
+    let expected = [("", "q1"), ("", "q2"), ("ex", "q2"), ("", "q1")];
+    assert_eq!(names, expected.map(|(e, k)| (e.to_string(), k.to_string())));
+}
+
+#[test]
 fn multiple_acks_and_nacks_settle_every_covered_publish() {
     let shared = open_shared();
     let mut c: Vec<_> = (0..5).map(|_| publish(&shared, "ex", false, "x")).collect();

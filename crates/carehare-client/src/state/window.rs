@@ -6,7 +6,12 @@
 //! - `used <= max` at all times;
 //! - each slot given back notifies one waiter, and a waiter dropped after
 //!   its notification passes it on (`event_listener` does), so no slot
-//!   ever sits free while somebody waits.
+//!   ever sits free while somebody waits;
+//! - `waiting` counts the waiters that are listening: one is counted only
+//!   after its listener is registered, and uncounted when it stops
+//!   waiting. A slot given back while it reads 0 notifies nobody, which
+//!   spares the common case, a publish settled with nobody waiting, the
+//!   notifier's lock.
 //!
 //! One counter serves as both the semaphore and the `in_flight` figure: a
 //! publish takes and gives back one atomic, where a semaphore plus a
@@ -23,6 +28,7 @@ pub(crate) struct Window {
     max: usize,
     used: AtomicUsize,
     room: Event,
+    waiting: AtomicUsize,
 }
 
 impl Window {
@@ -32,6 +38,7 @@ impl Window {
             max: max.max(1),
             used: AtomicUsize::new(0),
             room: Event::new(),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -46,13 +53,13 @@ impl Window {
     }
 
     fn try_take(&self) -> bool {
-        let mut used = self.used.load(Ordering::Acquire);
+        let mut used = self.used.load(Ordering::SeqCst);
         while used < self.max {
             match self.used.compare_exchange_weak(
                 used,
                 used + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
             ) {
                 Ok(_) => return true,
                 Err(now) => used = now,
@@ -68,14 +75,33 @@ impl Window {
             if self.try_take() {
                 return Permit(self.clone());
             }
-            // Listen, then look again: a slot freed in between notified
-            // nobody.
+            // Listen, be counted, then look again: a slot freed before the
+            // count saw no waiter and notified nobody, and this look sees
+            // it; one freed after it notifies the listener. (Both sides'
+            // operations are `SeqCst`, so one of the two always happens.)
             let listener = self.room.listen();
+            let _counted = Waiting::count(&self.waiting);
             if self.try_take() {
                 return Permit(self.clone());
             }
             listener.await;
         }
+    }
+}
+
+/// One waiter counted in [`Window::waiting`] while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Self(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -85,8 +111,10 @@ pub(crate) struct Permit(Arc<Window>);
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.0.used.fetch_sub(1, Ordering::AcqRel);
-        self.0.room.notify(1);
+        self.0.used.fetch_sub(1, Ordering::SeqCst);
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            self.0.room.notify(1);
+        }
     }
 }
 
@@ -134,6 +162,36 @@ mod tests {
             panic!("the other waiter gets the slot");
         };
         assert_eq!(window.in_flight(), 1);
+    }
+
+    #[test]
+    fn waiters_are_counted_while_they_wait_and_only_then() {
+        let window = Window::new(1);
+        let held = take_now(window.acquire());
+        assert_eq!(window.waiting.load(Ordering::SeqCst), 0, "nobody waits yet");
+        let mut cancelled = Box::pin(window.acquire());
+        let mut served = pin!(window.acquire());
+        assert!(poll_once(cancelled.as_mut()).is_pending());
+        assert!(poll_once(served.as_mut()).is_pending());
+        assert_eq!(window.waiting.load(Ordering::SeqCst), 2);
+        drop(cancelled);
+        assert_eq!(
+            window.waiting.load(Ordering::SeqCst),
+            1,
+            "a cancelled wait is uncounted"
+        );
+        // The slot given back must reach the one still counted.
+        drop(held);
+        let Poll::Ready(permit) = poll_once(served.as_mut()) else {
+            panic!("the counted waiter is notified");
+        };
+        assert_eq!(
+            window.waiting.load(Ordering::SeqCst),
+            0,
+            "a served wait is uncounted"
+        );
+        drop(permit);
+        assert_eq!(window.in_flight(), 0);
     }
 
     #[test]
