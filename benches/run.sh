@@ -142,20 +142,34 @@ if [[ $only == *,profile,* ]]; then
     command -v "$tool" >/dev/null || { echo "profile needs $tool (Debian: valgrind, linux-perf)" >&2; exit 1; }
   done
   command -v inferno-flamegraph >/dev/null || cargo install --locked inferno
+  # Each program runs twice, with 1,000 and with 21,000 messages, and
+  # callgrind dumps its counts as each phase ends (PhaseTimer::stop): part 1
+  # is the start-up and the publishing, part 2 the consuming. A phase's
+  # instructions per message are the difference between the two runs'
+  # counts over the 20,000 messages more, which leaves the start-up out.
+  phase_ir() { # peer size count part
+    sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$out/callgrind.$1.$2.$3.$4"
+  }
   {
-    echo "| body | program | instructions per message (publish + consume) | ratio to amqprs |"
-    echo "|---|---|---|---|"
+    echo "| body | program | publish (instructions per message) | consume | both | ratio to amqprs: publish | consume | both |"
+    echo "|---|---|---|---|---|---|---|---|"
     for size in 12 1024; do
-      declare -A ir=()
+      declare -A pub=() con=()
       for peer in plain amqprs; do
-        PEER_RUNTIME=current_thread valgrind --tool=callgrind \
-          --callgrind-out-file="$out/callgrind.$peer.$size" \
-          "target/release/peer-$peer" --count 20000 --size "$size" >/dev/null 2>"$out/callgrind.$peer.$size.log"
-        total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$out/callgrind.$peer.$size.log")
-        ir[$peer]=$((total / 20000))
+        for count in 1000 21000; do
+          PEER_RUNTIME=current_thread valgrind --tool=callgrind --dump-before='*PhaseTimer*stop*' \
+            --callgrind-out-file="$out/callgrind.$peer.$size.$count" \
+            "target/release/peer-$peer" --count "$count" --size "$size" >/dev/null 2>"$out/callgrind.$peer.$size.$count.log"
+        done
+        pub[$peer]=$((($(phase_ir $peer $size 21000 1) - $(phase_ir $peer $size 1000 1)) / 20000))
+        con[$peer]=$((($(phase_ir $peer $size 21000 2) - $(phase_ir $peer $size 1000 2)) / 20000))
       done
-      echo "| $size B | carehare-plain | ${ir[plain]} | $(python3 -c "print(f'{${ir[plain]}/${ir[amqprs]}:.2f}×')") |"
-      echo "| $size B | amqprs | ${ir[amqprs]} | 1.00× |"
+      python3 - "$size" "${pub[plain]}" "${con[plain]}" "${pub[amqprs]}" "${con[amqprs]}" <<'PY'
+import sys
+size, (p, c, ap, ac) = sys.argv[1], map(int, sys.argv[2:])
+print(f"| {size} B | carehare-plain | {p} | {c} | {p + c} | {p / ap:.2f}× | {c / ac:.2f}× | {(p + c) / (ap + ac):.2f}× |")
+print(f"| {size} B | amqprs | {ap} | {ac} | {ap + ac} | 1.00× | 1.00× | 1.00× |")
+PY
     done
   } >"$out/profile.md"
   # perf's samples of each program on both runtimes: a flame graph each,

@@ -168,6 +168,9 @@ impl PhaseTimer {
     }
 
     /// The phase is over, having moved `messages`.
+    // Never inlined: the profile step has callgrind dump its counts as
+    // each phase ends, at this function's entry.
+    #[inline(never)]
     pub fn stop(self, messages: u64) -> Phase {
         let (user, sys, sleeps) = usage();
         let (user0, sys0, sleeps0) = self.usage;
