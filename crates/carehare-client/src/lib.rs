@@ -27,6 +27,7 @@ mod metrics;
 mod options;
 #[cfg(feature = "otel")]
 pub mod otel;
+mod outcome;
 mod recovery;
 mod runtime;
 // Public (through `testing`) only with the `testing` feature; the

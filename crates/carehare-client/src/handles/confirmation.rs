@@ -7,9 +7,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use carehare_core::properties::BasicProperties;
-use futures_channel::oneshot;
 
 use crate::error::Error;
+use crate::outcome;
 use crate::state::{ConfirmReceiver, Inner, Permit, Shared};
 
 /// The confirm of one publish. See
@@ -117,11 +117,7 @@ impl Confirmation {
                 }
                 rx
             }
-            Err(e) => {
-                let (tx, rx) = oneshot::channel();
-                let _ = tx.send(Err(e));
-                rx
-            }
+            Err(e) => outcome::ready(Err(e)),
         };
         Self {
             rx,
@@ -141,8 +137,8 @@ impl Future for Confirmation {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok(result)) => Poll::Ready(result),
-            Poll::Ready(Err(_)) => Poll::Ready(Err(self.shared.lock().lost())),
+            Poll::Ready(Some(result)) => Poll::Ready(result),
+            Poll::Ready(None) => Poll::Ready(Err(self.shared.lock().lost())),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -163,9 +163,9 @@ impl RpcClient {
         let outcome = async {
             // The confirm settles first (a return comes before its ack).
             match confirm.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(self.shared().lock().lost()),
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(self.shared().lock().lost()),
             }
             match reply_rx.await {
                 Ok(result) => result,

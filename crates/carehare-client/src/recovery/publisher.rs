@@ -31,9 +31,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use crate::outcome::{self, OutcomeReceiver, OutcomeSender};
 use bytes::Bytes;
 use carehare_core::properties::BasicProperties;
-use futures_channel::oneshot;
 
 use super::options::Republish;
 use super::shared::Recovery;
@@ -53,7 +53,7 @@ struct Job {
     body: Bytes,
     mandatory: bool,
     /// Taken when the caller is answered.
-    tx: Option<oneshot::Sender<Result<(), Error>>>,
+    tx: Option<OutcomeSender>,
     _permit: Permit,
     /// Connections this job was in doubt on.
     in_doubt: u32,
@@ -329,7 +329,7 @@ impl<T: Clone + Send + Sync + 'static> RecoveringPublisher<T> {
         crate::error::short(exchange)?;
         crate::error::short(routing_key)?;
         let permit = self.window.acquire().await;
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = outcome::channel();
         let mut q = lock(&self.queue);
         if let Some(e) = &q.task_gone {
             return Err(e.clone());
@@ -364,7 +364,7 @@ impl<T: Clone + Send + Sync + 'static> RecoveringPublisher<T> {
 /// the outcome is lost.
 #[must_use = "a publish is only known to be safe once its confirmation resolves"]
 pub struct RecoveringConfirmation {
-    rx: oneshot::Receiver<Result<(), Error>>,
+    rx: OutcomeReceiver,
 }
 
 impl std::fmt::Debug for RecoveringConfirmation {
@@ -379,9 +379,9 @@ impl Future for RecoveringConfirmation {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok(result)) => Poll::Ready(result),
+            Poll::Ready(Some(result)) => Poll::Ready(result),
             // The publisher's task was dropped with its runtime.
-            Poll::Ready(Err(_)) => {
+            Poll::Ready(None) => {
                 Poll::Ready(Err(Error::ConnectionClosed(ConnectionError::DriverStopped)))
             }
             Poll::Pending => Poll::Pending,

@@ -25,7 +25,6 @@ use carehare_core::Connection;
 use carehare_core::method::{BasicPublish, BasicReturn, ConfirmSelect};
 use carehare_core::properties::BasicProperties;
 use carehare_core::types::{ChannelId, ShortStr};
-use futures_channel::oneshot;
 use rustc_hash::FxHashMap;
 use tracing::warn;
 
@@ -35,10 +34,11 @@ use crate::capacity::shrink_sparse;
 use crate::error::{Error, short};
 use crate::message::Returned;
 use crate::metrics::{Counter, Meter};
+use crate::outcome::{self, OutcomeReceiver, OutcomeSender};
 
 /// The receiving half of one publish's confirm.
-pub(crate) type ConfirmReceiver = oneshot::Receiver<Result<(), Error>>;
-type ConfirmSender = oneshot::Sender<Result<(), Error>>;
+pub(crate) type ConfirmReceiver = OutcomeReceiver;
+type ConfirmSender = OutcomeSender;
 
 /// A message on its way out.
 #[derive(Debug)]
@@ -286,7 +286,7 @@ impl Confirms {
         outgoing: Outgoing,
         permit: Option<Permit>,
     ) -> ConfirmReceiver {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = outcome::channel();
         if self.holding {
             self.held.push_back(Held {
                 outgoing,
@@ -314,7 +314,7 @@ impl Confirms {
         debug_assert!(!self.holding);
         self.set_names(exchange, routing_key)?;
         debug_assert!(!self.last.mandatory);
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = outcome::channel();
         let queued = self.channel_for(conn, exchange).and_then(|ch| {
             let seq = conn.publish_bytes(ch, &self.last, properties, body)?;
             Ok((ch, seq))
@@ -437,7 +437,7 @@ impl Confirms {
         seq: u64,
         outgoing: Outgoing,
     ) -> ConfirmReceiver {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = outcome::channel();
         self.track(Ok((channel, Some(seq))), tx, Some(Box::new(outgoing)), None);
         rx
     }
