@@ -31,7 +31,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use crate::outcome::{self, OutcomeReceiver, OutcomeSender};
 use bytes::Bytes;
 use carehare_core::properties::BasicProperties;
 
@@ -41,6 +40,7 @@ use crate::capacity::shrink_sparse;
 use crate::error::{ConnectionError, Error};
 use crate::handles::confirmation::Confirmation;
 use crate::handles::connection::Connection;
+use crate::outcome::{self, OutcomeReceiver, OutcomeSender};
 use crate::state::{Permit, Window};
 
 /// One publish, as the caller made it. The names and properties are

@@ -604,8 +604,7 @@ impl Confirms {
     }
 }
 
-/// `s` as a `shortstr`, reusing `slot`'s if it is the same string.
-/// Makes `slot` hold `s`, unless it already does.
+/// Makes `slot` hold `s` as a `shortstr`, unless it already does.
 fn set_cached(slot: &mut ShortStr, s: &str) -> Result<(), Error> {
     if slot.as_str() != s {
         *slot = short(s)?;
