@@ -9,8 +9,8 @@ use bytes::Bytes;
 use carehare_core::properties::BasicProperties;
 
 use crate::error::Error;
-use crate::outcome;
-use crate::state::{ConfirmReceiver, Inner, Permit, Shared};
+use crate::outcome::{self, OutcomeReceiver};
+use crate::state::{Inner, Permit, Shared};
 
 /// The confirm of one publish. See
 /// [`Connection::publish`](crate::Connection::publish).
@@ -36,7 +36,7 @@ use crate::state::{ConfirmReceiver, Inner, Permit, Shared};
 /// message, not when its confirmation is dropped.
 #[must_use = "a publish is only known to be safe once its confirmation resolves"]
 pub struct Confirmation {
-    rx: ConfirmReceiver,
+    rx: OutcomeReceiver,
     shared: Arc<Shared>,
 }
 

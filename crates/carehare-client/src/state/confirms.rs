@@ -36,10 +36,6 @@ use crate::message::Returned;
 use crate::metrics::{Counter, Meter};
 use crate::outcome::{self, OutcomeReceiver, OutcomeSender};
 
-/// The receiving half of one publish's confirm.
-pub(crate) type ConfirmReceiver = OutcomeReceiver;
-type ConfirmSender = OutcomeSender;
-
 /// A message on its way out.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
@@ -70,7 +66,7 @@ impl Outgoing {
 
 /// One publish awaiting its confirm.
 struct PendingConfirm {
-    tx: ConfirmSender,
+    tx: OutcomeSender,
     /// Kept for mandatory publishes only, to match a `basic.return`;
     /// boxed so the confirm map's entries stay small (they are moved as
     /// the map's nodes split and merge).
@@ -81,7 +77,7 @@ struct PendingConfirm {
 }
 
 impl PendingConfirm {
-    fn new(tx: ConfirmSender, outgoing: Option<Box<Outgoing>>, permit: Option<Permit>) -> Self {
+    fn new(tx: OutcomeSender, outgoing: Option<Box<Outgoing>>, permit: Option<Permit>) -> Self {
         Self {
             tx,
             outgoing,
@@ -161,7 +157,7 @@ fn same_but_reply_to(sent: &BasicProperties, returned: &BasicProperties) -> bool
 /// A publish waiting for RabbitMQ to unblock the connection.
 struct Held {
     outgoing: Outgoing,
-    tx: ConfirmSender,
+    tx: OutcomeSender,
     permit: Option<Permit>,
 }
 
@@ -285,7 +281,7 @@ impl Confirms {
         conn: &mut Connection,
         outgoing: Outgoing,
         permit: Option<Permit>,
-    ) -> ConfirmReceiver {
+    ) -> OutcomeReceiver {
         let (tx, rx) = outcome::channel();
         if self.holding {
             self.held.push_back(Held {
@@ -310,7 +306,7 @@ impl Confirms {
         properties: &BasicProperties,
         body: &Bytes,
         permit: Option<Permit>,
-    ) -> Result<ConfirmReceiver, Error> {
+    ) -> Result<OutcomeReceiver, Error> {
         debug_assert!(!self.holding);
         self.set_names(exchange, routing_key)?;
         debug_assert!(!self.last.mandatory);
@@ -327,7 +323,7 @@ impl Confirms {
         &mut self,
         conn: &mut Connection,
         outgoing: Outgoing,
-        tx: ConfirmSender,
+        tx: OutcomeSender,
         permit: Option<Permit>,
     ) {
         let queued = self.queue(
@@ -368,7 +364,7 @@ impl Confirms {
     fn track(
         &mut self,
         queued: Result<(ChannelId, Option<u64>), Error>,
-        tx: ConfirmSender,
+        tx: OutcomeSender,
         // Boxed by the caller: most publishes pass `None`, and an unboxed
         // `Option` of 450 bytes was copied on every call all the same.
         outgoing: Option<Box<Outgoing>>,
@@ -436,7 +432,7 @@ impl Confirms {
         channel: ChannelId,
         seq: u64,
         outgoing: Outgoing,
-    ) -> ConfirmReceiver {
+    ) -> OutcomeReceiver {
         let (tx, rx) = outcome::channel();
         self.track(Ok((channel, Some(seq))), tx, Some(Box::new(outgoing)), None);
         rx

@@ -46,11 +46,11 @@ use tracing::{debug, warn};
 use crate::error::Error;
 use crate::message::Message;
 use crate::metrics::{Counter, Meter};
+use crate::outcome::OutcomeReceiver;
 
 #[cfg(test)]
 pub(crate) use backlog::HIGH_WATER;
 pub(crate) use blocking::Watch;
-pub(crate) use confirms::ConfirmReceiver;
 pub(crate) use consumers::Token;
 pub(crate) use lifecycle::ConnectedReceiver;
 pub(crate) use ops::OpReceiver;
@@ -552,7 +552,7 @@ impl Inner {
         properties: &BasicProperties,
         mandatory: bool,
         permit: Option<Permit>,
-    ) -> Result<ConfirmReceiver, Error> {
+    ) -> Result<OutcomeReceiver, Error> {
         if mandatory || self.confirms.is_holding() || self.lifecycle.outcome().is_some() {
             let (exchange, routing_key) = self.confirms.names(exchange, routing_key)?;
             self.check_usable()?;
@@ -645,7 +645,7 @@ impl Inner {
         properties: &BasicProperties,
         body: &Bytes,
         correlation_id: &ShortStr,
-    ) -> Result<(ReplyReceiver, ConfirmReceiver), Error> {
+    ) -> Result<(ReplyReceiver, OutcomeReceiver), Error> {
         self.check_usable()?;
         let Some(reply) = self.rpc.expect(channel, correlation_id.clone()) else {
             return Err(Error::ConsumerClosed);
