@@ -92,6 +92,20 @@ fn list_until(what: &str, found: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+/// `list WHAT` (the table) until `whole` finds its row complete; a table
+/// still incomplete after 30 s fails the test.
+fn table_until(what: &str, whole: impl Fn(&str) -> Option<()>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let table = ok(&["list", what]);
+        if whole(&table).is_some() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never whole: {table}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 #[test]
 fn list_queues_exchanges_and_connections() {
     let q = unique("list");
@@ -100,17 +114,19 @@ fn list_queues_exchanges_and_connections() {
     // The JSON is the API's objects, every field.
     let named = |v: &Value| v["name"] == q.as_str();
     list_until("queues", |v| named(v) && v["messages"] == 1);
-    let table = ok(&["list", "queues"]);
-    let header = table.lines().next().unwrap();
-    assert_eq!(
-        header.split_whitespace().collect::<Vec<_>>(),
-        ["name", "type", "messages", "ready", "unacked", "consumers"]
-    );
-    let row = table.lines().find(|l| l.starts_with(&q)).unwrap();
-    assert_eq!(
-        row.split_whitespace().collect::<Vec<_>>(),
-        [q.as_str(), "quorum", "1", "1", "0", "0"]
-    );
+    // The API fills a queue's statistics in separate steps (a quorum
+    // queue's consumer count can come after its message counts), so the
+    // table is read again until its row is whole.
+    table_until("queues", |table| {
+        let header = table.lines().next().unwrap();
+        assert_eq!(
+            header.split_whitespace().collect::<Vec<_>>(),
+            ["name", "type", "messages", "ready", "unacked", "consumers"]
+        );
+        let row = table.lines().find(|l| l.starts_with(&q))?;
+        let row = row.split_whitespace().collect::<Vec<_>>();
+        (row == [q.as_str(), "quorum", "1", "1", "0", "0"]).then_some(())
+    });
     ok(&["delete", "queue", &q]);
 
     let table = ok(&["list", "exchanges"]);
@@ -139,12 +155,12 @@ fn list_queues_exchanges_and_connections() {
         v.pointer("/client_properties/connection_name") == Some(&Value::from(name.as_str()))
             && v.get("state") == Some(&Value::from("running"))
     });
-    let table = ok(&["list", "connections"]);
+    table_until("connections", |table| {
+        let row = table.lines().find(|l| l.contains(&name))?;
+        (row.contains(" carehare ") && row.contains(" running ")).then_some(())
+    });
     let _ = child.kill();
     let _ = child.wait();
-    let row = table.lines().find(|l| l.contains(&name)).unwrap();
-    assert!(row.contains(" carehare "), "user: {table}");
-    assert!(row.contains(" running "), "state: {table}");
 }
 
 #[test]
