@@ -2,19 +2,22 @@
 //! there can be. One blocking socket on one thread, no runtime. Each
 //! message's frames (`basic.publish`, content header, body) are encoded
 //! once and the same bytes are written for every publish, as many at a
-//! time as the confirm window allows; incoming frames are only decoded
-//! far enough to count confirms and deliveries. Consuming acks with a
-//! `basic.ack` (multiple) every `--multi-ack-every` deliveries, as the
-//! other peers do. Whatever rate this reaches is what the broker can
-//! take on this machine; the clients' rates are measured against it.
+//! time as the confirm window allows; incoming frames are not decoded,
+//! only looked at far enough to count confirms and deliveries. Consuming
+//! acks with a `basic.ack` (multiple) every `--multi-ack-every`
+//! deliveries, as the other peers do. Every frame already read is taken
+//! before the next write, so that one write answers one read, as a client
+//! that batches its writes does. Whatever rate this reaches is what the
+//! broker can take on this machine; the clients' rates are measured
+//! against it.
 
 use std::io::Write;
 
 use bytes::BytesMut;
 use carehare_benches::e2e::{PhaseTimer, Workload, report};
-use carehare_benches::raw::Raw;
+use carehare_benches::raw::{Raw, Seen};
 use carehare_benches::{CHANNEL, FRAME_MAX};
-use carehare_core::frame::{Frame, encode_content, encode_method};
+use carehare_core::frame::{encode_content, encode_method};
 use carehare_core::method::*;
 use carehare_core::properties::{BASIC_CLASS_ID, BasicProperties};
 use carehare_core::types::ShortStr;
@@ -52,9 +55,14 @@ fn main() {
             c.sock.write_all(&batch).expect("write");
             sent += room;
         }
-        match c.next_method().expect("a method") {
-            Method::BasicAck(a) => confirmed = confirmed.max(a.delivery_tag),
-            other => panic!("unexpected while publishing: {other:?}"),
+        // One frame, waited for, then every one already read.
+        let mut seen = Some(c.next_seen().expect("a frame"));
+        while let Some(frame) = seen {
+            match frame {
+                Seen::Ack { delivery_tag } => confirmed = confirmed.max(delivery_tag),
+                other => panic!("unexpected while publishing: {other:?}"),
+            }
+            seen = c.seen_buffered().expect("a frame");
         }
     }
     let publish = timer.stop(w.count);
@@ -81,27 +89,30 @@ fn main() {
         },
     )
     .expect("write");
-    let mut delivered = 0u64;
-    let mut acked = 0u64;
+    let (mut delivered, mut acked) = (0u64, 0u64);
+    let mut acks = BytesMut::new();
     while delivered < w.count {
-        // Other frames: the deliveries' headers and bodies, consume-ok.
-        if let Frame::Method {
-            method: Method::BasicDeliver(d),
-            ..
-        } = c.next_frame().expect("a frame")
-        {
-            delivered += 1;
-            if delivered - acked >= w.multi_ack_every || delivered == w.count {
-                c.send_on(
-                    CHANNEL,
-                    BasicAck {
-                        delivery_tag: d.delivery_tag,
+        // One frame, waited for, then every one already read; the acks
+        // they call for go out in one write. Other frames: the deliveries'
+        // headers and bodies, consume-ok.
+        let mut seen = Some(c.next_seen().expect("a frame"));
+        while let Some(frame) = seen {
+            if let Seen::Deliver { delivery_tag } = frame {
+                delivered += 1;
+                if delivered - acked >= w.multi_ack_every || delivered == w.count {
+                    let ack = BasicAck {
+                        delivery_tag,
                         multiple: true,
-                    },
-                )
-                .expect("write");
-                acked = delivered;
+                    };
+                    encode_method(&mut acks, CHANNEL, &ack.into());
+                    acked = delivered;
+                }
             }
+            seen = c.seen_buffered().expect("a frame");
+        }
+        if !acks.is_empty() {
+            c.sock.write_all(&acks).expect("write");
+            acks.clear();
         }
     }
     let consume = timer.stop(w.count);
