@@ -172,10 +172,6 @@ pub(crate) fn encode_header(
     p: &BasicProperties,
     out: &mut BytesMut,
 ) {
-    let mut enc = Enc::new(out);
-    enc.u16(class_id);
-    enc.u16(0);
-    enc.u64(body_size);
     let mut flags = 0u16;
     let mut flag = |present: bool, bit: u16| {
         if present {
@@ -196,7 +192,17 @@ pub(crate) fn encode_header(
     flag(p.user_id.is_some(), USER_ID);
     flag(p.app_id.is_some(), APP_ID);
     flag(p.cluster_id.is_some(), CLUSTER_ID);
-    enc.u16(flags);
+    // Class, weight (always 0), body size, flags: one write, which is all
+    // of a header without properties, the common case.
+    let mut fixed = [0u8; 14];
+    fixed[..2].copy_from_slice(&class_id.to_be_bytes());
+    fixed[4..12].copy_from_slice(&body_size.to_be_bytes());
+    fixed[12..].copy_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&fixed);
+    if flags == 0 {
+        return;
+    }
+    let mut enc = Enc::new(out);
     let s = |v: &Option<ShortStr>, enc: &mut Enc<'_>| {
         if let Some(v) = v {
             enc.short_str(v);
