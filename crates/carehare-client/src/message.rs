@@ -6,6 +6,26 @@ use carehare_core::method::{BasicDeliver, BasicGetOk};
 use carehare_core::properties::BasicProperties;
 use carehare_core::types::ShortStr;
 
+/// No properties at all, for the publishes that take none. Borrowing a
+/// static spares each of them building 14 `None`s and dropping them, and
+/// keeps the 376 bytes out of the publishing future.
+pub(crate) static NO_PROPERTIES: BasicProperties = BasicProperties {
+    content_type: None,
+    content_encoding: None,
+    headers: None,
+    delivery_mode: None,
+    priority: None,
+    correlation_id: None,
+    reply_to: None,
+    expiration: None,
+    message_id: None,
+    timestamp: None,
+    kind: None,
+    user_id: None,
+    app_id: None,
+    cluster_id: None,
+};
+
 /// A message delivered to an [`AckingConsumer`](crate::AckingConsumer).
 /// Ack it with [`AckingConsumer::ack`](crate::AckingConsumer::ack) and its
 /// `delivery_tag`.

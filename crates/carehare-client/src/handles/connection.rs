@@ -20,6 +20,7 @@ use super::confirmation::Confirmation;
 use super::wait::{reply, unexpected};
 use crate::address::Address;
 use crate::error::{Error, short};
+use crate::message::NO_PROPERTIES;
 use crate::runtime::Runtime;
 use crate::state::Shared;
 
@@ -591,7 +592,7 @@ impl Connection {
         exchange: &str,
         routing_key: &str,
     ) -> Confirmation {
-        self.publish_with(body, exchange, routing_key, &BasicProperties::default())
+        self.publish_with(body, exchange, routing_key, &NO_PROPERTIES)
     }
 
     /// [`publish`](Self::publish) with message properties.

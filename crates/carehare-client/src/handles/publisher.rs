@@ -8,6 +8,7 @@ use carehare_core::properties::BasicProperties;
 use super::confirmation::Confirmation;
 use super::connection::Connection;
 use crate::error::Error;
+use crate::message::NO_PROPERTIES;
 use crate::state::Window;
 
 /// Publishes with at most `max_in_flight` unconfirmed messages: when the
@@ -103,7 +104,7 @@ impl Publisher {
         exchange: &str,
         routing_key: &str,
     ) -> Result<Confirmation, Error> {
-        self.publish_with(body, exchange, routing_key, &BasicProperties::default())
+        self.publish_with(body, exchange, routing_key, &NO_PROPERTIES)
             .await
     }
 

@@ -40,6 +40,7 @@ use crate::capacity::shrink_sparse;
 use crate::error::{ConnectionError, Error};
 use crate::handles::confirmation::Confirmation;
 use crate::handles::connection::Connection;
+use crate::message::NO_PROPERTIES;
 use crate::outcome::{self, OutcomeReceiver, OutcomeSender};
 use crate::state::{Permit, Window};
 
@@ -273,14 +274,8 @@ impl<T: Clone + Send + Sync + 'static> RecoveringPublisher<T> {
         exchange: &str,
         routing_key: &str,
     ) -> Result<RecoveringConfirmation, Error> {
-        self.send(
-            body.into(),
-            exchange,
-            routing_key,
-            &BasicProperties::default(),
-            false,
-        )
-        .await
+        self.send(body.into(), exchange, routing_key, &NO_PROPERTIES, false)
+            .await
     }
 
     /// [`publish`](Self::publish) with properties.

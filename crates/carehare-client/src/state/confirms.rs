@@ -16,7 +16,9 @@
 //! - a `Permit` lives exactly as long as its publish is unsettled;
 //! - a channel that nacked `RETIRE_AFTER_NACKS` publishes in a row is
 //!   retired: it leaves `exchanges` (the next publish opens a fresh
-//!   channel) and is closed once its last publish is settled.
+//!   channel) and is closed once its last publish is settled;
+//! - `last_channel`, when set, is `exchanges[last.exchange]`: it is unset
+//!   whenever `last.exchange` changes or an entry leaves `exchanges`.
 
 use std::collections::VecDeque;
 
@@ -250,6 +252,9 @@ pub(crate) struct Confirms {
     /// callers publish to a few routing keys, and this spares such a
     /// publish an allocation and the reference counting of four clones.
     last: BasicPublish,
+    /// The channel of `last.exchange`, which spares the common publish a
+    /// lookup in `exchanges`.
+    last_channel: Option<ChannelId>,
 }
 
 impl Confirms {
@@ -266,7 +271,10 @@ impl Confirms {
 
     /// Makes `last` name `exchange` and `routing_key`.
     fn set_names(&mut self, exchange: &str, routing_key: &str) -> Result<(), Error> {
-        set_cached(&mut self.last.exchange, exchange)?;
+        if self.last.exchange.as_str() != exchange {
+            self.last.exchange = short(exchange)?;
+            self.last_channel = None;
+        }
         set_cached(&mut self.last.routing_key, routing_key)
     }
 
@@ -311,7 +319,7 @@ impl Confirms {
         self.set_names(exchange, routing_key)?;
         debug_assert!(!self.last.mandatory);
         let (tx, rx) = outcome::channel();
-        let queued = self.channel_for(conn, exchange).and_then(|ch| {
+        let queued = self.last_channel(conn).and_then(|ch| {
             let seq = conn.publish_bytes(ch, &self.last, properties, body)?;
             Ok((ch, seq))
         });
@@ -393,6 +401,17 @@ impl Confirms {
 
     /// The channel that publishes to `exchange`, opened (pipelined with
     /// `confirm.select`, no round trip) if there is none yet.
+    /// [`channel_for`](Self::channel_for) `last.exchange`.
+    fn last_channel(&mut self, conn: &mut Connection) -> Result<ChannelId, Error> {
+        if let Some(ch) = self.last_channel {
+            return Ok(ch);
+        }
+        let exchange = self.last.exchange.clone();
+        let ch = self.channel_for(conn, exchange.as_str())?;
+        self.last_channel = Some(ch);
+        Ok(ch)
+    }
+
     fn channel_for(&mut self, conn: &mut Connection, exchange: &str) -> Result<ChannelId, Error> {
         if let Some(ch) = self.exchanges.get(exchange) {
             return Ok(*ch);
@@ -496,9 +515,12 @@ impl Confirms {
                 "publish channel nacks everything; publishing on a fresh one"
             );
             p.retired = true;
-            if self.exchanges.get(exchange) == Some(&channel) {
-                self.exchanges.remove(exchange);
-            }
+            forget_channel(
+                &mut self.exchanges,
+                &mut self.last_channel,
+                exchange,
+                channel,
+            );
         }
         if p.retired && p.pending.is_empty() {
             self.publishers.remove(&channel);
@@ -533,10 +555,13 @@ impl Confirms {
     pub(crate) fn channel_closed(&mut self, channel: ChannelId, why: &Error) {
         if let Some(p) = self.publishers.remove(&channel) {
             // A retired channel's exchange may be on a fresh channel now.
-            if let Some(exchange) = &p.exchange
-                && self.exchanges.get(exchange) == Some(&channel)
-            {
-                self.exchanges.remove(exchange);
+            if let Some(exchange) = &p.exchange {
+                forget_channel(
+                    &mut self.exchanges,
+                    &mut self.last_channel,
+                    exchange,
+                    channel,
+                );
             }
             for c in p.pending.into_values() {
                 c.fail(why.clone());
@@ -571,6 +596,7 @@ impl Confirms {
     /// The connection ended: every unsettled and held publish fails.
     pub(crate) fn fail_all(&mut self, why: &Error) {
         self.exchanges.clear();
+        self.last_channel = None;
         for (_, p) in self.publishers.drain() {
             for c in p.pending.into_values() {
                 c.fail(why.clone());
@@ -601,6 +627,21 @@ impl Confirms {
 }
 
 /// Makes `slot` hold `s` as a `shortstr`, unless it already does.
+/// `exchange` no longer publishes on `channel` (which was retired or
+/// closed), so its next publish opens a fresh one. Takes `Confirms`'
+/// fields, not `self`, because a caller holds one of its channels.
+fn forget_channel(
+    exchanges: &mut FxHashMap<String, ChannelId>,
+    last_channel: &mut Option<ChannelId>,
+    exchange: &str,
+    channel: ChannelId,
+) {
+    if exchanges.get(exchange) == Some(&channel) {
+        exchanges.remove(exchange);
+        *last_channel = None;
+    }
+}
+
 fn set_cached(slot: &mut ShortStr, s: &str) -> Result<(), Error> {
     if slot.as_str() != s {
         *slot = short(s)?;

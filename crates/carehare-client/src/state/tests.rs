@@ -139,20 +139,29 @@ fn each_publish_names_its_own_exchange_and_routing_key_and_a_bad_name_fails_alon
     for c in &mut good {
         assert!(settled(c).is_none(), "each awaits its confirm");
     }
-    let mut out = sent(&mut shared.lock());
+    let mut inner = shared.lock();
+    let mut out = sent(&mut inner);
     let mut names = Vec::new();
     while let Some(frame) = carehare_core::frame::decode_frame(&mut out, u32::MAX).unwrap() {
         if let carehare_core::frame::Frame::Method {
+            channel,
             method: Method::BasicPublish(p),
-            ..
         } = frame
         {
             assert!(!p.mandatory);
-            names.push((p.exchange.to_string(), p.routing_key.to_string()));
+            // Each exchange has a channel of its own, and each publish
+            // goes on its exchange's.
+            let exchange = p.exchange.to_string();
+            assert_eq!(Some(channel), inner.confirms.channel_of(&exchange));
+            names.push((exchange, p.routing_key.to_string()));
         }
     }
     let expected = [("", "q1"), ("", "q2"), ("ex", "q2"), ("", "q1")];
     assert_eq!(names, expected.map(|(e, k)| (e.to_string(), k.to_string())));
+    assert_ne!(
+        inner.confirms.channel_of(""),
+        inner.confirms.channel_of("ex")
+    );
 }
 
 #[test]
