@@ -399,8 +399,6 @@ impl Confirms {
         }
     }
 
-    /// The channel that publishes to `exchange`, opened (pipelined with
-    /// `confirm.select`, no round trip) if there is none yet.
     /// [`channel_for`](Self::channel_for) `last.exchange`.
     fn last_channel(&mut self, conn: &mut Connection) -> Result<ChannelId, Error> {
         if let Some(ch) = self.last_channel {
@@ -412,6 +410,8 @@ impl Confirms {
         Ok(ch)
     }
 
+    /// The channel that publishes to `exchange`, opened (pipelined with
+    /// `confirm.select`, no round trip) if there is none yet.
     fn channel_for(&mut self, conn: &mut Connection, exchange: &str) -> Result<ChannelId, Error> {
         if let Some(ch) = self.exchanges.get(exchange) {
             return Ok(*ch);
@@ -626,7 +626,6 @@ impl Confirms {
     }
 }
 
-/// Makes `slot` hold `s` as a `shortstr`, unless it already does.
 /// `exchange` no longer publishes on `channel` (which was retired or
 /// closed), so its next publish opens a fresh one. Takes `Confirms`'
 /// fields, not `self`, because a caller holds one of its channels.
@@ -642,6 +641,7 @@ fn forget_channel(
     }
 }
 
+/// Makes `slot` hold `s` as a `shortstr`, unless it already does.
 fn set_cached(slot: &mut ShortStr, s: &str) -> Result<(), Error> {
     if slot.as_str() != s {
         *slot = short(s)?;
