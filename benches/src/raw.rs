@@ -4,7 +4,7 @@
 //!
 //! Reads go into one scratch block, allocated once, and only the bytes read
 //! are copied on: zeroing a fresh 64 KiB before each read cost the floor
-//! peer about a twentieth of its CPU per message. [`Raw::next_seen`] looks
+//! peer about a twentieth of its CPU per message. [`Raw::take_read`] looks
 //! at a frame's bytes without decoding it, which is all the floor peer
 //! needs while it measures.
 
@@ -12,7 +12,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use bytes::{Buf, BytesMut};
-use carehare_core::frame::{Frame, decode_frame, encode_method};
+use carehare_core::frame::{
+    FRAME_END, FRAME_METHOD, FRAME_OVERHEAD, Frame, decode_frame, encode_method,
+};
 use carehare_core::method::{ConnectionOpen, ConnectionStartOk, ConnectionTuneOk, Method};
 use carehare_core::types::{FieldTable, Secret, ShortStr};
 
@@ -38,9 +40,8 @@ pub enum Seen {
     Other,
 }
 
-const FRAME_END: u8 = 0xCE;
-/// Type, channel, size.
-const FRAME_HEADER: usize = 7;
+/// Type, channel, size: the part of a frame before its payload.
+const BEFORE_PAYLOAD: usize = FRAME_OVERHEAD - 1;
 
 impl Raw {
     /// Connects to the broker of `url` (`TCP_NODELAY` set) and sends the
@@ -109,36 +110,43 @@ impl Raw {
         }
     }
 
-    /// The next frame seen, reading as needed.
-    pub fn next_seen(&mut self) -> Result<Seen, String> {
-        loop {
+    /// Hands `each` the next frame, reading as needed, then every frame
+    /// already read behind it: one read's worth, after which the caller
+    /// writes once.
+    pub fn take_read(&mut self, mut each: impl FnMut(Seen)) -> Result<(), String> {
+        let first = loop {
             if let Some(seen) = self.seen_buffered()? {
-                return Ok(seen);
+                break seen;
             }
             self.fill()?;
+        };
+        each(first);
+        while let Some(seen) = self.seen_buffered()? {
+            each(seen);
         }
+        Ok(())
     }
 
     /// The next frame seen, if it is whole in what was already read. A
     /// frame that can't be right, a `channel.close`, `connection.close` or
     /// `basic.nack` is an error: the floor peer stops at any of them.
-    pub fn seen_buffered(&mut self) -> Result<Option<Seen>, String> {
+    fn seen_buffered(&mut self) -> Result<Option<Seen>, String> {
         let b = &self.buf[..];
-        if b.len() < FRAME_HEADER {
+        if b.len() < BEFORE_PAYLOAD {
             return Ok(None);
         }
         let size = u32::from_be_bytes([b[3], b[4], b[5], b[6]]) as usize;
         if size > FRAME_MAX as usize {
             return Err(format!("a frame of {size} B"));
         }
-        let whole = FRAME_HEADER + size + 1;
+        let whole = FRAME_OVERHEAD + size;
         if b.len() < whole {
             return Ok(None);
         }
         if b[whole - 1] != FRAME_END {
             return Err("a frame without its end byte".into());
         }
-        let payload = &b[FRAME_HEADER..whole - 1];
+        let payload = &b[BEFORE_PAYLOAD..whole - 1];
         let u64_at = |at: usize| -> Result<u64, String> {
             payload
                 .get(at..at + 8)
@@ -147,19 +155,19 @@ impl Raw {
                 .ok_or_else(|| "a short method frame".to_string())
         };
         let seen = match (b[0], payload.get(..4)) {
-            (1, Some(&[0, 60, 0, 80])) => Seen::Ack {
+            (FRAME_METHOD, Some(&[0, 60, 0, 80])) => Seen::Ack {
                 delivery_tag: u64_at(4)?,
             },
-            (1, Some(&[0, 60, 0, 60])) => {
+            (FRAME_METHOD, Some(&[0, 60, 0, 60])) => {
                 // consumer-tag (a short string), then the delivery tag.
                 let tag_len = *payload.get(4).ok_or("a short basic.deliver")? as usize;
                 Seen::Deliver {
                     delivery_tag: u64_at(5 + tag_len)?,
                 }
             }
-            (1, Some(&[0, 60, 0, 120])) => return Err("basic.nack".into()),
-            (1, Some(&[0, 20, 0, 40])) => return Err("channel.close".into()),
-            (1, Some(&[0, 10, 0, 50])) => return Err("connection.close".into()),
+            (FRAME_METHOD, Some(&[0, 60, 0, 120])) => return Err("basic.nack".into()),
+            (FRAME_METHOD, Some(&[0, 20, 0, 40])) => return Err("channel.close".into()),
+            (FRAME_METHOD, Some(&[0, 10, 0, 50])) => return Err("connection.close".into()),
             _ => Seen::Other,
         };
         self.buf.advance(whole);

@@ -55,15 +55,11 @@ fn main() {
             c.sock.write_all(&batch).expect("write");
             sent += room;
         }
-        // One frame, waited for, then every one already read.
-        let mut seen = Some(c.next_seen().expect("a frame"));
-        while let Some(frame) = seen {
-            match frame {
-                Seen::Ack { delivery_tag } => confirmed = confirmed.max(delivery_tag),
-                other => panic!("unexpected while publishing: {other:?}"),
-            }
-            seen = c.seen_buffered().expect("a frame");
-        }
+        c.take_read(|frame| match frame {
+            Seen::Ack { delivery_tag } => confirmed = confirmed.max(delivery_tag),
+            other => panic!("unexpected while publishing: {other:?}"),
+        })
+        .expect("a frame");
     }
     let publish = timer.stop(w.count);
 
@@ -92,11 +88,9 @@ fn main() {
     let (mut delivered, mut acked) = (0u64, 0u64);
     let mut acks = BytesMut::new();
     while delivered < w.count {
-        // One frame, waited for, then every one already read; the acks
-        // they call for go out in one write. Other frames: the deliveries'
-        // headers and bodies, consume-ok.
-        let mut seen = Some(c.next_seen().expect("a frame"));
-        while let Some(frame) = seen {
+        // The acks one read's frames call for go out in one write. Other
+        // frames: the deliveries' headers and bodies, consume-ok.
+        c.take_read(|frame| {
             if let Seen::Deliver { delivery_tag } = frame {
                 delivered += 1;
                 if delivered - acked >= w.multi_ack_every || delivered == w.count {
@@ -108,8 +102,8 @@ fn main() {
                     acked = delivered;
                 }
             }
-            seen = c.seen_buffered().expect("a frame");
-        }
+        })
+        .expect("a frame");
         if !acks.is_empty() {
             c.sock.write_all(&acks).expect("write");
             acks.clear();
