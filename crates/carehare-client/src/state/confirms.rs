@@ -271,11 +271,11 @@ impl Confirms {
 
     /// Makes `last` name `exchange` and `routing_key`.
     fn set_names(&mut self, exchange: &str, routing_key: &str) -> Result<(), Error> {
-        if self.last.exchange.as_str() != exchange {
-            self.last.exchange = short(exchange)?;
+        if set_cached(&mut self.last.exchange, exchange)? {
             self.last_channel = None;
         }
-        set_cached(&mut self.last.routing_key, routing_key)
+        set_cached(&mut self.last.routing_key, routing_key)?;
+        Ok(())
     }
 
     /// Whether publishes are held (RabbitMQ blocked the connection).
@@ -641,10 +641,12 @@ fn forget_channel(
     }
 }
 
-/// Makes `slot` hold `s` as a `shortstr`, unless it already does.
-fn set_cached(slot: &mut ShortStr, s: &str) -> Result<(), Error> {
-    if slot.as_str() != s {
-        *slot = short(s)?;
+/// Makes `slot` hold `s` as a `shortstr`, unless it already does; true
+/// if it changed.
+fn set_cached(slot: &mut ShortStr, s: &str) -> Result<bool, Error> {
+    if slot.as_str() == s {
+        return Ok(false);
     }
-    Ok(())
+    *slot = short(s)?;
+    Ok(true)
 }
