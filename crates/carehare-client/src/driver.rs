@@ -279,7 +279,6 @@ impl Future for Driver {
         this.shared.register_driver(cx.waker());
         loop {
             let more_to_read = this.poll_read_all(cx);
-            let fired = this.poll_timer(cx);
             match this.poll_write_all(cx) {
                 Poll::Ready(Err(e)) => {
                     this.shared.lock().transport_error(this.runtime.now(), e);
@@ -300,7 +299,9 @@ impl Future for Driver {
                     this.shared.lock().unwritten(unwritten);
                 }
             }
-            if fired {
+            // After the write: holding publishes back (see the core's
+            // `Coalescing`) sets a timer only `poll_transmit` knows of.
+            if this.poll_timer(cx) {
                 continue;
             }
             if more_to_read {

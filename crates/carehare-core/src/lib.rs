@@ -34,6 +34,18 @@
 //! `handle_timeout(now)`. `poll_timeout()` returning `None` means no timer
 //! is running. Calling `handle_timeout` early is harmless.
 //!
+//! `poll_transmit` may hold publishes back for a moment so that they leave
+//! in fewer, larger writes ([`Coalescing`], on by default): only while at
+//! least 256 publishes already written on their channel wait for their
+//! confirms, and never anything else. It then returns nothing although
+//! [`transmit_len`](Connection::transmit_len) is not zero;
+//! [`has_transmit`](Connection::has_transmit) is false, and
+//! `poll_timeout()` includes when the hold ends at the latest. A confirm
+//! that comes in or any other command may end it sooner: a driver that
+//! skips waking itself for commands while bytes it was woken for are
+//! queued must wake when [`hold_ended`](Connection::hold_ended) turns
+//! true.
+//!
 //! Commands take no `now`: they use the latest time given to an input.
 //! That time is also taken as the moment `poll_transmit`'s bytes were
 //! written, which at worst makes a heartbeat go out early, never late.
@@ -102,5 +114,5 @@ pub mod testing;
 pub mod types;
 mod wire;
 
-pub use connection::{Auth, Connection, ConnectionConfig};
+pub use connection::{Auth, Coalescing, Connection, ConnectionConfig};
 pub use event::{ContentMethod, Delivery, Event, Reply, Tuning};

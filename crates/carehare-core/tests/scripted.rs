@@ -9,7 +9,7 @@ use carehare_core::method::*;
 use carehare_core::properties::{BASIC_CLASS_ID, BasicProperties, ContentHeader};
 use carehare_core::testing::Broker;
 use carehare_core::types::{AMQPValue, FieldTable, ShortStr};
-use carehare_core::{Auth, ConnectionConfig, ContentMethod, Event, Reply};
+use carehare_core::{Auth, Coalescing, ConnectionConfig, ContentMethod, Event, Reply};
 
 fn s(v: &'static str) -> ShortStr {
     ShortStr::from_static(v)
@@ -1556,4 +1556,184 @@ fn serve_handshake_opens_a_client_over_a_transport() {
     serve_handshake(&mut io, &mut from_client, server_tune()).expect("in memory");
     assert!(io.conn.is_open());
     assert!(from_client.partial().is_empty());
+}
+
+// ---- Coalescing publishes ---------------------------------------------------
+
+/// A broker whose connection holds publishes back while `min_unconfirmed`
+/// written ones wait, and a channel in confirm mode on it.
+fn coalescing_broker(min_unconfirmed: u64, max_bytes: usize) -> (Broker, u16) {
+    let mut b = Broker::new(ConnectionConfig {
+        coalescing: Some(Coalescing {
+            min_unconfirmed,
+            max_bytes,
+            max_delay: Duration::from_millis(10),
+        }),
+        ..Default::default()
+    });
+    b.handshake();
+    let ch = b.open_channel();
+    b.conn
+        .call(ch, ConfirmSelect::default().into())
+        .expect("confirm.select");
+    b.sent();
+    b.method(ch, ConfirmSelectOk {});
+    b.events();
+    (b, ch)
+}
+
+fn publish_n(b: &mut Broker, ch: u16, n: usize, body: &[u8]) {
+    let publish = BasicPublish {
+        routing_key: s("q"),
+        ..Default::default()
+    };
+    for _ in 0..n {
+        b.conn
+            .publish(ch, &publish, &BasicProperties::default(), body)
+            .expect("publish");
+    }
+}
+
+fn publishes(frames: &[Frame]) -> usize {
+    frames
+        .iter()
+        .filter(|f| {
+            matches!(
+                f,
+                Frame::Method {
+                    method: Method::BasicPublish(_),
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+fn ack(b: &mut Broker, ch: u16, delivery_tag: u64, multiple: bool) {
+    b.method(
+        ch,
+        BasicAck {
+            delivery_tag,
+            multiple,
+        },
+    );
+}
+
+#[test]
+fn publishes_wait_while_enough_written_ones_await_their_confirms() {
+    let (mut b, ch) = coalescing_broker(4, 10_000);
+    // Nothing written is unconfirmed yet: these go at once.
+    publish_n(&mut b, ch, 4, b"m");
+    assert!(b.conn.has_transmit());
+    assert_eq!(publishes(&b.sent()), 4);
+    // Four written wait for their confirms: the next ones are held.
+    publish_n(&mut b, ch, 2, b"m");
+    assert!(!b.conn.has_transmit(), "held, so nothing to give");
+    assert!(b.conn.transmit_len() > 0);
+    assert_eq!(publishes(&b.sent()), 0);
+    assert_eq!(
+        b.conn.poll_timeout(),
+        Some(b.now + Duration::from_millis(10))
+    );
+    assert!(!b.conn.hold_ended());
+    // A confirm leaves three written unconfirmed: the hold ends.
+    ack(&mut b, ch, 1, false);
+    assert!(b.conn.has_transmit());
+    assert_eq!(publishes(&b.sent()), 2);
+    // Once handed out, the hold's deadline is gone from the timer.
+    assert!(b.conn.poll_timeout() > Some(b.now + Duration::from_secs(1)));
+}
+
+#[test]
+fn a_hold_that_no_confirm_ends_lasts_max_delay() {
+    let (mut b, ch) = coalescing_broker(4, 10_000);
+    publish_n(&mut b, ch, 4, b"m");
+    b.sent();
+    publish_n(&mut b, ch, 1, b"m");
+    assert_eq!(publishes(&b.sent()), 0);
+    b.advance(Duration::from_millis(9));
+    // More publishes join the hold; it still ends when the first one's does.
+    publish_n(&mut b, ch, 1, b"m");
+    assert_eq!(publishes(&b.sent()), 0);
+    b.advance(Duration::from_millis(1));
+    assert_eq!(publishes(&b.sent()), 2);
+}
+
+#[test]
+fn anything_but_a_publish_ends_a_hold_and_keeps_its_place() {
+    let (mut b, ch) = coalescing_broker(4, 10_000);
+    publish_n(&mut b, ch, 4, b"m");
+    b.sent();
+    publish_n(&mut b, ch, 1, b"m");
+    assert_eq!(publishes(&b.sent()), 0);
+    // A further publish doesn't end it: the driver needn't be woken.
+    publish_n(&mut b, ch, 1, b"m");
+    assert!(!b.conn.hold_ended());
+    b.conn.call(ch, BasicQos::default().into()).unwrap();
+    assert!(b.conn.hold_ended(), "the driver must be woken for it");
+    let frames = b.sent();
+    assert_eq!(publishes(&frames), 2);
+    assert!(matches!(
+        frames.last(),
+        Some(Frame::Method {
+            method: Method::BasicQos(_),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_hold_ends_at_max_bytes() {
+    let (mut b, ch) = coalescing_broker(4, 1000);
+    publish_n(&mut b, ch, 4, b"m");
+    b.sent();
+    publish_n(&mut b, ch, 1, &[0; 400]);
+    assert_eq!(publishes(&b.sent()), 0);
+    publish_n(&mut b, ch, 1, &[0; 400]);
+    assert!(!b.conn.hold_ended(), "about 860 bytes queued");
+    publish_n(&mut b, ch, 1, &[0; 400]);
+    assert!(b.conn.hold_ended(), "over 1000 bytes queued");
+    assert_eq!(publishes(&b.sent()), 3);
+}
+
+#[test]
+fn publishes_on_two_channels_or_without_confirms_are_not_held() {
+    let (mut b, ch) = coalescing_broker(4, 10_000);
+    let other = b.open_channel();
+    publish_n(&mut b, ch, 4, b"m");
+    b.sent();
+    publish_n(&mut b, ch, 1, b"m");
+    publish_n(&mut b, other, 1, b"m");
+    assert_eq!(publishes(&b.sent()), 2);
+    // A channel not in confirm mode has nothing unconfirmed to wait for.
+    publish_n(&mut b, other, 10, b"m");
+    assert_eq!(publishes(&b.sent()), 10);
+}
+
+#[test]
+fn confirms_out_of_order_never_count_more_unconfirmed_than_wait() {
+    let (mut b, ch) = coalescing_broker(4, 10_000);
+    publish_n(&mut b, ch, 8, b"m");
+    b.sent();
+    // Publish 8 is confirmed first: the count goes by the highest tag, so
+    // it may count too few waiting (1..=7 still do), never too many.
+    ack(&mut b, ch, 8, false);
+    publish_n(&mut b, ch, 1, b"m");
+    assert_eq!(publishes(&b.sent()), 1);
+}
+
+#[test]
+fn without_coalescing_every_publish_goes_at_once() {
+    let mut b = Broker::new(ConnectionConfig {
+        coalescing: None,
+        ..Default::default()
+    });
+    b.handshake();
+    let ch = b.open_channel();
+    b.conn.call(ch, ConfirmSelect::default().into()).unwrap();
+    b.method(ch, ConfirmSelectOk {});
+    publish_n(&mut b, ch, 1000, b"m");
+    assert_eq!(publishes(&b.sent()), 1000);
+    publish_n(&mut b, ch, 1, b"m");
+    assert_eq!(publishes(&b.sent()), 1);
 }

@@ -104,15 +104,13 @@ impl Confirmation {
         mandatory: bool,
         permit: Option<Permit>,
     ) -> Self {
-        // Queued bytes mean the driver was woken for them and has not taken
-        // them yet (it takes them under this lock): it will send this publish
-        // with them, so skip the wake-up.
-        let driver_due = inner.has_transmit();
+        let queued_before = inner.transmit_queued();
         let queued = inner.publish(body, exchange, routing_key, properties, mandatory, permit);
+        let wake = inner.wake_driver_after(queued_before);
         drop(inner);
         let rx = match queued {
             Ok(rx) => {
-                if !driver_due {
+                if wake {
                     shared.wake_driver();
                 }
                 rx

@@ -53,15 +53,13 @@ impl Connection {
         let shared = self.shared();
         std::future::poll_fn(|cx| {
             let mut inner = shared.lock();
-            // Queued bytes mean the driver was woken for them and has not
-            // taken them yet, or is waiting for the socket and takes them
-            // next: skip the wake-up.
-            let driver_due = inner.has_transmit();
+            let queued_before = inner.transmit_queued();
             let polled =
                 inner.poll_publish_unconfirmed(cx, &body, exchange, routing_key, properties);
+            let wake = inner.wake_driver_after(queued_before);
             drop(inner);
             // A failed publish may have queued a channel open: send it too.
-            if polled.is_ready() && !driver_due {
+            if polled.is_ready() && wake {
                 shared.wake_driver();
             }
             polled

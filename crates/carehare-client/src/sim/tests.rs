@@ -853,3 +853,102 @@ fn logs_carry_their_spans_and_never_a_password() {
     logs_name_the_connection_and_never_show_a_password();
     a_consumers_logs_are_under_its_channel_span();
 }
+
+/// A consumer's ack on a connection whose publisher has publishes held
+/// back (the core's `Coalescing`) goes out at once, with them: the ack
+/// ends the hold, so the driver is woken for it and nothing waits for the
+/// hold's delay or for the next command. The broker confirms nothing, so
+/// only the ack can end the hold.
+#[test]
+fn an_ack_ends_a_publish_hold_at_once() {
+    use carehare_core::Coalescing;
+    const HOLD: Duration = Duration::from_secs(3600);
+    let seen: Arc<Mutex<Vec<(String, Duration)>>> = Arc::default();
+    let noted = seen.clone();
+    let sim = with_clock(move |clock, server| {
+        let noted = noted.clone();
+        Box::pin(async move {
+            let mut broker = super::FakeBroker::accept(server, tune(0));
+            broker.expect_handshake().await;
+            let tag = ShortStr::from_static("amq.ctag-1");
+            let (consumer_channel, _) = accept_consumer(&mut broker, &tag).await;
+            let start = clock.now();
+            let mut publishes = 0;
+            while let Some((channel, method)) = broker.next_method().await {
+                let name = method.name().to_string();
+                noted.lock().unwrap().push((name, clock.now() - start));
+                if let Method::BasicPublish(_) = method {
+                    broker.next_body().await.unwrap();
+                    publishes += 1;
+                    if publishes == 4 {
+                        deliver(&mut broker, consumer_channel, &tag, 1);
+                    }
+                    continue;
+                }
+                if let Some(reply) = testing::polite_reply(&method) {
+                    broker.send(&testing::method_bytes(channel, reply));
+                }
+                if let Method::ConnectionClose(_) = method {
+                    return;
+                }
+            }
+        })
+    });
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    sim.block_on(async move {
+        let mut options = options(0);
+        options.amqp.coalescing = Some(Coalescing {
+            min_unconfirmed: 4,
+            max_bytes: 1 << 20,
+            max_delay: HOLD,
+        });
+        let connection = connect_with_runtime(runtime.clone(), options)
+            .await
+            .unwrap();
+        let consumer = connection.acking_consumer("q", 10).await.unwrap();
+        let publisher = connection.publisher(100);
+        let mut pending = Vec::new();
+        for _ in 0..4 {
+            pending.push(
+                publisher
+                    .publish(Bytes::from_static(b"m"), "", "q")
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Written, unconfirmed: the broker answers with a delivery.
+        let message = consumer.next().await.unwrap();
+        // Held behind the four, for as long as the client does nothing else.
+        pending.push(
+            publisher
+                .publish(Bytes::from_static(b"m"), "", "q")
+                .await
+                .unwrap(),
+        );
+        runtime
+            .sleep_until(runtime.now() + Duration::from_millis(1))
+            .await;
+        consumer.ack(message.delivery_tag);
+        // Anything else the client does would wake its driver: wait first.
+        runtime
+            .sleep_until(runtime.now() + Duration::from_secs(1))
+            .await;
+        drop(pending);
+        connection.close().await.unwrap();
+    });
+    let seen = seen.lock().unwrap();
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names[names.len() - 3..],
+        ["basic.publish", "basic.ack", "connection.close"],
+        "{names:?}"
+    );
+    let (_, held_until) = &seen[seen.len() - 3];
+    let (_, acked_at) = &seen[seen.len() - 2];
+    assert_eq!(*held_until, Duration::from_millis(1), "the fifth was held");
+    assert_eq!(
+        *acked_at,
+        Duration::from_millis(1),
+        "the ack waited for something else to wake the driver"
+    );
+}

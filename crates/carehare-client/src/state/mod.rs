@@ -505,10 +505,8 @@ impl Inner {
         if let Some((counter, n)) = self.consumers.settling(token, &method) {
             self.meter.add(counter, n);
         }
-        // Queued bytes mean the driver was woken for them and has not taken
-        // them yet (it takes them under this lock): skip the wake-up.
-        let driver_due = self.conn.has_transmit();
-        self.conn.send(channel, method).is_ok() && !driver_due
+        let queued = self.transmit_queued();
+        self.conn.send(channel, method).is_ok() && self.wake_driver_after(queued)
     }
 
     /// Forgets mailbox `token`, first sending `method` (if any) and then
@@ -618,9 +616,19 @@ impl Inner {
         self.backlog.total(self.conn.transmit_len())
     }
 
-    /// Whether bytes are queued (the driver is already due to send them).
-    pub(crate) fn has_transmit(&self) -> bool {
-        self.conn.has_transmit()
+    /// Whether bytes are queued, held back or not. Take it before a
+    /// command and pass it to [`wake_driver_after`](Self::wake_driver_after).
+    pub(crate) fn transmit_queued(&self) -> bool {
+        self.conn.transmit_len() > 0
+    }
+
+    /// Whether the driver must be woken for a command just queued, given
+    /// whether bytes were queued before it. Queued bytes mean the driver
+    /// was woken for them and has not taken them yet (it takes them under
+    /// this lock), or it holds them back as publishes to coalesce: then it
+    /// needs waking only if the command ended that hold.
+    pub(crate) fn wake_driver_after(&self, queued_before: bool) -> bool {
+        !queued_before || self.conn.hold_ended()
     }
 
     /// Opens a direct reply-to channel: `methods` pipelined, replies routed

@@ -14,6 +14,9 @@
 //!   body; any other method in between breaks the protocol.
 //! - `next_publish_seq` is set from the moment `confirm.select` is queued,
 //!   since the broker counts publishes from when it reads it.
+//! - `confirmed` is the highest sequence number an ack or nack settled
+//!   (with or without `multiple`), so `unconfirmed` never counts more than
+//!   wait; out-of-order confirms make it count fewer.
 //! - [`Channels`] holds each allocated id once, within `1..=channel_max` of
 //!   the allocation, and `hint` is never above the lowest free id.
 
@@ -124,6 +127,8 @@ pub(crate) struct Channel {
     content: Option<Assembly>,
     /// Next publish sequence number once `confirm.select` was sent.
     next_publish_seq: Option<u64>,
+    /// The highest publish sequence number confirmed.
+    confirmed: u64,
 }
 
 impl Channel {
@@ -134,6 +139,7 @@ impl Channel {
             pending: VecDeque::new(),
             content: None,
             next_publish_seq: None,
+            confirmed: 0,
         }
     }
 
@@ -155,6 +161,14 @@ impl Channel {
         if let (Some(op), Some(replies)) = (op, method::reply_ids(method)) {
             self.pending.push_back(Pending { op, replies });
         }
+    }
+
+    /// Publishes queued in confirm mode whose confirm has not come (see the
+    /// invariants).
+    pub(crate) fn unconfirmed(&self) -> u64 {
+        self.next_publish_seq.map_or(0, |next| {
+            next.saturating_sub(1).saturating_sub(self.confirmed)
+        })
     }
 
     /// A `basic.publish` was queued: its sequence number, in confirm mode.
@@ -280,16 +294,22 @@ impl Channel {
                 self.content = Some(Assembly::new(ContentMethod::GetOk(m), op));
                 Outcome::default()
             }
-            Method::BasicAck(m) if confirming => Outcome::event(Event::Ack {
-                channel,
-                delivery_tag: m.delivery_tag,
-                multiple: m.multiple,
-            }),
-            Method::BasicNack(m) if confirming => Outcome::event(Event::Nack {
-                channel,
-                delivery_tag: m.delivery_tag,
-                multiple: m.multiple,
-            }),
+            Method::BasicAck(m) if confirming => {
+                self.confirmed = self.confirmed.max(m.delivery_tag);
+                Outcome::event(Event::Ack {
+                    channel,
+                    delivery_tag: m.delivery_tag,
+                    multiple: m.multiple,
+                })
+            }
+            Method::BasicNack(m) if confirming => {
+                self.confirmed = self.confirmed.max(m.delivery_tag);
+                Outcome::event(Event::Nack {
+                    channel,
+                    delivery_tag: m.delivery_tag,
+                    multiple: m.multiple,
+                })
+            }
             Method::BasicCancel(m) => Outcome::with(
                 Effects {
                     reply: (!m.no_wait).then(|| {
@@ -422,6 +442,10 @@ impl Channels {
             self.hint = self.hint.min(id);
         }
         channel
+    }
+
+    pub(crate) fn get(&self, id: ChannelId) -> Option<&Channel> {
+        self.map.get(&id)
     }
 
     pub(crate) fn get_mut(&mut self, id: ChannelId) -> Option<&mut Channel> {

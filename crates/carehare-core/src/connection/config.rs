@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::coalesce::Coalescing;
 use crate::table::encode_table_body;
 use crate::types::{AMQPValue, FieldTable, LongString};
 
@@ -134,6 +135,11 @@ pub struct ConnectionConfig {
     /// wait, and everything still waiting then fails with that error.
     /// `None` (the default): wait as long as the alarm lasts.
     pub blocked_timeout: Option<Duration>,
+    /// When publishes are held back a moment, so that a publisher with a
+    /// deep confirm window sends them in fewer, larger writes: see
+    /// [`Coalescing`]. `None`: every publish is handed to
+    /// [`poll_transmit`](crate::Connection::poll_transmit) at once.
+    pub coalescing: Option<Coalescing>,
 }
 
 impl Default for ConnectionConfig {
@@ -151,6 +157,7 @@ impl Default for ConnectionConfig {
             close_timeout: Duration::from_secs(10),
             max_body_size: 128 * 1024 * 1024,
             blocked_timeout: None,
+            coalescing: Some(Coalescing::default()),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! commands and outputs, in the A–D order of the [crate docs](crate)) and
 //! the routing between them. The rules live in the modules it routes to:
 //! the handshake (`handshake`), each channel (`crate::channel`), the close
-//! path (`close`), and the queues of bytes and events (`outbox`).
+//! path (`close`), the queues of bytes and events (`outbox`), and when
+//! publishes wait to be written together (`coalesce`).
 //!
 //! Invariants:
 //! - Every byte of input goes through `process_input`, which cuts it into
@@ -17,8 +18,12 @@
 //! - `blocked_since` is set from the first `connection.blocked` to the
 //!   next `unblocked` (a repeated `blocked` keeps the first time), and only
 //!   while `Open`: the blocked timeout counts from it.
+//! - `poll_transmit` hands out nothing only while `Open` and `coalescer`
+//!   holds what `out` says is publishes on one channel (`coalesce`);
+//!   anything else queued is handed out at the next call.
 
 mod close;
+mod coalesce;
 mod config;
 mod handshake;
 mod outbox;
@@ -30,6 +35,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, warn};
 
+pub use coalesce::Coalescing;
 pub use config::{Auth, ConnectionConfig};
 
 use crate::channel::{Channel, Channels, Effects, Outcome};
@@ -41,6 +47,7 @@ use crate::method::{self, *};
 use crate::properties::BasicProperties;
 use crate::types::{ChannelId, FieldTable, OpId, Secret, ShortStr};
 use close::{Ending, truncate_utf8};
+use coalesce::Coalescer;
 use handshake::{Handshake, Refusal};
 use outbox::{BodyRef, Outbox};
 use state::State;
@@ -57,6 +64,8 @@ pub struct Connection {
     handshake: Handshake,
     read_buf: BytesMut,
     out: Outbox,
+    /// Whether `out`'s publishes are held back for now.
+    coalescer: Coalescer,
     channels: Channels,
     /// Connection-level commands awaiting a reply (`update-secret`).
     connection_ops: VecDeque<OpId>,
@@ -76,6 +85,7 @@ impl Connection {
     pub fn new(config: ConnectionConfig, now: Instant) -> Self {
         Self {
             handshake: Handshake::new(now + config.handshake_timeout),
+            coalescer: Coalescer::new(config.coalescing),
             config,
             state: State::AwaitingStart,
             // Taken on the first `handle_input`: a caller that reads into
@@ -409,8 +419,15 @@ impl Connection {
 
     // ---- D. Outputs -------------------------------------------------------
 
-    /// Appends every queued outgoing byte to `buf`, and returns how many.
+    /// Appends every queued outgoing byte to `buf`, and returns how many:
+    /// none while publishes are held back (see [`Coalescing`]); then
+    /// [`has_transmit`](Self::has_transmit) is false and
+    /// [`poll_timeout`](Self::poll_timeout) says when the hold ends at the
+    /// latest.
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
+        if self.hold() {
+            return 0;
+        }
         let n = self.out.transmit(buf);
         if n > 0 {
             self.heartbeat.on_write(self.now);
@@ -425,6 +442,9 @@ impl Connection {
     /// `Bytes`; everything else is one piece of the write buffer, whose
     /// memory is reused once the caller drops it.
     pub fn poll_transmit_chunks(&mut self, chunks: &mut VecDeque<Bytes>) -> usize {
+        if self.hold() {
+            return 0;
+        }
         let n = self.out.transmit_chunks(chunks);
         if n > 0 {
             self.heartbeat.on_write(self.now);
@@ -432,14 +452,24 @@ impl Connection {
         n
     }
 
-    /// Whether [`poll_transmit`](Self::poll_transmit) has bytes to give.
+    /// Whether [`poll_transmit`](Self::poll_transmit) has bytes to give
+    /// now: false while publishes are held back (see [`Coalescing`]).
     pub fn has_transmit(&self) -> bool {
-        self.out.has_transmit()
+        self.out.has_transmit() && !self.holds()
     }
 
-    /// How many bytes [`poll_transmit`](Self::poll_transmit) has to give:
-    /// what commands queued and the driver has not taken yet. A driver
-    /// that bounds its write backlog adds this to the bytes it holds.
+    /// Whether the last [`poll_transmit`](Self::poll_transmit) held
+    /// publishes back and they are to be handed out now (something that
+    /// may not wait was queued since, or they reached `max_bytes`). A
+    /// driver that isn't woken for commands while bytes it was woken for
+    /// are still queued must be woken when this turns true.
+    pub fn hold_ended(&self) -> bool {
+        self.coalescer.holding() && self.has_transmit()
+    }
+
+    /// How many bytes commands queued and the driver has not taken yet,
+    /// held back or not. A driver that bounds its write backlog adds this
+    /// to the bytes it holds.
     pub fn transmit_len(&self) -> usize {
         self.out.transmit_len()
     }
@@ -469,10 +499,13 @@ impl Connection {
             ),
             State::Open => {
                 let blocked = self.blocked_deadline().map(|(at, _)| at);
-                match (self.heartbeat.next_deadline(), blocked) {
-                    (Some(h), Some(b)) => Some(h.min(b)),
-                    (h, b) => h.or(b),
-                }
+                // Only while the hold still applies: once a confirm ended
+                // it, the timer needn't wake the driver for it.
+                let hold = self.coalescer.deadline().filter(|_| self.holds());
+                [self.heartbeat.next_deadline(), blocked, hold]
+                    .into_iter()
+                    .flatten()
+                    .min()
             }
         }
     }
@@ -501,6 +534,30 @@ impl Connection {
     fn blocked_deadline(&self) -> Option<(Instant, std::time::Duration)> {
         let limit = self.config.blocked_timeout?;
         Some((self.blocked_since? + limit, limit))
+    }
+
+    /// Whether `poll_transmit` holds the queued bytes back now (see
+    /// `coalesce`).
+    fn holds(&self) -> bool {
+        let channels = &self.channels;
+        matches!(self.state, State::Open)
+            && self.coalescer.holds(
+                self.now,
+                self.out.queued(),
+                self.out.transmit_len(),
+                |channel| channels.get(channel).map_or(0, Channel::unconfirmed),
+            )
+    }
+
+    /// `poll_transmit`'s decision: true to hand out nothing this time.
+    fn hold(&mut self) -> bool {
+        if self.holds() {
+            self.coalescer.held(self.now);
+            true
+        } else {
+            self.coalescer.released();
+            false
+        }
     }
 
     fn tick(&mut self, now: Instant) {

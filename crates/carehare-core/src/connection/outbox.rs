@@ -8,6 +8,9 @@
 //! - A frame is queued whole or not at all: a frame refused for its size is
 //!   cut off again before anything else is queued.
 //! - Events leave in the order they were queued.
+//! - `queued` says what was queued since the last hand-out: `Nothing`
+//!   exactly when no byte is queued, `Publishes` when only whole publishes
+//!   on one channel are.
 
 use std::collections::VecDeque;
 
@@ -19,6 +22,8 @@ use crate::frame::{self, PROTOCOL_HEADER, encode_heartbeat, encode_method};
 use crate::method::{BasicPublish, Method};
 use crate::properties::{BASIC_CLASS_ID, BasicProperties};
 use crate::types::{ChannelId, OpId};
+
+use super::coalesce::Queued;
 
 /// A body to publish: borrowed (copied into the write buffer) or shared
 /// (large pieces sent as slices of it).
@@ -58,6 +63,7 @@ pub(super) struct Outbox {
     write_buf: BytesMut,
     /// Whether `write_buf` was taken at `WRITE_BLOCK` (on the first publish).
     publishing: bool,
+    queued: Queued,
     events: VecDeque<Event>,
 }
 
@@ -71,6 +77,7 @@ impl Outbox {
             chunks_len: 0,
             write_buf,
             publishing: false,
+            queued: Queued::Other,
             events: VecDeque::new(),
         }
     }
@@ -81,6 +88,7 @@ impl Outbox {
     /// close): those are small and always fit.
     pub(super) fn method(&mut self, channel: ChannelId, method: &Method) {
         encode_method(&mut self.write_buf, channel, method);
+        self.queued = Queued::Other;
     }
 
     /// Queues a method frame, refusing one larger than `frame_max` (e.g. a
@@ -102,6 +110,7 @@ impl Outbox {
                 max: frame_max,
             });
         }
+        self.queued = Queued::Other;
         Ok(())
     }
 
@@ -166,6 +175,7 @@ impl Outbox {
                     .sum::<usize>();
             }
         }
+        self.queued = self.queued.and_publish(channel);
         Ok(())
     }
 
@@ -199,6 +209,7 @@ impl Outbox {
     /// Queues a heartbeat frame.
     pub(super) fn heartbeat(&mut self) {
         encode_heartbeat(&mut self.write_buf);
+        self.queued = Queued::Other;
     }
 
     /// Appends every queued byte to `buf`, and returns how many.
@@ -214,6 +225,7 @@ impl Outbox {
             buf.extend_from_slice(&self.write_buf);
             self.write_buf.clear();
         }
+        self.queued = Queued::Nothing;
         n
     }
 
@@ -230,6 +242,7 @@ impl Outbox {
             n += self.write_buf.len();
             chunks.push_back(self.write_buf.split().freeze());
         }
+        self.queued = Queued::Nothing;
         n
     }
 
@@ -241,6 +254,11 @@ impl Outbox {
     /// How many bytes are queued.
     pub(super) fn transmit_len(&self) -> usize {
         self.chunks_len + self.write_buf.len()
+    }
+
+    /// What is queued, as far as holding it back goes.
+    pub(super) fn queued(&self) -> Queued {
+        self.queued
     }
 
     // ---- Events ------------------------------------------------------------
