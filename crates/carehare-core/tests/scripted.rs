@@ -1609,6 +1609,15 @@ fn publishes(frames: &[Frame]) -> usize {
         .count()
 }
 
+/// Publishes four (written at once), then one more with `body`, which
+/// the four hold back.
+fn hold_one(b: &mut Broker, ch: u16, body: &[u8]) {
+    publish_n(b, ch, 4, b"m");
+    assert_eq!(publishes(&b.sent()), 4);
+    publish_n(b, ch, 1, body);
+    assert_eq!(publishes(&b.sent()), 0, "held");
+}
+
 fn ack(b: &mut Broker, ch: u16, delivery_tag: u64, multiple: bool) {
     b.method(
         ch,
@@ -1647,10 +1656,7 @@ fn publishes_wait_while_enough_written_ones_await_their_confirms() {
 #[test]
 fn a_hold_that_no_confirm_ends_lasts_max_delay() {
     let (mut b, ch) = coalescing_broker(4, 10_000);
-    publish_n(&mut b, ch, 4, b"m");
-    b.sent();
-    publish_n(&mut b, ch, 1, b"m");
-    assert_eq!(publishes(&b.sent()), 0);
+    hold_one(&mut b, ch, b"m");
     b.advance(Duration::from_millis(9));
     // More publishes join the hold; it still ends when the first one's does.
     publish_n(&mut b, ch, 1, b"m");
@@ -1662,10 +1668,7 @@ fn a_hold_that_no_confirm_ends_lasts_max_delay() {
 #[test]
 fn anything_but_a_publish_ends_a_hold_and_keeps_its_place() {
     let (mut b, ch) = coalescing_broker(4, 10_000);
-    publish_n(&mut b, ch, 4, b"m");
-    b.sent();
-    publish_n(&mut b, ch, 1, b"m");
-    assert_eq!(publishes(&b.sent()), 0);
+    hold_one(&mut b, ch, b"m");
     // A further publish doesn't end it: the driver needn't be woken.
     publish_n(&mut b, ch, 1, b"m");
     assert!(!b.conn.hold_ended());
@@ -1685,10 +1688,7 @@ fn anything_but_a_publish_ends_a_hold_and_keeps_its_place() {
 #[test]
 fn a_hold_ends_at_max_bytes() {
     let (mut b, ch) = coalescing_broker(4, 1000);
-    publish_n(&mut b, ch, 4, b"m");
-    b.sent();
-    publish_n(&mut b, ch, 1, &[0; 400]);
-    assert_eq!(publishes(&b.sent()), 0);
+    hold_one(&mut b, ch, &[0; 400]);
     publish_n(&mut b, ch, 1, &[0; 400]);
     assert!(!b.conn.hold_ended(), "about 860 bytes queued");
     publish_n(&mut b, ch, 1, &[0; 400]);
