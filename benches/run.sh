@@ -28,7 +28,7 @@
 #
 # Needs the local broker (test-server/start.sh starts or reuses it) and
 # Python 3 for the Python peers (a venv under benches/target/python/e2e,
-# made here, with carehare and aio-pika from PyPI). About 30 minutes on 2
+# made here, with carehare and aio-pika from PyPI). About 25 minutes on 2
 # cores. ROUNDS (default 3) sets the e2e, consumers and queues rounds,
 # LATENCY_ROUNDS (default 11) the latency rounds; ONLY=codec,alloc,e2e,latency,growth,profile,profile-idle,scale,queues (any of
 # the steps above) runs a subset (the other tables and figures are left as
