@@ -13,7 +13,7 @@ test:
 # the Python clients, latency one message at a time, how cost grows, where
 # the plain program's CPU goes: callgrind and flame graphs; idle
 # connections, many consumers, many queues); writes docs/benchmarks.md, its
-# charts docs/bench-*.svg and docs/flame-*.svg. ~30 min.
+# charts docs/bench-*.svg and docs/flame-*.svg. ~25 min.
 bench:
     benches/run.sh
 
