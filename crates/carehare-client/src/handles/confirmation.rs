@@ -104,9 +104,9 @@ impl Confirmation {
         mandatory: bool,
         permit: Option<Permit>,
     ) -> Self {
-        let queued_before = inner.transmit_queued();
-        let queued = inner.publish(body, exchange, routing_key, properties, mandatory, permit);
-        let wake = inner.wake_driver_after(queued_before);
+        let (queued, wake) = inner.queue_command(|inner| {
+            inner.publish(body, exchange, routing_key, properties, mandatory, permit)
+        });
         drop(inner);
         let rx = match queued {
             Ok(rx) => {

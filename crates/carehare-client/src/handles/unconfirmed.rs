@@ -53,10 +53,9 @@ impl Connection {
         let shared = self.shared();
         std::future::poll_fn(|cx| {
             let mut inner = shared.lock();
-            let queued_before = inner.transmit_queued();
-            let polled =
-                inner.poll_publish_unconfirmed(cx, &body, exchange, routing_key, properties);
-            let wake = inner.wake_driver_after(queued_before);
+            let (polled, wake) = inner.queue_command(|inner| {
+                inner.poll_publish_unconfirmed(cx, &body, exchange, routing_key, properties)
+            });
             drop(inner);
             // A failed publish may have queued a channel open: send it too.
             if polled.is_ready() && wake {

@@ -505,8 +505,8 @@ impl Inner {
         if let Some((counter, n)) = self.consumers.settling(token, &method) {
             self.meter.add(counter, n);
         }
-        let queued = self.transmit_queued();
-        self.conn.send(channel, method).is_ok() && self.wake_driver_after(queued)
+        let (sent, wake) = self.queue_command(|inner| inner.conn.send(channel, method));
+        sent.is_ok() && wake
     }
 
     /// Forgets mailbox `token`, first sending `method` (if any) and then
@@ -616,19 +616,16 @@ impl Inner {
         self.backlog.total(self.conn.transmit_len())
     }
 
-    /// Whether bytes are queued, held back or not. Take it before a
-    /// command and pass it to [`wake_driver_after`](Self::wake_driver_after).
-    pub(crate) fn transmit_queued(&self) -> bool {
-        self.conn.transmit_len() > 0
-    }
-
-    /// Whether the driver must be woken for a command just queued, given
-    /// whether bytes were queued before it. Queued bytes mean the driver
-    /// was woken for them and has not taken them yet (it takes them under
-    /// this lock), or it holds them back as publishes to coalesce: then it
-    /// needs waking only if the command ended that hold.
-    pub(crate) fn wake_driver_after(&self, queued_before: bool) -> bool {
-        !queued_before || self.conn.hold_ended()
+    /// Runs `command`, which queues bytes for the socket; returns its
+    /// result and whether the driver must be woken for them. Bytes queued
+    /// before it mean the driver was woken for them and has not taken them
+    /// yet (it takes them under this lock), or it holds them back as
+    /// publishes to coalesce: then it needs waking only if the command
+    /// ended that hold.
+    pub(crate) fn queue_command<T>(&mut self, command: impl FnOnce(&mut Self) -> T) -> (T, bool) {
+        let queued_before = self.conn.transmit_len() > 0;
+        let done = command(self);
+        (done, !queued_before || self.conn.hold_ended())
     }
 
     /// Opens a direct reply-to channel: `methods` pipelined, replies routed
