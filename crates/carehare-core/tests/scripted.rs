@@ -1563,12 +1563,18 @@ fn serve_handshake_opens_a_client_over_a_transport() {
 /// A broker whose connection holds publishes back while `min_unconfirmed`
 /// written ones wait, and a channel in confirm mode on it.
 fn coalescing_broker(min_unconfirmed: u64, max_bytes: usize) -> (Broker, u16) {
+    confirming_broker(Some(Coalescing {
+        min_unconfirmed,
+        max_bytes,
+        max_delay: Duration::from_millis(10),
+    }))
+}
+
+/// A broker whose connection coalesces as `coalescing` says, and a channel
+/// in confirm mode on it.
+fn confirming_broker(coalescing: Option<Coalescing>) -> (Broker, u16) {
     let mut b = Broker::new(ConnectionConfig {
-        coalescing: Some(Coalescing {
-            min_unconfirmed,
-            max_bytes,
-            max_delay: Duration::from_millis(10),
-        }),
+        coalescing,
         ..Default::default()
     });
     b.handshake();
@@ -1700,9 +1706,7 @@ fn a_hold_ends_at_max_bytes() {
 fn publishes_on_two_channels_or_without_confirms_are_not_held() {
     let (mut b, ch) = coalescing_broker(4, 10_000);
     let other = b.open_channel();
-    publish_n(&mut b, ch, 4, b"m");
-    b.sent();
-    publish_n(&mut b, ch, 1, b"m");
+    hold_one(&mut b, ch, b"m");
     publish_n(&mut b, other, 1, b"m");
     assert_eq!(publishes(&b.sent()), 2);
     // A channel not in confirm mode has nothing unconfirmed to wait for.
@@ -1724,14 +1728,7 @@ fn confirms_out_of_order_never_count_more_unconfirmed_than_wait() {
 
 #[test]
 fn without_coalescing_every_publish_goes_at_once() {
-    let mut b = Broker::new(ConnectionConfig {
-        coalescing: None,
-        ..Default::default()
-    });
-    b.handshake();
-    let ch = b.open_channel();
-    b.conn.call(ch, ConfirmSelect::default().into()).unwrap();
-    b.method(ch, ConfirmSelectOk {});
+    let (mut b, ch) = confirming_broker(None);
     publish_n(&mut b, ch, 1000, b"m");
     assert_eq!(publishes(&b.sent()), 1000);
     publish_n(&mut b, ch, 1, b"m");
