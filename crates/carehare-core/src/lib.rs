@@ -34,14 +34,18 @@
 //! `handle_timeout(now)`. `poll_timeout()` returning `None` means no timer
 //! is running. Calling `handle_timeout` early is harmless.
 //!
-//! `poll_transmit` may hold publishes back for a moment so that they leave
-//! in fewer, larger writes ([`Coalescing`], on by default): only while at
-//! least 256 publishes already written on their channel wait for their
-//! confirms, and never anything else. It then returns nothing although
+//! `poll_transmit` may hold publishes and acks back for a moment so that
+//! they leave in fewer, larger writes ([`Coalescing`], on by default):
+//! publishes only while at least 256 publishes already written on their
+//! channel wait for their confirms; acks, nacks and rejects only while
+//! fewer than a quarter of the channel's prefetch (from its `basic.qos`) is
+//! delivered and not settled by what was written; never anything else. It
+//! then returns nothing although
 //! [`transmit_len`](Connection::transmit_len) is not zero;
 //! [`has_transmit`](Connection::has_transmit) is false, and
 //! `poll_timeout()` includes when the hold ends at the latest. A confirm
-//! that comes in or any other command may end it sooner: a driver that
+//! or delivery that comes in, or any other command, may end it sooner: a
+//! driver that
 //! skips waking itself for commands while bytes it was woken for are
 //! queued must wake when [`hold_ended`](Connection::hold_ended) turns
 //! true.

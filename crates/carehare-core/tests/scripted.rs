@@ -1734,3 +1734,213 @@ fn without_coalescing_every_publish_goes_at_once() {
     publish_n(&mut b, ch, 1, b"m");
     assert_eq!(publishes(&b.sent()), 1);
 }
+
+/// A broker whose connection coalesces with a 10 ms deadline, and a
+/// channel consuming with `prefetch` (`None`: consuming before any qos).
+fn consuming_broker(prefetch: Option<u16>) -> (Broker, u16) {
+    let mut b = Broker::new(ConnectionConfig {
+        coalescing: Some(Coalescing::default()),
+        ..Default::default()
+    });
+    b.handshake();
+    let ch = b.open_channel();
+    let qos = BasicQos {
+        prefetch_count: prefetch.unwrap_or(0),
+        ..Default::default()
+    };
+    let consume = BasicConsume {
+        queue: s("q"),
+        ..Default::default()
+    };
+    if prefetch.is_some() {
+        b.conn.call(ch, qos.into()).expect("basic.qos");
+    }
+    b.conn.call(ch, consume.into()).expect("basic.consume");
+    b.sent();
+    b.events();
+    (b, ch)
+}
+
+/// RabbitMQ delivers tags `tags`, each with an empty body.
+fn deliver(b: &mut Broker, ch: u16, tags: std::ops::RangeInclusive<u64>) {
+    for delivery_tag in tags {
+        b.method(
+            ch,
+            BasicDeliver {
+                consumer_tag: s("ctag"),
+                delivery_tag,
+                ..Default::default()
+            },
+        );
+        b.frame(Frame::Header {
+            channel: ch,
+            header: ContentHeader {
+                class_id: BASIC_CLASS_ID,
+                body_size: 0,
+                properties: Default::default(),
+            },
+        });
+    }
+}
+
+fn settle(b: &mut Broker, ch: u16, delivery_tag: u64, multiple: bool) {
+    let ack = BasicAck {
+        delivery_tag,
+        multiple,
+    };
+    b.conn.send(ch, ack.into()).expect("basic.ack");
+}
+
+/// The tags of the acks among `frames`.
+fn acks(frames: &[Frame]) -> Vec<u64> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Method {
+                method: Method::BasicAck(a),
+                ..
+            } => Some(a.delivery_tag),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn acks_wait_while_under_a_quarter_of_the_prefetch_is_unsettled() {
+    let (mut b, ch) = consuming_broker(Some(20));
+    deliver(&mut b, ch, 1..=3);
+    settle(&mut b, ch, 3, true);
+    assert!(!b.conn.has_transmit(), "3 unsettled of 20: held");
+    assert_eq!(acks(&b.sent()), [] as [u64; 0]);
+    assert_eq!(
+        b.conn.poll_timeout(),
+        Some(b.now + Duration::from_millis(10))
+    );
+    deliver(&mut b, ch, 4..=4);
+    settle(&mut b, ch, 4, false);
+    assert_eq!(acks(&b.sent()), [] as [u64; 0], "4 unsettled: still held");
+    // The fifth delivery makes a quarter of the prefetch unsettled by what was
+    // written: RabbitMQ could stop soon, so the acks go.
+    deliver(&mut b, ch, 5..=5);
+    assert!(b.conn.has_transmit());
+    assert_eq!(acks(&b.sent()), [3, 4]);
+    // Counted from what was written: tags 1 to 4 are settled.
+    deliver(&mut b, ch, 6..=8);
+    settle(&mut b, ch, 8, true);
+    assert_eq!(acks(&b.sent()), [] as [u64; 0], "5 to 8 unsettled: held");
+    deliver(&mut b, ch, 9..=9);
+    assert_eq!(acks(&b.sent()), [8]);
+}
+
+#[test]
+fn a_held_ack_goes_after_max_delay_or_with_anything_else() {
+    let (mut b, ch) = consuming_broker(Some(300));
+    deliver(&mut b, ch, 1..=1);
+    settle(&mut b, ch, 1, false);
+    assert_eq!(acks(&b.sent()), [] as [u64; 0], "held from now");
+    b.advance(Duration::from_millis(9));
+    assert_eq!(acks(&b.sent()), [] as [u64; 0]);
+    b.advance(Duration::from_millis(1));
+    assert_eq!(acks(&b.sent()), [1], "the queue went quiet: 10 ms at most");
+
+    deliver(&mut b, ch, 2..=2);
+    settle(&mut b, ch, 2, false);
+    assert_eq!(acks(&b.sent()), [] as [u64; 0]);
+    assert!(!b.conn.hold_ended());
+    let cancel = BasicCancel {
+        consumer_tag: s("ctag"),
+        ..Default::default()
+    };
+    b.conn.call(ch, cancel.into()).expect("basic.cancel");
+    assert!(b.conn.hold_ended(), "the driver must be woken for it");
+    let frames = b.sent();
+    assert_eq!(
+        acks(&frames),
+        [2],
+        "the ack keeps its place before the cancel"
+    );
+    assert!(matches!(
+        frames.last(),
+        Some(Frame::Method {
+            method: Method::BasicCancel(_),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn acks_are_not_held_without_a_known_prefetch_or_with_a_small_one() {
+    // The server's default prefetch applies: how much room is left is not
+    // known.
+    let (mut b, ch) = consuming_broker(None);
+    deliver(&mut b, ch, 1..=1);
+    settle(&mut b, ch, 1, false);
+    assert_eq!(acks(&b.sent()), [1]);
+    // Prefetch 1: RabbitMQ sends nothing more until this ack.
+    let (mut b, ch) = consuming_broker(Some(1));
+    deliver(&mut b, ch, 1..=1);
+    settle(&mut b, ch, 1, false);
+    assert_eq!(acks(&b.sent()), [1]);
+    // Prefetch 7: a quarter of it rounds down to the one delivered.
+    let (mut b, ch) = consuming_broker(Some(7));
+    deliver(&mut b, ch, 1..=1);
+    settle(&mut b, ch, 1, false);
+    assert_eq!(acks(&b.sent()), [1]);
+}
+
+#[test]
+fn acks_out_of_order_never_count_fewer_unsettled_than_the_server() {
+    let (mut b, ch) = consuming_broker(Some(20));
+    deliver(&mut b, ch, 1..=4);
+    // Tag 2 alone leaves 1 unsettled: the count stays at 0 settled, so
+    // four are unsettled, not three.
+    settle(&mut b, ch, 2, false);
+    assert_eq!(acks(&b.sent()), [] as [u64; 0], "4 of 20: held");
+    deliver(&mut b, ch, 5..=5);
+    assert_eq!(acks(&b.sent()), [2], "5 unsettled by the written count");
+}
+
+#[test]
+fn acks_on_two_channels_or_beside_a_publish_are_not_held() {
+    let (mut b, ch) = consuming_broker(Some(300));
+    let (other, _) = {
+        let other = b.open_channel();
+        let qos = BasicQos {
+            prefetch_count: 300,
+            ..Default::default()
+        };
+        b.conn.call(other, qos.into()).expect("basic.qos");
+        b.sent();
+        (other, ())
+    };
+    deliver(&mut b, ch, 1..=1);
+    deliver(&mut b, other, 1..=1);
+    settle(&mut b, ch, 1, false);
+    assert_eq!(acks(&b.sent()), [] as [u64; 0]);
+    settle(&mut b, other, 1, false);
+    assert_eq!(acks(&b.sent()), [1, 1], "two channels");
+    deliver(&mut b, ch, 2..=2);
+    settle(&mut b, ch, 2, false);
+    publish_n(&mut b, ch, 1, b"m");
+    let frames = b.sent();
+    assert_eq!((acks(&frames), publishes(&frames)), (vec![2], 1));
+}
+
+#[test]
+fn without_coalescing_every_ack_goes_at_once() {
+    let mut b = Broker::new(ConnectionConfig {
+        coalescing: None,
+        ..Default::default()
+    });
+    b.handshake();
+    let ch = b.open_channel();
+    let qos = BasicQos {
+        prefetch_count: 300,
+        ..Default::default()
+    };
+    b.conn.call(ch, qos.into()).expect("basic.qos");
+    b.sent();
+    deliver(&mut b, ch, 1..=1);
+    settle(&mut b, ch, 1, false);
+    assert_eq!(acks(&b.sent()), [1]);
+}

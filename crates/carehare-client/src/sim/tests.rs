@@ -952,3 +952,87 @@ fn an_ack_ends_a_publish_hold_at_once() {
         "the ack waited for something else to wake the driver"
     );
 }
+
+/// A consumer's ack waits while little of its prefetch is unsettled, and
+/// the driver arms its timer for the hold: with nothing else happening,
+/// the ack reaches the broker when the hold's `max_delay` ends, not
+/// sooner and not later. Acks that leave a quarter of the prefetch
+/// unsettled go at once.
+#[test]
+fn a_consumers_acks_wait_for_more_deliveries_or_max_delay() {
+    use carehare_core::Coalescing;
+    let seen: Arc<Mutex<Vec<(u64, Duration)>>> = Arc::default();
+    let noted = seen.clone();
+    let sim = with_clock(move |clock, server| {
+        let noted = noted.clone();
+        Box::pin(async move {
+            let mut broker = super::FakeBroker::accept(server, tune(0));
+            broker.expect_handshake().await;
+            let tag = ShortStr::from_static("amq.ctag-1");
+            let (channel, _) = accept_consumer(&mut broker, &tag).await;
+            let start = clock.now();
+            deliver(&mut broker, channel, &tag, 1);
+            while let Some((channel, method)) = broker.next_method().await {
+                if let Method::BasicAck(ack) = &method {
+                    noted
+                        .lock()
+                        .unwrap()
+                        .push((ack.delivery_tag, clock.now() - start));
+                    if ack.delivery_tag == 1 {
+                        for n in 2..=6 {
+                            deliver(&mut broker, channel, &tag, n);
+                        }
+                    }
+                }
+                if let Some(reply) = testing::polite_reply(&method) {
+                    broker.send(&testing::method_bytes(channel, reply));
+                }
+                if let Method::ConnectionClose(_) = method {
+                    return;
+                }
+            }
+        })
+    });
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    sim.block_on(async move {
+        let connection = connect_with_runtime(runtime.clone(), options(0))
+            .await
+            .unwrap();
+        // A quarter of 20 is 5.
+        let consumer = connection.acking_consumer("q", 20).await.unwrap();
+        let first = consumer.next().await.unwrap();
+        consumer.ack(first.delivery_tag);
+        for _ in 2..=5 {
+            let message = consumer.next().await.unwrap();
+            consumer.ack(message.delivery_tag);
+        }
+        // Tags 2 to 5 are unsettled by what was written when the sixth
+        // comes: the acks go with no wait.
+        let sixth = consumer.next().await.unwrap();
+        runtime
+            .sleep_until(runtime.now() + Duration::from_secs(1))
+            .await;
+        consumer.ack(sixth.delivery_tag);
+        runtime
+            .sleep_until(runtime.now() + Duration::from_secs(1))
+            .await;
+        connection.close().await.unwrap();
+    });
+    let hold = Coalescing::default().max_delay;
+    let seen = seen.lock().unwrap();
+    let tags: Vec<u64> = seen.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, [1, 2, 3, 4, 5, 6], "{seen:?}");
+    assert_eq!(seen[0].1, hold, "alone, the first waited max_delay");
+    assert!(
+        seen[1..5].iter().all(|(_, at)| *at == hold),
+        "2 to 5 went when the sixth came, at once: {seen:?}"
+    );
+    // A hold counts from the core's latest input (commands take no time):
+    // an ack a second after the last delivery finds its hold already over,
+    // and goes at once.
+    assert_eq!(
+        seen[5].1,
+        hold + Duration::from_secs(1),
+        "the sixth went at once"
+    );
+}

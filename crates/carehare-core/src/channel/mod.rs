@@ -17,6 +17,15 @@
 //! - `confirmed` is the highest sequence number an ack or nack settled
 //!   (with or without `multiple`), so `unconfirmed` never counts more than
 //!   wait; out-of-order confirms make it count fewer.
+//! - `delivered` is the highest delivery tag the server sent (deliveries
+//!   and `get-ok`s), and `settled` a tag through which every delivery is
+//!   settled by an ack, nack or reject we queued: a `multiple` one moves it
+//!   to its tag, a single one only when it settles the next tag. Settling
+//!   out of order leaves it behind, so `delivered - settled` never counts
+//!   fewer deliveries awaiting their ack than the server does.
+//! - `prefetch` is the smallest nonzero `prefetch_count` we queued in a
+//!   `basic.qos`, and `None` once it can't be known: a consumer started
+//!   before any qos (the server's default applies), or a byte limit.
 //! - [`Channels`] holds each allocated id once, within `1..=channel_max` of
 //!   the allocation, and `hint` is never above the lowest free id.
 
@@ -129,6 +138,26 @@ pub(crate) struct Channel {
     next_publish_seq: Option<u64>,
     /// The highest publish sequence number confirmed.
     confirmed: u64,
+    /// The highest delivery tag received.
+    delivered: u64,
+    /// Every delivery through this tag is settled by what we queued.
+    settled: u64,
+    /// The tightest message limit our `basic.qos` set (see the invariants).
+    prefetch: Prefetch,
+}
+
+/// What the channel knows of the server's limit on unacked deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prefetch {
+    /// No `basic.qos` or consumer yet.
+    Unset,
+    /// At most this many (the smallest nonzero count sent).
+    Count(u16),
+    /// Only counts of 0 (no limit) were sent, before any consumer.
+    Unlimited,
+    /// Not known: a consumer started before any `basic.qos`, or a limit in
+    /// bytes.
+    Unknown,
 }
 
 impl Channel {
@@ -140,6 +169,9 @@ impl Channel {
             content: None,
             next_publish_seq: None,
             confirmed: 0,
+            delivered: 0,
+            settled: 0,
+            prefetch: Prefetch::Unset,
         }
     }
 
@@ -153,10 +185,21 @@ impl Channel {
     /// `method` was queued on this channel; `op`, when given, waits for its
     /// reply.
     pub(crate) fn on_sent(&mut self, method: &Method, op: Option<OpId>) {
-        if let Method::ConfirmSelect(_) = method {
+        match method {
             // The broker counts publishes from the moment it reads
             // confirm.select, so the count starts when we send it.
-            self.next_publish_seq.get_or_insert(1);
+            Method::ConfirmSelect(_) => {
+                self.next_publish_seq.get_or_insert(1);
+            }
+            Method::BasicQos(m) => self.on_qos(m.prefetch_size, m.prefetch_count),
+            Method::BasicConsume(_) if self.prefetch == Prefetch::Unset => {
+                // The server's default prefetch, whatever it is, applies.
+                self.prefetch = Prefetch::Unknown;
+            }
+            Method::BasicAck(m) => self.on_settle(m.delivery_tag, m.multiple),
+            Method::BasicNack(m) => self.on_settle(m.delivery_tag, m.multiple),
+            Method::BasicReject(m) => self.on_settle(m.delivery_tag, false),
+            _ => {}
         }
         if let (Some(op), Some(replies)) = (op, method::reply_ids(method)) {
             self.pending.push_back(Pending { op, replies });
@@ -169,6 +212,44 @@ impl Channel {
         self.next_publish_seq.map_or(0, |next| {
             next.saturating_sub(1).saturating_sub(self.confirmed)
         })
+    }
+
+    /// A `basic.qos` was queued. A count of 0 lifts the limit of its scope
+    /// only, and a consumer keeps the per-consumer limit it started with,
+    /// so the smallest count sent stays the bound.
+    fn on_qos(&mut self, size: u32, count: u16) {
+        self.prefetch = match (self.prefetch, size, count) {
+            (Prefetch::Unknown, _, _) | (_, 1.., _) => Prefetch::Unknown,
+            (Prefetch::Count(was), _, 1..) => Prefetch::Count(was.min(count)),
+            (Prefetch::Count(was), _, 0) => Prefetch::Count(was),
+            (_, _, 1..) => Prefetch::Count(count),
+            (_, _, 0) => Prefetch::Unlimited,
+        };
+    }
+
+    /// An ack, nack or reject of `tag` was queued.
+    fn on_settle(&mut self, tag: u64, multiple: bool) {
+        if multiple {
+            // Tag 0 with `multiple` settles everything delivered.
+            let upto = if tag == 0 { self.delivered } else { tag };
+            self.settled = self.settled.max(upto);
+        } else if tag == self.settled + 1 {
+            self.settled = tag;
+        }
+    }
+
+    /// How the channel's deliveries stand against the server's limit, for
+    /// holding settlements back (see `connection::coalesce`): the tag
+    /// through which everything is settled, the highest tag delivered, and
+    /// the limit on unacked deliveries (`None` when not known; `Some(0)`
+    /// for none).
+    pub(crate) fn settling(&self) -> (u64, u64, Option<u16>) {
+        let prefetch = match self.prefetch {
+            Prefetch::Count(n) => Some(n),
+            Prefetch::Unlimited => Some(0),
+            Prefetch::Unset | Prefetch::Unknown => None,
+        };
+        (self.settled, self.delivered, prefetch)
     }
 
     /// A `basic.publish` was queued: its sequence number, in confirm mode.
@@ -282,6 +363,7 @@ impl Channel {
                 )
             }
             Method::BasicDeliver(m) => {
+                self.delivered = self.delivered.max(m.delivery_tag);
                 self.content = Some(Assembly::new(ContentMethod::Deliver(m), None));
                 Outcome::default()
             }
@@ -291,6 +373,7 @@ impl Channel {
             }
             Method::BasicGetOk(m) if front_matches => {
                 let op = self.pending.pop_front().map(|p| p.op);
+                self.delivered = self.delivered.max(m.delivery_tag);
                 self.content = Some(Assembly::new(ContentMethod::GetOk(m), op));
                 Outcome::default()
             }
@@ -499,5 +582,99 @@ mod tests {
         assert_eq!(ch.on_close_sent(OpId(2)).collect::<Vec<_>>(), [OpId(1)]);
         assert!(!ch.accepts_commands());
         assert_eq!(ch.into_unanswered().collect::<Vec<_>>(), [OpId(2)]);
+    }
+
+    fn qos(count: u16, global: bool) -> Method {
+        method::BasicQos {
+            prefetch_size: 0,
+            prefetch_count: count,
+            global,
+        }
+        .into()
+    }
+
+    fn deliver(ch: &mut Channel, tag: u64) {
+        let deliver = method::BasicDeliver {
+            delivery_tag: tag,
+            ..Default::default()
+        };
+        assert!(ch.on_method(deliver.into()).is_ok());
+        // The content that must follow: an empty body.
+        let header = ch.on_header(Box::default(), 0, u64::MAX);
+        assert!(matches!(header, Ok(Outcome { event: Some(_), .. })));
+    }
+
+    fn ack(tag: u64, multiple: bool) -> Method {
+        method::BasicAck {
+            delivery_tag: tag,
+            multiple,
+        }
+        .into()
+    }
+
+    #[test]
+    fn the_prefetch_is_the_smallest_count_sent_and_unknown_past_the_servers_default() {
+        let mut ch = Channel::new(1);
+        assert_eq!(ch.settling().2, None, "nothing sent");
+        ch.on_sent(&qos(0, false), None);
+        assert_eq!(ch.settling().2, Some(0), "no limit");
+        ch.on_sent(&qos(300, false), None);
+        ch.on_sent(&method::BasicConsume::default().into(), None);
+        ch.on_sent(&qos(500, true), None);
+        ch.on_sent(&qos(0, false), None);
+        assert_eq!(ch.settling().2, Some(300), "the earlier consumer keeps 300");
+        ch.on_sent(&qos(20, true), None);
+        assert_eq!(ch.settling().2, Some(20));
+        let bytes = method::BasicQos {
+            prefetch_size: 1000,
+            prefetch_count: 0,
+            global: false,
+        };
+        ch.on_sent(&bytes.into(), None);
+        assert_eq!(ch.settling().2, None, "a limit in bytes");
+        ch.on_sent(&qos(10, false), None);
+        assert_eq!(ch.settling().2, None, "stays unknown");
+
+        let mut ch = Channel::new(1);
+        ch.on_sent(&method::BasicConsume::default().into(), None);
+        ch.on_sent(&qos(10, false), None);
+        assert_eq!(
+            ch.settling().2,
+            None,
+            "consuming under the server's default"
+        );
+    }
+
+    #[test]
+    fn settled_moves_only_through_settlements_in_order() {
+        let mut ch = Channel::new(1);
+        for tag in 1..=10 {
+            deliver(&mut ch, tag);
+        }
+        assert_eq!(ch.settling(), (0, 10, None));
+        ch.on_sent(&ack(1, false), None);
+        ch.on_sent(&ack(3, false), None);
+        assert_eq!(ch.settling().0, 1, "3 skips 2");
+        ch.on_sent(&ack(2, false), None);
+        assert_eq!(ch.settling().0, 2, "3 was before, and is not counted");
+        ch.on_sent(&ack(5, true), None);
+        assert_eq!(ch.settling().0, 5);
+        let reject = method::BasicReject {
+            delivery_tag: 6,
+            requeue: true,
+        };
+        ch.on_sent(&reject.into(), None);
+        assert_eq!(ch.settling().0, 6);
+        let nack = method::BasicNack {
+            delivery_tag: 8,
+            multiple: true,
+            requeue: false,
+        };
+        ch.on_sent(&nack.into(), None);
+        assert_eq!(ch.settling().0, 8);
+        ch.on_sent(&ack(0, true), None);
+        assert_eq!(ch.settling().0, 10, "tag 0 with multiple: all delivered");
+        ch.on_sent(&ack(4, true), None);
+        assert_eq!(ch.settling().0, 10, "never back");
     }
 }

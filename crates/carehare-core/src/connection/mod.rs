@@ -3,7 +3,7 @@
 //! the routing between them. The rules live in the modules it routes to:
 //! the handshake (`handshake`), each channel (`crate::channel`), the close
 //! path (`close`), the queues of bytes and events (`outbox`), and when
-//! publishes wait to be written together (`coalesce`).
+//! publishes and acks wait to be written together (`coalesce`).
 //!
 //! Invariants:
 //! - Every byte of input goes through `process_input`, which cuts it into
@@ -19,8 +19,8 @@
 //!   next `unblocked` (a repeated `blocked` keeps the first time), and only
 //!   while `Open`: the blocked timeout counts from it.
 //! - `poll_transmit` hands out nothing only while `Open` and `coalescer`
-//!   holds what `out` says is publishes on one channel (`coalesce`);
-//!   anything else queued is handed out at the next call.
+//!   holds what `out` says is publishes, or settlements, on one channel
+//!   (`coalesce`); anything else queued is handed out at the next call.
 
 mod close;
 mod coalesce;
@@ -47,7 +47,7 @@ use crate::method::{self, *};
 use crate::properties::BasicProperties;
 use crate::types::{ChannelId, FieldTable, OpId, Secret, ShortStr};
 use close::{Ending, truncate_utf8};
-use coalesce::Coalescer;
+use coalesce::{ChannelView, Coalescer};
 use handshake::{Handshake, Refusal};
 use outbox::{BodyRef, Outbox};
 use state::State;
@@ -64,7 +64,7 @@ pub struct Connection {
     handshake: Handshake,
     read_buf: BytesMut,
     out: Outbox,
-    /// Whether `out`'s publishes are held back for now.
+    /// Whether `out`'s publishes or acks are held back for now.
     coalescer: Coalescer,
     channels: Channels,
     /// Connection-level commands awaiting a reply (`update-secret`).
@@ -322,7 +322,17 @@ impl Connection {
     /// `basic.reject`, or any method with `no_wait` set).
     pub fn send(&mut self, channel: ChannelId, method: Method) -> Result<(), UsageError> {
         self.check_sendable(channel, &method, false)?;
-        self.out.command(channel, &method, self.frame_max_out())?;
+        let settled = match method {
+            Method::BasicAck(_) | Method::BasicNack(_) | Method::BasicReject(_) => {
+                self.channels.get(channel).map(|ch| ch.settling().0)
+            }
+            _ => None,
+        };
+        match settled {
+            // A settlement may wait for others (see `coalesce`).
+            Some(settled) => self.out.settle(channel, &method, settled),
+            None => self.out.command(channel, &method, self.frame_max_out())?,
+        }
         if let Some(ch) = self.channels.get_mut(channel) {
             ch.on_sent(&method, None);
         }
@@ -420,7 +430,7 @@ impl Connection {
     // ---- D. Outputs -------------------------------------------------------
 
     /// Appends every queued outgoing byte to `buf`, and returns how many:
-    /// none while publishes are held back (see [`Coalescing`]); then
+    /// none while publishes or acks are held back (see [`Coalescing`]); then
     /// [`has_transmit`](Self::has_transmit) is false and
     /// [`poll_timeout`](Self::poll_timeout) says when the hold ends at the
     /// latest.
@@ -453,13 +463,14 @@ impl Connection {
     }
 
     /// Whether [`poll_transmit`](Self::poll_transmit) has bytes to give
-    /// now: false while publishes are held back (see [`Coalescing`]).
+    /// now: false while publishes or acks are held back (see
+    /// [`Coalescing`]).
     pub fn has_transmit(&self) -> bool {
         self.out.has_transmit() && !self.holds()
     }
 
     /// Whether the last [`poll_transmit`](Self::poll_transmit) held
-    /// publishes back and they are to be handed out now (something that
+    /// publishes or acks back and they are to be handed out now (something that
     /// may not wait was queued since, or they reached `max_bytes`). A
     /// driver that isn't woken for commands while bytes it was woken for
     /// are still queued must be woken when this turns true.
@@ -545,7 +556,18 @@ impl Connection {
                 self.now,
                 self.out.queued(),
                 self.out.transmit_len(),
-                |channel| channels.get(channel).map_or(0, Channel::unconfirmed),
+                |channel| {
+                    channels
+                        .get(channel)
+                        .map_or_else(ChannelView::default, |ch| {
+                            let (_, delivered, prefetch) = ch.settling();
+                            ChannelView {
+                                unconfirmed: ch.unconfirmed(),
+                                delivered,
+                                prefetch,
+                            }
+                        })
+                },
             )
     }
 

@@ -10,7 +10,8 @@
 //! - Events leave in the order they were queued.
 //! - `queued` says what was queued since the last hand-out: `Nothing`
 //!   exactly when no byte is queued, `Publishes` when only whole publishes
-//!   on one channel are.
+//!   on one channel are, `Settles` when only acks, nacks and rejects on one
+//!   channel are.
 
 use std::collections::VecDeque;
 
@@ -112,6 +113,13 @@ impl Outbox {
         }
         self.queued = Queued::Other;
         Ok(())
+    }
+
+    /// Queues an ack, nack or reject on `channel`, which had every delivery
+    /// through `settled` settled before it. These are small and always fit.
+    pub(super) fn settle(&mut self, channel: ChannelId, method: &Method, settled: u64) {
+        encode_method(&mut self.write_buf, channel, method);
+        self.queued = self.queued.and_settle(channel, settled);
     }
 
     /// Queues `basic.publish`, its content header and as many body frames
