@@ -172,6 +172,22 @@ pub(crate) fn encode_header(
     p: &BasicProperties,
     out: &mut BytesMut,
 ) {
+    let flags = property_flags(p);
+    // Class, weight (always 0), body size, flags: one write, which is all
+    // of a header without properties, the common case.
+    let mut fixed = [0u8; 14];
+    fixed[..2].copy_from_slice(&class_id.to_be_bytes());
+    fixed[4..12].copy_from_slice(&body_size.to_be_bytes());
+    fixed[12..].copy_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&fixed);
+    if flags == 0 {
+        return;
+    }
+    encode_properties(p, out);
+}
+
+/// The property flags of `p`: a bit for each property present.
+pub(crate) fn property_flags(p: &BasicProperties) -> u16 {
     let mut flags = 0u16;
     let mut flag = |present: bool, bit: u16| {
         if present {
@@ -192,16 +208,11 @@ pub(crate) fn encode_header(
     flag(p.user_id.is_some(), USER_ID);
     flag(p.app_id.is_some(), APP_ID);
     flag(p.cluster_id.is_some(), CLUSTER_ID);
-    // Class, weight (always 0), body size, flags: one write, which is all
-    // of a header without properties, the common case.
-    let mut fixed = [0u8; 14];
-    fixed[..2].copy_from_slice(&class_id.to_be_bytes());
-    fixed[4..12].copy_from_slice(&body_size.to_be_bytes());
-    fixed[12..].copy_from_slice(&flags.to_be_bytes());
-    out.extend_from_slice(&fixed);
-    if flags == 0 {
-        return;
-    }
+    flags
+}
+
+/// Appends the properties present in `p`, after their flags.
+fn encode_properties(p: &BasicProperties, out: &mut BytesMut) {
     let mut enc = Enc::new(out);
     let s = |v: &Option<ShortStr>, enc: &mut Enc<'_>| {
         if let Some(v) = v {
