@@ -473,6 +473,19 @@ enum Read {
     Stream,
 }
 
+/// A fake broker past the handshake whose client has opened one consumer,
+/// `tag`; returns it, the consumer's channel and its tag.
+async fn consuming_broker(
+    server: super::End,
+    tag: &'static str,
+) -> (super::FakeBroker, carehare_core::types::ChannelId, ShortStr) {
+    let mut broker = super::FakeBroker::accept(server, tune(0));
+    broker.expect_handshake().await;
+    let tag = ShortStr::from_static(tag);
+    let (channel, _) = accept_consumer(&mut broker, &tag).await;
+    (broker, channel, tag)
+}
+
 /// Answers a consumer's channel open, QoS and `basic.consume` (with
 /// `tag`); returns its channel and the consume method.
 async fn accept_consumer(
@@ -519,6 +532,19 @@ fn deliver(
     ));
 }
 
+/// Answers `method` as RabbitMQ would, if it needs an answer; whether it
+/// closed the connection.
+fn answer_politely(
+    broker: &mut super::FakeBroker,
+    channel: carehare_core::types::ChannelId,
+    method: &Method,
+) -> bool {
+    if let Some(reply) = testing::polite_reply(method) {
+        broker.send(&testing::method_bytes(channel, reply));
+    }
+    matches!(method, Method::ConnectionClose(_))
+}
+
 /// Hands every further method to `check`, and answers the channel and
 /// connection closes until the connection is closed.
 async fn answer_closes(broker: &mut super::FakeBroker, mut check: impl FnMut(&Method)) {
@@ -549,10 +575,7 @@ fn consume_while_cancelled(
 ) -> (Vec<(u64, String)>, usize) {
     let sim = with_clock(move |clock, server| {
         Box::pin(async move {
-            let mut broker = super::FakeBroker::accept(server, tune(0));
-            broker.expect_handshake().await;
-            let tag = ShortStr::from_static("amq.ctag-1");
-            let (channel, _) = accept_consumer(&mut broker, &tag).await;
+            let (mut broker, channel, tag) = consuming_broker(server, "amq.ctag-1").await;
             let mut sent = 0;
             let mut burst = 0u64;
             while sent < n {
@@ -795,10 +818,7 @@ fn a_consumers_logs_are_under_its_channel_span() {
 
     let sim = with_clock(move |_, server| {
         Box::pin(async move {
-            let mut broker = super::FakeBroker::accept(server, tune(0));
-            broker.expect_handshake().await;
-            let tag = ShortStr::from_static("amq.ctag-7");
-            let (channel, _) = accept_consumer(&mut broker, &tag).await;
+            let (mut broker, channel, tag) = consuming_broker(server, "amq.ctag-7").await;
             let cancel = BasicCancel {
                 consumer_tag: tag,
                 no_wait: true,
@@ -868,10 +888,7 @@ fn an_ack_ends_a_publish_hold_at_once() {
     let sim = with_clock(move |clock, server| {
         let noted = noted.clone();
         Box::pin(async move {
-            let mut broker = super::FakeBroker::accept(server, tune(0));
-            broker.expect_handshake().await;
-            let tag = ShortStr::from_static("amq.ctag-1");
-            let (consumer_channel, _) = accept_consumer(&mut broker, &tag).await;
+            let (mut broker, consumer_channel, tag) = consuming_broker(server, "amq.ctag-1").await;
             let start = clock.now();
             let mut publishes = 0;
             while let Some((channel, method)) = broker.next_method().await {
@@ -885,10 +902,7 @@ fn an_ack_ends_a_publish_hold_at_once() {
                     }
                     continue;
                 }
-                if let Some(reply) = testing::polite_reply(&method) {
-                    broker.send(&testing::method_bytes(channel, reply));
-                }
-                if let Method::ConnectionClose(_) = method {
+                if answer_politely(&mut broker, channel, &method) {
                     return;
                 }
             }
@@ -966,10 +980,7 @@ fn a_consumers_acks_wait_for_more_deliveries_or_max_delay() {
     let sim = with_clock(move |clock, server| {
         let noted = noted.clone();
         Box::pin(async move {
-            let mut broker = super::FakeBroker::accept(server, tune(0));
-            broker.expect_handshake().await;
-            let tag = ShortStr::from_static("amq.ctag-1");
-            let (channel, _) = accept_consumer(&mut broker, &tag).await;
+            let (mut broker, channel, tag) = consuming_broker(server, "amq.ctag-1").await;
             let start = clock.now();
             deliver(&mut broker, channel, &tag, 1);
             while let Some((channel, method)) = broker.next_method().await {
@@ -984,10 +995,7 @@ fn a_consumers_acks_wait_for_more_deliveries_or_max_delay() {
                         }
                     }
                 }
-                if let Some(reply) = testing::polite_reply(&method) {
-                    broker.send(&testing::method_bytes(channel, reply));
-                }
-                if let Method::ConnectionClose(_) = method {
+                if answer_politely(&mut broker, channel, &method) {
                     return;
                 }
             }

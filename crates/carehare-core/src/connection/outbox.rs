@@ -373,8 +373,8 @@ mod tests {
     use super::*;
     use crate::types::ShortStr;
 
-    /// How `publish` encodes through the general path: every field written
-    /// one by one.
+    /// How `publish` encodes through the general path: the method through
+    /// the general method encoder, then every header field one by one.
     fn reference(
         channel: ChannelId,
         publish: &BasicPublish,
@@ -382,17 +382,7 @@ mod tests {
         body: &[u8],
         frame_max: u32,
     ) -> Vec<u8> {
-        let mut out = BytesMut::new();
-        frame::encode_basic_publish(&mut out, channel, publish);
-        frame::encode_content(
-            &mut out,
-            channel,
-            BASIC_CLASS_ID,
-            properties,
-            body,
-            frame_max,
-        );
-        out.to_vec()
+        crate::testing::content_bytes(channel, publish.clone(), properties, body, frame_max)
     }
 
     fn queued(outbox: &mut Outbox) -> Vec<u8> {
