@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use carehare_client::carehare_core::types::ShortStr;
 use carehare_client::{
-    AMQPValue, AckingConsumer, BasicProperties, Connection, ConsumerOptions, Error, FieldTable,
-    QueueOptions, Runtime,
+    AMQPValue, AckingConsumer, BasicProperties, Connection, ConnectionError, ConsumerOptions,
+    Error, FieldTable, QueueOptions, Runtime, connect_with_runtime,
 };
 use futures_util::future::{Either, select};
 
-use crate::scenarios::{args, connect, sleep, unique, within};
+use crate::scenarios::{args, connect, options, sleep, unique, within};
 
 /// This module's scenarios, for [`scenarios!`](macro@crate::scenarios).
 /// They expand inside a `consume` module, so `cargo test consume` selects
@@ -35,6 +35,7 @@ macro_rules! consume_scenarios {
             consume::a_stream_chunk_past_the_prefetch_is_buffered,
             consume::the_envelope_and_all_properties_arrive,
             consume::ack_multiple_acks_everything_up_to_the_tag,
+            consume::held_acks_reach_rabbitmq_before_a_close_and_on_their_own,
             consume::nack_with_requeue_redelivers,
             consume::nack_multiple_with_requeue_redelivers_everything_up_to_the_tag,
             consume::nack_and_reject_without_requeue_dead_letter,
@@ -83,6 +84,16 @@ async fn stays_empty(rt: &Arc<dyn Runtime>, c: &Connection, queue: &str) {
         sleep(rt, Duration::from_millis(100)).await;
         assert_eq!(ready(c, queue).await, 0, "{queue} should stay empty");
     }
+}
+
+/// RabbitMQ's count of `queue`'s delivered, unacked messages.
+fn unacked(queue: &str) -> u32 {
+    let list = crate::rabbitmqctl("list_queues name messages_unacknowledged --no-table-headers -q");
+    list.lines()
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .find(|(name, _)| *name == queue)
+        .and_then(|(_, n)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no queue {queue} in {list}"))
 }
 
 /// Whether `consumer` gets no message within `d`.
@@ -562,6 +573,59 @@ pub async fn ack_multiple_acks_everything_up_to_the_tag(rt: Arc<dyn Runtime>) {
     assert!(nothing_within(&rt, Duration::from_millis(200), &again).await);
     again.close().await;
     stays_empty(&rt, &c, &q).await;
+}
+
+/// A deep prefetch's acks are held back a moment to leave together, and
+/// none is lost to it. The consumer gets 50 messages with a prefetch of
+/// 300 and acks them all: RabbitMQ counts 50 unacked until the ack is
+/// written, under a quarter of the prefetch, so the ack is held. First the
+/// connection is closed at once, which sends the held ack before the
+/// close; then, with the connection left alone, the hold's bound sends it:
+/// 200 ms later RabbitMQ counts nothing unacked, and a close it forces
+/// requeues nothing. A lost ack would show as the 50 messages back in the
+/// queue.
+pub async fn held_acks_reach_rabbitmq_before_a_close_and_on_their_own(rt: Arc<dyn Runtime>) {
+    let setup = connect(&rt).await;
+    // Not exclusive: it must outlive the consuming connection.
+    let q = unique("held-acks");
+    setup
+        .queue_declare(&q, QueueOptions::default())
+        .await
+        .unwrap();
+    for forced in [false, true] {
+        for i in 0..50 {
+            setup.publish(format!("m{i}"), "", &q).await.unwrap();
+        }
+        let mut opts = options();
+        let name = unique("held-acks");
+        opts.amqp.connection_name = Some(name.clone());
+        let c = connect_with_runtime(rt.clone(), opts).await.unwrap();
+        let consumer = c.acking_consumer(&q, 300).await.unwrap();
+        let mut last = 0;
+        for _ in 0..50 {
+            last = within(&rt, STEP, consumer.next())
+                .await
+                .unwrap()
+                .delivery_tag;
+        }
+        consumer.ack_multiple(last);
+        if forced {
+            sleep(&rt, Duration::from_millis(200)).await;
+            // RabbitMQ has the ack, before anything else could send it.
+            assert_eq!(unacked(&q), 0, "the held ack reached RabbitMQ on its own");
+            crate::close_connection_named(&name, "carehare test: after a held ack");
+            let why = within(&rt, STEP, c.closed()).await;
+            assert!(
+                matches!(&why, ConnectionError::ClosedByServer(r) if r.code == 320),
+                "{why:?}"
+            );
+        } else {
+            c.close().await.unwrap();
+        }
+        stays_empty(&rt, &setup, &q).await;
+    }
+    setup.queue_delete(&q, false, false).await.unwrap();
+    setup.close().await.unwrap();
 }
 
 /// A no-ack consumer (RabbitMQ's autoack): RabbitMQ sends it the whole
