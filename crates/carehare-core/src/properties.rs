@@ -173,17 +173,23 @@ pub(crate) fn encode_header(
     out: &mut BytesMut,
 ) {
     let flags = property_flags(p);
-    // Class, weight (always 0), body size, flags: one write, which is all
-    // of a header without properties, the common case.
-    let mut fixed = [0u8; 14];
-    fixed[..2].copy_from_slice(&class_id.to_be_bytes());
-    fixed[4..12].copy_from_slice(&body_size.to_be_bytes());
-    fixed[12..].copy_from_slice(&flags.to_be_bytes());
-    out.extend_from_slice(&fixed);
+    // One write, which is all of a header without properties, the common
+    // case.
+    out.extend_from_slice(&header_fixed(class_id, body_size, flags));
     if flags == 0 {
         return;
     }
     encode_properties(p, out);
+}
+
+/// A content header's payload up to its properties: class, weight
+/// (always 0), body size and property flags.
+pub(crate) fn header_fixed(class_id: u16, body_size: u64, flags: u16) -> [u8; 14] {
+    let mut fixed = [0u8; 14];
+    fixed[..2].copy_from_slice(&class_id.to_be_bytes());
+    fixed[4..12].copy_from_slice(&body_size.to_be_bytes());
+    fixed[12..].copy_from_slice(&flags.to_be_bytes());
+    fixed
 }
 
 /// The property flags of `p`: a bit for each property present.

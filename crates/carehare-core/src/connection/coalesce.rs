@@ -64,8 +64,7 @@ use crate::types::ChannelId;
 /// wait for their confirms; and acks, nacks and rejects, only while the
 /// channel's deliveries that what was written leaves unsettled are fewer
 /// than a quarter of the prefetch its `basic.qos` set. Anything else
-/// queued is
-/// written at once.
+/// queued is written at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Coalescing {
     /// Hold only while at least this many publishes already written on the

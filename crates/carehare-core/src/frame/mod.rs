@@ -11,7 +11,9 @@ use nom::number::complete::{be_u8, be_u16, be_u32};
 
 use crate::error::DecodeError;
 use crate::method::Method;
-use crate::properties::{BasicProperties, ContentHeader, encode_header, property_flags};
+use crate::properties::{
+    BasicProperties, ContentHeader, encode_header, header_fixed, property_flags,
+};
 use crate::types::ChannelId;
 
 /// Frame type octet of a method frame.
@@ -316,23 +318,17 @@ pub(crate) fn encode_plain_content(
     {
         return false;
     }
-    // The header frame (7 bytes of frame header, 14 of payload: class,
-    // weight, body size, no flags; the frame end) and the body frame's
-    // header.
+    // The header frame (7 bytes of frame header, 14 of payload, the frame
+    // end) and the body frame's header.
     const HEADER_PAYLOAD: u8 = 14;
     let ch = channel.to_be_bytes();
-    let class = class_id.to_be_bytes();
-    let size = (body.len() as u64).to_be_bytes();
     // Shorter than ZERO_COPY_MIN, so it fits a u32.
     let len = (body.len() as u32).to_be_bytes();
-    #[rustfmt::skip]
-    let frames: [u8; 29] = [
-        FRAME_HEADER, ch[0], ch[1], 0, 0, 0, HEADER_PAYLOAD,
-        class[0], class[1], 0, 0,
-        size[0], size[1], size[2], size[3], size[4], size[5], size[6], size[7],
-        0, 0, FRAME_END,
-        FRAME_BODY, ch[0], ch[1], len[0], len[1], len[2], len[3],
-    ];
+    let mut frames = [0u8; 29];
+    frames[..7].copy_from_slice(&[FRAME_HEADER, ch[0], ch[1], 0, 0, 0, HEADER_PAYLOAD]);
+    frames[7..21].copy_from_slice(&header_fixed(class_id, body.len() as u64, 0));
+    frames[21] = FRAME_END;
+    frames[22..].copy_from_slice(&[FRAME_BODY, ch[0], ch[1], len[0], len[1], len[2], len[3]]);
     if body.is_empty() {
         out.extend_from_slice(&frames[..22]);
         return true;
