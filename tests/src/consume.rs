@@ -10,11 +10,11 @@ use bytes::Bytes;
 use carehare_client::carehare_core::types::ShortStr;
 use carehare_client::{
     AMQPValue, AckingConsumer, BasicProperties, Connection, ConnectionError, ConsumerOptions,
-    Error, FieldTable, QueueOptions, Runtime, connect_with_runtime,
+    Error, FieldTable, QueueOptions, Runtime,
 };
 use futures_util::future::{Either, select};
 
-use crate::scenarios::{args, connect, options, sleep, unique, within};
+use crate::scenarios::{args, connect, connect_named, sleep, unique, within};
 
 /// This module's scenarios, for [`scenarios!`](macro@crate::scenarios).
 /// They expand inside a `consume` module, so `cargo test consume` selects
@@ -596,10 +596,7 @@ pub async fn held_acks_reach_rabbitmq_before_a_close_and_on_their_own(rt: Arc<dy
         for i in 0..50 {
             setup.publish(format!("m{i}"), "", &q).await.unwrap();
         }
-        let mut opts = options();
-        let name = unique("held-acks");
-        opts.amqp.connection_name = Some(name.clone());
-        let c = connect_with_runtime(rt.clone(), opts).await.unwrap();
+        let (c, name) = connect_named(&rt, "held-acks").await;
         let consumer = c.acking_consumer(&q, 300).await.unwrap();
         let mut last = 0;
         for _ in 0..50 {

@@ -43,6 +43,18 @@ pub async fn connect(rt: &Arc<dyn Runtime>) -> Connection {
         .expect("connect to the test broker")
 }
 
+/// Connects to the test broker's plain port under a connection name made
+/// from `prefix`, which `rabbitmqctl` can find it by; returns the name too.
+pub async fn connect_named(rt: &Arc<dyn Runtime>, prefix: &str) -> (Connection, String) {
+    let mut opts = options();
+    let name = unique(prefix);
+    opts.amqp.connection_name = Some(name.clone());
+    let c = connect_with_runtime(rt.clone(), opts)
+        .await
+        .expect("connect to the test broker");
+    (c, name)
+}
+
 /// Sleeps on the scenario's runtime.
 pub async fn sleep(rt: &Arc<dyn Runtime>, d: Duration) {
     rt.sleep_until(Instant::now() + d).await
@@ -663,10 +675,7 @@ pub async fn publishing_after_close_fails(rt: Arc<dyn Runtime>) {
 /// `rabbitmqctl close_connection`: `closed()` says 320 CONNECTION_FORCED
 /// and pending futures fail with `ConnectionClosed`.
 pub async fn server_closing_the_connection_fails_pending_futures(rt: Arc<dyn Runtime>) {
-    let mut opts = options();
-    let name = unique("force-closed");
-    opts.amqp.connection_name = Some(name.clone());
-    let c = connect_with_runtime(rt.clone(), opts).await.unwrap();
+    let (c, name) = connect_named(&rt, "force-closed").await;
     let q = c
         .queue_declare("", QueueOptions::exclusive())
         .await
