@@ -25,7 +25,8 @@
 //!   [`UsageError`](error::UsageError) and queues nothing.
 //! - **D. Outputs**: [`poll_transmit(buf)`](Connection::poll_transmit),
 //!   [`poll_event()`](Connection::poll_event),
-//!   [`poll_timeout()`](Connection::poll_timeout).
+//!   [`poll_timeout()`](Connection::poll_timeout), and a hint,
+//!   [`read_low_water()`](Connection::read_low_water).
 //!
 //! **The rule** (after str0m): after *any* input or command, the driver
 //! drains `poll_transmit` (writing the bytes to the transport) and
@@ -49,6 +50,17 @@
 //! skips waking itself for commands while bytes it was woken for are
 //! queued must wake when [`hold_ended`](Connection::hold_ended) turns
 //! true.
+//!
+//! While publishes are held, input is not urgent either: RabbitMQ owes
+//! the confirms of what was written, and until enough of them come there
+//! is nothing to write. `read_low_water()` is how many bytes can pile up
+//! before they are worth a wakeup: 1 whenever nothing is held, otherwise
+//! the ack frames that confirm about half of the written publishes above
+//! the 256 (at most 8 KiB). A driver may set its socket's receive
+//! low-water mark to it after draining `poll_transmit`, and so sleep
+//! through many confirms at a time; it must then still read at
+//! `poll_timeout()`, when the hold ends at the latest and the hint is 1
+//! again. A driver that ignores it only wakes more often.
 //!
 //! Commands take no `now`: they use the latest time given to an input.
 //! That time is also taken as the moment `poll_transmit`'s bytes were

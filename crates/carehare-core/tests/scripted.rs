@@ -1660,6 +1660,74 @@ fn publishes_wait_while_enough_written_ones_await_their_confirms() {
 }
 
 #[test]
+fn while_publishes_are_held_input_may_wait_for_the_ack_frames_of_half_the_margin() {
+    let (mut b, ch) = coalescing_broker(4, 10_000);
+    assert_eq!(b.conn.read_low_water(), 1, "nothing held");
+    // A hundred go at once: none was written before them.
+    publish_n(&mut b, ch, 100, b"m");
+    assert_eq!(publishes(&b.sent()), 100);
+    publish_n(&mut b, ch, 1, b"m");
+    assert_eq!(publishes(&b.sent()), 0, "held");
+    assert_eq!(
+        b.conn.read_low_water(),
+        1,
+        "no confirm yet: how many one ack frame settles is not known"
+    );
+    // One frame confirms ten: 90 written wait, 86 above min_unconfirmed.
+    ack(&mut b, ch, 10, true);
+    assert_eq!(publishes(&b.sent()), 0, "still held");
+    // Half of 86 is 43 confirms: four frames of ten, 84 bytes, so 64.
+    assert_eq!(b.conn.read_low_water(), 64);
+    // A frame of one lowers the batch by an eighth, to 9: 85 wait, 81
+    // above, 40 confirms, four frames again.
+    ack(&mut b, ch, 11, false);
+    b.sent();
+    assert_eq!(b.conn.read_low_water(), 64);
+    // A frame of 60 raises it to 60: no whole frame within half the margin.
+    ack(&mut b, ch, 71, true);
+    b.sent();
+    assert_eq!(b.conn.read_low_water(), 1);
+    // The hold's end at max_delay writes what it held, and the mark is 1
+    // with nothing held.
+    let (mut b, ch) = coalescing_broker(4, 10_000);
+    publish_n(&mut b, ch, 100, b"m");
+    b.sent();
+    ack(&mut b, ch, 1, false);
+    publish_n(&mut b, ch, 1, b"m");
+    assert_eq!(publishes(&b.sent()), 0);
+    assert_eq!(b.conn.read_low_water(), 512, "47 frames of one, 987 bytes");
+    b.advance(Duration::from_millis(10));
+    assert_eq!(b.conn.read_low_water(), 1, "the hold is over, unhanded");
+    assert_eq!(publishes(&b.sent()), 1);
+    assert_eq!(b.conn.read_low_water(), 1);
+    // So does anything queued that may not wait, before it is written.
+    publish_n(&mut b, ch, 1, b"m");
+    b.sent();
+    assert!(b.conn.read_low_water() > 1);
+    b.conn.call(ch, BasicQos::default().into()).unwrap();
+    assert_eq!(b.conn.read_low_water(), 1);
+}
+
+#[test]
+fn the_read_low_water_mark_stays_far_below_a_socket_buffer() {
+    let (mut b, ch) = coalescing_broker(4, 1 << 30);
+    publish_n(&mut b, ch, 100_000, b"m");
+    b.sent();
+    ack(&mut b, ch, 1, false);
+    publish_n(&mut b, ch, 1, b"m");
+    assert_eq!(publishes(&b.sent()), 0);
+    assert_eq!(b.conn.read_low_water(), 8 * 1024);
+    // Without coalescing nothing is held, so nothing waits.
+    let (mut b, ch) = confirming_broker(None);
+    publish_n(&mut b, ch, 1000, b"m");
+    b.sent();
+    ack(&mut b, ch, 1, false);
+    publish_n(&mut b, ch, 1, b"m");
+    assert_eq!(publishes(&b.sent()), 1);
+    assert_eq!(b.conn.read_low_water(), 1);
+}
+
+#[test]
 fn a_hold_that_no_confirm_ends_lasts_max_delay() {
     let (mut b, ch) = coalescing_broker(4, 10_000);
     hold_one(&mut b, ch, b"m");

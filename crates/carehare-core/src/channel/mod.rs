@@ -17,6 +17,9 @@
 //! - `confirmed` is the highest sequence number an ack or nack settled
 //!   (with or without `multiple`), so `unconfirmed` never counts more than
 //!   wait; out-of-order confirms make it count fewer.
+//! - `confirm_batch` is 0 until the first ack or nack of a publish, then at
+//!   least the most publishes one such frame settled among the latest ones:
+//!   each frame raises it to its own count, or lowers it by an eighth.
 //! - `delivered` is the highest delivery tag the server sent (deliveries
 //!   and `get-ok`s), and `settled` a tag through which every delivery is
 //!   settled by an ack, nack or reject we queued: a `multiple` one moves it
@@ -138,6 +141,8 @@ pub(crate) struct Channel {
     next_publish_seq: Option<u64>,
     /// The highest publish sequence number confirmed.
     confirmed: u64,
+    /// How many publishes one ack or nack frame settles, at most, lately.
+    confirm_batch: u64,
     /// The highest delivery tag received.
     delivered: u64,
     /// Every delivery through this tag is settled by what we queued.
@@ -169,6 +174,7 @@ impl Channel {
             content: None,
             next_publish_seq: None,
             confirmed: 0,
+            confirm_batch: 0,
             delivered: 0,
             settled: 0,
             prefetch: Prefetch::Unset,
@@ -212,6 +218,23 @@ impl Channel {
         self.next_publish_seq.map_or(0, |next| {
             next.saturating_sub(1).saturating_sub(self.confirmed)
         })
+    }
+
+    /// How many publishes one ack or nack frame has settled at most,
+    /// lately (see the invariants); 0 before the first.
+    pub(crate) fn confirm_batch(&self) -> u64 {
+        self.confirm_batch
+    }
+
+    /// An ack or nack of our publish `tag` came.
+    fn on_confirm(&mut self, tag: u64, multiple: bool) {
+        let count = if multiple {
+            tag.saturating_sub(self.confirmed).max(1)
+        } else {
+            1
+        };
+        self.confirmed = self.confirmed.max(tag);
+        self.confirm_batch = count.max(self.confirm_batch - self.confirm_batch / 8);
     }
 
     /// A `basic.qos` was queued. A count of 0 lifts the limit of its scope
@@ -378,7 +401,7 @@ impl Channel {
                 Outcome::default()
             }
             Method::BasicAck(m) if confirming => {
-                self.confirmed = self.confirmed.max(m.delivery_tag);
+                self.on_confirm(m.delivery_tag, m.multiple);
                 Outcome::event(Event::Ack {
                     channel,
                     delivery_tag: m.delivery_tag,
@@ -386,7 +409,7 @@ impl Channel {
                 })
             }
             Method::BasicNack(m) if confirming => {
-                self.confirmed = self.confirmed.max(m.delivery_tag);
+                self.on_confirm(m.delivery_tag, m.multiple);
                 Outcome::event(Event::Nack {
                     channel,
                     delivery_tag: m.delivery_tag,

@@ -39,10 +39,24 @@
 //! takes from publish to confirm stays the same: it waits here instead of
 //! in RabbitMQ's queue, behind the same publishes.
 //!
+//! While publishes are held, more input is not urgent either: RabbitMQ
+//! owes the confirms of everything written, and until enough of them come
+//! there is nothing to write. [`read_low_water`] says how many bytes can
+//! pile up before they are worth a wakeup: the ack frames in which
+//! RabbitMQ confirms half of the written publishes above
+//! `min_unconfirmed`, at the most publishes one of its ack frames has
+//! confirmed lately. A driver that sets its socket's receive low-water
+//! mark to it (`SO_RCVLOWAT`) is woken once per many confirms instead of
+//! for each frame. Should RabbitMQ confirm in larger frames than that, the
+//! wakeup comes later but no later than the hold's end, when the mark is
+//! back to 1; and it is 1 whenever nothing is held.
+//!
 //! A hold counts from the latest time an input gave the core (commands
 //! take none): bytes queued long after the last input find their hold
 //! over as it begins, and go at once. After a quiet spell nothing else is
 //! likely to come within `max_delay` to join them, so that is no loss.
+//!
+//! [`read_low_water`]: crate::Connection::read_low_water
 //!
 //! Invariants:
 //! - `since` is set exactly while a hold is under way: from the first
@@ -149,7 +163,17 @@ pub(super) struct ChannelView {
     /// The server's limit on unacked deliveries: `None` when not known,
     /// `Some(0)` for none.
     pub(super) prefetch: Option<u16>,
+    /// The most publishes one ack or nack frame confirmed lately; 0 before
+    /// the first.
+    pub(super) confirm_batch: u64,
 }
+
+/// The bytes of one `basic.ack` or `basic.nack` frame: header 7, class
+/// and method 4, tag 8, flags 1, end 1.
+const ACK_FRAME_LEN: u64 = 21;
+/// The highest read low-water mark: far below a socket's receive buffer,
+/// which Linux grows (and clamps the receive window to) for a larger one.
+pub(super) const MAX_READ_LOW_WATER: usize = 8 * 1024;
 
 #[derive(Debug)]
 pub(super) struct Coalescer {
@@ -198,6 +222,32 @@ impl Coalescer {
             }
             Queued::Nothing | Queued::Other => false,
         }
+    }
+
+    /// How many bytes of input are worth a wakeup while the queue is held
+    /// as `queued` (see the top): at least 1, and 1 unless publishes are
+    /// held. A power of two, so that it changes seldom.
+    pub(super) fn read_low_water(
+        &self,
+        queued: Queued,
+        channel: impl FnOnce(ChannelId) -> ChannelView,
+    ) -> usize {
+        let (Some(c), Some(_), Queued::Publishes { channel: id, count }) =
+            (&self.config, self.since, queued)
+        else {
+            return 1;
+        };
+        let view = channel(id);
+        if view.confirm_batch == 0 {
+            return 1;
+        }
+        let written = view.unconfirmed.saturating_sub(count);
+        let frames = written.saturating_sub(c.min_unconfirmed) / 2 / view.confirm_batch;
+        let bytes = usize::try_from(frames.saturating_mul(ACK_FRAME_LEN))
+            .unwrap_or(MAX_READ_LOW_WATER)
+            .clamp(1, MAX_READ_LOW_WATER);
+        // The largest power of two not above it.
+        1 << bytes.ilog2()
     }
 
     /// `poll_transmit` held the queue back at `now`.

@@ -478,6 +478,25 @@ impl Connection {
         self.coalescer.holding() && self.has_transmit()
     }
 
+    /// How many bytes of input are worth waking for: 1 (anything) unless
+    /// publishes are held back (see [`Coalescing`]). While they are,
+    /// RabbitMQ owes the confirms of the written ones, and this is about
+    /// the bytes of the ack frames that confirm half of those above
+    /// `min_unconfirmed`, at most 8 KiB. A driver may set its socket's
+    /// receive low-water mark (`SO_RCVLOWAT`) to it after each
+    /// [`poll_transmit`](Self::poll_transmit), and so sleep through many
+    /// confirms at a time. It must still read when
+    /// [`poll_timeout`](Self::poll_timeout)'s deadline comes, which ends
+    /// the hold at the latest; this is then 1 again. A driver that ignores
+    /// it only wakes more often.
+    pub fn read_low_water(&self) -> usize {
+        if !self.coalescer.holding() || !self.holds() {
+            return 1;
+        }
+        self.coalescer
+            .read_low_water(self.out.queued(), |channel| self.channel_view(channel))
+    }
+
     /// How many bytes commands queued and the driver has not taken yet,
     /// held back or not. A driver that bounds its write backlog adds this
     /// to the bytes it holds.
@@ -550,25 +569,28 @@ impl Connection {
     /// Whether `poll_transmit` holds the queued bytes back now (see
     /// `coalesce`).
     fn holds(&self) -> bool {
-        let channels = &self.channels;
         matches!(self.state, State::Open)
             && self.coalescer.holds(
                 self.now,
                 self.out.queued(),
                 self.out.transmit_len(),
-                |channel| {
-                    channels
-                        .get(channel)
-                        .map_or_else(ChannelView::default, |ch| {
-                            let (_, delivered, prefetch) = ch.settling();
-                            ChannelView {
-                                unconfirmed: ch.unconfirmed(),
-                                delivered,
-                                prefetch,
-                            }
-                        })
-                },
+                |channel| self.channel_view(channel),
             )
+    }
+
+    /// How `channel` stands, as far as holding bytes back goes.
+    fn channel_view(&self, channel: ChannelId) -> ChannelView {
+        self.channels
+            .get(channel)
+            .map_or_else(ChannelView::default, |ch| {
+                let (_, delivered, prefetch) = ch.settling();
+                ChannelView {
+                    unconfirmed: ch.unconfirmed(),
+                    delivered,
+                    prefetch,
+                    confirm_batch: ch.confirm_batch(),
+                }
+            })
     }
 
     /// `poll_transmit`'s decision: true to hand out nothing this time.
