@@ -258,7 +258,10 @@ async fn connect_one(
         address: label.clone(),
         error: e.into(),
     };
-    let tcp = runtime.connect_tcp(target).await.map_err(connect_error)?;
+    let (tcp, low_water) = runtime
+        .connect_tcp_with_low_water(target)
+        .await
+        .map_err(connect_error)?;
     let io: Box<dyn Stream> = match tls {
         None => tcp,
         Some((connector, name)) => {
@@ -292,7 +295,7 @@ async fn connect_one(
         Meter::new(options.metrics.clone()),
         span.clone(),
     );
-    let driver = Driver::new(io, shared.clone(), runtime.clone());
+    let driver = Driver::new(io, shared.clone(), runtime.clone()).with_low_water(low_water);
     runtime.spawn(Box::pin(driver.instrument(span)));
     match connected.await {
         Ok(Ok(tuning)) => Ok(Connection::new(shared, tuning, runtime, address, target)),

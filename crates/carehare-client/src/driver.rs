@@ -33,6 +33,9 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_io::{AsyncRead, AsyncWrite};
 
+use tracing::debug;
+
+use crate::low_water::LowWater;
 use crate::runtime::{BoxFuture, Runtime, Stream};
 use crate::state::Shared;
 
@@ -85,6 +88,12 @@ pub(crate) struct Driver {
     out: VecDeque<Bytes>,
     timer: Option<(Instant, BoxFuture<'static, ()>)>,
     eof: bool,
+    /// The socket's receive low-water mark, if the runtime gave it, the
+    /// value last set (1, the kernel's default, before any), and whether
+    /// it may go above 1 (not once the socket refused).
+    low_water: Option<LowWater>,
+    low_water_set: usize,
+    low_water_raise: bool,
 }
 
 impl Driver {
@@ -101,7 +110,42 @@ impl Driver {
             out: VecDeque::new(),
             timer: None,
             eof: false,
+            low_water: None,
+            low_water_set: 1,
+            low_water_raise: true,
         }
+    }
+
+    /// Sets the socket's receive low-water mark to what the core asks
+    /// (see `low_water`).
+    pub(crate) fn with_low_water(mut self, low_water: Option<LowWater>) -> Self {
+        self.low_water = low_water;
+        self
+    }
+
+    /// Moves the socket's low-water mark to `wanted` if it isn't there. A
+    /// socket that refuses a higher mark is kept at 1 from then on; one
+    /// that refuses to lower it would leave input unread, so that is an
+    /// error that ends the connection.
+    fn set_low_water(&mut self, wanted: usize) -> std::io::Result<()> {
+        let wanted = if self.low_water_raise { wanted } else { 1 };
+        if wanted == self.low_water_set {
+            return Ok(());
+        }
+        let Some(low_water) = &self.low_water else {
+            return Ok(());
+        };
+        match low_water.set(wanted) {
+            Ok(()) => self.low_water_set = wanted,
+            Err(e) if wanted > self.low_water_set => {
+                debug!(error = %e, "the socket's receive low-water mark can't be raised");
+                self.low_water_raise = false;
+                // Back to 1 if an earlier mark is still set.
+                return self.set_low_water(1);
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
     }
 
     /// Reads what is available. Returns true if it should be polled again
@@ -235,8 +279,20 @@ impl Driver {
     }
 
     /// Fires the core's timer when due. Returns true if it fired.
+    /// Also sets the socket's low-water mark, from the same look at the
+    /// core: after the writes, where a hold starts or ends.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let wanted = self.shared.lock().poll_timeout();
+        let (wanted, low_water) = {
+            let inner = self.shared.lock();
+            (inner.poll_timeout(), inner.read_low_water())
+        };
+        if let Err(e) = self.set_low_water(low_water) {
+            self.eof = true;
+            self.shared.lock().transport_error(self.runtime.now(), e);
+            // The next poll finds the connection closed and ends.
+            cx.waker().wake_by_ref();
+            return false;
+        }
         let Some(wanted) = wanted else {
             self.timer = None;
             return false;
@@ -374,6 +430,42 @@ mod tests {
             poll(driver);
         }
         assert!(!driver.1.lock().is_closed());
+    }
+
+    /// A low-water mark on an open file, which is no socket: every set
+    /// fails. Keep the file as long as the mark is used.
+    #[cfg(unix)]
+    fn refusing_low_water() -> (std::fs::File, crate::low_water::LowWater) {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let low_water = crate::low_water::LowWater::of(&file);
+        (file, low_water)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_socket_that_refuses_a_higher_mark_stays_at_one() {
+        let mut driver = connected();
+        let (_file, low_water) = refusing_low_water();
+        driver.0.low_water = Some(low_water);
+        assert!(driver.0.set_low_water(64).is_ok());
+        assert!(!driver.0.low_water_raise);
+        assert_eq!(driver.0.low_water_set, 1);
+        assert!(driver.0.set_low_water(64).is_ok(), "not tried again");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_socket_that_refuses_to_lower_its_mark_ends_the_connection() {
+        let mut driver = connected();
+        let (_file, low_water) = refusing_low_water();
+        driver.0.low_water = Some(low_water);
+        // As if a mark of 64 had been set while publishes were held.
+        driver.0.low_water_set = 64;
+        let mut cx = Context::from_waker(Waker::noop());
+        // Nothing is held: the driver lowers the mark, which fails.
+        let _ = Pin::new(&mut driver.0).poll(&mut cx);
+        assert!(driver.1.lock().is_closed(), "unread input would wait");
+        assert!(Pin::new(&mut driver.0).poll(&mut cx).is_ready());
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod connect;
 mod driver;
 mod error;
 mod handles;
+mod low_water;
 mod message;
 mod metrics;
 mod options;
@@ -60,6 +61,7 @@ pub use handles::consumer::{Acker, AckingConsumer, ConsumerOptions, STREAM_CHUNK
 pub use handles::get::GetMessage;
 pub use handles::publisher::Publisher;
 pub use handles::rpc::{DIRECT_REPLY_TO, RpcClient};
+pub use low_water::LowWater;
 pub use message::{Message, Returned};
 pub use metrics::{Counter, Counters, Metrics};
 pub use options::{ClientCert, ConnectOptions, TlsOptions};
@@ -68,7 +70,7 @@ pub use recovery::{
     RecoveringConsumer, RecoveringPublisher, RecoveryEvent, RecoveryEvents, RecoveryOptions,
     Republish, Setup,
 };
-pub use runtime::{BoxFuture, Runtime, Stream};
+pub use runtime::{BoxFuture, Runtime, Stream, TcpConnected};
 pub use tls::{CertificateProblem, TlsError};
 pub use uri::UrlError;
 

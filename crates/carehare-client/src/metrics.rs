@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// ```
 /// use carehare_client::Counter;
 /// assert_eq!(Counter::Published.name(), "published");
-/// assert_eq!(Counter::ALL.len(), 12);
+/// assert_eq!(Counter::ALL.len(), 13);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -44,6 +44,10 @@ pub enum Counter {
     Rejected,
     /// Bytes read from the socket (after TLS).
     BytesReceived,
+    /// Reads that returned bytes: about how often the connection woke for
+    /// input. While publishes are held back it sleeps through many
+    /// confirms at a time (see `Coalescing` in `carehare-core`).
+    Reads,
     /// Bytes written to the socket (before TLS).
     BytesSent,
     /// Connections a recovering connection made after losing one.
@@ -56,7 +60,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in declaration order.
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 13] = [
         Counter::Published,
         Counter::Confirmed,
         Counter::PublishNacked,
@@ -66,6 +70,7 @@ impl Counter {
         Counter::Nacked,
         Counter::Rejected,
         Counter::BytesReceived,
+        Counter::Reads,
         Counter::BytesSent,
         Counter::Reconnects,
         Counter::BlockedMicros,
@@ -83,6 +88,7 @@ impl Counter {
             Counter::Nacked => "nacked",
             Counter::Rejected => "rejected",
             Counter::BytesReceived => "bytes_received",
+            Counter::Reads => "reads",
             Counter::BytesSent => "bytes_sent",
             Counter::Reconnects => "reconnects",
             Counter::BlockedMicros => "blocked_micros",

@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use futures_io::{AsyncRead, AsyncWrite};
 
+use crate::low_water::LowWater;
+
 /// A boxed, sendable future.
 ///
 /// ```
@@ -27,6 +29,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// ```
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// A connected TCP stream, and its socket's [`LowWater`] mark when the
+/// runtime can reach it (see
+/// [`Runtime::connect_tcp_with_low_water`]).
+pub type TcpConnected = (Box<dyn Stream>, Option<LowWater>);
 
 /// An async runtime: TCP, timers and spawning. Each adapter crate
 /// (`carehare-tokio`, `carehare-async-std`, `carehare-smol`) implements
@@ -60,6 +67,20 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Connects TCP to one socket address, with `TCP_NODELAY` set.
     fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>>;
+
+    /// [`connect_tcp`](Self::connect_tcp), and the socket's
+    /// [`LowWater`] mark if the runtime can reach it: with it, a connection
+    /// whose publishes are held back sleeps through many confirms at a
+    /// time. This is what `connect` calls. The default calls
+    /// `connect_tcp` and gives no mark; the connection then works the
+    /// same, only waking for every read.
+    fn connect_tcp_with_low_water(
+        &self,
+        address: SocketAddr,
+    ) -> BoxFuture<'static, io::Result<TcpConnected>> {
+        let connecting = self.connect_tcp(address);
+        Box::pin(async move { Ok((connecting.await?, None)) })
+    }
 
     /// A future that completes at `deadline`.
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()>;

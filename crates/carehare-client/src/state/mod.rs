@@ -162,6 +162,7 @@ impl Inner {
     /// Feeds bytes read from the socket, then routes what they caused.
     pub(crate) fn input(&mut self, now: Instant, data: BytesMut) {
         self.meter.add(Counter::BytesReceived, data.len() as u64);
+        self.meter.add(Counter::Reads, 1);
         self.conn.handle_input_bytes(now, data);
         self.route_events(now);
     }
@@ -187,6 +188,12 @@ impl Inner {
     /// When the core's timer wants to fire next.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.conn.poll_timeout()
+    }
+
+    /// How many bytes of input are worth a wakeup (the core's
+    /// `read_low_water`).
+    pub(crate) fn read_low_water(&self) -> usize {
+        self.conn.read_low_water()
     }
 
     /// Takes everything queued for the socket into `out`; returns how
