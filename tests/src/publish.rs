@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use carehare_client::{
-    AMQPValue, ConnectionError, Error, ExchangeOptions, FieldTable, QueueOptions, Runtime,
-    connect_with_runtime,
+    AMQPValue, ConnectionError, Counter, Counters, Error, ExchangeOptions, FieldTable,
+    QueueOptions, Runtime, connect_with_runtime,
 };
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
-use crate::scenarios::{args, connect, options, sleep, unique};
+use crate::scenarios::{args, connect, options, sleep, unique, within};
 
 /// This module's scenarios, for [`scenarios!`](macro@crate::scenarios).
 #[macro_export]
@@ -29,6 +30,7 @@ macro_rules! publish_scenarios {
             publish::headers_exchange_routing_with_binding_arguments,
             publish::mandatory_returns_are_typed,
             publish::publisher_window_bounds_in_flight,
+            publish::a_deep_window_sleeps_through_confirms_and_gets_every_one,
             publish::unconfirmed_publishes_all_arrive_in_order,
             publish::an_unconfirmed_publish_to_a_missing_exchange_is_survived,
             publish::connection_name_client_and_server_properties,
@@ -503,6 +505,58 @@ pub async fn publisher_window_bounds_in_flight(rt: Arc<dyn Runtime>) {
         .await
         .unwrap();
     assert_eq!(ok.message_count, 2000);
+}
+
+/// A window of 1,000 kept full, as the guide writes it: while publishes
+/// are held back the connection sleeps through many confirms at a time
+/// (the socket's low-water mark), so it reads far less often than once
+/// per ack frame; and every confirm still comes, the last ones, which no
+/// publish follows, too.
+pub async fn a_deep_window_sleeps_through_confirms_and_gets_every_one(rt: Arc<dyn Runtime>) {
+    const N: u64 = 30_000;
+    const WINDOW: usize = 1000;
+    let counters = Arc::new(Counters::default());
+    let mut opts = options();
+    opts.metrics = Some(counters.clone());
+    let c = connect_with_runtime(rt.clone(), opts).await.unwrap();
+    let q = c
+        .queue_declare("", QueueOptions::exclusive())
+        .await
+        .unwrap()
+        .queue;
+    let publisher = c.publisher(WINDOW);
+    let reads_before = counters.get(Counter::Reads);
+    within(&rt, Duration::from_secs(60), async {
+        let mut pending = FuturesUnordered::new();
+        for _ in 0..N {
+            pending.push(publisher.publish("m", "", &q).await.unwrap());
+            if pending.len() >= WINDOW {
+                pending.next().await.unwrap().unwrap();
+            }
+        }
+        while let Some(confirmed) = pending.next().await {
+            confirmed.unwrap();
+        }
+    })
+    .await;
+    let reads = counters.get(Counter::Reads) - reads_before;
+    // Waking for each ack frame reads 60-90 times per 1,000 publishes
+    // here; sleeping through them, about 10.
+    assert!(
+        reads * 1000 < N * 30,
+        "{reads} reads for {N} publishes: woken for each ack frame"
+    );
+    let ok = c
+        .queue_declare(
+            &q,
+            QueueOptions {
+                passive: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(u64::from(ok.message_count), N);
 }
 
 /// 10,000 publishes without confirms all reach the queue, in order: a
