@@ -21,6 +21,12 @@
 //! take the core's queued pieces as `Bytes` (its write buffer, plus large
 //! published bodies as the caller's own `Bytes`) and send them with one
 //! `writev`.
+//!
+//! After each round the driver sets the socket's receive low-water mark to
+//! the core's `read_low_water` (when the runtime gave it the socket's
+//! `LowWater`): while publishes are held back it then sleeps until several
+//! ack frames are there, not for each one, and the mark is back to 1 as
+//! soon as nothing is held, or the hold's timer ended it.
 
 use std::collections::VecDeque;
 use std::future::Future;
