@@ -14,7 +14,7 @@ use carehare_client::{
 };
 use futures_util::future::{Either, select};
 
-use crate::scenarios::{args, connect, connect_named, sleep, unique, within};
+use crate::scenarios::{args, connect, connect_named, ready, sleep, unique, within};
 
 /// This module's scenarios, for [`scenarios!`](macro@crate::scenarios).
 /// They expand inside a `consume` module, so `cargo test consume` selects
@@ -66,15 +66,6 @@ async fn exclusive_queue(c: &Connection, arguments: FieldTable) -> String {
         .unwrap()
         .queue
         .to_string()
-}
-
-/// The ready-message count of `queue`, from a passive declare.
-async fn ready(c: &Connection, queue: &str) -> u32 {
-    let passive = QueueOptions {
-        passive: true,
-        ..Default::default()
-    };
-    c.queue_declare(queue, passive).await.unwrap().message_count
 }
 
 /// Checks, a few times over ~half a second, that `queue` has no ready

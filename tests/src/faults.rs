@@ -24,7 +24,7 @@ use futures_util::future::join_all;
 use crate::AMQP_ADDR;
 use crate::fake_server::FakeServer;
 use crate::proxy::{Mode, Proxy};
-use crate::scenarios::{connect, options, sleep, unique, within};
+use crate::scenarios::{connect, options, ready, sleep, unique, within};
 
 /// This module's scenarios, for [`scenarios!`](macro@crate::scenarios).
 /// They expand inside a `faults` module, so `cargo test faults` selects
@@ -59,15 +59,6 @@ async fn through(rt: &Arc<dyn Runtime>, proxy: &Proxy) -> Connection {
     connect_with_runtime(rt.clone(), opts)
         .await
         .expect("connect through the proxy")
-}
-
-/// The ready-message count of `queue`, from a passive declare.
-async fn ready(c: &Connection, queue: &str) -> u32 {
-    let passive = QueueOptions {
-        passive: true,
-        ..Default::default()
-    };
-    c.queue_declare(queue, passive).await.unwrap().message_count
 }
 
 /// Asserts that a lost link ended the connection as the transport saw it:

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use carehare_client::{
-    AMQPValue, ConnectionError, Counter, Counters, Error, ExchangeOptions, FieldTable,
-    QueueOptions, Runtime, connect_with_runtime,
+    AMQPValue, ConnectionError, Counter, Error, ExchangeOptions, FieldTable, QueueOptions, Runtime,
+    connect_with_runtime,
 };
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use crate::scenarios::{args, connect, options, sleep, unique, within};
+use crate::scenarios::{args, connect, connect_counted, options, ready, sleep, unique, within};
 
 /// This module's scenarios, for [`scenarios!`](macro@crate::scenarios).
 #[macro_export]
@@ -175,17 +175,7 @@ pub async fn exchange_to_exchange_bind_and_unbind(rt: Arc<dyn Runtime>) {
     c.publish("not routed any more", &source, "audit.login")
         .await
         .unwrap();
-    let ok = c
-        .queue_declare(
-            &q.queue,
-            QueueOptions {
-                passive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(ok.message_count, 1);
+    assert_eq!(ready(&c, &q.queue).await, 1);
     c.exchange_delete(&source, false).await.unwrap();
     c.exchange_delete(&dest, false).await.unwrap();
 }
@@ -494,17 +484,7 @@ pub async fn publisher_window_bounds_in_flight(rt: Arc<dyn Runtime>) {
         confirmation.await.unwrap();
     }
     assert_eq!(publisher.in_flight(), 0);
-    let ok = c
-        .queue_declare(
-            &q,
-            QueueOptions {
-                passive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(ok.message_count, 2000);
+    assert_eq!(ready(&c, &q).await, 2000);
 }
 
 /// A window of 1,000 kept full, as the guide writes it: while publishes
@@ -515,10 +495,7 @@ pub async fn publisher_window_bounds_in_flight(rt: Arc<dyn Runtime>) {
 pub async fn a_deep_window_sleeps_through_confirms_and_gets_every_one(rt: Arc<dyn Runtime>) {
     const N: u64 = 30_000;
     const WINDOW: usize = 1000;
-    let counters = Arc::new(Counters::default());
-    let mut opts = options();
-    opts.metrics = Some(counters.clone());
-    let c = connect_with_runtime(rt.clone(), opts).await.unwrap();
+    let (c, counters) = connect_counted(&rt).await;
     let q = c
         .queue_declare("", QueueOptions::exclusive())
         .await
@@ -546,17 +523,7 @@ pub async fn a_deep_window_sleeps_through_confirms_and_gets_every_one(rt: Arc<dy
         reads * 1000 < N * 30,
         "{reads} reads for {N} publishes: woken for each ack frame"
     );
-    let ok = c
-        .queue_declare(
-            &q,
-            QueueOptions {
-                passive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(u64::from(ok.message_count), N);
+    assert_eq!(u64::from(ready(&c, &q).await), N);
 }
 
 /// 10,000 publishes without confirms all reach the queue, in order: a

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use carehare_client::{
-    AMQPValue, Address, CertificateProblem, ConnectOptions, Connection, ConnectionError, Error,
-    FieldTable, QueueOptions, Runtime, TlsOptions, connect_with_runtime,
+    AMQPValue, Address, CertificateProblem, ConnectOptions, Connection, ConnectionError, Counters,
+    Error, FieldTable, QueueOptions, Runtime, TlsOptions, connect_with_runtime,
 };
 use carehare_core::Auth;
 use futures_util::future::{Either, join_all, select};
@@ -43,6 +43,18 @@ pub async fn connect(rt: &Arc<dyn Runtime>) -> Connection {
         .expect("connect to the test broker")
 }
 
+/// Connects to the test broker's plain port with a metrics hook that
+/// counts into the returned totals.
+pub async fn connect_counted(rt: &Arc<dyn Runtime>) -> (Connection, Arc<Counters>) {
+    let counters = Arc::new(Counters::default());
+    let mut opts = options();
+    opts.metrics = Some(counters.clone());
+    let c = connect_with_runtime(rt.clone(), opts)
+        .await
+        .expect("connect to the test broker");
+    (c, counters)
+}
+
 /// Connects to the test broker's plain port under a connection name made
 /// from `prefix`, which `rabbitmqctl` can find it by; returns the name too.
 pub async fn connect_named(rt: &Arc<dyn Runtime>, prefix: &str) -> (Connection, String) {
@@ -71,6 +83,15 @@ pub async fn within<T>(
         Either::Left((v, _)) => v,
         Either::Right(_) => panic!("timed out after {limit:?}"),
     }
+}
+
+/// The ready-message count of `queue`, from a passive declare.
+pub async fn ready(c: &Connection, queue: &str) -> u32 {
+    let passive = QueueOptions {
+        passive: true,
+        ..Default::default()
+    };
+    c.queue_declare(queue, passive).await.unwrap().message_count
 }
 
 /// A field table from pairs.
@@ -788,11 +809,8 @@ pub async fn consumer_stream_yields_messages(rt: Arc<dyn Runtime>) {
 /// The metrics hook counts a known workload exactly, in messages (an
 /// `ack_multiple` settling 30 deliveries counts 30).
 pub async fn metrics_count_a_known_workload(rt: Arc<dyn Runtime>) {
-    use carehare_client::{Counter, Counters};
-    let counters = Arc::new(Counters::default());
-    let mut opts = options();
-    opts.metrics = Some(counters.clone());
-    let c = connect_with_runtime(rt.clone(), opts).await.unwrap();
+    use carehare_client::Counter;
+    let (c, counters) = connect_counted(&rt).await;
     let q = c
         .queue_declare("", QueueOptions::exclusive())
         .await

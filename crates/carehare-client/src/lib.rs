@@ -70,7 +70,7 @@ pub use recovery::{
     RecoveringConsumer, RecoveringPublisher, RecoveryEvent, RecoveryEvents, RecoveryOptions,
     Republish, Setup,
 };
-pub use runtime::{BoxFuture, Runtime, Stream, TcpConnected};
+pub use runtime::{BoxFuture, Runtime, Stream, TcpConnected, tcp_connected};
 pub use tls::{CertificateProblem, TlsError};
 pub use uri::UrlError;
 

@@ -35,6 +35,35 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 /// [`Runtime::connect_tcp_with_low_water`]).
 pub type TcpConnected = (Box<dyn Stream>, Option<LowWater>);
 
+/// For an adapter's
+/// [`connect_tcp_with_low_water`](Runtime::connect_tcp_with_low_water):
+/// takes `socket`'s [`LowWater`] mark (on Unix), then hands `socket` to
+/// `stream`, so the stream owns the socket the mark is set on.
+///
+/// ```no_run
+/// # fn f() -> std::io::Result<()> {
+/// let tcp = std::net::TcpStream::connect("127.0.0.1:5672")?;
+/// # fn wrap(_: std::net::TcpStream) -> Box<dyn carehare_client::Stream> { unimplemented!() }
+/// let (stream, low_water) = carehare_client::tcp_connected(tcp, wrap);
+/// # drop((stream, low_water)); Ok(()) }
+/// ```
+#[cfg(unix)]
+pub fn tcp_connected<S: std::os::fd::AsRawFd>(
+    socket: S,
+    stream: impl FnOnce(S) -> Box<dyn Stream>,
+) -> TcpConnected {
+    let low_water = LowWater::of(&socket);
+    (stream(socket), Some(low_water))
+}
+
+/// For an adapter's
+/// [`connect_tcp_with_low_water`](Runtime::connect_tcp_with_low_water):
+/// no low-water mark off Unix.
+#[cfg(not(unix))]
+pub fn tcp_connected<S>(socket: S, stream: impl FnOnce(S) -> Box<dyn Stream>) -> TcpConnected {
+    (stream(socket), None)
+}
+
 /// An async runtime: TCP, timers and spawning. Each adapter crate
 /// (`carehare-tokio`, `carehare-async-std`, `carehare-smol`) implements
 /// this in a few dozen lines.

@@ -67,12 +67,7 @@ impl Runtime for Tokio {
         Box::pin(async move {
             let tcp = tokio::net::TcpStream::connect(address).await?;
             tcp.set_nodelay(true)?;
-            // The stream owns the socket, as `LowWater` asks.
-            #[cfg(unix)]
-            let low_water = Some(LowWater::of(&tcp));
-            #[cfg(not(unix))]
-            let low_water = None;
-            Ok((Box::new(tcp.compat()) as Box<dyn Stream>, low_water))
+            Ok(tcp_connected(tcp, |tcp| Box::new(tcp.compat())))
         })
     }
 
