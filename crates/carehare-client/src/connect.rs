@@ -258,10 +258,7 @@ async fn connect_one(
         address: label.clone(),
         error: e.into(),
     };
-    let (tcp, low_water) = runtime
-        .connect_tcp_with_low_water(target)
-        .await
-        .map_err(connect_error)?;
+    let (tcp, low_water) = runtime.connect_tcp(target).await.map_err(connect_error)?;
     let io: Box<dyn Stream> = match tls {
         None => tcp,
         Some((connector, name)) => {

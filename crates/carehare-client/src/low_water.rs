@@ -18,7 +18,7 @@ use std::io;
 
 /// A handle on a connected TCP socket's receive low-water mark, handed to
 /// the driver with the socket's stream by
-/// [`Runtime::connect_tcp_with_low_water`](crate::Runtime::connect_tcp_with_low_water).
+/// [`Runtime::connect_tcp`](crate::Runtime::connect_tcp).
 /// The driver sets it while publishes are held back, so that it sleeps
 /// through many confirms at a time; it is set back to 1 (wake for any
 /// byte) whenever they are not. It only changes how often the driver is

@@ -31,13 +31,13 @@ pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 /// A connected TCP stream, and its socket's [`LowWater`] mark when the
-/// runtime can reach it (see
-/// [`Runtime::connect_tcp_with_low_water`]).
+/// runtime can reach it: what [`Runtime::connect_tcp`] gives. With the
+/// mark, a connection whose publishes are held back sleeps through many
+/// confirms at a time; without it, it works the same, only waking for
+/// every read.
 pub type TcpConnected = (Box<dyn Stream>, Option<LowWater>);
 
-/// For an adapter's
-/// [`connect_tcp_with_low_water`](Runtime::connect_tcp_with_low_water):
-/// takes `socket`'s [`LowWater`] mark (on Unix), then hands `socket` to
+/// For an adapter's [`connect_tcp`](Runtime::connect_tcp): takes `socket`'s [`LowWater`] mark (on Unix), then hands `socket` to
 /// `stream`, so the stream owns the socket the mark is set on.
 ///
 /// ```no_run
@@ -56,9 +56,8 @@ pub fn tcp_connected<S: std::os::fd::AsRawFd>(
     (stream(socket), Some(low_water))
 }
 
-/// For an adapter's
-/// [`connect_tcp_with_low_water`](Runtime::connect_tcp_with_low_water):
-/// no low-water mark off Unix.
+/// For an adapter's [`connect_tcp`](Runtime::connect_tcp): no low-water
+/// mark off Unix.
 #[cfg(not(unix))]
 pub fn tcp_connected<S>(socket: S, stream: impl FnOnce(S) -> Box<dyn Stream>) -> TcpConnected {
     (stream(socket), None)
@@ -71,7 +70,7 @@ pub fn tcp_connected<S>(socket: S, stream: impl FnOnce(S) -> Box<dyn Stream>) ->
 /// ```
 /// use std::net::SocketAddr;
 /// use std::time::Instant;
-/// use carehare_client::{BoxFuture, Runtime, Stream};
+/// use carehare_client::{BoxFuture, Runtime, TcpConnected};
 ///
 /// /// A runtime that can only fail: enough to show the shape.
 /// struct Nowhere;
@@ -79,7 +78,7 @@ pub fn tcp_connected<S>(socket: S, stream: impl FnOnce(S) -> Box<dyn Stream>) ->
 ///     fn resolve(&self, _host: &str, _port: u16) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
 ///         Box::pin(async { Err(std::io::ErrorKind::Unsupported.into()) })
 ///     }
-///     fn connect_tcp(&self, _address: SocketAddr) -> BoxFuture<'static, std::io::Result<Box<dyn Stream>>> {
+///     fn connect_tcp(&self, _address: SocketAddr) -> BoxFuture<'static, std::io::Result<TcpConnected>> {
 ///         Box::pin(async { Err(std::io::ErrorKind::Unsupported.into()) })
 ///     }
 ///     fn sleep_until(&self, _deadline: Instant) -> BoxFuture<'static, ()> {
@@ -94,22 +93,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// an IP address).
     fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>>;
 
-    /// Connects TCP to one socket address, with `TCP_NODELAY` set.
-    fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>>;
-
-    /// [`connect_tcp`](Self::connect_tcp), and the socket's
-    /// [`LowWater`] mark if the runtime can reach it: with it, a connection
-    /// whose publishes are held back sleeps through many confirms at a
-    /// time. This is what `connect` calls. The default calls
-    /// `connect_tcp` and gives no mark; the connection then works the
-    /// same, only waking for every read.
-    fn connect_tcp_with_low_water(
-        &self,
-        address: SocketAddr,
-    ) -> BoxFuture<'static, io::Result<TcpConnected>> {
-        let connecting = self.connect_tcp(address);
-        Box::pin(async move { Ok((connecting.await?, None)) })
-    }
+    /// Connects TCP to one socket address, with `TCP_NODELAY` set, and
+    /// gives the socket's [`LowWater`] mark if the runtime can reach it
+    /// ([`tcp_connected`] takes both; a stream alone is `(stream, None)`).
+    fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<TcpConnected>>;
 
     /// A future that completes at `deadline`.
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()>;

@@ -58,15 +58,7 @@ impl Runtime for Smol {
         Box::pin(async move { smol::net::resolve((host.as_str(), port)).await })
     }
 
-    fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
-        let connecting = self.connect_tcp_with_low_water(address);
-        Box::pin(async move { Ok(connecting.await?.0) })
-    }
-
-    fn connect_tcp_with_low_water(
-        &self,
-        address: SocketAddr,
-    ) -> BoxFuture<'static, io::Result<TcpConnected>> {
+    fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<TcpConnected>> {
         Box::pin(async move {
             let tcp = smol::net::TcpStream::connect(address).await?;
             tcp.set_nodelay(true)?;

@@ -55,15 +55,7 @@ impl Runtime for Tokio {
         })
     }
 
-    fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
-        let connecting = self.connect_tcp_with_low_water(address);
-        Box::pin(async move { Ok(connecting.await?.0) })
-    }
-
-    fn connect_tcp_with_low_water(
-        &self,
-        address: SocketAddr,
-    ) -> BoxFuture<'static, io::Result<TcpConnected>> {
+    fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<TcpConnected>> {
         Box::pin(async move {
             let tcp = tokio::net::TcpStream::connect(address).await?;
             tcp.set_nodelay(true)?;

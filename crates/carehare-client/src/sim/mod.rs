@@ -33,7 +33,7 @@ use carehare_core::testing;
 use carehare_core::types::ShortStr;
 use futures_io::{AsyncRead, AsyncWrite};
 
-use crate::runtime::{BoxFuture, Runtime, Stream};
+use crate::runtime::{BoxFuture, Runtime, Stream, TcpConnected};
 
 mod log_capture;
 pub use log_capture::Captured;
@@ -162,13 +162,13 @@ impl Runtime for SimRuntime {
         Box::pin(async move { found.ok_or_else(|| io::ErrorKind::NotFound.into()) })
     }
 
-    fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
+    fn connect_tcp(&self, address: SocketAddr) -> BoxFuture<'static, io::Result<TcpConnected>> {
         let result = (self.connector)(address);
         Box::pin(async move {
             match result {
                 // A "hanging" address: the connect never completes.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::future::pending().await,
-                other => other,
+                other => other.map(|stream| (stream, None)),
             }
         })
     }
