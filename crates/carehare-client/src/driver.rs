@@ -94,12 +94,11 @@ pub(crate) struct Driver {
     out: VecDeque<Bytes>,
     timer: Option<(Instant, BoxFuture<'static, ()>)>,
     eof: bool,
-    /// The socket's receive low-water mark, if the runtime gave it, the
-    /// value last set (1, the kernel's default, before any), and whether
-    /// it may go above 1 (not once the socket refused).
+    /// The socket's receive low-water mark, if the runtime gave it and the
+    /// socket never refused a higher one, and the value last set (1, the
+    /// kernel's default, before any).
     low_water: Option<LowWater>,
     low_water_set: usize,
-    low_water_raise: bool,
 }
 
 impl Driver {
@@ -118,7 +117,6 @@ impl Driver {
             eof: false,
             low_water: None,
             low_water_set: 1,
-            low_water_raise: true,
         }
     }
 
@@ -134,7 +132,6 @@ impl Driver {
     /// that refuses to lower it would leave input unread, so that is an
     /// error that ends the connection.
     fn set_low_water(&mut self, wanted: usize) -> std::io::Result<()> {
-        let wanted = if self.low_water_raise { wanted } else { 1 };
         if wanted == self.low_water_set {
             return Ok(());
         }
@@ -145,9 +142,10 @@ impl Driver {
             Ok(()) => self.low_water_set = wanted,
             Err(e) if wanted > self.low_water_set => {
                 debug!(error = %e, "the socket's receive low-water mark can't be raised");
-                self.low_water_raise = false;
-                // Back to 1 if an earlier mark is still set.
-                return self.set_low_water(1);
+                // Back to 1 if an earlier mark is still set, then let it be.
+                let lowered = self.set_low_water(1);
+                self.low_water = None;
+                return lowered;
             }
             Err(e) => return Err(e),
         }
@@ -454,7 +452,7 @@ mod tests {
         let (_file, low_water) = refusing_low_water();
         driver.0.low_water = Some(low_water);
         assert!(driver.0.set_low_water(64).is_ok());
-        assert!(!driver.0.low_water_raise);
+        assert!(driver.0.low_water.is_none());
         assert_eq!(driver.0.low_water_set, 1);
         assert!(driver.0.set_low_water(64).is_ok(), "not tried again");
     }
