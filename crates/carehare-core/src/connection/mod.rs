@@ -490,7 +490,8 @@ impl Connection {
     /// the hold at the latest; this is then 1 again. A driver that ignores
     /// it only wakes more often.
     pub fn read_low_water(&self) -> usize {
-        if !self.coalescer.holding() || !self.holds() {
+        // The coalescer answers 1 unless a hold is under way.
+        if !self.holds() {
             return 1;
         }
         self.coalescer
