@@ -11,7 +11,8 @@ test:
 
 # Every benchmark (codec, allocations, end to end against lapin, amqprs and
 # the Python clients, latency one message at a time, how cost grows, where
-# the plain program's CPU goes: callgrind and flame graphs; idle
+# the plain program's CPU goes: callgrind and flame graphs, and the consuming
+# phase alone beside amqprs and the raw peer; idle
 # connections, many consumers, many queues); writes docs/benchmarks.md, its
 # charts docs/bench-*.svg and docs/flame-*.svg. ~25 min.
 bench:

@@ -14,6 +14,12 @@
 #           flame graphs from perf's cpu-clock samples drawn by inferno
 #           into docs/flame-*.svg, on both tokio runtimes, and the parts
 #           of the CPU in a table (python/flame_parts.py)
+#   profile-consume  the consuming phase alone, on one thread: perf's
+#           samples of the plain program, amqprs and the raw peer at 12 B
+#           and 1 KiB (flame graphs of 1 KiB into docs/flame-consume-*.svg),
+#           the kernel's part split by what it is for
+#           (python/consume_parts.py), and the plain program with more CPU
+#           spent on each delivery (PEER_WORK_NS)
 #   profile-idle  the same for 10 s of 5,000 idle connections on a 1 s
 #           heartbeat (PROFILE_IDLE_CONNECTIONS; sampled at 500 Hz)
 #   scale   memory per idle connection (carehare, amqprs, lapin), 10,000 idle
@@ -30,7 +36,7 @@
 # Python 3 for the Python peers (a venv under benches/target/python/e2e,
 # made here, with carehare and aio-pika from PyPI). About 25 minutes on 2
 # cores. ROUNDS (default 3) sets the e2e, consumers and queues rounds,
-# LATENCY_ROUNDS (default 11) the latency rounds; ONLY=codec,alloc,e2e,latency,growth,profile,profile-idle,scale,queues (any of
+# LATENCY_ROUNDS (default 11) the latency rounds; ONLY=codec,alloc,e2e,latency,growth,profile,profile-consume,profile-idle,scale,queues (any of
 # the steps above) runs a subset (the other tables and figures are left as
 # they were in the last run's files under benches/target/bench/). E2E_ARGS
 # passes flags to the e2e runner (e.g. --extra-cli NAME=PATH to add another
@@ -42,7 +48,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
-steps=codec,alloc,e2e,latency,growth,profile,profile-idle,scale,queues
+steps=codec,alloc,e2e,latency,growth,profile,profile-consume,profile-idle,scale,queues
 only=",${ONLY:-$steps},"  # ONLY=none only rewrites docs/benchmarks.md
 failed=""
 out="$root/benches/target/bench"
@@ -193,6 +199,62 @@ PY
   python3 python/flame_parts.py 100000 "${parts[@]}" >"$out/profile_parts.md"
   step_end
 fi
+if [[ $only == *,profile-consume,* ]]; then
+  step_start profile-consume
+  echo "== profile: the consuming phase alone, on one thread (perf + inferno)" >&2
+  command -v perf >/dev/null || { echo "profile-consume needs perf (Debian: linux-perf)" >&2; exit 1; }
+  command -v inferno-flamegraph >/dev/null || cargo install --locked inferno
+  # perf starts with its events off (-D -1); the peer switches them on and
+  # off through perf's control fifos as its consuming phase (the second
+  # PhaseTimer) starts and ends, so nothing of publishing is sampled.
+  rm -f "$out/perf.ctl" "$out/perf.ack"
+  mkfifo "$out/perf.ctl" "$out/perf.ack"
+  rows=()
+  for size in 12 1024; do
+    for profile in carehare-plain:plain amqprs-ct:amqprs raw:raw; do
+      IFS=: read -r name peer <<<"$profile"
+      base="$out/perf.consume.$name.$size"
+      PEER_RUNTIME=current_thread PEER_PERF_PHASE=2 PEER_PERF_CTL="$out/perf.ctl" PEER_PERF_ACK="$out/perf.ack" \
+        perf record -q -F 4000 -g --call-graph dwarf,16384 -D -1 --control "fifo:$out/perf.ctl,$out/perf.ack" \
+        -o "$base.data" "target/release/peer-$peer" --count 100000 --size "$size" >"$base.json"
+      perf script -i "$base.data" 2>/dev/null | inferno-collapse-perf >"$base.folded"
+      if [[ $size == 1024 ]]; then
+        inferno-flamegraph --title "$name: consuming 100,000 messages of 1 KiB with acks, the consuming phase alone (current-thread tokio)" \
+          --width 1400 --minwidth 2 <"$base.folded" >"$root/docs/flame-consume-$name.svg"
+      fi
+      rows+=("$name=$size=$base.folded=$base.json")
+    done
+  done
+  rm -f "$out/perf.ctl" "$out/perf.ack"
+  python3 python/consume_parts.py 100000 "${rows[@]}" >"$out/profile_consume.md"
+  # The same program spending more CPU on each delivery, as a user's
+  # handler would (PEER_WORK_NS), alternating, a round of each at a time.
+  runs=()
+  for round in $(seq "${ROUNDS:-3}"); do
+    for size in 12 1024; do
+      for work in 0 1000 2000 4000; do
+        f="$out/consume-work.$size.$work.$round.json"
+        PEER_RUNTIME=current_thread PEER_WORK_NS=$work target/release/peer-plain --count 100000 --size "$size" >"$f"
+        runs+=("$size=$work=$f")
+      done
+    done
+  done
+  python3 - "${runs[@]}" >"$out/consume_work.md" <<'PY'
+import json, statistics, sys
+from collections import defaultdict
+runs = defaultdict(list)
+for arg in sys.argv[1:]:
+    size, work, path = arg.split("=", 2)
+    runs[(int(size), int(work))].append(json.loads(open(path).read().strip().splitlines()[-1])["consume"])
+keys = ["msg_per_s", "cpu_us_per_msg", "user_us_per_msg", "sys_us_per_msg", "sleeps_per_1k_msg"]
+print("| body | work per delivery (ns) | deliveries/s | CPU (µs/delivery) | user | kernel | sleeps per 1k deliveries |")
+print("|---|---|---|---|---|---|---|")
+for (size, work), phases in sorted(runs.items()):
+    m = {k: statistics.median(p[k] for p in phases) for k in keys}
+    print(f"| {size} B | {work} | {m['msg_per_s'] / 1000:.1f}k | {m['cpu_us_per_msg']:.2f} | {m['user_us_per_msg']:.2f} | {m['sys_us_per_msg']:.2f} | {m['sleeps_per_1k_msg']:.0f} |")
+PY
+  step_end
+fi
 if [[ $only == *,profile-idle,* ]]; then
   step_start profile-idle
   echo "== profile: idle connections (perf + inferno)" >&2
@@ -273,7 +335,7 @@ for name in step_names.split(","):
     f = out / f"step-{name}.md"
     steps.append(f.read_text().rstrip() if f.exists() else f"| {name} | (no record) | | | |")
 text = text.replace("@STEPS@", "| step | ran (UTC) | minutes | the host took | a task waited for a core |\n|---|---|---|---|---|\n" + "\n".join(steps))
-for name in ["codec", "alloc", "e2e", "latency", "growth", "profile", "profile_parts", "profile_idle", "scale", "queues"]:
+for name in ["codec", "alloc", "e2e", "latency", "growth", "profile", "profile_parts", "profile_consume", "consume_work", "profile_idle", "scale", "queues"]:
     f = out / f"{name}.md"
     table = f.read_text().rstrip() if f.exists() else "(not run)"
     text = text.replace(f"@{name.upper()}@", table)

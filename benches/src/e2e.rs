@@ -154,14 +154,50 @@ pub struct Phase {
 
 /// Starts timing a phase.
 pub struct PhaseTimer {
+    phase: usize,
     wall: Instant,
     usage: (Duration, Duration, u64),
+}
+
+/// Phases started so far in this process (1 for the first).
+static PHASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `perf record --control fifo:CTL,ACK -D -1` and `PEER_PERF_PHASE=N`,
+/// `PEER_PERF_CTL=CTL`, `PEER_PERF_ACK=ACK`: perf samples the Nth phase
+/// only (1 publishing, 2 consuming), so that a profile of one phase has
+/// nothing of the other in it.
+fn perf_control(phase: usize, command: &str) {
+    use std::io::{Read, Write};
+    let wanted = std::env::var("PEER_PERF_PHASE").ok();
+    if wanted.and_then(|w| w.parse::<usize>().ok()) != Some(phase) {
+        return;
+    }
+    let (Some(ctl), Some(ack)) = (
+        std::env::var_os("PEER_PERF_CTL"),
+        std::env::var_os("PEER_PERF_ACK"),
+    ) else {
+        return;
+    };
+    let mut ctl = std::fs::OpenOptions::new()
+        .write(true)
+        .open(ctl)
+        .expect("perf's control fifo");
+    ctl.write_all(format!("{command}\n").as_bytes())
+        .expect("write to perf's control fifo");
+    // perf answers "ack\n" once the events are switched.
+    let mut answer = [0u8; 4];
+    std::fs::File::open(ack)
+        .and_then(|mut f| f.read_exact(&mut answer))
+        .expect("perf's ack fifo");
 }
 
 impl PhaseTimer {
     /// Now.
     pub fn start() -> Self {
+        let phase = PHASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        perf_control(phase, "enable");
         PhaseTimer {
+            phase,
             wall: Instant::now(),
             usage: usage(),
         }
@@ -173,6 +209,7 @@ impl PhaseTimer {
     #[inline(never)]
     pub fn stop(self, messages: u64) -> Phase {
         let (user, sys, sleeps) = usage();
+        perf_control(self.phase, "disable");
         let (user0, sys0, sleeps0) = self.usage;
         Phase {
             messages,
@@ -281,10 +318,14 @@ pub async fn consume_with_carehare(
         .acking_consumer(queue, w.prefetch)
         .await
         .expect("consume");
+    let work = work_per_delivery();
     let mut seen = 0u64;
     while seen < w.count {
         let (body, tag) = consumer.next_delivery().await.expect("delivery");
         assert_eq!(body.len(), w.size);
+        if !work.is_zero() {
+            busy(work);
+        }
         seen += 1;
         if seen.is_multiple_of(w.multi_ack_every) || seen == w.count {
             consumer.ack_multiple(tag);
@@ -293,6 +334,22 @@ pub async fn consume_with_carehare(
     let phase = timer.stop(seen);
     consumer.close().await;
     phase
+}
+
+/// `PEER_WORK_NS`: CPU the consuming program spends on each delivery, as
+/// a user's handler would (0 unless set). The profile step uses it to show
+/// how the kernel's part of consuming depends on the program's speed.
+fn work_per_delivery() -> Duration {
+    let ns = std::env::var("PEER_WORK_NS").ok();
+    Duration::from_nanos(ns.and_then(|ns| ns.parse().ok()).unwrap_or(0))
+}
+
+/// Spins for `work`, on the CPU.
+fn busy(work: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < work {
+        std::hint::spin_loop();
+    }
 }
 
 /// `n` with thousands separators: `16,421,550`.
