@@ -239,19 +239,32 @@ if [[ $only == *,profile-consume,* ]]; then
       done
     done
   done
-  python3 - "${runs[@]}" >"$out/consume_work.md" <<'PY'
-import json, statistics, sys
+  python3 - "$out" "${runs[@]}" >"$out/consume_work.md" <<'PY'
+import json, pathlib, statistics, sys
 from collections import defaultdict
 runs = defaultdict(list)
-for arg in sys.argv[1:]:
+out = pathlib.Path(sys.argv[1])
+for arg in sys.argv[2:]:
     size, work, path = arg.split("=", 2)
     runs[(int(size), int(work))].append(json.loads(open(path).read().strip().splitlines()[-1])["consume"])
 keys = ["msg_per_s", "cpu_us_per_msg", "user_us_per_msg", "sys_us_per_msg", "sleeps_per_1k_msg"]
 print("| body | work per delivery (ns) | deliveries/s | CPU (µs/delivery) | user | kernel | sleeps per 1k deliveries |")
 print("|---|---|---|---|---|---|---|")
+series = defaultdict(list)
 for (size, work), phases in sorted(runs.items()):
     m = {k: statistics.median(p[k] for p in phases) for k in keys}
     print(f"| {size} B | {work} | {m['msg_per_s'] / 1000:.1f}k | {m['cpu_us_per_msg']:.2f} | {m['user_us_per_msg']:.2f} | {m['sys_us_per_msg']:.2f} | {m['sleeps_per_1k_msg']:.0f} |")
+    series[f"{size} B" if size < 1024 else f"{size // 1024} KiB"].append((m["sleeps_per_1k_msg"], m["sys_us_per_msg"]))
+# The kernel's part against how often the program slept: one point per
+# amount of work, the most work at the left.
+figure = {
+    "kind": "lines",
+    "title": "Consuming on one thread: the kernel's CPU follows the sleeps",
+    "x_label": "sleeps per 1,000 deliveries",
+    "y_label": "kernel CPU per delivery (µs)",
+    "series": [{"name": name, "points": sorted(points)} for name, points in series.items()],
+}
+(out / "fig-consume-sleeps.json").write_text(json.dumps(figure, indent=2))
 PY
   step_end
 fi
