@@ -398,18 +398,7 @@ pub async fn headers_exchange_routing_with_binding_arguments(rt: Arc<dyn Runtime
     publish("zip", "log").await.unwrap();
     let count = |q: carehare_client::carehare_core::types::ShortStr| {
         let c = c.clone();
-        async move {
-            c.queue_declare(
-                &q,
-                QueueOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap()
-            .message_count
-        }
+        async move { ready(&c, &q).await }
     };
     assert_eq!(count(all.clone()).await, 1, "x-match all: only pdf/report");
     assert_eq!(
@@ -749,19 +738,7 @@ pub async fn memory_alarm_blocks_then_unblocks_publishes(rt: Arc<dyn Runtime>) {
         .queue_declare(&q, QueueOptions::default())
         .await
         .unwrap();
-    let count = || async {
-        observer
-            .queue_declare(
-                &q,
-                QueueOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap()
-            .message_count
-    };
+    let count = || ready(&observer, &q);
     let mut changes = c.blocking_changes();
     let restore = RestoreWatermark;
     crate::rabbitmqctl("set_vm_memory_high_watermark 0");

@@ -761,17 +761,7 @@ pub async fn declare_bind_unbind_on_short_lived_channels(rt: Arc<dyn Runtime>) {
     c.queue_unbind(&q.queue, &ex, "a.*", FieldTable::default())
         .await
         .unwrap();
-    let again = c
-        .queue_declare(
-            &q.queue,
-            QueueOptions {
-                passive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(again.message_count, 1);
+    assert_eq!(ready(&c, &q.queue).await, 1);
     let too_long = "x".repeat(256);
     assert!(matches!(
         c.queue_declare(&too_long, QueueOptions::default()).await,
