@@ -436,21 +436,20 @@ mod tests {
         assert!(!driver.1.lock().is_closed());
     }
 
-    /// A low-water mark on an open file, which is no socket: every set
-    /// fails. Keep the file as long as the mark is used.
+    /// A connected driver whose low-water mark is on an open file, which
+    /// is no socket: every set fails. Keep the file as long as the driver.
     #[cfg(unix)]
-    fn refusing_low_water() -> (std::fs::File, crate::low_water::LowWater) {
+    fn refusing_low_water() -> ((Driver, Arc<Shared>, FakeBroker), std::fs::File) {
+        let mut driver = connected();
         let file = std::fs::File::open("/dev/null").unwrap();
-        let low_water = crate::low_water::LowWater::of(&file);
-        (file, low_water)
+        driver.0.low_water = Some(crate::low_water::LowWater::of(&file));
+        (driver, file)
     }
 
     #[cfg(unix)]
     #[test]
     fn a_socket_that_refuses_a_higher_mark_stays_at_one() {
-        let mut driver = connected();
-        let (_file, low_water) = refusing_low_water();
-        driver.0.low_water = Some(low_water);
+        let (mut driver, _file) = refusing_low_water();
         assert!(driver.0.set_low_water(64).is_ok());
         assert!(driver.0.low_water.is_none());
         assert_eq!(driver.0.low_water_set, 1);
@@ -460,9 +459,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_socket_that_refuses_to_lower_its_mark_ends_the_connection() {
-        let mut driver = connected();
-        let (_file, low_water) = refusing_low_water();
-        driver.0.low_water = Some(low_water);
+        let (mut driver, _file) = refusing_low_water();
         // As if a mark of 64 had been set while publishes were held.
         driver.0.low_water_set = 64;
         let mut cx = Context::from_waker(Waker::noop());
